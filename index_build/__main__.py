@@ -1,0 +1,65 @@
+"""``python -m index_build VERB ...``: one sub-command per build stage.
+
+Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+the module is imported only when its verb runs, so ``corpus`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from retriever.errors import RetrieverError
+
+VERBS = {
+    "corpus": ("index_build.corpus", "Corpus files (Wikipedia XML, WikiExtractor, JSONL, ...) to a passage store"),
+    "bm25": ("index_build.build_bm25", "Build the BM25 index of a corpus store"),
+    "encode": ("index_build.encode", "Encode passages with a dense model into embedding shards"),
+    "faiss": ("index_build.build_faiss", "Build a FAISS index from embedding shards"),
+    "verify": ("index_build.verify", "Check an index root: counts, checksums, ANN recall against exact"),
+    "all": ("index_build.pipeline", "Run corpus, bm25, encode and faiss in one go"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog="python -m index_build", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    modules = {}
+    for verb, (module_name, help_text) in VERBS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        modules[verb] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not sys.stderr.isatty():
+        args.no_progress = True
+    try:
+        return modules[args.verb].run(args)
+    except RetrieverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to start this stage again", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

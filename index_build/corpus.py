@@ -1,0 +1,202 @@
+"""``python -m index_build corpus``: input files to the memory-mapped passage store.
+
+The store is written into ``ROOT/corpus.partial`` and renamed to ``ROOT/corpus`` only when
+complete, so an interrupted build never looks finished; a rerun starts that folder afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from retriever.docstore import CORPUS_DIR
+from retriever.errors import CorpusInputError
+from retriever.manifest import write_manifest
+from retriever.storewriter import StoreWriter, index_jsonl_in_place
+from retriever.titles import clean_title, title_to_url
+
+from .chunking import split_words
+from .readers import FORMATS, READERS, Counts, Doc, Progress, Redirect, detect_format, read_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    format: str = "auto"
+    passage_words: int = 100
+    passage_stride: int | None = None
+    on_error: str = "raise"
+    in_place: str = "auto"
+    workers: int = 0  # 0: one per core
+    keep_pages: bool = True
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="input files or folders")
+    p.add_argument("--out", required=True, metavar="ROOT", help="index root to write ROOT/corpus into")
+    p.add_argument("--format", choices=FORMATS, default="auto", help="input format (default: detect)")
+    p.add_argument("--passage-words", type=int, default=100, help="words per passage (default 100)")
+    p.add_argument("--passage-stride", type=int, default=None, help="words between passage starts (default: no overlap)")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="stop at the first bad record (default) or skip and count it")
+    p.add_argument("--in-place", choices=["auto", "yes", "no"], default="auto",
+                   help="index a single passage JSONL where it lies instead of copying it (auto: for Search-R1/FlashRAG/ASearcher passage files)")
+    p.add_argument("--workers", type=int, default=0, help="processes for wikitext parsing (0: one per core)")
+    p.add_argument("--no-pages", action="store_true", help="do not keep full articles for the access tool")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = CorpusConfig(
+        format=args.format,
+        passage_words=args.passage_words,
+        passage_stride=args.passage_stride,
+        on_error=args.on_error,
+        in_place=args.in_place,
+        workers=args.workers,
+        keep_pages=not args.no_pages,
+    )
+    manifest = build_corpus(args.input, args.out, config, show_progress=not args.no_progress)
+    s = manifest["summary"]
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("skipped", {}).items())) or "none"
+    print(
+        f"corpus: {manifest['num_docs']} passages, {manifest['num_pages']} pages, "
+        f"{manifest.get('num_redirects', 0)} redirects from {s['input_mb']:.1f} MB in {s['seconds']:.1f} s "
+        f"({s['mb_per_s']:.1f} MB/s, {s['passages_per_s']:.0f} passages/s); skipped: {skipped} -> {s['folder']}"
+    )
+    return 0
+
+
+def _progress_bar(total_bytes: int, enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="corpus", smoothing=0.1)
+    return bar.update, bar.close
+
+
+def _input_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _can_index_in_place(paths: list[Path], formats: list[str]) -> bool:
+    if len(paths) != 1 or formats[0] != "jsonl" or paths[0].suffix in (".gz", ".bz2"):
+        return False
+    head = read_head(paths[0], 1 << 16).split(b"\n", 1)[0]
+    return b'"contents"' in head
+
+
+def build_corpus(
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    config: CorpusConfig = CorpusConfig(),
+    show_progress: bool = False,
+) -> dict:
+    """Build ``out/corpus`` from ``inputs``; returns its manifest (with a ``summary``)."""
+    start = time.perf_counter()
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            raise CorpusInputError(str(p), "open", "no such file or folder")
+    formats = [config.format if config.format != "auto" else detect_format(p) for p in paths]
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / CORPUS_DIR
+    partial = root / (CORPUS_DIR + ".partial")
+    if partial.exists():
+        log.info("removing unfinished build %s", partial)
+        shutil.rmtree(partial)
+    total = sum(_input_size(p) for p in paths)
+    update, close = _progress_bar(total, show_progress)
+    progress = Progress(update)
+    counts = Counts()
+    sources = [{"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)]
+    try:
+        in_place = config.in_place == "yes" or (
+            config.in_place == "auto" and _can_index_in_place(paths, formats)
+        )
+        if in_place:
+            if len(paths) != 1 or formats[0] != "jsonl":
+                raise CorpusInputError(str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file")
+            manifest = index_jsonl_in_place(paths[0], partial, "contents", progress=None)
+            progress.update(total)
+            manifest.update(sources=sources, chunking=None, skipped={})
+            write_manifest(partial, manifest)
+        else:
+            manifest = _write_store(paths, formats, partial, config, counts, progress)
+    except BaseException:
+        close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    close()
+    if final.exists():
+        old = root / (CORPUS_DIR + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+    seconds = time.perf_counter() - start
+    mb = total / 1e6
+    manifest["summary"] = {
+        "folder": str(final),
+        "seconds": seconds,
+        "input_mb": mb,
+        "mb_per_s": mb / max(seconds, 1e-9),
+        "passages_per_s": manifest["num_docs"] / max(seconds, 1e-9),
+    }
+    log.info("corpus built in %.1f s: %s", seconds, final)
+    return manifest
+
+
+def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progress: Progress):
+    if fmt == "wiki-xml":
+        from .wikixml import read_wiki_xml
+
+        return read_wiki_xml(path, config.on_error, counts, progress, workers=config.workers)
+    return READERS[fmt](path, config.on_error, counts, progress)
+
+
+def _write_store(paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress) -> dict:
+    writer = StoreWriter(folder, with_pages=config.keep_pages)
+    seq = 0
+    try:
+        for path, fmt in zip(paths, formats):
+            for rec in _records(path, fmt, config, counts, progress):
+                if isinstance(rec, Redirect):
+                    writer.add_redirect(rec.title, rec.target)
+                    continue
+                doc: Doc = rec
+                title = clean_title(doc.title) if doc.title else ""
+                url = doc.url or title_to_url(title)
+                base_id = doc.id if doc.id is not None else str(seq)
+                seq += 1
+                if config.keep_pages and doc.page:
+                    writer.add_page(base_id, title, url, doc.text)
+                if doc.split:
+                    windows = split_words(doc.text, config.passage_words, config.passage_stride)
+                    for i, window in enumerate(windows):
+                        writer.add_passage(f"{base_id}-{i}", title, window, url)
+                else:
+                    writer.add_passage(base_id, title, doc.text, url)
+        if writer.num_passages == 0:
+            raise CorpusInputError(", ".join(map(str, paths)), "end", "no passages were read")
+        return writer.finish(
+            {
+                "sources": [{"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)],
+                "chunking": {"words": config.passage_words, "stride": config.passage_stride or config.passage_words},
+                "skipped": dict(counts),
+            }
+        )
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,210 @@
+"""The memory-mapped passage store (``INDEX_ROOT/corpus``): write once, read rows anywhere.
+
+Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
+
+- ``passages.jsonl`` + ``passages.offsets.npy`` (uint64, n+1 byte offsets). The data file may
+  also be a user's own JSONL (a Search-R1 ``wiki-18.jsonl``) read in place: the manifest names
+  its path and row format, and only the offsets and key tables are written here.
+- ``pages.jsonl`` + ``pages.offsets.npy``: full articles for the access tool (optional).
+- ``ids.*.npy``: passage id -> row (absent when every id is its row number).
+- ``titles.*.npy``: title/url key -> rows of that title's passages.
+- ``pagekeys.*.npy``: title/url/redirect/``id:`` key -> page row.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .errors import IndexFormatError
+from .keyindex import KeyIndex
+from .manifest import read_manifest
+from .titles import lookup_key, title_to_url
+from .types import Page, Passage
+
+CORPUS_DIR = "corpus"
+
+
+def parse_row(raw: bytes, row_format: str) -> tuple[str | None, str, str, str | None]:
+    """(id, title, text, url) of one JSONL line in one of the supported row formats."""
+    obj = orjson.loads(raw)
+    if row_format == "store":
+        return obj["id"], obj["title"], obj["text"], obj["url"]
+    contents = obj.get("contents")
+    title = obj.get("title") or obj.get("wikipedia_title")
+    if contents is not None:
+        head, sep, rest = contents.partition("\n")
+        if title is None:
+            title = head.strip().strip('"')
+            text = rest if sep else head
+        elif head.strip().strip('"') == title and sep:
+            text = rest
+        else:
+            text = contents
+    else:
+        text = obj.get("text", "")
+    pid = obj.get("id", obj.get("docid"))
+    return (None if pid is None else str(pid)), title or "", text, obj.get("url")
+
+
+def _open_mmap(path: Path) -> mmap.mmap | bytes:
+    if path.stat().st_size == 0:
+        return b""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class DocStore:
+    """Read side of the corpus store. ``DocStore.open(root)`` is cheap: everything is mmapped."""
+
+    def __init__(self, folder: str | os.PathLike):
+        folder = Path(folder)
+        if not (folder / "manifest.json").exists() and (folder / CORPUS_DIR).is_dir():
+            folder = folder / CORPUS_DIR
+        self.folder = folder
+        self.manifest = read_manifest(folder, kind="corpus")
+        passages = self.manifest["passages"]
+        data_path = Path(passages["path"])
+        if not data_path.is_absolute():
+            data_path = folder / data_path
+        if not data_path.is_file():
+            raise IndexFormatError(f"{folder}: passage file {data_path} is missing")
+        if data_path.stat().st_size != passages["bytes"]:
+            raise IndexFormatError(
+                f"{data_path} is {data_path.stat().st_size} bytes but the store was built on "
+                f"{passages['bytes']}: the file changed; rebuild the corpus"
+            )
+        self.row_format = passages["format"]
+        self._data = _open_mmap(data_path)
+        self._offsets = np.load(folder / "passages.offsets.npy", mmap_mode="r")
+        self._ids = KeyIndex(folder, "ids") if KeyIndex.exists(folder, "ids") else None
+        self._titles = KeyIndex(folder, "titles")
+        self._has_pages = (folder / "pages.offsets.npy").is_file()
+        if self._has_pages:
+            self._pages = _open_mmap(folder / "pages.jsonl")
+            self._page_offsets = np.load(folder / "pages.offsets.npy", mmap_mode="r")
+            self._pagekeys = KeyIndex(folder, "pagekeys")
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> DocStore:
+        return cls(root)
+
+    # ---- passages -------------------------------------------------------------------------
+    @property
+    def checksum(self) -> str:
+        return self.manifest["checksum"]
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def raw(self, row: int) -> bytes:
+        return self._data[int(self._offsets[row]) : int(self._offsets[row + 1])]
+
+    def get(self, row: int) -> Passage:
+        """The passage at ``row`` (0-based); IndexError when out of range."""
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"passage row {row} out of range 0..{len(self) - 1}")
+        pid, title, text, url = parse_row(self.raw(row), self.row_format)
+        return Passage(
+            row=row,
+            id=pid if pid is not None else str(row),
+            title=title,
+            text=text,
+            url=url or title_to_url(title),
+        )
+
+    def get_many(self, rows: Sequence[int]) -> list[Passage]:
+        return [self.get(r) for r in rows]
+
+    def iter_passages(self, start: int = 0, stop: int | None = None) -> Iterator[Passage]:
+        stop = len(self) if stop is None else min(stop, len(self))
+        for row in range(start, stop):
+            yield self.get(row)
+
+    def find_id(self, pid: str) -> int | None:
+        """Row of the passage with this id, or None."""
+        if self._ids is None:
+            if pid.isdigit() and int(pid) < len(self) and str(int(pid)) == pid:
+                return int(pid)
+            return None
+        for row in self._ids.find(pid):
+            if self.get(row).id == pid:
+                return row
+        return None
+
+    def find_title(self, title_or_url: str) -> list[int]:
+        """Passage rows of the article this title or URL names (any form), in order."""
+        return self._titles.find(lookup_key(title_or_url))
+
+    # ---- pages ----------------------------------------------------------------------------
+    @property
+    def num_pages(self) -> int:
+        return len(self._page_offsets) - 1 if self._has_pages else 0
+
+    def get_page(self, row: int) -> Page:
+        obj = orjson.loads(self._pages[int(self._page_offsets[row]) : int(self._page_offsets[row + 1])])
+        return Page(id=obj["id"], title=obj["title"], url=obj["url"], text=obj["text"])
+
+    def page(self, name: str) -> Page | None:
+        """The full article a title, URL (any form) or ``id:`` names; None when unknown.
+
+        Stores built from passage-only inputs have no pages: the article is then rebuilt from
+        the consecutive passages of that title.
+        """
+        if self._has_pages:
+            rows = self._pagekeys.find(lookup_key(name))
+            if rows:
+                return self.get_page(rows[0])
+        rows = self.find_title(name)
+        if not rows:
+            return None
+        return self._page_from_passages(rows)
+
+    def page_by_id(self, pid: str) -> Page | None:
+        """The page with this page id, or the page holding the passage with this id."""
+        if self._has_pages:
+            rows = self._pagekeys.find("id:" + pid)
+            if rows:
+                return self.get_page(rows[0])
+        row = self.find_id(pid)
+        if row is None:
+            return None
+        passage = self.get(row)
+        return self.page(passage.title) or self._page_from_passages([row])
+
+    def _page_from_passages(self, rows: list[int]) -> Page:
+        first = self.get(rows[0])
+        parts = [first.text]
+        for row in rows[1:]:
+            parts.append(self.get(row).text)
+        return Page(id=first.id, title=first.title, url=first.url, text="\n".join(parts))
+
+    # ---- summaries ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        m = self.manifest
+        return {
+            "folder": str(self.folder),
+            "num_docs": len(self),
+            "num_pages": self.num_pages,
+            "num_redirects": m.get("num_redirects", 0),
+            "checksum": self.checksum,
+            "row_format": self.row_format,
+            "passage_bytes": m["passages"]["bytes"],
+            "words_per_passage": m.get("words_per_passage"),
+            "chunking": m.get("chunking"),
+            "sources": m.get("sources"),
+            "skipped": m.get("skipped", {}),
+        }
+
+    def sample(self, n: int, seed: int = 0) -> list[Passage]:
+        if len(self) == 0 or n <= 0:
+            return []
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(self), size=min(n, len(self)), replace=False))
+        return self.get_many(rows.tolist())

@@ -1,0 +1,77 @@
+"""Title and URL normalisation: every way of naming a page maps to one lookup key.
+
+``/wiki/A_B``, ``https://en.wikipedia.org/wiki/A_B``, ``index.php?title=A%20B`` and ``A B``
+all name the same page.
+
+>>> lookup_key("https://en.wikipedia.org/wiki/Albert_Einstein")
+'albert einstein'
+>>> lookup_key("/w/index.php?title=Albert%20Einstein&oldid=1")
+'albert einstein'
+>>> lookup_key("  albert   einstein ")
+'albert einstein'
+>>> title_to_url("AC/DC (band)")
+'https://en.wikipedia.org/wiki/AC/DC_(band)'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import numpy as np
+
+WIKI_BASE = "https://en.wikipedia.org/wiki/"
+_SPACES = re.compile(r"[\s_]+")
+
+
+def clean_title(title: str) -> str:
+    """Underscores to spaces, whitespace collapsed, first letter upper-cased (MediaWiki rule)."""
+    t = _SPACES.sub(" ", title).strip()
+    return t[:1].upper() + t[1:]
+
+
+def title_to_url(title: str, base: str = WIKI_BASE) -> str:
+    """The Wikipedia URL of a title, as the site writes it."""
+    return base + quote(clean_title(title).replace(" ", "_"), safe="/:(),'!;@$*+=-._~")
+
+
+def _title_from_url(text: str) -> str | None:
+    """The page title a URL names, or None when it is not a wiki-style URL."""
+    parts = urlsplit(text)
+    if parts.query:
+        query = parse_qs(parts.query)
+        if "title" in query:
+            return query["title"][0]
+        if "curid" in query:
+            return None
+    path = unquote(parts.path)
+    if "/wiki/" in path:
+        return path.split("/wiki/", 1)[1]
+    return None
+
+
+def lookup_key(text: str) -> str:
+    """The key under which a title or URL is looked up (case-folded, spaces normalised)."""
+    text = text.strip()
+    looks_like_url = "://" in text or text.startswith(("/wiki/", "/w/", "index.php", "wiki/"))
+    if looks_like_url:
+        if text.startswith("wiki/"):
+            text = "/" + text
+        title = _title_from_url(text)
+        if title is None:
+            parts = urlsplit(text)
+            return "url:" + (parts.netloc + parts.path).lower().rstrip("/")
+        text = title
+    text = unquote(text).split("#", 1)[0]
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+def key_hash(key: str) -> int:
+    """A 63-bit hash of a lookup key, stable across runs and machines (sorted-array indexes)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def key_hashes(keys: list[str]) -> np.ndarray:
+    return np.fromiter((key_hash(k) for k in keys), dtype=np.int64, count=len(keys))

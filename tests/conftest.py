@@ -1,0 +1,38 @@
+"""Shared fixtures: small real stores built once per session from the committed sample data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OPENAI_API_KEY", "unused")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = Path(__file__).parent / "data"
+XML_SAMPLE = DATA / "enwiki-sample-pages-articles.xml.bz2"
+HOTPOT = DATA / "hotpotqa-distractor-500.jsonl"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def hotpot_root(tmp_path_factory) -> Path:
+    """An index root whose corpus is the 4,920 HotpotQA paragraphs (one passage each)."""
+    from index_build.__main__ import main
+
+    root = tmp_path_factory.mktemp("hotpot") / "index"
+    assert main(["corpus", "--input", str(HOTPOT), "--out", str(root), "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def xml_root(tmp_path_factory) -> Path:
+    """An index root built from the real Wikipedia XML sample."""
+    from index_build.__main__ import main
+
+    root = tmp_path_factory.mktemp("xml") / "index"
+    assert main(["corpus", "--input", str(XML_SAMPLE), "--out", str(root), "--no-progress"]) == 0
+    return root
