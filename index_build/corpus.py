@@ -38,17 +38,40 @@ class CorpusConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="input files or folders")
-    p.add_argument("--out", required=True, metavar="ROOT", help="index root to write ROOT/corpus into")
-    p.add_argument("--format", choices=FORMATS, default="auto", help="input format (default: detect)")
+    p.add_argument(
+        "--input", nargs="+", required=True, metavar="PATH", help="input files or folders"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="ROOT", help="index root to write ROOT/corpus into"
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, default="auto", help="input format (default: detect)"
+    )
     p.add_argument("--passage-words", type=int, default=100, help="words per passage (default 100)")
-    p.add_argument("--passage-stride", type=int, default=None, help="words between passage starts (default: no overlap)")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="stop at the first bad record (default) or skip and count it")
-    p.add_argument("--in-place", choices=["auto", "yes", "no"], default="auto",
-                   help="index a single passage JSONL where it lies instead of copying it (auto: for Search-R1/FlashRAG/ASearcher passage files)")
-    p.add_argument("--workers", type=int, default=0, help="processes for wikitext parsing (0: one per core)")
-    p.add_argument("--no-pages", action="store_true", help="do not keep full articles for the access tool")
+    p.add_argument(
+        "--passage-stride",
+        type=int,
+        default=None,
+        help="words between passage starts (default: no overlap)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="stop at the first bad record (default) or skip and count it",
+    )
+    p.add_argument(
+        "--in-place",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="index a single passage JSONL where it lies instead of copying it (auto: for Search-R1/FlashRAG/ASearcher passage files)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes for wikitext parsing (0: one per core)"
+    )
+    p.add_argument(
+        "--no-pages", action="store_true", help="do not keep full articles for the access tool"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     )
     manifest = build_corpus(args.input, args.out, config, show_progress=not args.no_progress)
     s = manifest["summary"]
-    skipped = ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("skipped", {}).items())) or "none"
+    skipped = (
+        ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("skipped", {}).items())) or "none"
+    )
     print(
         f"corpus: {manifest['num_docs']} passages, {manifest['num_pages']} pages, "
         f"{manifest.get('num_redirects', 0)} redirects from {s['input_mb']:.1f} MB in {s['seconds']:.1f} s "
@@ -125,7 +150,9 @@ def build_corpus(
         )
         if in_place:
             if len(paths) != 1 or formats[0] != "jsonl":
-                raise CorpusInputError(str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file")
+                raise CorpusInputError(
+                    str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file"
+                )
             manifest = index_jsonl_in_place(paths[0], partial, "contents", progress=None)
             progress.update(total)
             manifest.update(sources=sources, chunking=None, skipped={})
@@ -166,7 +193,9 @@ def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progres
     return READERS[fmt](path, config.on_error, counts, progress)
 
 
-def _write_store(paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress) -> dict:
+def _write_store(
+    paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress
+) -> dict:
     writer = StoreWriter(folder, with_pages=config.keep_pages)
     seq = 0
     try:
@@ -192,8 +221,13 @@ def _write_store(paths, formats, folder: Path, config: CorpusConfig, counts: Cou
             raise CorpusInputError(", ".join(map(str, paths)), "end", "no passages were read")
         return writer.finish(
             {
-                "sources": [{"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)],
-                "chunking": {"words": config.passage_words, "stride": config.passage_stride or config.passage_words},
+                "sources": [
+                    {"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)
+                ],
+                "chunking": {
+                    "words": config.passage_words,
+                    "stride": config.passage_stride or config.passage_words,
+                },
                 "skipped": dict(counts),
             }
         )

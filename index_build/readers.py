@@ -148,7 +148,9 @@ def detect_format(path: Path) -> str:
     if len(first) >= 2 and "text" in first:
         return "dpr-tsv"
     raise CorpusInputError(
-        str(path), "byte 0", "unknown format: pass --format wiki-xml|wikiextractor|jsonl|dpr-tsv|parquet|hotpotqa"
+        str(path),
+        "byte 0",
+        "unknown format: pass --format wiki-xml|wikiextractor|jsonl|dpr-tsv|parquet|hotpotqa",
     )
 
 
@@ -169,7 +171,9 @@ def _unescape(s: str) -> str:
     return s.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def read_wikiextractor(path: Path, on_error: str, counts: Counts, progress: Progress) -> Iterator[Doc]:
+def read_wikiextractor(
+    path: Path, on_error: str, counts: Counts, progress: Progress
+) -> Iterator[Doc]:
     """WikiExtractor output: ``<doc ...>`` blocks (plain) or ``--json`` lines, in shards or one file."""
     for file in wikiextractor_files(path):
         head = read_head(file, 64).lstrip()
@@ -206,7 +210,9 @@ def read_wikiextractor(path: Path, on_error: str, counts: Counts, progress: Prog
                 continue
             body.append(line.decode("utf-8", "replace"))
         if current is not None:
-            err = CorpusInputError(str(file), f"line {start}", "<doc> not closed before end of file")
+            err = CorpusInputError(
+                str(file), f"line {start}", "<doc> not closed before end of file"
+            )
             if on_error == "raise":
                 raise err
             counts["truncated"] += 1
@@ -227,11 +233,16 @@ def jsonl_row_to_doc(obj: dict) -> Doc:
             text = rest
         else:
             text = contents
-        return Doc(id=pid, title=title, text=text.strip(), url=obj.get("url"), split=False, page=False)
+        return Doc(
+            id=pid, title=title, text=text.strip(), url=obj.get("url"), split=False, page=False
+        )
     title = obj["title"]
     text = obj["text"]
     if not isinstance(title, str) or not isinstance(text, str):
         raise TypeError("'title' and 'text' must be strings")
+    head, sep, rest = text.lstrip().partition("\n")
+    if sep and head.strip() == title.strip():  # WikiExtractor --json repeats the title first
+        text = rest
     return Doc(id=pid, title=title, text=text.strip(), url=obj.get("url"))
 
 
@@ -244,7 +255,9 @@ def read_jsonl(path: Path, on_error: str, counts: Counts, progress: Progress) ->
             doc = jsonl_row_to_doc(orjson.loads(line))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             if on_error == "raise":
-                raise CorpusInputError(str(path), f"line {lines.lineno}", f"bad JSON row: {exc!r}") from exc
+                raise CorpusInputError(
+                    str(path), f"line {lines.lineno}", f"bad JSON row: {exc!r}"
+                ) from exc
             counts["malformed"] += 1
             continue
         if not doc.text:
@@ -271,7 +284,9 @@ def read_dpr_tsv(path: Path, on_error: str, counts: Counts, progress: Progress) 
             pid = row[col["id"]] if "id" in col else None
         except IndexError:
             if on_error == "raise":
-                raise CorpusInputError(str(path), f"line {lines.lineno}", f"expected {len(header)} columns") from None
+                raise CorpusInputError(
+                    str(path), f"line {lines.lineno}", f"expected {len(header)} columns"
+                ) from None
             counts["malformed"] += 1
             continue
         if not text:
@@ -301,8 +316,14 @@ def read_parquet(path: Path, on_error: str, counts: Counts, progress: Progress) 
                 if "contents" in obj:
                     doc = jsonl_row_to_doc(obj)
                 else:
-                    doc = Doc(id=None if obj.get("id") is None else str(obj["id"]), title=obj.get("title") or "",
-                              text=(obj["text"] or "").strip(), url=obj.get("url"), split=False, page=False)
+                    doc = Doc(
+                        id=None if obj.get("id") is None else str(obj["id"]),
+                        title=obj.get("title") or "",
+                        text=(obj["text"] or "").strip(),
+                        url=obj.get("url"),
+                        split=False,
+                        page=False,
+                    )
             except (KeyError, TypeError) as exc:
                 if on_error == "raise":
                     raise CorpusInputError(str(path), f"row {n}", f"bad row: {exc!r}") from exc
@@ -341,7 +362,9 @@ def read_hotpotqa(path: Path, on_error: str, counts: Counts, progress: Progress)
                         yield lines.lineno, orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
                         if on_error == "raise":
-                            raise CorpusInputError(str(path), f"line {lines.lineno}", f"bad JSON: {exc}") from exc
+                            raise CorpusInputError(
+                                str(path), f"line {lines.lineno}", f"bad JSON: {exc}"
+                            ) from exc
                         counts["malformed"] += 1
 
         numbered = numbered_lines()
@@ -351,7 +374,9 @@ def read_hotpotqa(path: Path, on_error: str, counts: Counts, progress: Progress)
             pairs = [(str(title), "".join(sents).strip()) for title, sents in context]
         except (KeyError, TypeError, ValueError) as exc:
             if on_error == "raise":
-                raise CorpusInputError(str(path), f"record {n}", f"no usable 'context': {exc!r}") from exc
+                raise CorpusInputError(
+                    str(path), f"record {n}", f"no usable 'context': {exc!r}"
+                ) from exc
             counts["malformed"] += 1
             continue
         for title, text in pairs:

@@ -44,7 +44,9 @@ def access_pages(
         raise BadRequestError("urls, titles and ids must be lists of strings")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise BadRequestError(f"offset must be an integer >= 0, got {offset!r}")
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0):
+    if max_chars is not None and (
+        isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0
+    ):
         raise BadRequestError(f"max_chars must be a positive integer, got {max_chars!r}")
     out: list[dict | None] = []
     for name in [*urls, *titles]:

@@ -148,7 +148,9 @@ class DocStore:
         return len(self._page_offsets) - 1 if self._has_pages else 0
 
     def get_page(self, row: int) -> Page:
-        obj = orjson.loads(self._pages[int(self._page_offsets[row]) : int(self._page_offsets[row + 1])])
+        obj = orjson.loads(
+            self._pages[int(self._page_offsets[row]) : int(self._page_offsets[row + 1])]
+        )
         return Page(id=obj["id"], title=obj["title"], url=obj["url"], text=obj["text"])
 
     def page(self, name: str) -> Page | None:

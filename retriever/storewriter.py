@@ -99,7 +99,9 @@ class StoreWriter:
         if len(dup):
             a, b = int(order[dup[0]]), int(order[dup[0] + 1])
             raise CorpusInputError(
-                str(self.folder), f"passages {a} and {b}", "two passages share one id; ids must be unique"
+                str(self.folder),
+                f"passages {a} and {b}",
+                "two passages share one id; ids must be unique",
             )
 
     def _resolve_redirects(self) -> int:
@@ -135,7 +137,10 @@ class StoreWriter:
         num_redirects = 0
         if self.with_pages:
             self._pages.close()
-            np.save(self.folder / "pages.offsets.npy", np.frombuffer(self._page_offsets, dtype=np.uint64))
+            np.save(
+                self.folder / "pages.offsets.npy",
+                np.frombuffer(self._page_offsets, dtype=np.uint64),
+            )
             num_redirects = self._resolve_redirects()
             save_key_index(self.folder, "pagekeys", self._page_hashes, self._page_rows)
         full = {
@@ -185,11 +190,15 @@ def index_jsonl_in_place(
         for lineno, line in enumerate(f, 1):
             sha.update(line)
             if not line.strip():
-                raise CorpusInputError(str(source), f"line {lineno}", "empty line inside a passage file")
+                raise CorpusInputError(
+                    str(source), f"line {lineno}", "empty line inside a passage file"
+                )
             try:
                 pid, title, text, url = parse_row(line, row_format)
             except (orjson.JSONDecodeError, KeyError, AttributeError) as exc:
-                raise CorpusInputError(str(source), f"line {lineno}", f"not a {row_format} row: {exc}") from exc
+                raise CorpusInputError(
+                    str(source), f"line {lineno}", f"not a {row_format} row: {exc}"
+                ) from exc
             row = len(offsets) - 1
             pos += len(line)
             offsets.append(pos)
@@ -212,7 +221,9 @@ def index_jsonl_in_place(
     if not ids_are_rows:
         hashes = np.frombuffer(id_hashes, dtype=np.int64)
         if len(np.unique(hashes)) != n:
-            raise CorpusInputError(str(source), "ids", "two passages share one id; ids must be unique")
+            raise CorpusInputError(
+                str(source), "ids", "two passages share one id; ids must be unique"
+            )
         save_key_index(folder, "ids", hashes, np.arange(n))
     save_key_index(folder, "titles", title_hashes, title_rows)
     manifest = {

@@ -7,6 +7,8 @@ all name the same page.
 'albert einstein'
 >>> lookup_key("/w/index.php?title=Albert%20Einstein&oldid=1")
 'albert einstein'
+>>> lookup_key("http://en.wikipedia.org/wiki?curid=12")
+'url:en.wikipedia.org/wiki?curid=12'
 >>> lookup_key("  albert   einstein ")
 'albert einstein'
 >>> title_to_url("AC/DC (band)")
@@ -54,14 +56,20 @@ def _title_from_url(text: str) -> str | None:
 def lookup_key(text: str) -> str:
     """The key under which a title or URL is looked up (case-folded, spaces normalised)."""
     text = text.strip()
-    looks_like_url = "://" in text or text.startswith(("/wiki/", "/w/", "index.php", "wiki/"))
+    looks_like_url = (
+        "://" in text
+        or "/wiki/" in text
+        or "index.php?" in text
+        or text.startswith(("/w/", "wiki/"))
+    )
     if looks_like_url:
         if text.startswith("wiki/"):
             text = "/" + text
         title = _title_from_url(text)
         if title is None:
             parts = urlsplit(text)
-            return "url:" + (parts.netloc + parts.path).lower().rstrip("/")
+            query = "?" + parts.query if parts.query else ""
+            return "url:" + (parts.netloc.lower() + parts.path).rstrip("/") + query
         text = title
     text = unquote(text).split("#", 1)[0]
     return _SPACES.sub(" ", text).strip().casefold()

@@ -1,0 +1,230 @@
+"""Wikitext to clean plain text, with mwparserfromhell doing the parsing.
+
+Templates, references, tables, files and images, categories, interlanguage links, HTML
+comments and tags are removed; links become their visible text; section headings become
+paragraph breaks (their text kept as a line), and reference-only sections are dropped.
+
+>>> wikitext_to_text("'''Paris''' is the capital of [[France|the French Republic]].{{cn}}<ref>x</ref>")
+'Paris is the capital of the French Republic.'
+>>> wikitext_to_text("A [[File:X.jpg|thumb|caption]] b [[Category:Cities]] [[fr:Paris]]")
+'A b'
+>>> wikitext_to_text("It is {{convert|10|km|mi}} long, from {{lang|fr|Paris}}.")
+'It is 10 km long, from Paris.'
+>>> wikitext_to_text("== History ==\\nOld.\\n== References ==\\n* ref")
+'History\\n\\nOld.'
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import mwparserfromhell
+from mwparserfromhell.nodes import (
+    Argument,
+    Comment,
+    ExternalLink,
+    Heading,
+    HTMLEntity,
+    Tag,
+    Template,
+    Text,
+    Wikilink,
+)
+
+DROP_NAMESPACES = {
+    "file",
+    "image",
+    "media",
+    "category",
+    "wikipedia",
+    "wp",
+    "template",
+    "help",
+    "portal",
+    "user",
+    "talk",
+    "special",
+    "module",
+    "draft",
+    "mediawiki",
+    "book",
+    "timedtext",
+}
+DROP_TAGS = {
+    "ref",
+    "references",
+    "table",
+    "gallery",
+    "timeline",
+    "imagemap",
+    "math",
+    "chem",
+    "score",
+    "graph",
+    "templatedata",
+    "includeonly",
+    "noinclude",
+    "mapframe",
+    "maplink",
+    "hiero",
+    "inputbox",
+    "categorytree",
+    "syntaxhighlight",
+    "source",
+    "ce",
+    "style",
+    "script",
+    "img",
+}
+BREAK_TAGS = {"br", "hr", "p", "li", "dd", "dt", "tr", "div"}
+DROP_SECTIONS = {
+    "references",
+    "external links",
+    "see also",
+    "further reading",
+    "notes",
+    "footnotes",
+    "bibliography",
+    "sources",
+    "citations",
+    "notes and references",
+    "references and notes",
+    "external link",
+    "works cited",
+    "gallery",
+}
+_LANG_PREFIX = re.compile(r"^[a-z]{2,3}(-[a-z]+)*$")
+_MAGIC = re.compile(r"__[A-Z]+__")
+_QUOTES = re.compile(r"'{2,}")
+_EMPTY_PARENS = re.compile(r"\(\s*[,;:.]?\s*\)")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_SPACE_PUNCT = re.compile(r" +([,.;:!?)])")
+_OPEN_PAREN_SPACE = re.compile(r"\( +")
+_LIST_MARK = re.compile(r"^[*#:;]+\s*")
+_TABLE_LINE = re.compile(r"^\s*(\{\||\|\}|\|-|\||!)")
+_LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]")
+
+
+def _link_text(node: Wikilink) -> str | None:
+    """Visible text of an internal link, or None when the link shows nothing in the article."""
+    title = str(node.title).strip()
+    leading_colon = title.startswith(":")
+    target = title.lstrip(":")
+    if ":" in target:
+        prefix = target.split(":", 1)[0].strip().lower()
+        if not leading_colon and (
+            prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and node.text is None)
+        ):
+            return None
+    if node.text is not None:
+        return _render(node.text)
+    return target.split("#", 1)[0] if not target.startswith("#") else target[1:]
+
+
+_KEEP_FIRST = {
+    "nowrap",
+    "nobr",
+    "nobreak",
+    "small",
+    "big",
+    "nowrap begin",
+    "smallcaps",
+    "sic",
+    "lang-en",
+}
+_UNIT_WORDS = {"to", "and", "or", "-", "–", "x", "by", "+/-", "±"}
+
+
+def _template_text(node: Template) -> str:
+    """Visible text of the few templates that carry article words (units, foreign terms)."""
+    name = str(node.name).strip().lower().replace("_", " ")
+    params = [p for p in node.params if not p.showkey]
+    values = [_render(p.value).strip() for p in params]
+    if name in ("convert", "cvt") and values:
+        out = [values[0]]
+        i = 1
+        while i < len(values) and values[i] in _UNIT_WORDS and i + 1 < len(values):
+            out += [values[i], values[i + 1]]
+            i += 2
+        if i < len(values):
+            out.append(values[i])
+        return " ".join(v for v in out if v)
+    if name == "lang" and len(values) >= 2:
+        return values[1]
+    if name.startswith("lang-") and values:
+        return values[0]
+    if name in _KEEP_FIRST and values:
+        return values[0]
+    return ""
+
+
+def _render(code, parts: list[str] | None = None) -> str:
+    own = parts is None
+    parts = [] if own else parts
+    skip_level = 0
+    for node in code.nodes:
+        kind = type(node)
+        if kind is Heading:
+            title = _render(node.title).strip()
+            if skip_level and node.level > skip_level:
+                continue
+            skip_level = node.level if title.lower() in DROP_SECTIONS else 0
+            if not skip_level:
+                parts.append(f"\n\n{title}\n\n")
+            continue
+        if skip_level:
+            continue
+        if kind is Text:
+            parts.append(node.value)
+        elif kind is Wikilink:
+            text = _link_text(node)
+            if text:
+                parts.append(text)
+        elif kind is Tag:
+            name = str(node.tag).strip().lower()
+            if name in DROP_TAGS or node.wiki_markup == "{|":
+                continue
+            if name in BREAK_TAGS:
+                parts.append("\n")
+            if node.contents is not None and not node.self_closing:
+                _render(node.contents, parts)
+        elif kind is ExternalLink:
+            if node.title is not None:
+                parts.append(_render(node.title))
+        elif kind is HTMLEntity:
+            parts.append(node.normalize())
+        elif kind is Template:
+            shown = _template_text(node)
+            if shown:
+                parts.append(shown)
+        elif kind in (Comment, Argument):
+            continue
+        else:
+            parts.append(str(node))
+    return "".join(parts) if own else ""
+
+
+def _clean_line(line: str) -> str:
+    if _TABLE_LINE.match(line):
+        return ""
+    line = _LIST_MARK.sub("", line)
+    line = _QUOTES.sub("", line)
+    line = _LEFTOVER.sub("", line)
+    line = _EMPTY_PARENS.sub("", line)
+    line = _SPACES.sub(" ", line)
+    line = _SPACE_PUNCT.sub(r"\1", line)
+    line = _OPEN_PAREN_SPACE.sub("(", line)
+    return line.strip()
+
+
+def wikitext_to_text(wikitext: str) -> str:
+    """Plain text of an article's wikitext: paragraphs separated by blank lines."""
+    code = mwparserfromhell.parse(wikitext, skip_style_tags=True)
+    raw = html.unescape(_MAGIC.sub("", _render(code)))
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", raw):
+        lines = [c for c in (_clean_line(x) for x in block.split("\n")) if c]
+        if lines:
+            paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
