@@ -123,6 +123,7 @@ def _link_text(node: Wikilink) -> str | None:
 
 
 _KEEP_FIRST = {
+    "nihongo",
     "nowrap",
     "nobr",
     "nobreak",
@@ -133,14 +134,12 @@ _KEEP_FIRST = {
     "sic",
     "lang-en",
 }
+_RENDERED = _KEEP_FIRST | {"convert", "cvt", "lang"}
 _UNIT_WORDS = {"to", "and", "or", "-", "–", "x", "by", "+/-", "±"}
 
 
-def _template_text(node: Template) -> str:
+def _template_text(name: str, values: list[str]) -> str:
     """Visible text of the few templates that carry article words (units, foreign terms)."""
-    name = str(node.name).strip().lower().replace("_", " ")
-    params = [p for p in node.params if not p.showkey]
-    values = [_render(p.value).strip() for p in params]
     if name in ("convert", "cvt") and values:
         out = [values[0]]
         i = 1
@@ -194,11 +193,7 @@ def _render(code, parts: list[str] | None = None) -> str:
                 parts.append(_render(node.title))
         elif kind is HTMLEntity:
             parts.append(node.normalize())
-        elif kind is Template:
-            shown = _template_text(node)
-            if shown:
-                parts.append(shown)
-        elif kind in (Comment, Argument):
+        elif kind in (Template, Comment, Argument):
             continue
         else:
             parts.append(str(node))
@@ -218,9 +213,89 @@ def _clean_line(line: str) -> str:
     return line.strip()
 
 
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_REF_EMPTY = re.compile(r"<ref\b[^>]*/\s*>", re.I)
+_REF = re.compile(r"<ref\b[^>]*>.*?(?:</ref\s*>|\Z)", re.I | re.S)
+_BRACES = re.compile(r"\{\{|\}\}")
+_BRACKETS = re.compile(r"\[\[|\]\]")
+_TABLE = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
+_TEMPLATE_NAME = re.compile(r"\{\{\s*([^|}]*)")
+_MEDIA_LINK = re.compile(r"\[\[\s*:?\s*(file|image|media|category)\s*:", re.I)
+
+
+def _drop_nested(text: str, tokens: re.Pattern, keep) -> str:
+    """Remove balanced spans opened/closed by ``tokens``; ``keep(span)`` may return a replacement."""
+    out, depth, start, last = [], 0, 0, 0
+    for m in tokens.finditer(text):
+        if m.group() in ("{{", "[["):
+            if depth == 0:
+                start = m.start()
+            depth += 1
+        elif depth:
+            depth -= 1
+            if depth == 0:
+                span = text[start : m.end()]
+                replacement = keep(span)
+                if replacement is not None:
+                    out.append(text[last:start])
+                    out.append(replacement)
+                    last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _template_span(span: str) -> str:
+    name = _TEMPLATE_NAME.match(span)
+    name = name.group(1).strip().lower().replace("_", " ") if name else ""
+    if not (name in _RENDERED or name.startswith("lang-")):
+        return ""
+    inner = span[2:-2]
+    if "{{" in inner:  # nested templates: resolve the inner ones first
+        inner = _drop_nested(inner, _BRACES, _template_span)
+    if "[[" in inner:  # links inside: let the parser split the parameters
+        node = mwparserfromhell.parse("{{" + inner + "}}").nodes[0]
+        values = [_render(p.value).strip() for p in node.params if not p.showkey]
+    else:
+        values = [p.strip() for p in inner.split("|")[1:] if "=" not in p]
+    return _template_text(name, values)
+
+
+def _media_span(span: str) -> str | None:
+    return "" if _MEDIA_LINK.match(span) else None
+
+
+def _drop_tables(text: str) -> str:
+    out, depth, last = [], 0, 0
+    for m in _TABLE.finditer(text):
+        if m.group(1) == "{|":
+            if depth == 0:
+                out.append(text[last : m.start()])
+            depth += 1
+        elif depth:
+            depth -= 1
+            if depth == 0:
+                last = m.end()
+    if depth == 0:
+        out.append(text[last:])
+    return "".join(out)
+
+
+def pre_strip(wikitext: str) -> str:
+    """Cheap removal of comments, references, templates, tables and media links before parsing.
+
+    These are most of an article's markup; cutting them first keeps the parser's work small.
+    """
+    text = _COMMENT.sub("", wikitext)
+    text = _REF_EMPTY.sub("", text)
+    text = _REF.sub("", text)
+    text = _drop_nested(text, _BRACES, _template_span)
+    text = _drop_tables(text)
+    return _drop_nested(text, _BRACKETS, _media_span)
+
+
 def wikitext_to_text(wikitext: str) -> str:
     """Plain text of an article's wikitext: paragraphs separated by blank lines."""
-    code = mwparserfromhell.parse(wikitext, skip_style_tags=True)
+    code = mwparserfromhell.parse(pre_strip(wikitext), skip_style_tags=True)
     raw = html.unescape(_MAGIC.sub("", _render(code)))
     paragraphs = []
     for block in re.split(r"\n\s*\n", raw):
