@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  echo "warning: could not install Java 17; Lucene (pyserini) tests will be skipped"; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,lucene,ray]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

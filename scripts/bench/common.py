@@ -1,0 +1,73 @@
+"""Helpers shared by the benchmarks: machine description, timing, appending to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "BENCHMARKS.md"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1e6:.0f} GB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{model}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+def append_section(
+    title: str, command: str, table: list[list], header: list[str], notes: str = ""
+) -> None:
+    """Append a dated table to BENCHMARKS.md (never rewrites earlier rows)."""
+    lines = [
+        "",
+        f"## {title} ({_dt.date.today().isoformat()}, commit {git_rev()})",
+        "",
+        f"Machine: {machine()}. Command: `{command}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
+    if notes:
+        lines += ["", notes]
+    if not BENCHMARKS.exists():
+        BENCHMARKS.write_text(
+            "# Benchmarks\n\nEvery row comes from a script under `scripts/bench/`; rerun it to check.\n"
+        )
+    with open(BENCHMARKS, "a") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,266 @@
+"""Corpus pipeline throughput and store memory.
+
+1. The 30k-article WikiExtractor corpus (../shared/data) to a store: MB/s, passages/s, peak RSS.
+2. The XML sample repeated to a useful size (ids and titles made unique per copy): our reader
+   (1 and 2 worker processes) against `wikiextractor` from PyPI on the same file, in the same
+   run; CPU seconds are counted over all processes, so "per core" compares fairly.
+3. Opening the store: time and RSS of a fresh process that opens it and reads rows.
+
+    python scripts/bench/corpus.py [--repeat 3] [--xml-copies 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHARED_DATA, append_section, median  # noqa: E402
+
+PY = sys.executable
+MEASURE = r"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_mb": ru.ru_maxrss / 1024}))
+"""
+OPEN = r"""
+import json, resource, sys, time, random
+import psutil
+proc = psutil.Process()
+base = proc.memory_info().rss
+t = time.perf_counter()
+from retriever.docstore import DocStore
+s = DocStore.open(sys.argv[1])
+opened = time.perf_counter() - t
+rng = random.Random(0)
+t = time.perf_counter()
+for _ in range(2000):
+    p = s.get(rng.randrange(len(s)))
+    assert s.find_title(p.title)
+reads = (time.perf_counter() - t) / 2000
+print(json.dumps({"n": len(s), "open_s": opened, "rss_mb": proc.memory_info().rss / 2**20,
+                  "rss_python_mb": base / 2**20, "us_per_row_and_lookup": reads * 1e6}))
+"""
+
+
+def measure(cmd: list[str]) -> dict:
+    out = subprocess.run(
+        [PY, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    result = json.loads(out.stdout)
+    if result["rc"] != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return result
+
+
+def repeated_xml(copies: int, out: Path) -> int:
+    raw = bz2.decompress(
+        (REPO / "tests/data/enwiki-sample-pages-articles.xml.bz2").read_bytes()
+    ).decode()
+    head, rest = raw.split("<page>", 1)
+    body, tail = ("<page>" + rest).rsplit("</page>", 1)
+    body += "</page>"
+    with open(out, "w") as f:
+        f.write(head)
+        for k in range(copies):
+            copy = re.sub(
+                r"<title>(.*?)</title>", lambda m, k=k: f"<title>{m.group(1)} {k}</title>", body
+            )
+            copy = re.sub(
+                r"(<ns>\d+</ns>\s*<id>)(\d+)",
+                lambda m, k=k: f"{m.group(1)}{int(m.group(2)) + k * 10**7}",
+                copy,
+            )
+            f.write(copy)
+        f.write(tail)
+    return out.stat().st_size
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--xml-copies", type=int, default=8)
+    ap.add_argument("--wx", default=str(SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"))
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
+    rows = []
+    try:
+        wx = Path(args.wx)
+        raw_mb = 0.0
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(work / "wx", ignore_errors=True)
+            runs.append(
+                measure(
+                    [
+                        PY,
+                        "-m",
+                        "index_build",
+                        "corpus",
+                        "--input",
+                        str(wx),
+                        "--out",
+                        str(work / "wx"),
+                        "--no-progress",
+                    ]
+                )
+            )
+        manifest = json.loads((work / "wx/corpus/manifest.json").read_text())
+        n = manifest["num_docs"]
+        import gzip
+
+        with gzip.open(wx, "rb") as f:
+            while chunk := f.read(1 << 24):
+                raw_mb += len(chunk) / 1e6
+        wall = median([r["wall"] for r in runs])
+        rows.append(
+            [
+                "WikiExtractor 30k -> store",
+                f"{raw_mb:.0f} MB text ({wx.stat().st_size / 1e6:.0f} MB gz)",
+                f"{n}",
+                f"{wall:.1f}",
+                f"{median([r['cpu'] for r in runs]):.1f}",
+                f"{raw_mb / wall:.1f}",
+                f"{n / wall:,.0f}",
+                f"{max(r['maxrss_mb'] for r in runs):.0f}",
+            ]
+        )
+
+        xml = work / "repeated.xml"
+        size_mb = repeated_xml(args.xml_copies, xml) / 1e6
+        variants = {
+            "ours, 1 worker": [
+                PY,
+                "-m",
+                "index_build",
+                "corpus",
+                "--input",
+                str(xml),
+                "--out",
+                str(work / "x1"),
+                "--workers",
+                "1",
+                "--no-progress",
+            ],
+            "ours, 2 workers": [
+                PY,
+                "-m",
+                "index_build",
+                "corpus",
+                "--input",
+                str(xml),
+                "--out",
+                str(work / "x2"),
+                "--workers",
+                "2",
+                "--no-progress",
+            ],
+            "wikiextractor, --processes 1": [
+                PY,
+                "-m",
+                "wikiextractor.WikiExtractor",
+                str(xml),
+                "-o",
+                str(work / "we1"),
+                "--processes",
+                "1",
+                "-q",
+            ],
+            "wikiextractor, --processes 2": [
+                PY,
+                "-m",
+                "wikiextractor.WikiExtractor",
+                str(xml),
+                "-o",
+                str(work / "we2"),
+                "--processes",
+                "2",
+                "-q",
+            ],
+        }
+        results = {}
+        for _ in range(args.repeat):
+            for name, cmd in variants.items():
+                for d in ("x1", "x2", "we1", "we2"):
+                    shutil.rmtree(work / d, ignore_errors=True)
+                results.setdefault(name, []).append(measure(cmd))
+        n_xml = json.loads((work / "x2/corpus/manifest.json").read_text())["num_docs"]
+        for name, runs in results.items():
+            wall = median([r["wall"] for r in runs])
+            cpu = median([r["cpu"] for r in runs])
+            rows.append(
+                [
+                    f"XML x{args.xml_copies}: {name}",
+                    f"{size_mb:.0f} MB xml",
+                    f"{n_xml}" if name.startswith("ours") else "-",
+                    f"{wall:.1f}",
+                    f"{cpu:.1f}",
+                    f"{size_mb / wall:.1f}",
+                    f"{n_xml / wall:,.0f}" if name.startswith("ours") else "-",
+                    f"{max(r['maxrss_mb'] for r in runs):.0f}",
+                ]
+            )
+        ours_cpu = median([r["cpu"] for r in results["ours, 1 worker"]])
+        theirs_cpu = median([r["cpu"] for r in results["wikiextractor, --processes 1"]])
+
+        out = subprocess.run(
+            [PY, "-c", OPEN, str(work / "wx")], capture_output=True, text=True, check=True, cwd=REPO
+        )
+        opened = json.loads(out.stdout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    header = [
+        "run",
+        "input",
+        "passages",
+        "wall s (median)",
+        "CPU s",
+        "MB/s (wall)",
+        "passages/s",
+        "peak RSS MB",
+    ]
+    print(" | ".join(header))
+    for r in rows:
+        print(" | ".join(map(str, r)))
+    ratio = theirs_cpu / ours_cpu
+    print(
+        f"XML MB per CPU-second: ours {size_mb / ours_cpu:.2f}, wikiextractor {size_mb / theirs_cpu:.2f} (ours {ratio:.2f}x)"
+    )
+    print(
+        f"open 664k store: {opened['open_s'] * 1000:.1f} ms, RSS {opened['rss_mb']:.0f} MB "
+        f"(bare python+numpy {opened['rss_python_mb']:.0f} MB), {opened['us_per_row_and_lookup']:.0f} us per row read + title lookup"
+    )
+    summary = {
+        "bench": "corpus",
+        "rows": rows,
+        "xml_cpu_ratio_vs_wikiextractor": ratio,
+        "open": opened,
+    }
+    print(json.dumps(summary))
+    append_section(
+        "Corpus pipeline",
+        "python scripts/bench/corpus.py",
+        rows,
+        header,
+        notes=(
+            f"XML per core (MB per CPU-second, all processes counted): ours {size_mb / ours_cpu:.2f}, "
+            f"wikiextractor {size_mb / theirs_cpu:.2f}: ours is {ratio:.2f}x. Opening the {opened['n']}-passage store: "
+            f"{opened['open_s'] * 1000:.1f} ms, process RSS {opened['rss_mb']:.0f} MB after 2,000 random row reads and "
+            f"title lookups ({opened['us_per_row_and_lookup']:.0f} us each). Medians of {args.repeat} runs."
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Steps of ``make demo``: each module has ``run(root, ...)`` and prints what it shows."""
