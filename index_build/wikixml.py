@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,6 +157,18 @@ def _read_streams(args: tuple[str, list[tuple[int, int]]]) -> list:
     return _clean_batch(pages)
 
 
+def _bounded_imap(pool, fn, items, window: int) -> Iterator:
+    """Ordered ``pool.imap`` with at most ``window`` tasks in flight: memory stays bounded
+    when the writer is slower than the workers."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def _pool(workers: int):
     workers = workers or os.cpu_count() or 1
     if workers <= 1:
@@ -217,7 +230,11 @@ def read_wiki_xml(
 
     pool = _pool(workers)
     try:
-        results = pool.imap(_clean_batch, batches()) if pool else map(_clean_batch, batches())
+        results = (
+            _bounded_imap(pool, _clean_batch, batches(), 4 * (workers or os.cpu_count() or 1))
+            if pool
+            else map(_clean_batch, batches())
+        )
         for recs in results:
             yield from _emit(recs, path, on_error, counts)
     finally:
@@ -242,7 +259,11 @@ def _read_multistream(
     log.info("%s: %d streams in %d tasks (index %s)", path, len(spans), len(tasks), index)
     pool = _pool(workers)
     try:
-        results = pool.imap(_read_streams, tasks) if pool else map(_read_streams, tasks)
+        results = (
+            _bounded_imap(pool, _read_streams, tasks, 2 * (workers or os.cpu_count() or 1))
+            if pool
+            else map(_read_streams, tasks)
+        )
         for task, recs in zip(tasks, results):
             yield from _emit(recs, path, on_error, counts)
             progress.update(task[1][-1][1] - task[1][0][0])
