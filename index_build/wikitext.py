@@ -295,13 +295,96 @@ def pre_strip(wikitext: str) -> str:
     return _drop_nested(text, _BRACKETS, _media_span)
 
 
-def wikitext_to_text(wikitext: str) -> str:
-    """Plain text of an article's wikitext: paragraphs separated by blank lines."""
-    code = mwparserfromhell.parse(pre_strip(wikitext), skip_style_tags=True)
-    raw = html.unescape(_MAGIC.sub("", _render(code)))
+_TAG_NAMES = "|".join(sorted(DROP_TAGS))
+_DROP_BLOCK = re.compile(rf"<({_TAG_NAMES})\b[^>]*?(?<!/)>.*?(?:</\1\s*>|\Z)", re.I | re.S)
+_BREAK_TAG = re.compile(r"</?(?:br|hr|p|li|dd|dt|tr|div)\b[^>]*>", re.I)
+_ANY_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\b[^>]*>")
+_LINK = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
+_EXT_LINK = re.compile(r"\[(?:https?:|ftp:|mailto:)?//[^\s\]]*(?:\s+([^\]]*))?\]")
+_HEADING = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
+
+
+def _link_sub(m: re.Match) -> str:
+    title = m.group(1).strip()
+    text = m.group(2)
+    leading_colon = title.startswith(":")
+    target = title.lstrip(":")
+    if ":" in target:
+        prefix = target.split(":", 1)[0].strip().lower()
+        if not leading_colon and (
+            prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and text is None)
+        ):
+            return ""
+    if text is not None:
+        return text
+    return target.split("#", 1)[0] if not target.startswith("#") else target[1:]
+
+
+def _inline(text: str) -> str:
+    """Tags, links and external links of text that ``pre_strip`` already cleaned."""
+    text = _DROP_BLOCK.sub("", text)
+    text = _BREAK_TAG.sub("\n", text)
+    text = _ANY_TAG.sub("", text)
+    for _ in range(3):  # links inside link text
+        text, n = _LINK.subn(_link_sub, text)
+        if not n:
+            break
+    return _EXT_LINK.sub(lambda m: m.group(1) or "", text)
+
+
+def _render_fast(text: str) -> str:
+    """The regex renderer: same output as ``_render`` on pre-stripped text, several times faster."""
+    parts: list[str] = []
+    last = 0
+    skip_level = 0
+    for m in _HEADING.finditer(text):
+        if not skip_level:
+            parts.append(_inline(text[last : m.start()]))
+        level = len(m.group(1))
+        title = _inline(m.group(2)).strip()
+        last = m.end()
+        if skip_level and level > skip_level:
+            continue
+        skip_level = level if _QUOTES.sub("", title).strip().lower() in DROP_SECTIONS else 0
+        if not skip_level:
+            parts.append(f"\n\n{title}\n\n")
+    if not skip_level:
+        parts.append(_inline(text[last:]))
+    return "".join(parts)
+
+
+_LIST_MARK_M = re.compile(r"^[ \t]*[*#:;]+[ \t]*", re.M)
+_TABLE_LINE_M = re.compile(r"^[ \t]*(?:\{\||\|\}|\|-|\||!).*$", re.M)
+
+
+def _tidy(raw: str) -> str:
+    text = html.unescape(_MAGIC.sub("", raw))
+    text = _TABLE_LINE_M.sub("", text)
+    text = _LIST_MARK_M.sub("", text)
+    text = _QUOTES.sub("", text)
+    text = _LEFTOVER.sub("", text)
+    text = _EMPTY_PARENS.sub("", text)
+    text = _PAREN_LEAD.sub("(", text)
+    text = _SPACES.sub(" ", text)
+    text = _SPACE_PUNCT.sub(r"\1", text)
+    text = _OPEN_PAREN_SPACE.sub("(", text)
     paragraphs = []
-    for block in re.split(r"\n\s*\n", raw):
-        lines = [c for c in (_clean_line(x) for x in block.split("\n")) if c]
+    for block in re.split(r"\n\s*\n", text):
+        lines = [x.strip() for x in block.split("\n") if x.strip()]
         if lines:
             paragraphs.append("\n".join(lines))
     return "\n\n".join(paragraphs)
+
+
+def wikitext_to_text(wikitext: str, parser: str = "fast") -> str:
+    """Plain text of an article's wikitext: paragraphs separated by blank lines.
+
+    ``parser="mwparserfromhell"`` renders the pre-stripped text through mwparserfromhell's tree
+    instead of the regex renderer: the reference the fast path is tested against.
+    """
+    text = pre_strip(wikitext)
+    if parser == "fast":
+        return _tidy(_render_fast(text))
+    if parser == "mwparserfromhell":
+        return _tidy(_render(mwparserfromhell.parse(text, skip_style_tags=True)))
+    raise ValueError(f"parser must be 'fast' or 'mwparserfromhell', got {parser!r}")

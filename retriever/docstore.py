@@ -13,7 +13,6 @@ Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,11 +51,39 @@ def parse_row(raw: bytes, row_format: str) -> tuple[str | None, str, str, str | 
     return (None if pid is None else str(pid)), title or "", text, obj.get("url")
 
 
-def _open_mmap(path: Path) -> mmap.mmap | bytes:
-    if path.stat().st_size == 0:
-        return b""
-    with open(path, "rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+class RowFile:
+    """Rows of a JSONL file addressed through an ``.npy`` offsets table, read with ``pread``.
+
+    ``pread`` rather than ``mmap``: reading a row costs one system call and leaves nothing
+    mapped, so a process serving random rows keeps a small, flat RSS however large the file.
+    """
+
+    def __init__(self, data: Path, offsets: Path):
+        self._fd = os.open(data, os.O_RDONLY)
+        self._off_fd = os.open(offsets, os.O_RDONLY)
+        header = np.load(offsets, mmap_mode="r")
+        if header.dtype != np.uint64 or header.ndim != 1:
+            raise IndexFormatError(f"{offsets} is not a uint64 offsets table")
+        self.num_rows = len(header) - 1
+        self._base = header.offset
+        del header
+
+    def read(self, row: int) -> bytes:
+        pair = os.pread(self._off_fd, 16, self._base + 8 * row)
+        start, end = np.frombuffer(pair, dtype=np.uint64).tolist()
+        return os.pread(self._fd, end - start, start)
+
+    def close(self) -> None:
+        for fd in (self._fd, self._off_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fd = self._off_fd = -1
+
+    def __del__(self):
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
 
 class DocStore:
@@ -80,14 +107,12 @@ class DocStore:
                 f"{passages['bytes']}: the file changed; rebuild the corpus"
             )
         self.row_format = passages["format"]
-        self._data = _open_mmap(data_path)
-        self._offsets = np.load(folder / "passages.offsets.npy", mmap_mode="r")
+        self._rows = RowFile(data_path, folder / "passages.offsets.npy")
         self._ids = KeyIndex(folder, "ids") if KeyIndex.exists(folder, "ids") else None
         self._titles = KeyIndex(folder, "titles")
         self._has_pages = (folder / "pages.offsets.npy").is_file()
         if self._has_pages:
-            self._pages = _open_mmap(folder / "pages.jsonl")
-            self._page_offsets = np.load(folder / "pages.offsets.npy", mmap_mode="r")
+            self._pages = RowFile(folder / "pages.jsonl", folder / "pages.offsets.npy")
             self._pagekeys = KeyIndex(folder, "pagekeys")
 
     @classmethod
@@ -100,10 +125,10 @@ class DocStore:
         return self.manifest["checksum"]
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return self._rows.num_rows
 
     def raw(self, row: int) -> bytes:
-        return self._data[int(self._offsets[row]) : int(self._offsets[row + 1])]
+        return self._rows.read(int(row))
 
     def get(self, row: int) -> Passage:
         """The passage at ``row`` (0-based); IndexError when out of range."""
@@ -145,12 +170,13 @@ class DocStore:
     # ---- pages ----------------------------------------------------------------------------
     @property
     def num_pages(self) -> int:
-        return len(self._page_offsets) - 1 if self._has_pages else 0
+        return self._pages.num_rows if self._has_pages else 0
 
     def get_page(self, row: int) -> Page:
-        obj = orjson.loads(
-            self._pages[int(self._page_offsets[row]) : int(self._page_offsets[row + 1])]
-        )
+        row = int(row)
+        if not 0 <= row < self.num_pages:
+            raise IndexError(f"page row {row} out of range 0..{self.num_pages - 1}")
+        obj = orjson.loads(self._pages.read(row))
         return Page(id=obj["id"], title=obj["title"], url=obj["url"], text=obj["text"])
 
     def page(self, name: str) -> Page | None:

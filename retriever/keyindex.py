@@ -6,12 +6,27 @@ names a run of passages, or a hash collision, which callers resolve by checking 
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
 import numpy as np
 
 from .titles import key_hash
+
+
+def random_access(m) -> None:
+    """Tell the kernel reads are random: no read-ahead, so RSS grows only by what is read."""
+    if hasattr(m, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        m.madvise(mmap.MADV_RANDOM)
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A memory-mapped ``.npy`` read at random places (offsets, key tables)."""
+    arr = np.load(path, mmap_mode="r")
+    if getattr(arr, "_mmap", None) is not None:
+        random_access(arr._mmap)
+    return arr
 
 
 def save_key_index(folder: str | os.PathLike, name: str, hashes, rows) -> int:
@@ -30,8 +45,8 @@ class KeyIndex:
 
     def __init__(self, folder: str | os.PathLike, name: str):
         folder = Path(folder)
-        self.hashes = np.load(folder / f"{name}.hash.npy", mmap_mode="r")
-        self.rows = np.load(folder / f"{name}.rows.npy", mmap_mode="r")
+        self.hashes = load_array(folder / f"{name}.hash.npy")
+        self.rows = load_array(folder / f"{name}.rows.npy")
 
     @staticmethod
     def exists(folder: str | os.PathLike, name: str) -> bool:
