@@ -189,12 +189,14 @@ def main(argv=None) -> int:
             ],
         }
         results = {}
+        n_xml = 0
         for _ in range(args.repeat):
             for name, cmd in variants.items():
                 for d in ("x1", "x2", "we1", "we2"):
                     shutil.rmtree(work / d, ignore_errors=True)
                 results.setdefault(name, []).append(measure(cmd))
-        n_xml = json.loads((work / "x2/corpus/manifest.json").read_text())["num_docs"]
+                if name == "ours, 2 workers":
+                    n_xml = json.loads((work / "x2/corpus/manifest.json").read_text())["num_docs"]
         for name, runs in results.items():
             wall = median([r["wall"] for r in runs])
             cpu = median([r["cpu"] for r in runs])

@@ -1,0 +1,202 @@
+"""One episode's state machine, shared by ``SearchEnv`` and ``BatchedSearchEnv``.
+
+A step is split in two so that many episodes can share one backend call: ``prepare(text)``
+parses the turn and returns the tool ``Call`` to run (or None), ``finish(result)`` formats the
+observation, scores and returns the Gymnasium step tuple.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+
+from . import formatting as fmt
+from .errors import ResetNeededError
+from .parsing import clean_text, parse_action
+from .prompts import build_prompt, tool_specs
+from .rewards import REWARDS, Outcome, score_all, turn_format_ok
+from .tools import Call, ToolResult
+from .types import ACCESS, ANSWER, INVALID, SEARCH, Action, EnvConfig
+
+log = logging.getLogger(__name__)
+_ZERO_REWARDS = dict.fromkeys(REWARDS, 0.0)
+
+
+class Episode:
+    """State of one question being worked on: turns, counts, pages read, context size."""
+
+    def __init__(self, config: EnvConfig):
+        self.config = config
+        self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
+        self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
+        self._context_limit = config.max_context_tokens or config.max_context_chars
+        self.active = False
+        self.done = True
+        self._pending: tuple[str, Action] | None = None
+
+    # ---- reset ----------------------------------------------------------------------------
+    def reset(self, options: dict, seed: int | None = None) -> tuple[str, dict]:
+        question = options.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"options['question'] must be a non-empty string, got {question!r}")
+        answers = options.get("answers", ())
+        answers = (answers,) if isinstance(answers, str) else tuple(str(a) for a in answers)
+        self.question, self.answers = question, answers
+        self.meta = {k: v for k, v in options.items() if k not in ("question", "answers")}
+        self.seed = seed
+        self.turn = 0
+        self.counts: Counter = Counter()
+        self.invalid_reasons: Counter = Counter()
+        self.pages_read: dict[str, int] = {}
+        self.format_ok = True
+        self.prediction: str | None = None
+        self.terminated = self.truncated = False
+        self.truncated_reason: str | None = None
+        self.rewards = dict(_ZERO_REWARDS)
+        self.prompt, self.messages = build_prompt(
+            question, self.config.style, self.config.system_prompt
+        )
+        self.context_size = fmt.size_of(self.prompt, self._context_tokenizer)
+        self.turns: list[dict] = []
+        self.active, self.done = True, False
+        self._pending = None
+        info = {
+            "question": question,
+            "answers": list(answers),
+            "messages": [dict(m) for m in self.messages],
+            "tools": tool_specs(self.config.style) if self.config.style == "tool-call" else None,
+            "style": self.config.style,
+            "turn": 0,
+        }
+        return self.prompt, info
+
+    # ---- step, in two halves ----------------------------------------------------------------
+    def prepare(self, text: object) -> Call | None:
+        """Parse one turn; return the tool call to run for it (None for answers and errors)."""
+        if not self.active:
+            raise ResetNeededError("call reset() before step()")
+        if self.done:
+            raise ResetNeededError(
+                "the episode has ended (terminated or truncated); call reset() to start the next one"
+            )
+        if isinstance(text, str):
+            text = clean_text(text)
+        action = parse_action(text, self.config.style)
+        text = text if isinstance(text, str) else repr(text)
+        if action.valid and self.config.style != "tool-call" and not turn_format_ok(text):
+            self.format_ok = False
+        self._pending = (text, action)
+        if action.kind == SEARCH:
+            return Call(action)
+        if action.kind == ACCESS:
+            page = action.page or self.pages_read.get(action.arg, 0) + 1
+            return Call(action, page=page)
+        return None
+
+    def finish(self, result: ToolResult | None) -> tuple[str, float, bool, bool, dict]:
+        text, action = self._pending
+        self._pending = None
+        self.turn += 1
+        self.counts[action.kind] += 1
+        error = action.error
+        style = self.config.style
+        reward = 0.0
+        if action.kind == INVALID:
+            self.invalid_reasons[action.reason] += 1
+            self.format_ok = False
+            obs = fmt.format_error(error, style)
+            reward -= self.config.format_penalty
+        elif action.kind == ANSWER:
+            self.prediction = action.arg
+            self.terminated = True
+            obs = ""
+        elif result is None or result.error is not None:
+            error = result.error if result is not None else "the tool returned nothing"
+            self.counts["tool_error"] += 1
+            obs = fmt.format_tool_error(error, style)
+        elif action.kind == SEARCH:
+            obs = fmt.format_search(result.docs, style, self.obs_budget)
+        else:
+            obs, error = self._page_obs(action, result.page)
+        self.turns.append(
+            {
+                "turn": self.turn,
+                "action": text,
+                "kind": action.kind,
+                "arg": action.arg,
+                "reason": action.reason,
+                "error": error,
+                "observation": obs,
+            }
+        )
+        if not self.terminated:
+            if self.turn >= self.config.max_turns:
+                self.truncated, self.truncated_reason = True, "max_turns"
+            if self._context_limit is not None:
+                self.context_size += fmt.size_of(text, self._context_tokenizer)
+                self.context_size += fmt.size_of(obs, self._context_tokenizer)
+                if self.context_size > self._context_limit:
+                    self.truncated, self.truncated_reason = True, "context"
+        if self.terminated or self.truncated:
+            self.done = True
+            outcome = Outcome(self.prediction, self.answers, self.format_ok)
+            self.rewards = score_all(outcome)
+            reward += self.rewards[self.config.reward]
+            if self.config.record_path:
+                self._record()
+        return obs, reward, self.terminated, self.truncated, self._info(action, error)
+
+    def _page_obs(self, action: Action, page: dict) -> tuple[str, str | None]:
+        n = fmt.num_chunks(page.get("total_chars", 0), self.config.page_chars)
+        k = (page.get("offset", 0) // self.config.page_chars) + 1
+        if k > n:
+            self.counts["tool_error"] += 1
+            error = f"{action.arg} has {n} page(s); page {k} does not exist"
+            return fmt.format_tool_error(error, self.config.style), error
+        self.pages_read[action.arg] = k
+        return fmt.format_page(page, k, n, self.config.style, self.obs_budget), None
+
+    def _info(self, action: Action, error: str | None) -> dict:
+        return {
+            "turn": self.turn,
+            "action": action.kind,
+            "reason": action.reason,
+            "error": error,
+            "counts": dict(self.counts),
+            "invalid_reasons": dict(self.invalid_reasons),
+            "rewards": dict(self.rewards),
+            "prediction": self.prediction,
+            "format_ok": self.format_ok,
+            "context_size": self.context_size,
+            "truncated_reason": self.truncated_reason,
+        }
+
+    # ---- trajectory ------------------------------------------------------------------------
+    def trajectory(self) -> dict:
+        """The episode so far as a JSON-able dict (what ``record_path`` stores)."""
+        return {
+            "question": self.question,
+            "answers": list(self.answers),
+            "meta": self.meta,
+            "seed": self.seed,
+            "style": self.config.style,
+            "prompt": self.prompt,
+            "turns": list(self.turns),
+            "prediction": self.prediction,
+            "rewards": dict(self.rewards),
+            "counts": dict(self.counts),
+            "invalid_reasons": dict(self.invalid_reasons),
+            "format_ok": self.format_ok,
+            "terminated": self.terminated,
+            "truncated": self.truncated,
+            "truncated_reason": self.truncated_reason,
+            "num_turns": self.turn,
+        }
+
+    def _record(self) -> None:
+        line = json.dumps(self.trajectory(), ensure_ascii=False, default=str) + "\n"
+        path = os.fspath(self.config.record_path)
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(line)

@@ -1,0 +1,337 @@
+"""Run a policy behind an OpenAI-compatible endpoint through the env over QA files; score it.
+
+    python -m env.evaluate --server http://127.0.0.1:8000 --policy-url http://127.0.0.1:8001 \\
+        --model Qwen/Qwen2.5-7B-Instruct --data nq.jsonl hotpotqa.jsonl --style asearcher \\
+        --concurrency 64 --out eval-out [--completions] [--samples 4] [--judge-url URL --judge-model M]
+
+Prints per-dataset EM / cover-EM / F1 (Avg@N and Pass@N with ``--samples N``), the judge score
+(with its parse failures) and tool statistics; writes ``trajectories.jsonl`` and
+``summary.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .batched import BatchedSearchEnv
+from .errors import ConfigError, PolicyError
+from .formatting import unwrap
+from .policy import OpenAIClient, SamplingConfig, judge
+from .tasks import load_tasks
+from .types import STYLES, EnvConfig, Task
+
+log = logging.getLogger(__name__)
+METRICS = ("em", "cover_em", "f1", "format")
+
+
+def stop_strings(style: str) -> list[str]:
+    if style == "tool-call":
+        return ["</tool_call>", "</answer>"]
+    if style == "search-r1":
+        return ["</search>", "</answer>"]
+    return ["</search>", "</access>", "</answer>"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: tuple[str, ...]
+    model: str
+    policy_url: str
+    env: EnvConfig
+    completions: bool = False
+    concurrency: int = 32
+    samples: int = 1
+    limit: int | None = None
+    shuffle_seed: int | None = None
+    sampling: SamplingConfig = SamplingConfig()
+    judge_url: str | None = None
+    judge_model: str | None = None
+    api_key: str | None = None
+    out: str | None = None
+
+
+async def run_episode(
+    slot: int, benv: BatchedSearchEnv, policy: OpenAIClient, task: Task, cfg: EvalConfig
+) -> dict:
+    """One question through the env; returns its trajectory plus the policy's messages."""
+    style = cfg.env.style
+    stops = stop_strings(style)
+    obs, infos = await benv.areset(options=[task.options()], indices=[slot])
+    prompt, messages = obs[0], [dict(m) for m in infos[0]["messages"]]
+    text_so_far = prompt
+    error = None
+    while True:
+        try:
+            if cfg.completions:
+                text, _ = await policy.complete(text_so_far, stops, cfg.sampling)
+            else:
+                text, _ = await policy.chat(messages, stops, cfg.sampling)
+        except PolicyError as exc:
+            error = str(exc)
+            log.warning("policy failed on %s: %s", task.id, exc)
+            break
+        obs, _, terminated, truncated, _ = await benv.astep_one(slot, text)
+        text_so_far += text + obs
+        messages.append({"role": "assistant", "content": text})
+        if obs:
+            role = "tool" if style == "tool-call" else "user"
+            messages.append({"role": role, "content": unwrap(obs, style)})
+        if terminated or truncated:
+            break
+    trajectory = benv.episodes[slot].trajectory()
+    trajectory.update(policy_error=error, task_id=task.id, messages=messages)
+    return trajectory
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(records: list[dict], samples: int) -> dict:
+    """Per-dataset metrics of episode records (``dataset``, ``task_id``, ``rewards``, ...)."""
+    by_dataset: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_dataset[r["dataset"]].append(r)
+    out = {}
+    for name, recs in by_dataset.items():
+        by_question: dict[str, list[dict]] = defaultdict(list)
+        for r in recs:
+            by_question[r["task_id"]].append(r)
+        row: dict = {"questions": len(by_question), "episodes": len(recs)}
+        for m in METRICS:
+            row[m] = _mean(r["rewards"][m] for r in recs)
+        if samples > 1:
+            row[f"avg@{samples}"] = {
+                m: _mean(_mean(r["rewards"][m] for r in q) for q in by_question.values())
+                for m in METRICS[:3]
+            }
+            row[f"pass@{samples}"] = {
+                m: _mean(max(r["rewards"][m] for r in q) for q in by_question.values())
+                for m in METRICS[:3]
+            }
+        row["tools"] = {
+            "turns": _mean(r["num_turns"] for r in recs),
+            "searches": _mean(r["counts"].get("search", 0) for r in recs),
+            "accesses": _mean(r["counts"].get("access", 0) for r in recs),
+            "invalid": _mean(r["counts"].get("invalid", 0) for r in recs),
+            "max_turns": max((r["num_turns"] for r in recs), default=0),
+        }
+        row["answered"] = sum(r["prediction"] is not None for r in recs)
+        row["truncated"] = sum(bool(r["truncated"]) for r in recs)
+        row["policy_errors"] = sum(r.get("policy_error") is not None for r in recs)
+        judged = [r for r in recs if "judge" in r]
+        if judged:
+            verdicts = [r["judge"] for r in judged if r["judge"] is not None]
+            row["judge"] = {
+                "score": _mean(float(v) for v in verdicts),
+                "judged": len(verdicts),
+                "parse_failures": sum(
+                    r["judge"] is None and r["prediction"] is not None for r in judged
+                ),
+            }
+        out[name] = row
+    return out
+
+
+def format_table(summary: dict) -> str:
+    header = f"{'dataset':24} {'n':>6} {'EM':>6} {'coverEM':>8} {'F1':>6} {'judge':>6} {'turns':>6} {'search':>7} {'access':>7} {'invalid':>8}"
+    lines = [header, "-" * len(header)]
+    for name, row in summary.items():
+        j = row.get("judge", {}).get("score")
+        t = row["tools"]
+        lines.append(
+            f"{name[:24]:24} {row['episodes']:>6} {row['em']:6.3f} {row['cover_em']:8.3f} {row['f1']:6.3f} "
+            f"{'-' if j is None else f'{j:.3f}':>6} {t['turns']:6.2f} {t['searches']:7.2f} {t['accesses']:7.2f} {t['invalid']:8.2f}"
+        )
+        for key in row:
+            if key.startswith(("avg@", "pass@")):
+                vals = " ".join(f"{m}={v:.3f}" for m, v in row[key].items())
+                lines.append(f"  {key}: {vals}")
+        if "judge" in row and row["judge"]["parse_failures"]:
+            lines.append(f"  judge parse failures: {row['judge']['parse_failures']}")
+    return "\n".join(lines)
+
+
+async def evaluate(cfg: EvalConfig, client) -> dict:
+    """Run every (dataset, question, sample) episode at ``cfg.concurrency``; return the summary."""
+    jobs: list[tuple[str, Task, int]] = []
+    for path in cfg.data:
+        name = Path(path).name.split(".")[0]
+        for task in load_tasks(path, shuffle_seed=cfg.shuffle_seed, limit=cfg.limit):
+            jobs.extend((name, task, s) for s in range(cfg.samples))
+    concurrency = max(1, min(cfg.concurrency, len(jobs) or 1))
+    benv = BatchedSearchEnv(client, num_envs=concurrency, config=cfg.env)
+    policy = OpenAIClient(cfg.policy_url, cfg.model, api_key=cfg.api_key)
+    judge_client = (
+        OpenAIClient(cfg.judge_url, cfg.judge_model, api_key=cfg.api_key) if cfg.judge_url else None
+    )
+    out_dir = Path(cfg.out) if cfg.out else None
+    traj_file = None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        traj_file = open(out_dir / "trajectories.jsonl", "w", encoding="utf-8")
+    records: list[dict] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+    t0 = time.perf_counter()
+
+    async def worker(slot: int) -> None:
+        while not queue.empty():
+            name, task, sample = queue.get_nowait()
+            rec = await run_episode(slot, benv, policy, task, cfg)
+            rec.update(dataset=name, sample=sample)
+            if judge_client is not None:
+                if rec["prediction"] is None:
+                    rec["judge"], rec["judge_reply"] = False, None
+                else:
+                    rec["judge"], rec["judge_reply"] = await judge(
+                        judge_client, task.question, list(task.answers), rec["prediction"]
+                    )
+            records.append(rec)
+            if traj_file is not None:
+                traj_file.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        if traj_file is not None:
+            traj_file.close()
+        await policy.aclose()
+        if judge_client is not None:
+            await judge_client.aclose()
+    summary = {
+        "model": cfg.model,
+        "style": cfg.env.style,
+        "samples": cfg.samples,
+        "completions": cfg.completions,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "datasets": summarize(records, cfg.samples),
+    }
+    if out_dir:
+        tmp = out_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        os.replace(tmp, out_dir / "summary.json")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m env.evaluate", description=__doc__.split("\n")[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", help="retrieval server URL (python -m retriever.server)")
+    where.add_argument("--index", help="index root, searched in this process instead of a server")
+    p.add_argument(
+        "--policy-url",
+        required=True,
+        help="OpenAI-compatible base URL of the policy (vLLM, SGLang)",
+    )
+    p.add_argument("--model", required=True, help="model name the policy server knows")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="QA files (jsonl, json, parquet, DPR tsv)"
+    )
+    p.add_argument("--style", choices=STYLES, default="asearcher")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--out", help="folder for trajectories.jsonl and summary.json")
+    p.add_argument("--completions", action="store_true", help="plain /v1/completions (base models)")
+    p.add_argument("--samples", type=int, default=1, help="runs per question: Avg@N and Pass@N")
+    p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge")
+    p.add_argument("--judge-model", help="judge model name")
+    p.add_argument("--max-turns", type=int, default=128)
+    p.add_argument("--limit", type=int, help="first N questions of each file (after shuffling)")
+    p.add_argument("--shuffle-seed", type=int)
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--retriever", help="bm25, dense-NAME or hybrid (default: the server's)")
+    p.add_argument("--reward", default="f1", help="reward the env reports (all are recorded)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="generated tokens per turn")
+    p.add_argument("--temperature", type=float, help="default 0 (1.0 with --samples > 1)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--obs-max-chars", type=int, default=6000)
+    p.add_argument("--page-chars", type=int, default=4000)
+    p.add_argument("--max-context-chars", type=int)
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    if (args.judge_url is None) != (args.judge_model is None):
+        raise ConfigError("--judge-url and --judge-model go together")
+    if args.samples < 1 or args.concurrency < 1:
+        raise ConfigError("--samples and --concurrency must be >= 1")
+    temperature = (
+        args.temperature if args.temperature is not None else (1.0 if args.samples > 1 else 0.0)
+    )
+    env_cfg = EnvConfig(
+        style=args.style,
+        topk=args.topk,
+        retriever=args.retriever,
+        max_turns=args.max_turns,
+        obs_max_chars=args.obs_max_chars,
+        page_chars=args.page_chars,
+        max_context_chars=args.max_context_chars,
+        reward=args.reward,
+    )
+    return EvalConfig(
+        data=tuple(args.data),
+        model=args.model,
+        policy_url=args.policy_url,
+        env=env_cfg,
+        completions=args.completions,
+        concurrency=args.concurrency,
+        samples=args.samples,
+        limit=args.limit,
+        shuffle_seed=args.shuffle_seed,
+        sampling=SamplingConfig(
+            max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p
+        ),
+        judge_url=args.judge_url,
+        judge_model=args.judge_model,
+        api_key=args.api_key,
+        out=args.out,
+    )
+
+
+async def _evaluate_and_close(cfg: EvalConfig, client) -> dict:
+    try:
+        return await evaluate(cfg, client)
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = config_from_args(args)
+        from retriever.client import HTTPClient, InProcessClient
+
+        client = HTTPClient(args.server) if args.server else InProcessClient(args.index)
+        summary = asyncio.run(_evaluate_and_close(cfg, client))
+    except (ConfigError, PolicyError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(summary["datasets"]))
+    print(
+        json.dumps(
+            {k: v for k, v in summary.items() if k != "datasets"}
+            | {"datasets": {n: {m: r[m] for m in METRICS} for n, r in summary["datasets"].items()}}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Prompt templates per tool syntax (the first observation), and JSON-schema tool specs.
+
+>>> text, messages = build_prompt("Who wrote Hamlet?", "search-r1")
+>>> text.endswith("Question: Who wrote Hamlet?\\n"), messages[0]["role"]
+(True, 'user')
+>>> [t["function"]["name"] for t in tool_specs("tool-call")]
+['search', 'access', 'answer']
+"""
+
+from __future__ import annotations
+
+import json
+
+# Search-R1's template, verbatim (models trained with it expect exactly this text)
+SEARCH_R1_TEMPLATE = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query </search> and it will return the top "
+    "searched results between <information> and </information>. You can search as many times "
+    "as your want. If you find no further external knowledge needed, you can directly provide "
+    "the answer inside <answer> and </answer>, without detailed illustrations. For example, "
+    "<answer> Beijing </answer>. Question: {question}\n"
+)
+
+ASEARCHER_TEMPLATE = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query </search>; the top results come back "
+    "between <information> and </information>, each as [Doc k](url). To read a whole page, call "
+    "<access> url </access>; long pages come in numbered chunks (Page k of N): access the same "
+    "url again to read the next one. Make one call per turn. You can search and access as many "
+    "times as you want. If you find no further external knowledge needed, you can directly "
+    "provide the answer inside <answer> and </answer>, without detailed illustrations. For "
+    "example, <answer> Beijing </answer>. Question: {question}\n"
+)
+
+# Qwen2.5 / Hermes tool preamble, as their chat templates render a ``tools`` list
+TOOL_CALL_SYSTEM = (
+    "You are a helpful assistant that answers questions by searching a local copy of "
+    "Wikipedia.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+    "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n"
+    "<tools>\n{tools}\n</tools>\n\nFor each function call, return a json object with function "
+    "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+TOOL_CALL_USER = (
+    "Answer the question below. Make one tool call per turn; search results come back as "
+    "[Doc k](url) entries, long pages in numbered chunks (access the same url again for the "
+    "next one). When you know the answer, call answer or write it inside <answer> and "
+    "</answer>, as short as possible.\nQuestion: {question}"
+)
+
+_SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "description": "Search the local Wikipedia; returns the top passages with their URLs.",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "what to search for"}},
+            "required": ["query"],
+        },
+    },
+}
+_ACCESS = {
+    "type": "function",
+    "function": {
+        "name": "access",
+        "description": "Read a Wikipedia page by URL or title, one numbered chunk at a time.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "description": "a URL from the search results, or a title",
+                },
+                "page": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "which chunk to read (default: the next unread one)",
+                },
+            },
+            "required": ["url"],
+        },
+    },
+}
+_ANSWER = {
+    "type": "function",
+    "function": {
+        "name": "answer",
+        "description": "Give the final answer and end the episode.",
+        "parameters": {
+            "type": "object",
+            "properties": {"answer": {"type": "string", "description": "the short final answer"}},
+            "required": ["answer"],
+        },
+    },
+}
+
+
+def tool_specs(style: str) -> list[dict]:
+    """OpenAI-format tool specs (``tools=`` of a chat request, or a chat template's input)."""
+    if style == "search-r1":
+        return [_SEARCH, _ANSWER]
+    return [_SEARCH, _ACCESS, _ANSWER]
+
+
+def build_prompt(
+    question: str, style: str, system_prompt: str | None = None
+) -> tuple[str, list[dict]]:
+    """(text prompt for completion endpoints, chat messages) of the first observation."""
+    if style == "tool-call":
+        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in tool_specs(style))
+        system = system_prompt or TOOL_CALL_SYSTEM.format(tools=tools)
+        user = TOOL_CALL_USER.format(question=question)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return f"{system}\n\n{user}\n", messages
+    template = SEARCH_R1_TEMPLATE if style == "search-r1" else ASEARCHER_TEMPLATE
+    user = template.format(question=question)
+    messages = [{"role": "user", "content": user}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+        return f"{system_prompt}\n\n{user}", messages
+    return user, messages

@@ -1,0 +1,159 @@
+"""``SearchEnv``: one search-agent episode at a time, with Gymnasium's signatures.
+
+No auto-reset: ``step`` after the episode ended raises ``ResetNeededError``. Malformed actions
+never raise; they come back as an observation that says what was wrong.
+
+>>> # env = SearchEnv(client, style="asearcher"); obs, info = env.reset(options={"question": q, "answers": [a]})
+>>> # obs, reward, terminated, truncated, info = env.step("<search>...</search>")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from .episode import Episode
+from .errors import ConfigError, ResetNeededError
+from .tools import arun_plan, plan_calls, run_plan
+from .types import EnvConfig, Task
+
+
+class TextSpace(gym.Space):
+    """Any string up to ``max_length`` characters (observations and actions are free text)."""
+
+    def __init__(self, max_length: int = 10**7, seed: int | None = None):
+        self.max_length = max_length
+        super().__init__(shape=None, dtype=None, seed=seed)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        n = int(self.np_random.integers(0, 64))
+        return "".join(chr(int(c)) for c in self.np_random.integers(32, 127, size=n))
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"TextSpace({self.max_length})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, TextSpace) and other.max_length == self.max_length
+
+
+def make_config(config: EnvConfig | None = None, **overrides) -> EnvConfig:
+    """An ``EnvConfig`` from a base config and keyword overrides (unknown keys are an error)."""
+    config = config or EnvConfig()
+    if not overrides:
+        return config
+    names = {f.name for f in dataclasses.fields(EnvConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown env settings {unknown}; known: {sorted(names)}")
+    return dataclasses.replace(config, **overrides)
+
+
+def load_task_list(tasks: Sequence[Task] | str | os.PathLike | None) -> list[Task]:
+    if tasks is None:
+        return []
+    if isinstance(tasks, str | os.PathLike):
+        from .tasks import load_tasks
+
+        return load_tasks(tasks)
+    return list(tasks)
+
+
+class SearchEnv(gym.Env):
+    """Search and page access as tools for a text policy; rewards scored at the answer.
+
+    ``client``: any ``retriever.protocol.SearchClient`` (sync or async methods). ``tasks``: QA
+    items (or a file) that ``reset`` draws from, seeded, when ``options`` has no question.
+    Keyword settings override ``config`` (see ``EnvConfig``).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        client=None,
+        config: EnvConfig | None = None,
+        *,
+        tasks: Sequence[Task] | str | None = None,
+        render_mode: str | None = None,
+        **settings,
+    ):
+        self.config = make_config(config, **settings)
+        self.client = client
+        self.tasks = load_task_list(tasks)
+        self.render_mode = render_mode
+        self.observation_space = TextSpace()
+        self.action_space = TextSpace()
+        self.episode = Episode(self.config)
+        self._closed = False
+
+    def _options(self, options: dict | None) -> dict:
+        if options and "question" in options:
+            return options
+        if not self.tasks:
+            raise ConfigError(
+                "reset needs options={'question': ..., 'answers': [...]} or an env built with tasks="
+            )
+        task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        return {**task.options(), **(options or {})}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        super().reset(seed=seed)
+        return self.episode.reset(self._options(options), seed=seed)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        call = self.episode.prepare(action)
+        result = None
+        if call is not None:
+            if self.client is None:
+                raise ConfigError("this env has no search client; pass client= to SearchEnv")
+            cfg = self.config
+            result = run_plan(
+                self.client, plan_calls([call], cfg.topk, cfg.retriever, cfg.page_chars)
+            )[0]
+        return self.episode.finish(result)
+
+    async def areset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[str, dict]:
+        return self.reset(seed=seed, options=options)
+
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """``step`` for coroutine trainers: an async client is awaited, a sync one runs in a thread."""
+        call = self.episode.prepare(action)
+        result = None
+        if call is not None:
+            if self.client is None:
+                raise ConfigError("this env has no search client; pass client= to SearchEnv")
+            cfg = self.config
+            plan = plan_calls([call], cfg.topk, cfg.retriever, cfg.page_chars)
+            result = (await arun_plan(self.client, plan))[0]
+        return self.episode.finish(result)
+
+    def trajectory(self) -> dict:
+        """The current (or last) episode as a JSON-able dict."""
+        if not self.episode.active:
+            raise ResetNeededError("no episode yet: call reset() first")
+        return self.episode.trajectory()
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or not self.episode.active:
+            return None
+        parts = [self.episode.prompt]
+        for turn in self.episode.turns:
+            parts += [turn["action"], turn["observation"]]
+        return "".join(parts)
+
+    def close(self) -> None:
+        """Safe to call twice; the client is the caller's and stays open."""
+        self._closed = True

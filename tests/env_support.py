@@ -1,0 +1,105 @@
+"""Helpers for the env tests: a real in-process search client over the HotpotQA mini corpus and
+an oracle policy that knows each question's gold paragraphs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from env.tasks import load_tasks
+from env.types import Task
+
+DATA = Path(__file__).parent / "data"
+HOTPOT = DATA / "hotpotqa-distractor-500.jsonl"
+_DOC = re.compile(r"\[Doc \d+\]\((.*?)\):\n\"([^\n]*)\"")
+_DOC_R1 = re.compile(r"Doc \d+\(Title: \"([^\n]*?)\"\)")
+
+
+def ensure_bm25(hotpot_root: Path) -> Path:
+    """A private index root for the env tests beside the shared ``hotpot_root``: a copy of its
+    corpus plus a BM25 part, built once per session (the shared root stays untouched)."""
+    root = hotpot_root.parent / "env-index"
+    if not (root / "bm25" / "manifest.json").is_file():
+        from index_build.__main__ import main
+
+        if not (root / "corpus").is_dir():
+            shutil.copytree(hotpot_root / "corpus", root / "corpus")
+        assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+    return root
+
+
+def hotpot_client(hotpot_root: Path):
+    """The real in-process client (``retriever.client.InProcessClient``) over the env root."""
+    from retriever.client import InProcessClient
+
+    return InProcessClient(ensure_bm25(hotpot_root), warmup=False)
+
+
+def hotpot_tasks(n: int | None = None) -> list[Task]:
+    tasks = load_tasks(HOTPOT)
+    return tasks if n is None else tasks[:n]
+
+
+def gold_titles(task: Task) -> list[str]:
+    return list(dict.fromkeys(title for title, _ in task.meta["supporting_facts"]))
+
+
+def docs_in(observation: str) -> list[tuple[str, str]]:
+    """(url, title) of every ``[Doc k](url):`` entry of an observation."""
+    return _DOC.findall(observation)
+
+
+def titles_in(observation: str, style: str) -> list[str]:
+    if style == "search-r1":
+        return _DOC_R1.findall(observation)
+    return [t for _, t in docs_in(observation)]
+
+
+class Oracle:
+    """Searches each gold title, accesses the first gold page it found by URL, answers.
+
+    ``act(observation)`` returns the next turn's text in the env's style; ``found`` lists the
+    gold titles that came back in search results.
+    """
+
+    def __init__(self, task: Task, style: str):
+        self.task, self.style = task, style
+        self.queue = gold_titles(task)
+        self.found: list[str] = []
+        self.accessed: str | None = None
+        self.page_seen = False
+        self.turn = 0
+
+    def _call(self, name: str, **args) -> str:
+        import json
+
+        if self.style == "tool-call":
+            if name == "answer":
+                return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+            return f"I will call {name}.\n<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+        value = next(iter(args.values()))
+        return f"<think>next: {name}</think>\n<{name}> {value} </{name}>"
+
+    def act(self, observation: str) -> str:
+        self.turn += 1
+        if self.turn > 1 and self.last == "search":
+            got = titles_in(observation, self.style)
+            want = self.searched
+            if want in got:
+                self.found.append(want)
+                if self.accessed is None and self.style != "search-r1":
+                    self.pending_url = dict((t, u) for u, t in docs_in(observation))[want]
+        if self.turn > 1 and self.last == "access" and ">>>> Page 1 of" in observation:
+            self.page_seen = True
+        if self.queue:
+            self.searched = self.queue.pop(0)
+            self.last = "search"
+            return self._call("search", query=self.searched)
+        url = getattr(self, "pending_url", None)
+        if url and self.accessed is None:
+            self.accessed = url
+            self.last = "access"
+            return self._call("access", url=url)
+        self.last = "answer"
+        return self._call("answer", answer=self.task.answers[0])

@@ -1,0 +1,183 @@
+"""Action parsing, table-driven over the three tool syntaxes."""
+
+from __future__ import annotations
+
+import pytest
+
+from env.parsing import MAX_QUERY_CHARS, parse_action
+
+OK = [
+    # (style, text, kind, arg, page)
+    ("asearcher", "<search>Eiffel Tower</search>", "search", "Eiffel Tower", None),
+    (
+        "asearcher",
+        "<think>I should look <search>x</search></think><search> y </search>",
+        "search",
+        "y",
+        None,
+    ),
+    ("asearcher", "reasoning...</think>\n<answer> Paris </answer>", "answer", "Paris", None),
+    (
+        "asearcher",
+        "<access>https://en.wikipedia.org/wiki/Paris</access>",
+        "access",
+        "https://en.wikipedia.org/wiki/Paris",
+        None,
+    ),
+    (
+        "asearcher",
+        "<access>https://en.wikipedia.org/wiki/Paris#page=3</access>",
+        "access",
+        "https://en.wikipedia.org/wiki/Paris",
+        3,
+    ),
+    ("asearcher", "<access>Paris | page 2</access>", "access", "Paris", 2),
+    ("asearcher", "<access>Paris page 4</access>", "access", "Paris", 4),
+    ("asearcher", "<access>AC/DC (band)</access>", "access", "AC/DC (band)", None),
+    (
+        "asearcher",
+        "<answer>a\nmulti-line answer</answer> trailing words",
+        "answer",
+        "a\nmulti-line answer",
+        None,
+    ),
+    (
+        "search-r1",
+        "<think>x</think>\n<search> who wrote hamlet </search>",
+        "search",
+        "who wrote hamlet",
+        None,
+    ),
+    ("search-r1", "<answer> William Shakespeare </answer>", "answer", "William Shakespeare", None),
+    (
+        "tool-call",
+        '<tool_call>\n{"name": "search", "arguments": {"query": "hamlet"}}\n</tool_call>',
+        "search",
+        "hamlet",
+        None,
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "search", "arguments": "{\\"query\\": \\"q\\"}"}</tool_call>',
+        "search",
+        "q",
+        None,
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "access", "arguments": {"url": "Paris", "page": 2}}</tool_call>',
+        "access",
+        "Paris",
+        2,
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "access", "arguments": {"url": "Paris"}}</tool_call>',
+        "access",
+        "Paris",
+        None,
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "answer", "arguments": {"answer": "42"}}</tool_call>',
+        "answer",
+        "42",
+        None,
+    ),
+    ("tool-call", "<think>done</think><answer>42</answer>", "answer", "42", None),
+    (
+        "tool-call",
+        '<tool_call>{"name": "search", "parameters": {"query": "p"}}</tool_call>',
+        "search",
+        "p",
+        None,
+    ),
+]
+
+BAD = [
+    # (style, text, reason)
+    ("asearcher", "I think the answer is Paris.", "no_tool"),
+    ("asearcher", "", "no_tool"),
+    ("asearcher", "<search>a</search><search>b</search>", "two_tools"),
+    ("asearcher", "<search>a</search><answer>b</answer>", "two_tools"),
+    ("asearcher", "<search>never closed", "unclosed_tag"),
+    ("asearcher", "<answer>x", "unclosed_tag"),
+    ("asearcher", "x</search>", "stray_close"),
+    ("asearcher", "<search>a<answer>b</answer></search>", "nested_tags"),
+    ("asearcher", "<search>   </search>", "empty_query"),
+    ("asearcher", "<answer></answer>", "empty_answer"),
+    ("asearcher", "<access> </access>", "empty_url"),
+    ("asearcher", "<access>Paris#page=0</access>", "bad_page"),
+    ("asearcher", "<search>" + "x" * (MAX_QUERY_CHARS + 1) + "</search>", "long_query"),
+    ("search-r1", "<access>Paris</access>", "unknown_tool"),
+    ("search-r1", "<search>q", "unclosed_tag"),
+    ("tool-call", "<search>q</search>", "unknown_tool"),
+    ("tool-call", "<tool_call>{not json}</tool_call>", "bad_json"),
+    ("tool-call", '<tool_call>{"arguments": {}}</tool_call>', "bad_call"),
+    ("tool-call", '<tool_call>["search"]</tool_call>', "bad_call"),
+    ("tool-call", '<tool_call>{"name": "browse", "arguments": {}}</tool_call>', "unknown_tool"),
+    (
+        "tool-call",
+        '<tool_call>{"name": "search", "arguments": {"query": ""}}</tool_call>',
+        "empty_query",
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "search", "arguments": {"query": 5}}</tool_call>',
+        "bad_arguments",
+    ),
+    ("tool-call", '<tool_call>{"name": "search", "arguments": [1]}</tool_call>', "bad_arguments"),
+    (
+        "tool-call",
+        '<tool_call>{"name": "search", "arguments": "nope"}</tool_call>',
+        "bad_arguments",
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "access", "arguments": {"url": "P", "page": -1}}</tool_call>',
+        "bad_page",
+    ),
+    (
+        "tool-call",
+        '<tool_call>{"name": "access", "arguments": {"url": "P", "page": true}}</tool_call>',
+        "bad_page",
+    ),
+    ("tool-call", '<tool_call>{"name": "search", "arguments": {"query": "q"}}', "unclosed_tag"),
+    (
+        "tool-call",
+        '<tool_call>{"name":"search","arguments":{"query":"a"}}</tool_call><tool_call>{"name":"search","arguments":{"query":"b"}}</tool_call>',
+        "two_tools",
+    ),
+    ("tool-call", "plain text", "no_tool"),
+    ("tool-call", "<tool_call>" + "[" * 100000 + "</tool_call>", "bad_json"),
+]
+
+
+@pytest.mark.parametrize("style,text,kind,arg,page", OK)
+def test_valid(style, text, kind, arg, page):
+    action = parse_action(text, style)
+    assert (action.kind, action.arg, action.page, action.error) == (kind, arg, page, None)
+
+
+@pytest.mark.parametrize("style,text,reason", BAD)
+def test_invalid(style, text, reason):
+    action = parse_action(text, style)
+    assert action.kind == "invalid" and action.reason == reason
+    assert action.error and len(action.error) < 400
+
+
+@pytest.mark.parametrize("value", [None, 5, b"<search>x</search>", ["<search>x</search>"]])
+def test_non_text(value):
+    assert parse_action(value, "asearcher").reason == "not_text"
+
+
+def test_unknown_style_is_a_caller_error():
+    with pytest.raises(ValueError):
+        parse_action("<search>x</search>", "react")
+
+
+def test_error_messages_say_what_to_do():
+    assert "<search>query</search>" in parse_action("hello", "search-r1").error
+    assert "<access>url</access>" in parse_action("hello", "asearcher").error
+    assert "tool_call" in parse_action("hello", "tool-call").error
+    assert "</search>" in parse_action("<search>x", "asearcher").error
