@@ -9,6 +9,8 @@ all name the same page.
 'albert einstein'
 >>> lookup_key("http://en.wikipedia.org/wiki?curid=12")
 'url:en.wikipedia.org/wiki?curid=12'
+>>> lookup_key("http://[")
+'url:http://['
 >>> lookup_key("  albert   einstein ")
 'albert einstein'
 >>> title_to_url("AC/DC (band)")
@@ -65,7 +67,10 @@ def lookup_key(text: str) -> str:
     if looks_like_url:
         if text.startswith("wiki/"):
             text = "/" + text
-        title = _title_from_url(text)
+        try:
+            title = _title_from_url(text)
+        except ValueError:  # not a parseable URL (``http://[``): look it up as written
+            return "url:" + text.casefold()
         if title is None:
             parts = urlsplit(text)
             query = "?" + parts.query if parts.query else ""
