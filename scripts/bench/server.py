@@ -1,0 +1,229 @@
+"""Server throughput: coalesced batching vs one query per batch (``--max-batch 1``, Search-R1's design).
+
+Starts ``python -m retriever.server`` in a subprocess per mode, and drives it from a load
+generator in separate processes (so the client never steals the server's event loop): closed-loop
+clients sending single-query ``/retrieve`` requests at each concurrency, with the NQ test
+questions as queries and the result cache off. Then one request of 2,560 queries (how Search-R1's
+trainer calls). Prints a table and one JSON line; appends the rows to BENCHMARKS.md.
+
+    .venv/bin/python scripts/bench/server.py --index /tmp/h5/wx --retriever bm25
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHARED_DATA, append_section, machine, median  # noqa: E402
+
+
+def load_queries(n: int = 3610) -> list[str]:
+    path = SHARED_DATA / "qa" / "nq-test.tsv"
+    with open(path, encoding="utf-8") as f:
+        return [line.split("\t", 1)[0] for line, _ in zip(f, range(n))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(index: str, retriever: str, max_batch: int, extra: list[str]) -> tuple:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "retriever.server", "--index", index, "--port", str(port),
+        "--retrievers", retriever, "--max-batch", str(max_batch), "--cache-size", "0",
+        "--queue-size", "4096", "--log-level", "warning", *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    import httpx
+
+    t0 = time.perf_counter()
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    ready = time.perf_counter() - t0
+    info = httpx.get(url + "/info").json()
+    return proc, url, ready, info["rss_bytes_at_ready"]
+
+
+def stop_server(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _generator(args) -> tuple[list[float], int, float]:
+    """One load-generator process: ``clients`` closed-loop clients for ``seconds``."""
+    url, retriever, queries, clients, seconds, offset = args
+    import httpx
+
+    async def main():
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            stop = time.perf_counter() + seconds
+
+            async def one(i: int):
+                nonlocal errors
+                j = offset + i
+                while time.perf_counter() < stop:
+                    q = queries[j % len(queries)]
+                    j += clients * 7 + 1
+                    body = {"queries": [q], "topk": 3, "retriever": retriever}
+                    t = time.perf_counter()
+                    try:
+                        r = await client.post("/retrieve", json=body)
+                        ok = r.status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    if ok:
+                        latencies.append(time.perf_counter() - t)
+                    else:
+                        errors += 1
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*[one(i) for i in range(clients)])
+            return latencies, errors, time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
+def drive(
+    url: str, retriever: str, queries: list[str], concurrency: int, seconds: float, procs: int
+):
+    procs = min(procs, concurrency)
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    jobs = [(url, retriever, queries, c, seconds, i * 1000) for i, c in enumerate(shares)]
+    with mp.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_generator, jobs)
+    latencies = sorted(x for p in parts for x in p[0])
+    errors = sum(p[1] for p in parts)
+    elapsed = max(p[2] for p in parts)
+    n = len(latencies)
+    return {
+        "qps": n / elapsed,
+        "p50_ms": 1000 * latencies[n // 2] if n else float("nan"),
+        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else float("nan"),
+        "requests": n,
+        "errors": errors,
+    }
+
+
+def big_request(url: str, retriever: str, queries: list[str], repeats: int = 3) -> float:
+    import httpx
+
+    body = {"queries": queries[:2560], "topk": 3, "return_scores": True, "retriever": retriever}
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        r = httpx.post(url + "/retrieve", json=body, timeout=600)
+        r.raise_for_status()
+        assert len(r.json()["result"]) == 2560
+        times.append(time.perf_counter() - t)
+    return median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--index", required=True, help="index root with the retriever part")
+    ap.add_argument("--retriever", default="bm25")
+    ap.add_argument("--concurrency", default="1,16,64,256")
+    ap.add_argument("--seconds", type=float, default=6.0, help="per concurrency point")
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--max-batch", type=int, default=64, help="coalesced mode's batch size")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra server flag")
+    ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    queries = load_queries()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    modes = {"coalesced": args.max_batch, "max-batch 1": 1}
+    rows, out = [], {"retriever": args.retriever, "index": args.index, "machine": machine()}
+    for mode, max_batch in modes.items():
+        proc, url, ready, rss = start_server(args.index, args.retriever, max_batch, args.server_arg)
+        try:
+            out[f"{mode} ready_s"] = round(ready, 2)
+            out[f"{mode} rss_mb"] = round(rss / 2**20)
+            drive(url, args.retriever, queries[-200:], 8, 1.5, args.procs)  # warm up
+            for c in levels:
+                r = drive(url, args.retriever, queries, c, args.seconds, args.procs)
+                rows.append(
+                    [
+                        mode,
+                        c,
+                        f"{r['qps']:.0f}",
+                        f"{r['p50_ms']:.1f}",
+                        f"{r['p99_ms']:.1f}",
+                        r["errors"],
+                    ]
+                )
+                out[f"{mode} c={c}"] = {k: round(v, 2) for k, v in r.items()}
+                print(
+                    f"{mode:12s} c={c:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}",
+                    flush=True,
+                )
+            if mode == "coalesced":
+                t = big_request(url, args.retriever, queries)
+                out["2560 queries in one request s"] = round(t, 3)
+                print(f"one request of 2,560 queries: {t:.2f} s ({2560 / t:.0f} q/s)", flush=True)
+        finally:
+            stop_server(proc)
+    ratios = {}
+    for c in levels:
+        a, b = out[f"coalesced c={c}"]["qps"], out[f"max-batch 1 c={c}"]["qps"]
+        ratios[c] = a / b if b else float("inf")
+    out["speedup"] = {str(c): round(v, 2) for c, v in ratios.items()}
+
+    header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "errors"]
+    print()
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(x) for x in row))
+    print(
+        "speedup coalesced / max-batch 1: "
+        + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
+    )
+    print(json.dumps({"bench": "server", **out}))
+    if not args.no_record:
+        notes = (
+            f"Retriever `{args.retriever}` on `{args.index}`; single-query requests, topk 3, cache off, "
+            f"{args.procs} load-generator processes, {args.seconds:.0f} s per point. Speedup of coalescing "
+            "(req/s ratio): "
+            + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
+            + f". One request of 2,560 queries: {out['2560 queries in one request s']:.2f} s. "
+            f"Time-to-ready {out['coalesced ready_s']} s, RSS {out['coalesced rss_mb']} MB."
+        )
+        append_section(
+            f"Server: coalesced vs max-batch 1 ({args.retriever})",
+            "python scripts/bench/server.py "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            rows,
+            header,
+            notes,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""A deterministic fake ``Retriever`` for the coalescing, service and server tests.
+
+Scores are a seeded function of (query, row), so results depend only on the query, never on
+which batch it was searched in. It records every batch it sees and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from retriever.protocol import check_search_args
+from retriever.types import Hit
+
+
+class FakeRetriever:
+    """``search(queries, k)`` with pseudo-random but reproducible scores per (query, row)."""
+
+    def __init__(self, num_docs: int, name: str = "fake", delay: float = 0.0):
+        self.name = name
+        self.num_docs = num_docs
+        self.delay = delay
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.fail_on: str | None = None  # a batch containing this query raises
+        self.wrong_length = False  # return one list too few
+        self.gate: threading.Event | None = None  # when set, each batch waits for it
+        self._lock = threading.Lock()
+
+    def scores(self, query: str) -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(query.encode()))
+        return rng.random(self.num_docs)
+
+    def search_one(self, query: str, k: int) -> list[Hit]:
+        scores = self.scores(query)
+        order = np.lexsort((np.arange(self.num_docs), -scores))[:k]
+        return [Hit(int(r), float(scores[r])) for r in order]
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        queries, k = check_search_args(queries, k, self.num_docs)
+        with self._lock:
+            self.batches.append(list(queries))
+            self.threads.add(threading.get_ident())
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in queries:
+            raise RuntimeError(f"injected failure on {self.fail_on!r}")
+        out = [self.search_one(q, k) for q in queries]
+        return out[:-1] if self.wrong_length else out
+
+
+HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
+
+
+def has_bm25_builder() -> bool:
+    try:
+        import index_build.build_bm25  # noqa: F401
+        import retriever.bm25  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_root(parent: Path, bm25: bool) -> Path:
+    """A private index root over the HotpotQA paragraphs (plus its BM25 part when asked)."""
+    from index_build.__main__ import main
+
+    root = parent / "index"
+    assert main(["corpus", "--input", str(HOTPOT), "--out", str(root), "--no-progress"]) == 0
+    if bm25:
+        assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+    return root
+
+
+def hotpot_questions(n: int = 60) -> list[str]:
+    with open(HOTPOT, "rb") as f:
+        return [orjson.loads(line)["question"] for line, _ in zip(f, range(n))]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving ``create_app(service)`` in a thread on a free port, for real HTTP tests."""
+
+    def __init__(self, service, **uvicorn_options):
+        import uvicorn
+
+        from retriever.server import create_app
+
+        self.service = service
+        self.app = create_app(service)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        options = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5}
+        options.update(uvicorn_options)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, **options)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        self.service.start_background().join(60)
+        return self
+
+    def stop(self, timeout: float = 15) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,161 @@
+"""Clients: HTTP (sync and async) and in-process give the library's results; retries are bounded."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from retriever_fakes import LiveServer, build_root, free_port, has_bm25_builder, hotpot_questions
+
+from retriever.batching import QueueFullError, ServiceUnavailableError
+from retriever.client import HTTPClient, InProcessClient, connect
+from retriever.errors import BadRequestError, RetrieverError
+from retriever.index import Index
+from retriever.protocol import SearchClient
+from retriever.service import RetrievalService, ServiceConfig
+
+
+@pytest.fixture(scope="module")
+def bm25_root(tmp_path_factory):
+    if not has_bm25_builder():
+        pytest.skip("index_build bm25 is not available yet")
+    return build_root(tmp_path_factory.mktemp("cli-bm25"), bm25=True)
+
+
+@pytest.fixture(scope="module")
+def live(bm25_root):
+    service = RetrievalService(ServiceConfig(index=bm25_root, max_wait_ms=2))
+    with LiveServer(service) as server:
+        yield server
+
+
+def library_docs(root, queries, k):
+    index = Index.open(root)
+    return [
+        [{**p.to_dict(), "score": s} for p, s in hits]
+        for hits in index.search(queries, k=k, retriever="bm25")
+    ]
+
+
+def approx(results):
+    return [[{**d, "score": pytest.approx(d["score"])} for d in r] for r in results]
+
+
+def test_http_and_in_process_clients_equal_the_library(live, bm25_root):
+    queries = hotpot_questions(40)
+    want = library_docs(bm25_root, queries, 5)
+    with HTTPClient(live.url) as http, InProcessClient(bm25_root) as local:
+        assert isinstance(http, SearchClient) and isinstance(local, SearchClient)
+        assert http.retrieve(queries, topk=5) == approx(want)
+        assert local.retrieve(queries, topk=5) == approx(want)
+        page_names = [want[0][0]["url"], "No such page qq"]
+        assert http.access(urls=page_names, max_chars=50) == local.access(
+            urls=page_names, max_chars=50
+        )
+        assert http.health()["ready"] and http.info()["retrievers"]["bm25"]["kind"] == "bm25"
+
+
+async def test_async_clients_equal_sync(live, bm25_root):
+    import asyncio
+
+    queries = hotpot_questions(30)
+    want = library_docs(bm25_root, queries, 3)
+    client = HTTPClient(live.url)
+    local = InProcessClient.from_index(bm25_root)
+    try:
+        got = await asyncio.gather(*[client.aretrieve([q], topk=3) for q in queries])
+        assert [g[0] for g in got] == approx(want)
+        got = await asyncio.gather(*[local.aretrieve([q], topk=3) for q in queries])
+        assert [g[0] for g in got] == approx(want)
+        name = want[0][0]["title"]
+        assert await client.aaccess(titles=[name]) == await local.aaccess(titles=[name])
+    finally:
+        await client.aclose()
+        local.close()
+
+
+def test_in_process_client_borrows_a_service(bm25_root):
+    service = RetrievalService(ServiceConfig(index=bm25_root)).start()
+    with connect(service) as client:
+        assert client.retrieve(["paris"], topk=1)[0][0]["score"] > 0
+    assert service.state == "ready"  # borrowed, not stopped
+    service.stop()
+    assert isinstance(connect("http://127.0.0.1:1"), HTTPClient)
+
+
+def test_errors_map_to_exceptions(live):
+    with HTTPClient(live.url) as client:
+        with pytest.raises(BadRequestError, match="queries is empty"):
+            client.retrieve([])
+        with pytest.raises(BadRequestError, match="unknown retriever"):
+            client.retrieve(["a"], retriever="dense-none")
+        with pytest.raises(BadRequestError, match="not one string"):
+            client.retrieve("a")
+
+
+def test_connection_refused_retries_are_bounded():
+    client = HTTPClient(f"http://127.0.0.1:{free_port()}", retries=3, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match="after 4 attempts"):
+        client.retrieve(["a"])
+    assert time.monotonic() - t0 < 5
+
+
+def scripted(*responses):
+    """A mock transport answering the given (status, headers, body) in turn; counts calls."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers, body = responses[min(len(calls), len(responses) - 1)]
+        calls.append(request)
+        return httpx.Response(status, headers=headers, json=body)
+
+    return httpx.MockTransport(handler), calls
+
+
+OK = (200, {}, {"result": [[{"document": {"id": "1", "contents": "c"}, "score": 1.0}]]})
+
+
+def test_429_honours_retry_after():
+    transport, calls = scripted((429, {"Retry-After": "1"}, {"detail": "full"}), OK)
+    client = HTTPClient("http://x", transport=transport, backoff=0.001)
+    t0 = time.monotonic()
+    assert client.retrieve(["a"]) == [[{"id": "1", "contents": "c", "score": 1.0}]]
+    assert len(calls) == 2 and time.monotonic() - t0 >= 0.9
+
+
+def test_503_retried_then_given_up():
+    transport, calls = scripted((503, {}, {"detail": "loading"}))
+    client = HTTPClient("http://x", transport=transport, retries=2, backoff=0.001)
+    with pytest.raises(ServiceUnavailableError, match="loading"):
+        client.retrieve(["a"])
+    assert len(calls) == 3
+
+
+def test_429_given_up_after_retries():
+    transport, calls = scripted((429, {"Retry-After": "0"}, {"detail": "full"}))
+    client = HTTPClient("http://x", transport=transport, retries=1)
+    with pytest.raises(QueueFullError):
+        client.retrieve(["a"])
+    assert len(calls) == 2
+
+
+def test_422_and_500_are_not_retried():
+    transport, calls = scripted((422, {}, {"detail": "bad topk"}))
+    with pytest.raises(BadRequestError, match="bad topk"):
+        HTTPClient("http://x", transport=transport).retrieve(["a"])
+    assert len(calls) == 1
+    transport, calls = scripted((500, {}, {"detail": "search failed"}))
+    with pytest.raises(RetrieverError, match="500"):
+        HTTPClient("http://x", transport=transport).retrieve(["a"])
+    assert len(calls) == 1
+
+
+def test_token_is_sent():
+    transport, calls = scripted(OK)
+    HTTPClient("http://x", transport=transport, token="t0k").retrieve(["a"], topk=1)
+    assert calls[0].headers["authorization"] == "Bearer t0k"
+    import orjson
+
+    assert orjson.loads(calls[0].content) == {"queries": ["a"], "topk": 1, "return_scores": True}

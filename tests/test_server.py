@@ -1,0 +1,217 @@
+"""The FastAPI app in-process (TestClient): the HTTP contract, status codes, token, CLI errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import pytest
+from fastapi.testclient import TestClient
+from retriever_fakes import FakeRetriever, build_root
+
+from retriever.index import Index
+from retriever.server import create_app, main
+from retriever.service import RetrievalService, ServiceConfig
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return build_root(tmp_path_factory.mktemp("srv"), bm25=False)
+
+
+@pytest.fixture
+def fake(root):
+    return FakeRetriever(len(Index.open(root).store), "bm25")
+
+
+def serve(root, fake, **config):
+    config.setdefault("max_wait_ms", 1)
+    service = RetrievalService(ServiceConfig(index=root, **config), {"bm25": fake})
+    return service, TestClient(create_app(service))
+
+
+def wait_ready(client, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get("/health")
+        if r.status_code == 200:
+            return r.json()
+        time.sleep(0.02)
+    raise AssertionError(f"not ready: {r.json()}")
+
+
+@pytest.fixture
+def app_client(root, fake):
+    service, client = serve(root, fake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # no per-request deprecation noise
+        with client:
+            wait_ready(client)
+            yield service, client
+
+
+def test_retrieve_both_response_shapes(app_client, fake):
+    service, client = app_client
+    store = service.index.store
+    queries = ["who wrote it", "a river in india"]
+    want = [fake.search_one(q, 3) for q in queries]
+    plain = client.post("/retrieve", json={"queries": queries, "topk": 3}).json()["result"]
+    scored = client.post(
+        "/retrieve", json={"queries": queries, "topk": 3, "return_scores": True}
+    ).json()["result"]
+    for hits, docs, items in zip(want, plain, scored):
+        assert docs == [store.get(h.row).to_dict() for h in hits]
+        assert items == [{"document": store.get(h.row).to_dict(), "score": h.score} for h in hits]
+
+
+@pytest.mark.parametrize(
+    "body", [{"query": "x", "k": 2}, {"queries": ["x"], "top_k": 2}, {"queries": ["x"], "topk": 2}]
+)
+def test_aliases(app_client, body):
+    _, client = app_client
+    r = client.post("/retrieve", json=body)
+    assert r.status_code == 200 and len(r.json()["result"][0]) == 2
+
+
+def test_single_query_also_answers_rllm_shape(app_client):
+    _, client = app_client
+    out = client.post(
+        "/retrieve", json={"query": "x", "top_k": 2, "retriever_type": "sparse"}
+    ).json()
+    assert out["num_results"] == 2 and out["query"] == "x"
+    assert out["results"][0]["content"] == out["result"][0][0]["contents"]
+    assert "score" in out["results"][0]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"queries": []}, "queries is empty"),
+        ({}, "missing 'queries'"),
+        ({"queries": "abc"}, "list of strings"),
+        ({"queries": [None]}, "query 0 is NoneType"),
+        ({"queries": ["a"], "topk": -1}, "between 1 and"),
+        ({"queries": ["a"], "topk": 10**6}, "between 1 and"),
+        ({"queries": ["a"], "topk": 2.5}, "integer"),
+        ({"queries": ["a"], "topk": 2, "k": 3}, "conflicting"),
+        ({"queries": ["a"], "query": "b"}, "not both"),
+        ({"queries": ["a"], "retriever": "dense-x"}, "unknown retriever 'dense-x'"),
+        ({"queries": ["a"], "retriever": 5}, "retriever must be a string"),
+        ({"queries": ["a"], "return_scores": "maybe"}, "return_scores"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_bad_requests_are_422_with_a_message(app_client, body, message):
+    _, client = app_client
+    r = client.post("/retrieve", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
+def test_bad_bodies(root, fake):
+    _, client = serve(root, fake, max_body_bytes=200, max_queries_per_request=5)
+    with client:
+        wait_ready(client)
+        assert client.post("/retrieve", content=b"{not json").status_code == 422
+        assert client.post("/retrieve", content=b"").status_code == 422
+        big = client.post("/retrieve", json={"queries": ["x" * 300]})
+        assert big.status_code == 422 and "over the limit of 200 bytes" in big.json()["detail"]
+        many = client.post("/retrieve", json={"queries": ["q"] * 6})
+        assert many.status_code == 422 and "limit is 5" in many.json()["detail"]
+        assert client.post("/access", json={"urls": "x" * 300}).status_code == 422
+        assert client.get("/nowhere").status_code == 404
+
+
+def test_access(app_client):
+    service, client = app_client
+    passage = service.index.store.get(3)
+    body = {"urls": [passage.url, "https://en.wikipedia.org/wiki/No_such_page_zz"]}
+    result = client.post("/access", json=body).json()["result"]
+    assert result[0]["title"] == passage.title and result[1] is None
+    total = result[0]["total_chars"]
+    page = client.post(
+        "/access", json={"titles": [passage.title], "offset": 2, "max_chars": 10}
+    ).json()["result"][0]
+    assert page["contents"] == result[0]["contents"][2:12] and page["total_chars"] == total
+    assert client.post("/access", json={"ids": [passage.id]}).json()["result"][0] == result[0]
+    odd = client.post("/access", json={"urls": ["http://[", passage.url], "titles": ["//[::1"]})
+    assert odd.status_code == 200 and odd.json()["result"][0] is None
+    assert odd.json()["result"][1] == result[0]
+    for bad in ({}, {"urls": [1]}, {"urls": ["x"], "offset": -3}, {"urls": ["x"], "max_chars": 0}):
+        assert client.post("/access", json=bad).status_code == 422
+
+
+def test_health_info_metrics(app_client):
+    _, client = app_client
+    client.post("/retrieve", json={"queries": ["m"]})
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["retrievers"]["bm25"]["alive"]
+    info = client.get("/info").json()
+    assert info["default_retriever"] == "bm25" and info["corpus"]["num_docs"] > 0
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'retriever_requests_total{code="200",endpoint="/retrieve"} 1' in metrics.text
+    assert "# TYPE retriever_batch_size histogram" in metrics.text
+
+
+def test_503_while_loading_then_ready(root, fake):
+    fake.gate = threading.Event()  # the warm-up search blocks: the service stays loading
+    service, client = serve(root, fake)
+    with client:
+        r = client.post("/retrieve", json={"queries": ["a"]})
+        assert r.status_code == 503 and "loading" in r.json()["detail"]
+        assert r.headers["retry-after"] == "2"
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        fake.gate.set()
+        wait_ready(client)
+        assert client.post("/retrieve", json={"queries": ["a"]}).status_code == 200
+
+
+def test_503_when_the_worker_died(root, fake):
+    service, client = serve(root, fake)
+    with client:
+        wait_ready(client)
+        fake.fail_on = "die"
+        original = fake.search
+
+        def dying(queries, k):
+            if "die" in queries:
+                raise SystemExit("worker killed")
+            return original(queries, k)
+
+        service._batchers["bm25"]._search = dying
+        assert client.post("/retrieve", json={"queries": ["die"]}).status_code == 503
+        r = client.post("/retrieve", json={"queries": ["fine"]})
+        assert r.status_code == 503 and "worker died" in r.json()["detail"]
+        assert client.get("/health").status_code == 503
+
+
+def test_batch_error_is_500_json_and_next_request_works(app_client, fake):
+    _, client = app_client
+    fake.fail_on = "boom"
+    r = client.post("/retrieve", json={"queries": ["boom"]})
+    assert r.status_code == 500 and "injected failure" in r.json()["detail"]
+    fake.fail_on = None
+    assert client.post("/retrieve", json={"queries": ["boom"]}).status_code == 200
+
+
+def test_bearer_token(root, fake):
+    _, client = serve(root, fake, token="s3cret")
+    with client:
+        wait_ready(client)  # /health needs no token
+        r = client.post("/retrieve", json={"queries": ["a"]})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        bad = {"authorization": "Bearer nope"}
+        assert client.post("/retrieve", json={"queries": ["a"]}, headers=bad).status_code == 401
+        good = {"authorization": "Bearer s3cret"}
+        assert client.post("/retrieve", json={"queries": ["a"]}, headers=good).status_code == 200
+        assert client.get("/info", headers=good).json()["config"]["token"] == "set"
+
+
+def test_cli_refuses_bad_roots(tmp_path, root, capsys):
+    assert main(["--index", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--index", str(root)]) == 2  # a corpus without any retriever part
+    assert "no bm25/ or dense-NAME/ part" in capsys.readouterr().err

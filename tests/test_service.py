@@ -1,0 +1,193 @@
+"""The service object without a network: cache, validation, hybrid routing, access, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from retriever_fakes import FakeRetriever, build_root, has_bm25_builder, hotpot_questions
+
+from retriever.batching import ServiceUnavailableError
+from retriever.errors import BadRequestError, IndexFormatError
+from retriever.hybrid import HybridRetriever
+from retriever.index import Index
+from retriever.service import RetrievalService, ServiceConfig
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return build_root(tmp_path_factory.mktemp("svc"), bm25=False)
+
+
+@pytest.fixture
+def fake(root):
+    return FakeRetriever(len(Index.open(root).store), "bm25")
+
+
+@pytest.fixture
+def svc(root, fake):
+    service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1), {"bm25": fake}).start()
+    yield service
+    service.stop()
+
+
+def test_retrieve_matches_retriever_and_store(svc, fake):
+    store = svc.index.store
+    docs = svc.retrieve(["first query", "second query"], topk=4)
+    for q, got in zip(["first query", "second query"], docs):
+        want = fake.search_one(q, 4)
+        assert [d["id"] for d in got] == [store.get(h.row).id for h in want]
+        assert [d["score"] for d in got] == [h.score for h in want]
+        assert set(got[0]) == {"id", "contents", "title", "text", "url", "score"}
+        assert got[0]["contents"] == f'"{got[0]["title"]}"\n{got[0]["text"]}'
+
+
+def test_cache_counts_hits_and_dedupes(svc, fake):
+    first = svc.search(["repeat", "repeat", "other"], topk=3)
+    assert first[0] == first[1]
+    assert sum(len(b) for b in fake.batches) == 1 + 2  # warm-up, then one search per distinct query
+    again = svc.search(["repeat"], topk=3)
+    assert again[0] == first[0]
+    assert svc.cache.hits == 1
+    svc.search(["repeat"], topk=5)  # another k is another key
+    assert svc.cache.hits == 1
+    text = svc.metrics_text()
+    assert 'retriever_cache_hits_total{retriever="bm25"} 1' in text
+    assert 'retriever_cache_misses_total{retriever="bm25"} 4' in text
+
+
+def test_cache_disabled(root, fake):
+    with RetrievalService(ServiceConfig(index=root, cache_size=0), {"bm25": fake}) as svc:
+        svc.search(["x"], 2)
+        svc.search(["x"], 2)
+        assert sum(b.count("x") for b in fake.batches) == 2 and len(svc.cache) == 0
+
+
+@pytest.mark.parametrize(
+    "queries, topk, retriever, message",
+    [
+        ([], 3, None, "queries is empty"),
+        ("one string", 3, None, "list of strings"),
+        ([1], 3, None, "query 0 is int"),
+        (["q"] * 11, 3, None, "limit is 10"),
+        (["q"], 0, None, "between 1 and 50"),
+        (["q"], 51, None, "between 1 and 50"),
+        (["q"], True, None, "integer"),
+        (["q"], "3", None, "integer"),
+        (["q"], 3, "dense-nope", "unknown retriever 'dense-nope'"),
+    ],
+)
+def test_bad_requests_name_the_problem(root, fake, queries, topk, retriever, message):
+    config = ServiceConfig(index=root, max_queries_per_request=10, max_topk=50)
+    with RetrievalService(config, {"bm25": fake}) as svc:
+        with pytest.raises(BadRequestError, match=message):
+            svc.search(queries, topk, retriever)
+
+
+def test_default_topk_and_aliases(svc, fake):
+    assert len(svc.retrieve(["q"])[0]) == 3  # default_topk
+    assert svc.resolve("sparse") == "bm25"
+    with pytest.raises(BadRequestError):
+        svc.resolve("dense")  # no dense part loaded
+
+
+def test_not_ready_then_ready(root, fake):
+    svc = RetrievalService(ServiceConfig(index=root), {"bm25": fake})
+    with pytest.raises(ServiceUnavailableError, match="loading"):
+        svc.search(["q"], 1)
+    assert svc.health()["status"] == "created"
+    svc.start_background().join(10)
+    assert svc.health() | {"uptime_s": 0} == {
+        "status": "ok",
+        "ready": True,
+        "retrievers": {"bm25": {"alive": True, "queue_depth": 0, "error": None}},
+        "error": None,
+        "uptime_s": 0,
+    }
+    svc.stop()
+    assert svc.health()["status"] == "stopped"
+    with pytest.raises(ServiceUnavailableError, match="shutting down"):
+        svc.search(["q"], 1)
+
+
+def test_load_failure_is_reported(tmp_path):
+    svc = RetrievalService(ServiceConfig(index=tmp_path / "missing"))
+    with pytest.raises(IndexFormatError):
+        svc.start()
+    assert svc.health()["status"] == "failed" and "does not exist" in svc.health()["error"]
+    with pytest.raises(ServiceUnavailableError, match="failed to load"):
+        svc.search(["q"], 1)
+
+
+def test_hybrid_routes_through_part_batchers_and_equals_library(root):
+    n = len(Index.open(root).store)
+    bm25, dense = FakeRetriever(n, "bm25"), FakeRetriever(n, "dense-fake")
+    hybrid = HybridRetriever(bm25, dense, k_rrf=10, depth=20)
+    config = ServiceConfig(index=root, max_wait_ms=1)
+    with RetrievalService(config, {"hybrid": hybrid}) as svc:
+        assert svc.names == ["bm25", "dense-fake", "hybrid"]
+        queries = [f"hybrid {i}" for i in range(7)]
+        got = svc.search(queries, topk=5, retriever="hybrid")
+        assert got == hybrid.search(queries, 5)
+        assert svc.resolve("dense") == "dense-fake"
+        assert svc.info()["retrievers"]["hybrid"]["k_rrf"] == 10
+
+
+async def test_async_search_equals_sync(svc):
+    queries = [f"async {i}" for i in range(30)]
+    results = await asyncio.gather(*[svc.aretrieve([q], 2) for q in queries])
+    assert [r[0] for r in results] == svc.retrieve(queries, 2)
+
+
+def test_access_pages_by_url_title_and_id(svc):
+    store = svc.index.store
+    passage = store.get(10)
+    pages = svc.access(urls=[passage.url], titles=[passage.title.lower(), "no such page xyz"])
+    assert pages[0]["title"] == passage.title and pages[0] == pages[1]
+    assert pages[2] is None
+    total = pages[0]["total_chars"]
+    window = svc.access(ids=[passage.id], offset=5, max_chars=20)[0]
+    assert window["contents"] == pages[0]["contents"][5:25] and window["total_chars"] == total
+    with pytest.raises(BadRequestError, match="nothing to access"):
+        svc.access()
+    with pytest.raises(BadRequestError, match="offset"):
+        svc.access(urls=[passage.url], offset=-1)
+
+
+def test_info_and_metrics(svc):
+    svc.search(["m1", "m2"], 3)
+    info = svc.info()
+    assert info["corpus"]["num_docs"] == len(svc.index.store)
+    assert info["default_retriever"] == "bm25" and info["config"]["token"] is None
+    assert info["load_seconds"] > 0 and info["rss_bytes"] > 0
+    text = svc.metrics_text()
+    for name in (
+        "retriever_batch_size_bucket",
+        "retriever_batch_seconds_count",
+        "retriever_queue_depth",
+        "retriever_queries_total",
+        "retriever_ready 1",
+    ):
+        assert name in text
+
+
+# ---- the real BM25 index ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bm25_root(tmp_path_factory):
+    if not has_bm25_builder():
+        pytest.skip("index_build bm25 is not available yet")
+    return build_root(tmp_path_factory.mktemp("svc-bm25"), bm25=True)
+
+
+def test_service_equals_library_on_real_bm25(bm25_root):
+    questions = hotpot_questions()
+    index = Index.open(bm25_root)
+    want = index.search(questions, k=5, retriever="bm25")
+    with RetrievalService(ServiceConfig(index=bm25_root, max_batch=16)) as svc:
+        t0 = time.perf_counter()
+        got = svc.retrieve(questions, topk=5)
+        assert time.perf_counter() - t0 < 30
+    assert [[(d["id"], d["score"]) for d in r] for r in got] == [
+        [(p.id, pytest.approx(s)) for p, s in r] for r in want
+    ]
