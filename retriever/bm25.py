@@ -1,0 +1,265 @@
+"""BM25 retrieval over a memory-mapped bm25s index (``INDEX_ROOT/bm25``), batch-first.
+
+The folder is a plain bm25s save (``data/indices/indptr.csc.index.npy``, ``params.index.json``,
+``vocab.index.json``: ``bm25s.BM25.load(folder, mmap=True)`` opens it as is) plus a hashed,
+memory-mapped vocabulary (``vocab.hash.npy``, ``vocab.ids.npy``) so that opening an index never
+parses the whole vocabulary, and a manifest holding the analyzer used for documents and queries.
+
+Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
+top-k selection is ours: it visits only the documents that match a query term and breaks ties
+by lower row, so results are deterministic and batched equals one-by-one exactly. A part whose
+manifest says ``backend: "pyserini"`` is opened by ``retriever.lucene`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .analyzer import Analyzer
+from .docstore import DocStore
+from .errors import IndexFormatError
+from .manifest import read_manifest, write_json_atomic
+from .protocol import check_search_args
+from .titles import key_hash
+from .types import Hit
+
+log = logging.getLogger(__name__)
+
+# Query terms beyond this many distinct ones are ignored (Lucene's default clause limit too).
+MAX_QUERY_TERMS = 1024
+BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
+_PARALLEL_LOCK = threading.Lock()  # numba's parallel pools must not be entered concurrently
+_kernels = None
+
+
+def _get_kernels():
+    """Compile (or load from numba's cache) the search kernels on first use."""
+    global _kernels
+    if _kernels is None:
+        from . import bm25_kernels
+
+        _kernels = bm25_kernels
+    return _kernels
+
+
+def term_hash(term: str) -> int:
+    """The 63-bit hash under which a term is stored in ``vocab.hash.npy``."""
+    return key_hash(term)
+
+
+def save_bm25s(
+    folder: str | os.PathLike,
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    vocab: list[str],
+    params: dict,
+    num_docs: int,
+) -> None:
+    """Write the score matrix and vocabulary in bm25s's layout plus the hashed vocabulary.
+
+    ``vocab[i]`` is the term of column ``i``. Raises when two terms share a 63-bit hash.
+    """
+    folder = Path(folder)
+    np.save(folder / "data.csc.index.npy", np.ascontiguousarray(data, dtype=np.float32))
+    np.save(folder / "indices.csc.index.npy", np.ascontiguousarray(indices, dtype=np.int32))
+    np.save(folder / "indptr.csc.index.npy", np.ascontiguousarray(indptr, dtype=np.int64))
+    (folder / "vocab.index.json").write_bytes(orjson.dumps({t: i for i, t in enumerate(vocab)}))
+    import bm25s
+
+    write_json_atomic(
+        folder / "params.index.json",
+        {
+            "k1": params["k1"],
+            "b": params["b"],
+            "delta": 0.5,
+            "method": params["method"],
+            "idf_method": params["method"],
+            "dtype": "float32",
+            "int_dtype": "int32",
+            "num_docs": int(num_docs),
+            "version": bm25s.__version__,
+            "backend": "numba",
+        },
+    )
+    hashes = np.fromiter((term_hash(t) for t in vocab), dtype=np.int64, count=len(vocab))
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
+    if len(hashes) > 1 and (dup := np.flatnonzero(hashes[1:] == hashes[:-1])).size:
+        a, b = vocab[order[dup[0]]], vocab[order[dup[0] + 1]]
+        raise IndexFormatError(f"terms {a!r} and {b!r} share a vocabulary hash; report this bug")
+    np.save(folder / "vocab.hash.npy", hashes)
+    np.save(folder / "vocab.ids.npy", order.astype(np.int32))
+
+
+class BM25Retriever:
+    """A loaded bm25s index: ``search(queries, k)`` -> one ``list[Hit]`` per query.
+
+    ``threads``: batches of at least ``2 * threads`` queries are split over that many numba
+    threads (default: all cores); smaller batches and single queries run on the calling thread,
+    which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
+    so the first query is as fast as the others.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        manifest: dict | None = None,
+        name: str | None = None,
+        threads: int | None = None,
+        max_query_terms: int = MAX_QUERY_TERMS,
+        warmup: bool = True,
+    ):
+        start = time.perf_counter()
+        self.folder = Path(folder)
+        self.manifest = manifest if manifest is not None else read_manifest(folder, kind="bm25")
+        self.name = name or self.folder.name
+        if self.manifest.get("backend", "bm25s") != "bm25s":
+            raise IndexFormatError(f"{folder} is a {self.manifest['backend']} index, not bm25s")
+        missing = [f for f in BM25S_FILES + ("vocab.hash.npy",) if not (self.folder / f).is_file()]
+        if missing:
+            raise IndexFormatError(f"{folder} lacks {', '.join(missing)}: rebuild the bm25 index")
+        self.analyzer = Analyzer.from_dict(self.manifest["analyzer"])
+        import bm25s
+
+        # bm25s's own loader, memory-mapped; the vocabulary is read through the hash table.
+        self.bm25s = bm25s.BM25.load(self.folder, mmap=True, load_vocab=False)
+        scores = self.bm25s.scores
+        self._data, self._indices, self._indptr = (
+            scores["data"],
+            scores["indices"],
+            scores["indptr"],
+        )
+        self.num_docs = int(scores["num_docs"])
+        if self.num_docs != self.manifest["num_docs"]:
+            raise IndexFormatError(
+                f"{folder}: params say {self.num_docs} documents, manifest {self.manifest['num_docs']}"
+            )
+        self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
+        self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
+        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.max_query_terms = int(max_query_terms)
+        self._local = threading.local()
+        self._pscratch: tuple[np.ndarray, np.ndarray] | None = None
+        if warmup:
+            self.warmup()
+        self.load_seconds = time.perf_counter() - start
+        log.info("loaded %s (%d passages) in %.2f s", self.folder, self.num_docs, self.load_seconds)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._vocab_hash)
+
+    def warmup(self) -> None:
+        """Compile the kernels for this index's array types and touch them once."""
+        _get_kernels()
+        qptr = np.array([0, min(1, self.vocab_size)], dtype=np.int64)
+        tids = np.zeros(qptr[-1], dtype=np.int32)
+        tw = np.ones(qptr[-1], dtype=np.float32)
+        self._run(qptr, tids, tw, 1, parallel=False)
+        if self.threads > 1:
+            self._run(qptr, tids, tw, 1, parallel=True)
+
+    # ---- queries -> term ids --------------------------------------------------------------
+    def query_terms(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pointers, term ids, weights) of the analyzed queries: known terms only, each once
+        (weighted by its count), in first-occurrence order, at most ``max_query_terms``."""
+        qptr = np.zeros(len(queries) + 1, dtype=np.int64)
+        all_terms: list[str] = []
+        all_weights: list[int] = []
+        for i, q in enumerate(queries):
+            counts: dict[str, int] = {}
+            for t in self.analyzer.terms(q):
+                if t in counts:
+                    counts[t] += 1
+                elif len(counts) < self.max_query_terms:
+                    counts[t] = 1
+            all_terms.extend(counts)
+            all_weights.extend(counts.values())
+            qptr[i + 1] = len(all_terms)
+        if not all_terms or self.vocab_size == 0:
+            return (
+                np.zeros(len(queries) + 1, np.int64),
+                np.zeros(0, np.int32),
+                np.zeros(0, np.float32),
+            )
+        hashes = np.fromiter(
+            (term_hash(t) for t in all_terms), dtype=np.int64, count=len(all_terms)
+        )
+        pos = np.minimum(np.searchsorted(self._vocab_hash, hashes), self.vocab_size - 1)
+        known = self._vocab_hash[pos] == hashes
+        ids = np.asarray(self._vocab_ids[pos], dtype=np.int32)
+        cum = np.zeros(len(known) + 1, dtype=np.int64)
+        np.cumsum(known, out=cum[1:])
+        new_ptr = cum[qptr]
+        return new_ptr, ids[known], np.asarray(all_weights, dtype=np.float32)[known]
+
+    # ---- search ---------------------------------------------------------------------------
+    def search_arrays(
+        self, queries: Sequence[str], k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows[q, k], scores[q, k], counts[q]): the raw form of ``search``; row -1 pads."""
+        queries, k = check_search_args(queries, k, self.num_docs)
+        qptr, tids, tw = self.query_terms(queries)
+        return self._run(qptr, tids, tw, k)
+
+    def _scratch(self, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed per-document scratch: one row per thread; kernels leave it zeroed."""
+        if threads == 0:  # serial: one per calling thread, so concurrent callers never share
+            local = self._local
+            if not hasattr(local, "acc"):
+                local.acc = np.zeros(self.num_docs, dtype=np.float32)
+                local.seen = np.zeros(self.num_docs, dtype=np.bool_)
+            return local.acc, local.seen
+        if self._pscratch is None:  # parallel: guarded by _PARALLEL_LOCK
+            self._pscratch = (
+                np.zeros((threads, self.num_docs), dtype=np.float32),
+                np.zeros((threads, self.num_docs), dtype=np.bool_),
+            )
+        return self._pscratch
+
+    def _run(self, qptr, tids, tw, k, parallel: bool | None = None):
+        kernels = _get_kernels()
+        nq = len(qptr) - 1
+        if k == 0 or nq == 0:
+            return (
+                np.zeros((nq, 0), np.int32),
+                np.zeros((nq, 0), np.float32),
+                np.zeros(nq, np.int32),
+            )
+        args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
+        if parallel is None:
+            parallel = self.threads > 1 and nq >= 2 * self.threads
+        if parallel:
+            with _PARALLEL_LOCK:
+                return kernels.search_parallel(*args, *self._scratch(self.threads))
+        return kernels.search_serial(*args, *self._scratch(0))
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        rows, scores, counts = self.search_arrays(queries, k)
+        rows_l, scores_l = rows.tolist(), scores.tolist()
+        return [
+            [Hit(r, s) for r, s in zip(rows_l[i][:n], scores_l[i][:n])]
+            for i, n in enumerate(counts.tolist())
+        ]
+
+
+def load(folder: Path, store: DocStore | None = None, **options):
+    """``retriever.index`` entry point for kind ``bm25``: dispatch on the manifest's backend."""
+    manifest = read_manifest(folder, kind="bm25")
+    backend = manifest.get("backend", "bm25s")
+    if backend == "pyserini":
+        from .lucene import LuceneRetriever
+
+        return LuceneRetriever(folder, store, manifest=manifest, **options)
+    if backend != "bm25s":
+        raise IndexFormatError(f"{folder} has unknown bm25 backend {backend!r} (bm25s, pyserini)")
+    return BM25Retriever(folder, manifest=manifest, **options)

@@ -1,0 +1,297 @@
+"""The Lucene BM25 backend (pyserini 0.25 / Anserini, Java 17): build, register, search.
+
+A part of kind ``bm25`` with ``backend: "pyserini"`` either holds its own Lucene index
+(``NAME/lucene``, built from the corpus store with docid = store row) or points at a pyserini
+index directory a user already has (Search-R1's wiki-18 BM25 index, docid = corpus passage id).
+Hits are mapped onto store rows either way.
+
+The JVM starts when a Lucene index is built or opened, never at import. Only pyserini's Java
+bridge is imported (not ``pyserini.search``, which pulls in torch, faiss and transformers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from .analyzer import LUCENE_STOPWORDS, Analyzer
+from .docstore import DocStore
+from .errors import IndexFormatError, RetrieverError
+from .manifest import read_manifest
+from .protocol import check_search_args
+from .types import Hit
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_TERMS = 1024  # Lucene's BooleanQuery clause limit
+TIE_PAD = 16  # extra hits fetched so that ties at rank k are broken by row, not Lucene docid
+_WORD = re.compile(r"\w+")
+
+
+def java_available() -> str | None:
+    """Path of the ``java`` the JVM bridge will use, or None."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def _require_java() -> None:
+    if java_available() is None:
+        raise RetrieverError(
+            "the pyserini (Lucene) backend needs Java 17: install it (`make setup` does, or "
+            "`apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME; the default bm25s "
+            "backend needs no Java"
+        )
+
+
+def _autoclass(name: str):
+    """A Java class through pyserini's classpath (starts the JVM on first use)."""
+    _require_java()
+    os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini 0.25 reads it at import
+    try:
+        from pyserini.pyclass import autoclass
+    except ImportError as exc:
+        raise RetrieverError(
+            f"the pyserini backend needs the `lucene` extra (pip install '.[lucene]'): {exc}"
+        ) from exc
+    return autoclass(name)
+
+
+def lucene_analyzer_settings(analyzer: Analyzer) -> dict:
+    """The pyserini analyzer matching ``analyzer``; refuses what Lucene cannot reproduce."""
+    if analyzer.stemmer not in ("porter", None):
+        raise RetrieverError(
+            f"the pyserini backend stems with porter or not at all, not {analyzer.stemmer!r}: "
+            "use --stemmer porter or --stemmer none"
+        )
+    if analyzer.stopwords not in (LUCENE_STOPWORDS, ()):
+        raise RetrieverError(
+            "the pyserini backend removes Lucene's stopwords or none: use --stopwords lucene or none"
+        )
+    if not analyzer.lowercase:
+        raise RetrieverError("the pyserini backend always lowercases: drop --no-lowercase")
+    return {
+        "lucene": "DefaultEnglishAnalyzer",
+        "stemmer": analyzer.stemmer or "none",
+        "stopwords": "lucene" if analyzer.stopwords else "none",
+        "lowercase": True,
+    }
+
+
+def _java_analyzer(settings: dict):
+    jana = _autoclass("io.anserini.analysis.DefaultEnglishAnalyzer")
+    empty = _autoclass("org.apache.lucene.analysis.CharArraySet").EMPTY_SET
+    stem = settings.get("stemmer", "porter")
+    stop = settings.get("stopwords", "lucene") != "none"
+    if stem != "none":
+        return jana.newStemmingInstance(stem) if stop else jana.newStemmingInstance(stem, empty)
+    return jana.newNonStemmingInstance() if stop else jana.newNonStemmingInstance(empty)
+
+
+# ---- build ------------------------------------------------------------------------------------
+def build_lucene(
+    store: DocStore, folder: Path, analyzer: Analyzer, threads: int, show_progress: bool = False
+) -> dict:
+    """Index the store (title + text, docid = row) into ``folder/lucene``; returns manifest keys."""
+    settings = lucene_analyzer_settings(analyzer)
+    _require_java()
+    collection = folder / "collection"
+    collection.mkdir()
+    n = len(store)
+    files = max(1, min(threads, n))
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="passage", desc="bm25 lucene collection", smoothing=0.1)
+    for f in range(files):
+        lo, hi = f * n // files, (f + 1) * n // files
+        with open(collection / f"part{f:03d}.jsonl", "wb", buffering=1 << 22) as out:
+            for row in range(lo, hi):
+                p = store.get(row)
+                out.write(orjson.dumps({"id": str(row), "contents": f"{p.title}\n{p.text}"}))
+                out.write(b"\n")
+        if bar is not None:
+            bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+    cmd = [
+        sys.executable, "-m", "pyserini.index.lucene",
+        "-collection", "JsonCollection",
+        "-generator", "DefaultLuceneDocumentGenerator",
+        "-input", str(collection),
+        "-index", str(folder / "lucene"),
+        "-threads", str(files),
+        "-stemmer", settings["stemmer"],
+    ]  # fmt: skip
+    if settings["stopwords"] == "none":
+        cmd.append("-keepStopwords")
+    if not show_progress:
+        cmd.append("-quiet")
+    env = {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused")}
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env, capture_output=not show_progress, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or "")[-2000:] if not show_progress else ""
+        raise RetrieverError(f"Lucene indexing failed (exit {proc.returncode}): {tail}")
+    shutil.rmtree(collection)
+    got = _lucene_num_docs(folder / "lucene")
+    if got != n:
+        raise IndexFormatError(f"Lucene indexed {got} documents of {n}: see the log above, rebuild")
+    return {
+        "analyzer": settings,
+        "lucene_index": "lucene",
+        "docids": "row",
+        "lucene_num_docs": got,
+    }
+
+
+def _lucene_num_docs(path: Path) -> int:
+    searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(path))
+    try:
+        return int(searcher.get_total_num_docs())
+    finally:
+        searcher.close()
+
+
+def register_lucene(store: DocStore, path: Path, sample: int = 200) -> dict:
+    """Manifest keys for an existing pyserini index whose docids are the store's passage ids.
+
+    Checks the document count and that a spread sample of docids are ids of the store.
+    """
+    path = path.resolve()
+    if not path.is_dir():
+        raise IndexFormatError(f"--lucene-index {path} is not a directory")
+    searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(path))
+    try:
+        n = int(searcher.get_total_num_docs())
+        if n != len(store):
+            raise IndexFormatError(
+                f"the Lucene index {path} has {n} documents but the corpus store has {len(store)}: "
+                "build the corpus from the passage file that index was built from"
+            )
+        step = max(1, n // sample)
+        for internal in list(range(0, n, step))[:sample] + [n - 1]:
+            docid = searcher.doc(internal).get("id")
+            if store.find_id(docid) is None:
+                raise IndexFormatError(
+                    f"docid {docid!r} of the Lucene index {path} is not a passage id of the corpus "
+                    "store: build the corpus from the passage file that index was built from"
+                )
+    finally:
+        searcher.close()
+    return {
+        "analyzer": {
+            "lucene": "DefaultEnglishAnalyzer",
+            "stemmer": "porter",
+            "stopwords": "lucene",
+            "lowercase": True,
+        },
+        "lucene_index": str(path),
+        "docids": "id",
+        "lucene_num_docs": n,
+    }
+
+
+# ---- search -----------------------------------------------------------------------------------
+def clip_query(query: str, max_terms: int = MAX_QUERY_TERMS) -> str:
+    """``query`` cut after its ``max_terms``-th distinct word, so Lucene never sees more clauses.
+
+    >>> clip_query("a b a c d", 2)
+    'a b a'
+    """
+    seen: set[str] = set()
+    for m in _WORD.finditer(query):
+        w = m.group().lower()
+        if w not in seen:
+            if len(seen) == max_terms:
+                return query[: m.start()].rstrip()
+            seen.add(w)
+    return query
+
+
+class LuceneRetriever:
+    """Lucene BM25 over a pyserini index; hits mapped onto corpus store rows, ties by row."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        store: DocStore,
+        manifest: dict | None = None,
+        name: str | None = None,
+        threads: int | None = None,
+        **_ignored,
+    ):
+        self.folder = Path(folder)
+        self.manifest = manifest if manifest is not None else read_manifest(folder, kind="bm25")
+        self.name = name or self.folder.name
+        if store is None:
+            raise IndexFormatError("a Lucene bm25 part needs the corpus store to map its docids")
+        self.store = store
+        path = Path(self.manifest["lucene_index"])
+        self.path = path if path.is_absolute() else self.folder / path
+        if not self.path.is_dir():
+            raise IndexFormatError(
+                f"{self.folder}: Lucene index {self.path} is missing; rebuild it"
+            )
+        self.by_row = self.manifest.get("docids") == "row"
+        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self._searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(self.path))
+        params = self.manifest.get("params", {})
+        self._searcher.set_bm25(float(params.get("k1", 0.9)), float(params.get("b", 0.4)))
+        settings = self.manifest.get("analyzer", {})
+        if settings.get("stemmer", "porter") != "porter" or settings.get("stopwords") == "none":
+            self._searcher.set_analyzer(_java_analyzer(settings))
+        self._arraylist = _autoclass("java.util.ArrayList")
+        self.num_docs = int(self._searcher.get_total_num_docs())
+        self._lock = threading.Lock()
+
+    def _row(self, docid: str) -> int | None:
+        if self.by_row:
+            return int(docid)
+        return self.store.find_id(docid)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        queries, k = check_search_args(queries, k, self.num_docs)
+        results: list[list[Hit]] = [[] for _ in queries]
+        todo = [i for i, q in enumerate(queries) if k > 0 and _WORD.search(q)]
+        if not todo:
+            return results
+        jq, jid = self._arraylist(), self._arraylist()
+        for i in todo:
+            jq.add(clip_query(queries[i]))
+            jid.add(str(i))
+        with self._lock:
+            out = self._searcher.batch_search(jq, jid, k + TIE_PAD, min(self.threads, len(todo)))
+            raw = {
+                e.getKey(): [(h.docid, h.score) for h in e.getValue()]
+                for e in out.entrySet().toArray()
+            }
+        for qid, hits in raw.items():
+            mapped = []
+            for docid, score in hits:
+                row = self._row(docid)
+                if row is None:
+                    log.warning(
+                        "%s: docid %r is not in the corpus store; skipped", self.name, docid
+                    )
+                    continue
+                mapped.append(Hit(row, float(score)))
+            mapped.sort(key=lambda h: (-h.score, h.row))
+            results[int(qid)] = mapped[:k]
+        return results
+
+    def close(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None

@@ -1,0 +1,312 @@
+"""BM25 benchmark: our library vs raw bm25s (same index, same tokens) vs pyserini (Lucene).
+
+On the ~664k passages of ``../shared/data/wikiextractor-enwiki-30k.txt.gz`` with the NQ test
+questions as queries: build time and peak RSS (ours, Lucene), load time and RSS in a fresh
+process, queries/s at k=3 and k=10 one query at a time and in batches of 64, p50/p99 latency,
+and agreement. Prints a table and one JSON line; appends the table to BENCHMARKS.md.
+
+    .venv/bin/python scripts/bench/bm25.py [--root /tmp/bm25-bench] [--no-pyserini]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data"
+CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
+NQ = SHARED / "qa" / "nq-test.tsv"
+PY = sys.executable
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(REPO),
+    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "x"),
+}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def timed_child(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS MB of the largest process) of a child command."""
+    wrapper = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    start = time.perf_counter()
+    out = subprocess.run(
+        [PY, "-c", wrapper, *cmd], check=True, env=ENV, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    return seconds, int(out.stdout.split()[-1]) / 1024
+
+
+LOAD_PROBE = r"""
+import json, os, sys, time, psutil
+kind, root = sys.argv[1], sys.argv[2]
+proc = psutil.Process()
+base = proc.memory_info().rss
+t = time.perf_counter()
+if kind == "ours":
+    from retriever.index import Index
+    r = Index.open(root).retriever("bm25")
+    r.search(["who wrote hamlet"], 10)
+elif kind == "bm25s":
+    import bm25s
+    r = bm25s.BM25.load(root + "/bm25", mmap=True)
+    r.retrieve([["hamlet"]], k=10, show_progress=False, n_threads=1)
+else:
+    from retriever.index import Index
+    r = Index.open(root).retriever("bm25-lucene")
+    r.search(["who wrote hamlet"], 10)
+print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": proc.memory_info().rss / 2**20,
+                  "rss_added_mb": (proc.memory_info().rss - base) / 2**20}))
+"""
+
+
+def probe_load(kind: str, root: Path) -> dict:
+    out = subprocess.run(
+        [PY, "-c", LOAD_PROBE, kind, str(root)], check=True, env=ENV, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(fn, queries: list[str], k: int, batch: int) -> dict:
+    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
+    fn(queries[:batch], k)  # warm up
+    lat = []
+    start = time.perf_counter()
+    for lo in range(0, len(queries), batch):
+        t = time.perf_counter()
+        fn(queries[lo : lo + batch], k)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    lat_ms = np.array(lat) * 1e3
+    return {
+        "qps": len(queries) / total,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+    }
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median queries/s (the machine is shared and noisy)."""
+    return sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default="/tmp/bm25-bench", help="index root to build into")
+    p.add_argument(
+        "--corpus", default="/tmp/wx30k", help="existing root with the 664k corpus store"
+    )
+    p.add_argument("--single", type=int, default=1000, help="queries for one-at-a-time runs")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement (median kept)")
+    p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
+    p.add_argument("--rebuild", action="store_true", help="rebuild indexes that exist")
+    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    args = p.parse_args(argv)
+
+    from retriever.queries import read_queries
+
+    root, corpus = Path(args.root), Path(args.corpus)
+    if not (corpus / "corpus" / "manifest.json").is_file():
+        subprocess.run(
+            [
+                PY,
+                "-m",
+                "index_build",
+                "corpus",
+                "--input",
+                str(CORPUS_INPUT),
+                "--out",
+                str(corpus),
+                "--no-progress",
+            ],
+            check=True,
+            env=ENV,
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "corpus").exists():
+        (root / "corpus").symlink_to((corpus / "corpus").resolve())
+    builds = {}
+    use_lucene = not args.no_pyserini
+    if use_lucene:
+        from retriever.lucene import java_available
+
+        use_lucene = java_available() is not None
+    for name, extra, wanted in (
+        ("bm25", [], True),
+        ("bm25-lucene", ["--backend", "pyserini"], use_lucene),
+    ):
+        if wanted and (args.rebuild or not (root / name / "manifest.json").is_file()):
+            cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress", *extra]
+            builds[name] = timed_child(cmd)
+    queries = read_queries(NQ)
+    single = queries[: args.single]
+    n_docs = json.loads((root / "corpus" / "manifest.json").read_text())["num_docs"]
+
+    loads = {"ours": probe_load("ours", root), "bm25s": probe_load("bm25s", root)}
+    if use_lucene:
+        loads["pyserini"] = probe_load("pyserini", root)
+
+    import bm25s
+
+    from retriever.bm25 import BM25Retriever
+    from retriever.index import Index
+
+    cores = os.cpu_count() or 1
+    ours1 = BM25Retriever(root / "bm25", threads=1)
+    oursN = BM25Retriever(root / "bm25", threads=cores)
+    raw = bm25s.BM25.load(root / "bm25", mmap=True)
+    analyzer = ours1.analyzer
+    raw.retrieve([["warm"]], k=3, show_progress=False, n_threads=1)
+    raw.retrieve([["warm"]] * 4, k=3, show_progress=False, n_threads=cores)
+
+    def raw_fn(threads):
+        return lambda qs, k: raw.retrieve(
+            analyzer.terms_many(qs), k=k, show_progress=False, n_threads=threads
+        )
+
+    systems = {
+        "ours (1 thread)": (ours1.search, [1, 64]),
+        f"ours ({cores} threads)": (oursN.search, [64]),
+        "raw bm25s-numba (1 thread)": (raw_fn(1), [1, 64]),
+        f"raw bm25s-numba ({cores} threads)": (raw_fn(cores), [64]),
+    }
+    if use_lucene:
+        lucene = Index.open(root).retriever("bm25-lucene", threads=cores)
+        systems[f"pyserini ({cores} threads)"] = (lucene.search, [1, 64])
+    rows = []
+    for k in (3, 10):
+        for batch in (1, 64):
+            # round-robin over the systems, so that load from other processes hits them alike
+            names = [n for n, (_, batches) in systems.items() if batch in batches]
+            runs: dict[str, list[dict]] = {n: [] for n in names}
+            qs = single if batch == 1 else queries
+            for rep in range(args.repeats):
+                for name in names:
+                    if name.startswith("pyserini") and rep > 0:
+                        continue  # slow and not the subject: one run
+                    runs[name].append(measure(systems[name][0], qs, k, batch))
+            for name in names:
+                r = median_run(runs[name])
+                rows.append({"system": name, "k": k, "batch": batch, **r})
+                print(
+                    f"  {name:34s} k={k:<2d} batch={batch:<3d} {r['qps']:9.0f} q/s  "
+                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
+                    flush=True,
+                )
+
+    def qps(system, k, batch):
+        return next(
+            r["qps"] for r in rows if r["system"] == system and r["k"] == k and r["batch"] == batch
+        )
+
+    ratios = {}
+    for k in (3, 10):
+        ratios[f"ours/raw 1 thread k={k} single"] = qps("ours (1 thread)", k, 1) / qps(
+            "raw bm25s-numba (1 thread)", k, 1
+        )
+        ratios[f"ours/raw 1 thread k={k} batch64"] = qps("ours (1 thread)", k, 64) / qps(
+            "raw bm25s-numba (1 thread)", k, 64
+        )
+        ratios[f"ours/raw {cores} threads k={k} batch64"] = qps(
+            f"ours ({cores} threads)", k, 64
+        ) / qps(f"raw bm25s-numba ({cores} threads)", k, 64)
+        if use_lucene:
+            ratios[f"ours/pyserini k={k} batch64"] = qps(f"ours ({cores} threads)", k, 64) / qps(
+                f"pyserini ({cores} threads)", k, 64
+            )
+    agreement = {}
+    ours10 = oursN.search(queries, 10)
+    raw10 = raw.retrieve(analyzer.terms_many(queries), k=10, show_progress=False, n_threads=cores)
+    agreement["ours_vs_raw_same_scores"] = float(
+        np.mean(
+            [
+                np.allclose([h.score for h in hits], raw10.scores[i][: len(hits)], rtol=1e-6)
+                for i, hits in enumerate(ours10)
+            ]
+        )
+    )
+    if use_lucene:
+        luc10 = lucene.search(queries, 10)
+        agreement["ours_vs_pyserini_overlap@10"] = float(
+            np.mean(
+                [len({h.row for h in a} & {h.row for h in b}) / 10 for a, b in zip(ours10, luc10)]
+            )
+        )
+
+    machine = f"{cpu_model()}, {cores} cores"
+    lines = [
+        f"### bm25 ({time.strftime('%Y-%m-%d')}, {machine})",
+        "",
+        f"{n_docs} passages (wikiextractor-enwiki-30k), {len(queries)} NQ test questions "
+        f"({len(single)} for one-at-a-time); median of {args.repeats} runs (pyserini: 1).",
+        "",
+    ]
+    for name, (sec, mb) in builds.items():
+        lines.append(f"- build {name}: {sec:.1f} s, peak RSS {mb:.0f} MB")
+    for name, ld in loads.items():
+        lines.append(
+            f"- load {name} (fresh process, incl. first query): {ld['seconds']:.2f} s, "
+            f"RSS {ld['rss_mb']:.0f} MB (+{ld['rss_added_mb']:.0f} MB)"
+        )
+    lines += [
+        "",
+        "| system | k | batch | queries/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['system']} | {r['k']} | {r['batch']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
+        f"{r['p99_ms']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "Ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
+        "Agreement: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()),
+        "",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    print(
+        json.dumps(
+            {
+                "bench": "bm25",
+                "machine": machine,
+                "num_docs": n_docs,
+                "builds": {k: {"seconds": s, "peak_rss_mb": m} for k, (s, m) in builds.items()},
+                "loads": loads,
+                "rows": rows,
+                "ratios": ratios,
+                "agreement": agreement,
+            }
+        )
+    )
+    if not args.no_record:
+        bench_md = REPO / "BENCHMARKS.md"
+        has_heading = bench_md.exists() and "\n## bm25\n" in bench_md.read_text(encoding="utf-8")
+        with open(bench_md, "a", encoding="utf-8") as f:
+            if not has_heading:
+                f.write("\n## bm25\n\n")
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
