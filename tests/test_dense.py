@@ -1,0 +1,256 @@
+"""Dense search logic on seeded synthetic vectors and a deterministic fake encoder (fast).
+
+The torch backend (several CPU "devices", small blocks, fp32/bf16/fp16) is checked against
+exact numpy search and against faiss Flat; the retriever against one-by-one search; the faiss
+Flat file reader against faiss itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import orjson
+import pytest
+
+from index_build.encode import encode_corpus
+from retriever.dense_faiss import FaissBackend, flat_file_vectors
+from retriever.dense_torch import TorchBackend, merge_topk
+from retriever.encoders import EncoderConfig, parse_devices
+from retriever.errors import BadRequestError, IndexFormatError, ManifestMismatchError
+from retriever.index import Index
+
+faiss = pytest.importorskip("faiss")
+
+
+class HashEncoder:
+    """Deterministic bag-of-hashed-words vectors: a stand-in model for logic tests."""
+
+    def __init__(self, dim: int = 32, model: str = "fake-hash"):
+        self.config = EncoderConfig(model=model, pooling="mean", normalize=True, max_length=64)
+        self.dim = dim
+        self.calls: list[int] = []
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, np.float32)
+        for word in re.findall(r"\w+", text.lower()):
+            h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            v[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def encode_passages(self, texts):
+        self.calls.append(len(texts))
+        return (
+            np.stack([self._vec(t) for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    encode_queries = encode_passages
+
+
+def exact_topk(x: np.ndarray, q: np.ndarray, k: int):
+    scores = q @ x.T
+    ids = np.stack([np.lexsort((np.arange(len(x)), -row))[:k] for row in scores])
+    return np.take_along_axis(scores, ids, axis=1), ids
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 48)).astype(np.float32)
+    x[1500:1510] = x[10:20]  # exact duplicates: ties must go to the lower row
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = rng.normal(size=(40, 48)).astype(np.float32)
+    q[:10] = x[10:20]  # queries whose best hits tie exactly
+    return x, q
+
+
+def test_merge_topk_matches_full_sort():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(20, 30)).astype(np.float32)  # many ties
+    ids = np.stack([rng.permutation(1000)[:30] for _ in range(20)])
+    s, i = merge_topk(scores, ids, 7)
+    for r in range(20):
+        order = np.lexsort((ids[r], -scores[r]))[:7]
+        assert i[r].tolist() == ids[r][order].tolist()
+        assert s[r].tolist() == scores[r][order].tolist()
+
+
+@pytest.mark.parametrize("devices,block_rows", [(["cpu"], None), (["cpu", "cpu", "cpu"], 257)])
+def test_torch_backend_is_exact(vectors, devices, block_rows):
+    x, q = vectors
+    parts = [(0, x[:1000]), (1000, x[1000:2200]), (2200, x[2200:])]  # like shard files
+    backend = TorchBackend(parts, devices, "fp32", block_rows=block_rows)
+    assert len(backend.blocks) >= len(devices)
+    want_s, want_i = exact_topk(x, q, 10)
+    got_s, got_i = backend.search(q, 10)
+    assert got_i.tolist() == want_i.tolist()
+    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
+    assert got_i[0][:2].tolist() == [10, 1500]  # the duplicate pair, lower row first
+
+
+def test_torch_backend_same_ids_as_faiss_flat(vectors):
+    x, q = vectors
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    fs, fi = merge_topk(*FaissBackend(flat).search(q, 10), 10)  # faiss leaves ties unordered
+    ts, ti = TorchBackend([(0, x)], ["cpu", "cpu"], "fp32", block_rows=500).search(q, 10)
+    assert ti.tolist() == fi.tolist()
+    np.testing.assert_allclose(ts, fs, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [("fp16", 2e-3), ("bf16", 2e-2)])
+def test_torch_backend_half_precision_within_tolerance(vectors, dtype, tol):
+    x, q = vectors
+    want_s, want_i = exact_topk(x, q, 10)
+    got_s, got_i = TorchBackend([(0, x)], ["cpu", "cpu"], dtype, block_rows=700).search(q, 10)
+    np.testing.assert_allclose(got_s, want_s, atol=tol * 4)
+    # ids agree wherever the exact scores are further apart than the rounding error
+    for r in range(len(q)):
+        for j in range(10):
+            gap = min(
+                abs(want_s[r, j] - want_s[r, j - 1]) if j else 1,
+                abs(want_s[r, j] - want_s[r, j + 1]) if j < 9 else 1,
+            )
+            if gap > 4 * tol:
+                assert got_i[r, j] == want_i[r, j]
+
+
+def test_torch_backend_edge_cases(vectors):
+    x, q = vectors
+    backend = TorchBackend([(0, x[:5])], ["cpu", "cpu"], "fp32")
+    s, i = backend.search(q[:2], 50)  # k clipped to the rows
+    assert i.shape == (2, 5) and sorted(i[0].tolist()) == [0, 1, 2, 3, 4]
+    s, i = backend.search(q[:0], 3)
+    assert i.shape == (0, 3)
+
+
+def test_faiss_backend_thread_policy(vectors):
+    x, q = vectors
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    backend = FaissBackend(flat, threads=2)
+    backend.search(q[:1], 5)
+    assert faiss.omp_get_max_threads() == 1
+    backend.search(q, 5)
+    assert faiss.omp_get_max_threads() == 2
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_flat_file_vectors_read_faiss_files_in_place(tmp_path, vectors, metric):
+    x, _ = vectors
+    index = faiss.IndexFlatIP(x.shape[1]) if metric == "ip" else faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    path = tmp_path / "e5_Flat.index"
+    faiss.write_index(index, str(path))
+    mm, got_metric = flat_file_vectors(path)
+    assert got_metric == metric and isinstance(mm, np.memmap)
+    assert np.array_equal(np.asarray(mm), x)
+    (tmp_path / "bad.index").write_bytes(b"IwPQ" + bytes(60))
+    with pytest.raises(IndexFormatError, match="not a faiss Flat index"):
+        flat_file_vectors(tmp_path / "bad.index")
+
+
+def test_parse_devices():
+    assert parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    assert parse_devices("0,1") == ["cuda:0", "cuda:1"]
+    with pytest.raises(BadRequestError, match="unknown device"):
+        parse_devices("tpu")
+
+
+# ---- a dense part over a small real corpus, with the fake encoder ----------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    from index_build.__main__ import main
+    from tests.retriever_fakes import HOTPOT
+
+    src = tmp_path_factory.mktemp("fake-dense")
+    lines = []
+    for line in HOTPOT.read_text().splitlines()[:30]:
+        for title, sents in orjson.loads(line)["context"]:
+            lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
+    corpus = src / "wiki-18.jsonl"
+    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    root = src / "index"
+    assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
+    encode_corpus(root, "fake", HashEncoder().config, shard_size=70, encoder=HashEncoder())
+    return root
+
+
+def test_dense_part_manifest_and_retriever(fake_root):
+    manifest = orjson.loads((fake_root / "dense-fake" / "manifest.json").read_bytes())
+    idx = Index.open(fake_root)
+    assert manifest["num_docs"] == len(idx.store) and manifest["dim"] == 32
+    assert [s["rows"][0] for s in manifest["shards"]] == list(range(0, len(idx.store), 70))
+    enc = HashEncoder()
+    r = idx.retriever("dense-fake", encoder=enc, backend="torch")
+    queries = ["Which magazine was started first", "Arthur's Magazine", "zzzz unknown"]
+    batched = r.search(queries, 5)
+    single = [r.search([q], 5)[0] for q in queries]
+    # same rows; scores equal up to float rounding (a 1-row matmul is another BLAS kernel)
+    assert [[h.row for h in hits] for hits in batched] == [[h.row for h in hits] for hits in single]
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-6)
+    assert r.search(queries, 0) == [[], [], []] and r.search([], 3) == []
+    assert len(r.search(["x"], 10_000)[0]) == len(idx.store)
+    with pytest.raises(BadRequestError):
+        r.search("one string", 3)
+    with pytest.raises(BadRequestError):
+        r.search(["q"], -1)
+    # passage text encoded as a query finds itself first
+    p = idx.store.get(17)
+    assert r.search([p.contents], 1)[0][0].row == 17
+
+
+def test_faiss_flat_part_equals_torch_backend(fake_root):
+    from index_build.build_faiss import build_index
+    from retriever.dense import load
+
+    idx = Index.open(fake_root)
+    folder = fake_root / "dense-fake"
+    with pytest.raises(IndexFormatError, match="python -m index_build faiss"):
+        load(folder, idx.store, backend="faiss", encoder=HashEncoder())
+    build_index(fake_root, "fake", "Flat")
+    qs = [idx.store.get(i).title + " history" for i in range(0, len(idx.store), 9)]
+    via_faiss = load(folder, idx.store, backend="faiss", encoder=HashEncoder()).search(qs, 8)
+    via_torch = load(folder, idx.store, backend="torch", encoder=HashEncoder()).search(qs, 8)
+    assert [[h.row for h in hits] for hits in via_faiss] == [
+        [h.row for h in hits] for hits in via_torch
+    ]
+
+
+def test_query_encoder_mismatch_is_refused(fake_root):
+    from retriever.dense import load
+
+    idx = Index.open(fake_root)
+    with pytest.raises(ManifestMismatchError, match="'fake-hash'.*'other-model'"):
+        load(
+            fake_root / "dense-fake",
+            idx.store,
+            backend="torch",
+            encoder=HashEncoder(model="other-model"),
+        )
+    with pytest.raises(ManifestMismatchError, match="32-d vectors"):
+        load(fake_root / "dense-fake", idx.store, backend="torch", encoder=HashEncoder(dim=16))
+
+
+def test_gpu_backends_say_what_to_do_without_a_gpu(fake_root):
+    from retriever.dense import load
+    from retriever.dense_faiss import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    idx = Index.open(fake_root)
+    with pytest.raises(BadRequestError, match="backend='torch'|no GPU"):
+        load(
+            fake_root / "dense-fake",
+            idx.store,
+            backend="faiss",
+            device="cuda:0",
+            encoder=HashEncoder(),
+        )
