@@ -17,6 +17,7 @@ VERBS = {
     "corpus": ("index_build.corpus", "Corpus files (Wikipedia XML, WikiExtractor, JSONL, ...) to a passage store"),
     "bm25": ("index_build.build_bm25", "Build the BM25 index of a corpus store"),
     "encode": ("index_build.encode", "Encode passages with a dense model into embedding shards"),
+    "encode-ray": ("index_build.encode_ray", "The encode stage on a Ray cluster: the same shards, one worker per GPU"),
     "faiss": ("index_build.build_faiss", "Build a FAISS index from embedding shards"),
     "verify": ("index_build.verify", "Check an index root: counts, checksums, ANN recall against exact"),
     "all": ("index_build.pipeline", "Run corpus, bm25, encode and faiss in one go"),

@@ -325,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default=None, help="dense retrievers: cpu, cuda, cuda:0,1")
+    p.add_argument(
+        "--dense-mode",
+        choices=["sharded", "replicated"],
+        default=None,
+        help="several devices: split the vectors (sharded, default) or the queries (replicated)",
+    )
+    p.add_argument(
+        "--dense-backend", choices=["auto", "faiss", "torch"], default=None, help="default auto"
+    )
     p.add_argument("--search-threads", type=int, default=None, help="BM25 threads per batch")
     p.add_argument("--retrievers", default=None, help="comma list to load (default: all parts)")
     p.add_argument("--default-retriever", default=None, help="when a request names none")
@@ -354,6 +363,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         retrievers=tuple(args.retrievers.split(",")) if args.retrievers else None,
         default_retriever=args.default_retriever,
         device=args.device,
+        dense_mode=args.dense_mode,
+        dense_backend=args.dense_backend,
         search_threads=args.search_threads,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,

@@ -45,6 +45,8 @@ class ServiceConfig:
     retrievers: tuple[str, ...] | None = None  # None: every part of the index (+ hybrid)
     default_retriever: str | None = None  # None: bm25 when loaded, else the first loaded
     device: str | None = None  # for dense retrievers: cpu, cuda, cuda:0,1
+    dense_mode: str | None = None  # several devices: sharded (split vectors) or replicated
+    dense_backend: str | None = None  # auto (faiss when built), faiss, torch
     search_threads: int | None = None  # BM25 kernel threads per batch (None: all cores)
     max_batch: int = 64
     max_wait_ms: float = 0.0  # 0: take what queued while the worker was busy, no extra wait
@@ -69,6 +71,12 @@ class ServiceConfig:
             raise ValueError("cache_size and max_wait_ms must be >= 0")
         if self.default_topk > self.max_topk:
             raise ValueError(f"default_topk {self.default_topk} > max_topk {self.max_topk}")
+        if self.dense_mode not in (None, "sharded", "replicated"):
+            raise ValueError(f"dense_mode must be sharded or replicated, got {self.dense_mode!r}")
+        if self.dense_backend not in (None, "auto", "faiss", "torch"):
+            raise ValueError(
+                f"dense_backend must be auto, faiss or torch, got {self.dense_backend!r}"
+            )
 
 
 def rss_bytes() -> int:
@@ -209,8 +217,13 @@ class RetrievalService:
     def _load(self, name: str, retriever=None) -> None:
         if retriever is None:
             options = {}
-            if name.startswith("dense-") and self.config.device is not None:
-                options["device"] = self.config.device
+            if name.startswith("dense-"):
+                if self.config.device is not None:
+                    options["device"] = self.config.device
+                if self.config.dense_mode is not None:  # the loader's shard flag
+                    options["shard"] = self.config.dense_mode == "sharded"
+                if self.config.dense_backend is not None:
+                    options["backend"] = self.config.dense_backend
             if name == "bm25" and self.config.search_threads is not None:
                 options["threads"] = self.config.search_threads
             retriever = self.index.retriever(name, **options)

@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated steps to run")
     args = ap.parse_args(argv)
     root = Path(args.out)
-    for step in args.steps.split(","):
+    steps = args.steps.split(",")
+    for step in steps:
+        if step == "env" and "server" in steps:
+            continue  # ran inside the server step, against the live server
         try:
             module = importlib.import_module(f"demo_steps.{step}")
         except ModuleNotFoundError:
@@ -38,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n== {step}")
         t = time.perf_counter()
-        module.run(root)
+        if step == "server" and "env" in steps:
+            env_step = importlib.import_module("demo_steps.env")
+
+            def episodes(client, env_step=env_step):
+                print("\n== env (scripted episodes against the demo server)")
+                env_step.run(root, client)
+
+            module.run(root, then=episodes)
+        else:
+            module.run(root)
         print(f"   ({step} took {time.perf_counter() - t:.1f} s)")
     print(f"\ndemo done: index root {root.resolve()}")
     return 0

@@ -38,7 +38,8 @@ def _wait_ready(client, server: subprocess.Popen, timeout: float = 180.0) -> dic
     raise RuntimeError(f"the server was not ready after {timeout} s")
 
 
-def run(root: Path) -> None:
+def run(root: Path, then=None) -> None:
+    """Serve ``root``, query it; ``then(client)`` runs against the live server before it stops."""
     from retriever.client import HTTPClient
     from retriever.index import Index
 
@@ -74,6 +75,8 @@ def run(root: Path) -> None:
                 f"{page['total_chars']}: {_short(page['contents'])}"
             )
             print(f"   /access 'No Such Page': {pages[1]}")
+            if then is not None:
+                then(client)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
