@@ -102,25 +102,21 @@ _PAREN_LEAD = re.compile(r"\(\s*(?:[,;:]\s*)+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _SPACE_PUNCT = re.compile(r" +([,.;:!?)])")
 _OPEN_PAREN_SPACE = re.compile(r"\( +")
-_LIST_MARK = re.compile(r"^[*#:;]+\s*")
-_TABLE_LINE = re.compile(r"^\s*(\{\||\|\}|\|-|\||!)")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]")
 
 
-def _link_text(node: Wikilink) -> str | None:
-    """Visible text of an internal link, or None when the link shows nothing in the article."""
-    title = str(node.title).strip()
-    leading_colon = title.startswith(":")
+def _visible_link(title: str, text: str | None) -> str:
+    """What an internal link shows: its text, else its target; nothing for files, categories,
+    other namespaces and interlanguage links."""
+    title = title.strip()
     target = title.lstrip(":")
-    if ":" in target:
+    if ":" in target and not title.startswith(":"):
         prefix = target.split(":", 1)[0].strip().lower()
-        if not leading_colon and (
-            prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and node.text is None)
-        ):
-            return None
-    if node.text is not None:
-        return _render(node.text)
-    return target.split("#", 1)[0] if not target.startswith("#") else target[1:]
+        if prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and text is None):
+            return ""
+    if text is not None:
+        return text
+    return target[1:] if target.startswith("#") else target.split("#", 1)[0]
 
 
 _KEEP_FIRST = {
@@ -178,9 +174,8 @@ def _render(code, parts: list[str] | None = None) -> str:
         if kind is Text:
             parts.append(node.value)
         elif kind is Wikilink:
-            text = _link_text(node)
-            if text:
-                parts.append(text)
+            text = None if node.text is None else _render(node.text)
+            parts.append(_visible_link(str(node.title), text))
         elif kind is Tag:
             name = str(node.tag).strip().lower()
             if name in DROP_TAGS or node.wiki_markup == "{|":
@@ -199,20 +194,6 @@ def _render(code, parts: list[str] | None = None) -> str:
         else:
             parts.append(str(node))
     return "".join(parts) if own else ""
-
-
-def _clean_line(line: str) -> str:
-    if _TABLE_LINE.match(line):
-        return ""
-    line = _LIST_MARK.sub("", line)
-    line = _QUOTES.sub("", line)
-    line = _LEFTOVER.sub("", line)
-    line = _EMPTY_PARENS.sub("", line)
-    line = _PAREN_LEAD.sub("(", line)
-    line = _SPACES.sub(" ", line)
-    line = _SPACE_PUNCT.sub(r"\1", line)
-    line = _OPEN_PAREN_SPACE.sub("(", line)
-    return line.strip()
 
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
@@ -304,29 +285,13 @@ _EXT_LINK = re.compile(r"\[(?:https?:|ftp:|mailto:)?//[^\s\]]*(?:\s+([^\]]*))?\]
 _HEADING = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
 
 
-def _link_sub(m: re.Match) -> str:
-    title = m.group(1).strip()
-    text = m.group(2)
-    leading_colon = title.startswith(":")
-    target = title.lstrip(":")
-    if ":" in target:
-        prefix = target.split(":", 1)[0].strip().lower()
-        if not leading_colon and (
-            prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and text is None)
-        ):
-            return ""
-    if text is not None:
-        return text
-    return target.split("#", 1)[0] if not target.startswith("#") else target[1:]
-
-
 def _inline(text: str) -> str:
     """Tags, links and external links of text that ``pre_strip`` already cleaned."""
     text = _DROP_BLOCK.sub("", text)
     text = _BREAK_TAG.sub("\n", text)
     text = _ANY_TAG.sub("", text)
     for _ in range(3):  # links inside link text
-        text, n = _LINK.subn(_link_sub, text)
+        text, n = _LINK.subn(lambda m: _visible_link(m.group(1), m.group(2)), text)
         if not n:
             break
     return _EXT_LINK.sub(lambda m: m.group(1) or "", text)
