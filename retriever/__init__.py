@@ -5,3 +5,8 @@ need them, so ``import retriever`` stays cheap.
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# faiss's loader logs at INFO each optimised build it could not load; that is not news to users
+_logging.getLogger("faiss.loader").setLevel(_logging.WARNING)
