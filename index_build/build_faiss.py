@@ -255,16 +255,9 @@ def register_faiss_file(
             )
     folder = root / f"dense-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    enc = config.to_dict()
     manifest = {
         "kind": "dense",
-        "encoder": enc,
-        "model": enc["model"],
-        "query_prefix": enc["query_prefix"],
-        "passage_prefix": enc["passage_prefix"],
-        "pooling": enc["pooling"],
-        "normalize": enc["normalize"],
-        "max_length": enc["max_length"],
+        **config.manifest_fields(),
         "dim": dim,
         "metric": metric,
         "dtype": "float32",

@@ -388,16 +388,9 @@ def finish_manifest(folder: Path, store: DocStore, plan: dict, ranges) -> dict:
         dim = arr.shape[1]
         shards.append({"file": path.name, "rows": [start, stop], "sha256": _sha256(path)})
     old = read_manifest(folder, kind="dense") if (folder / "manifest.json").is_file() else {}
-    enc = plan["encoder"]
     manifest = {
         "kind": "dense",
-        "encoder": enc,
-        "model": enc["model"],
-        "query_prefix": enc["query_prefix"],
-        "passage_prefix": enc["passage_prefix"],
-        "pooling": enc["pooling"],
-        "normalize": enc["normalize"],
-        "max_length": enc["max_length"],
+        **EncoderConfig.from_dict(plan["encoder"]).manifest_fields(),
         "dim": int(dim or 0),
         "metric": "ip",
         "dtype": plan["dtype"],

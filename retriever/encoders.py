@@ -53,6 +53,12 @@ class EncoderConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def manifest_fields(self) -> dict:
+        """What a dense part's manifest records about its encoder (to encode queries later)."""
+        enc = self.to_dict()
+        keys = ("model", "query_prefix", "passage_prefix", "pooling", "normalize", "max_length")
+        return {"encoder": enc, **{k: enc[k] for k in keys}}
+
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
         names = {f.name for f in dataclasses.fields(cls)}
