@@ -120,8 +120,9 @@ def default_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower() or "model"
 
 
-def run(args: argparse.Namespace) -> int:
-    config = resolve_config(
+def config_from_args(args: argparse.Namespace) -> EncoderConfig:
+    """The encoder settings the encode flags ask for (shared by ``encode`` and ``encode-ray``)."""
+    return resolve_config(
         args.model,
         preset=args.preset,
         pooling=args.pooling,
@@ -130,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
         passage_prefix=args.passage_prefix,
         max_length=args.max_length,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     options = EncodeOptions(
         devices=tuple(parse_devices(args.device)),
         dtype=args.dtype,

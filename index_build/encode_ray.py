@@ -59,7 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retriever.encoders import resolve_config
 
     if args.shard_id != 0 or args.num_shards != 1:
         raise BadRequestError(
@@ -67,15 +66,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.device != "cpu":
         raise BadRequestError("--device does not apply to encode-ray: use --gpus-per-worker")
-    config = resolve_config(
-        args.model,
-        preset=args.preset,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        query_prefix=args.query_prefix,
-        passage_prefix=args.passage_prefix,
-        max_length=args.max_length,
-    )
+    config = encode.config_from_args(args)
     options = RayEncodeOptions(
         address=args.address,
         workers=args.workers,

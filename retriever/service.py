@@ -437,21 +437,7 @@ class RetrievalService:
                 f"{count} pages in one request; the limit is "
                 f"{self.config.max_queries_per_request}: split the request"
             )
-        store = self.index.store
-        try:
-            return access_pages(store, urls, titles, ids, offset, max_chars)
-        except BadRequestError:
-            raise
-        except ValueError:  # a malformed url (``http://[``) names no page: None for it alone
-            out: list[dict | None] = []
-            for name in [*urls, *titles]:
-                try:
-                    out.extend(access_pages(store, [name], (), (), offset, max_chars))
-                except BadRequestError:
-                    raise
-                except ValueError:
-                    out.append(None)
-            return out + access_pages(store, (), (), ids, offset, max_chars)
+        return access_pages(self.index.store, urls, titles, ids, offset, max_chars)
 
     # ---- reports --------------------------------------------------------------------------
     def health(self) -> dict:
