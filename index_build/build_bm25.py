@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.analyzer import STEMMERS, Analyzer
-from retriever.docstore import CORPUS_DIR, DocStore
+from retriever.bm25.analyzer import STEMMERS, Analyzer
 from retriever.manifest import write_manifest
+from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def build_bm25(
         if config.backend == "bm25s":
             manifest = {**base, **_build_bm25s(store, partial, config, show_progress)}
         else:
-            from retriever.lucene import build_lucene, register_lucene
+            from retriever.bm25.lucene import build_lucene, register_lucene
 
             if config.lucene_index:
                 extra = register_lucene(store, Path(config.lucene_index))
@@ -237,7 +237,7 @@ def _tokenize_chunk(task: tuple[str, int, int, dict]):
 
 
 def _build_bm25s(store: DocStore, folder: Path, config: BM25Config, show_progress: bool) -> dict:
-    from retriever.bm25 import save_bm25s
+    from retriever.bm25.retriever import save_bm25s
 
     n = len(store)
     ad = config.analyzer.to_dict()

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.docstore import CORPUS_DIR, DocStore
-from retriever.encoders import POOLINGS, PRESETS, model_file, resolve_config
+from retriever.dense.encoders import POOLINGS, PRESETS, model_file, resolve_config
 from retriever.errors import BadRequestError, ManifestMismatchError
 from retriever.manifest import read_manifest, write_manifest
+from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_index(
     """Build ``factory`` over ``root/dense-name``'s shards; returns the manifest's faiss entry."""
     import faiss
 
-    from retriever.dense import vector_parts
+    from retriever.dense.retriever import vector_parts
 
     folder = Path(root) / f"dense-{name}"
     manifest = read_manifest(folder, kind="dense")
@@ -211,7 +211,7 @@ def _train_on_gpu(index, d: int) -> None:
     """Run IVF k-means on the GPUs (the slow part of training) when faiss-gpu is present."""
     import faiss
 
-    from retriever.dense_faiss import gpu_available
+    from retriever.dense.faiss_backend import gpu_available
 
     if not gpu_available():
         log.warning("faiss-gpu is not available: training on CPU")
@@ -227,7 +227,7 @@ def register_faiss_file(
     root: str | os.PathLike, name: str, path: str | os.PathLike, config
 ) -> dict:
     """Make ``root/dense-name`` point at an existing faiss index file (nothing is copied)."""
-    from retriever.dense_faiss import METRICS, flat_file_vectors, read_index
+    from retriever.dense.faiss_backend import METRICS, flat_file_vectors, read_index
 
     root, path = Path(root), Path(path).resolve()
     store = DocStore.open(root / CORPUS_DIR)

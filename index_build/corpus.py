@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from retriever.docstore import CORPUS_DIR
 from retriever.errors import CorpusInputError
 from retriever.manifest import write_manifest
-from retriever.storewriter import StoreWriter, index_jsonl_in_place
-from retriever.titles import clean_title, title_to_url
+from retriever.store.docstore import CORPUS_DIR
+from retriever.store.titles import clean_title, title_to_url
+from retriever.store.writer import StoreWriter, index_jsonl_in_place
 
 from .chunking import split_words
 from .readers import FORMATS, READERS, Counts, Doc, Progress, Redirect, detect_format, read_head

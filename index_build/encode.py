@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.docstore import CORPUS_DIR, DocStore
-from retriever.encoders import (
+from retriever.dense.encoders import (
     DTYPES,
     POOLINGS,
     PRESETS,
@@ -36,6 +35,7 @@ from retriever.encoders import (
 )
 from retriever.errors import BadRequestError, ManifestMismatchError
 from retriever.manifest import read_manifest, write_json_atomic, write_manifest
+from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def encode_corpus(
             _encode_multiprocess(folder, store, config, ranges, todo, fp16, options)
         else:
             if encoder is None:
-                from retriever.encoders import load_encoder
+                from retriever.dense.encoders import load_encoder
 
                 encoder = load_encoder(
                     config, options.devices[0], options.dtype, options.batch_size
@@ -328,7 +328,7 @@ def _worker(
     batch_size: int,
 ) -> None:
     """One encoding process, pinned to one device (spawned: no CUDA state is inherited)."""
-    from retriever.encoders import load_encoder
+    from retriever.dense.encoders import load_encoder
 
     store = DocStore.open(corpus)
     encoder = load_encoder(EncoderConfig.from_dict(config), device, dtype, batch_size)

@@ -95,7 +95,7 @@ class ShardEncoder:
     """A Ray actor body: one model on one device, encoding whole shard files on request."""
 
     def __init__(self, root, name, config: dict, shard_size, fp16, dtype, batch_size):
-        from retriever.encoders import EncoderConfig, load_encoder
+        from retriever.dense.encoders import EncoderConfig, load_encoder
 
         self.config = EncoderConfig.from_dict(config)
         device = "cuda" if _visible_gpus() else "cpu"
@@ -134,7 +134,7 @@ def encode_on_ray(
     """Encode the missing shard files of ``root/corpus`` into ``root/dense-name`` on Ray actors."""
     import ray
 
-    from retriever.docstore import CORPUS_DIR, DocStore
+    from retriever.store.docstore import CORPUS_DIR, DocStore
 
     root = Path(root).resolve()
     store = DocStore.open(root / CORPUS_DIR)
@@ -148,7 +148,7 @@ def encode_on_ray(
         i for i in range(len(ranges)) if not (folder / encode.SHARD_PATTERN.format(i)).is_file()
     ]
     if not ray.is_initialized():
-        from retriever.ray_serve import code_runtime_env
+        from retriever.server.ray_serve import code_runtime_env
 
         env = code_runtime_env("index_build", "retriever") if options.ship_code else None
         ray.init(address=options.address, include_dashboard=False, runtime_env=env)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from retriever.docstore import CORPUS_DIR, DocStore
 from retriever.errors import RetrieverError
 from retriever.manifest import MANIFEST, check_corpus, read_manifest
+from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _verify_dense(
     min_recall: float,
     checksums: bool,
 ) -> list[str]:
-    from retriever.dense import faiss_path
+    from retriever.dense.retriever import faiss_path
 
     problems = []
     n = manifest["num_docs"]
@@ -133,7 +133,7 @@ def _verify_dense(
         part["shard_rows"] = expected
     entry = manifest.get("faiss")
     if entry:
-        from retriever.dense_faiss import FaissBackend, read_index, set_search_params
+        from retriever.dense.faiss_backend import FaissBackend, read_index, set_search_params
 
         index = read_index(faiss_path(folder, manifest))
         part["faiss"] = {"factory": entry.get("factory"), "ntotal": int(index.ntotal)}
@@ -167,7 +167,7 @@ def sample_queries(parts, n: int, seed: int = 0) -> np.ndarray:
 
 def ann_recall(parts, backend, queries: int, k: int) -> float:
     """Mean |approx top k ∩ exact top k| / k over sample queries (exact: torch on CPU, fp32)."""
-    from retriever.dense_torch import TorchBackend
+    from retriever.dense.torch_backend import TorchBackend
 
     q = sample_queries(parts, queries)
     _, exact = TorchBackend(parts, ["cpu"], "fp32").search(q, k)

@@ -31,3 +31,27 @@ class CorpusInputError(RetrieverError):
         self.position = position
         self.reason = reason
         super().__init__(f"{path}: {position}: {reason}")
+
+
+class QueueFullError(RetrieverError):
+    """The retriever's queue is full; retry after ``retry_after`` seconds (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailableError(RetrieverError):
+    """Not ready yet, shutting down, or the worker died (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchError(RetrieverError):
+    """The batch this request was part of failed; the message names the retriever and cause."""
+
+
+class AuthError(RetrieverError):
+    """The request lacks the server's bearer token or carries a wrong one (HTTP 401)."""

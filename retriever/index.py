@@ -12,18 +12,18 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .docstore import CORPUS_DIR, DocStore
 from .errors import BadRequestError, IndexFormatError
 from .manifest import MANIFEST, check_corpus, read_manifest
 from .protocol import Retriever
+from .store.docstore import CORPUS_DIR, DocStore
 from .types import Passage
 
 log = logging.getLogger(__name__)
 
 # manifest kind -> "module:function"; the function is load(folder, store, **options) -> Retriever
 LOADERS = {
-    "bm25": "retriever.bm25:load",
-    "dense": "retriever.dense:load",
+    "bm25": "retriever.bm25.retriever:load",
+    "dense": "retriever.dense.retriever:load",
 }
 
 

@@ -10,8 +10,8 @@ import sys
 
 import orjson
 
-from .docstore import DocStore
 from .errors import RetrieverError
+from .store.docstore import DocStore
 
 
 def _print(obj) -> None:

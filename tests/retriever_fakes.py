@@ -63,7 +63,7 @@ HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
 def has_bm25_builder() -> bool:
     try:
         import index_build.build_bm25  # noqa: F401
-        import retriever.bm25  # noqa: F401
+        import retriever.bm25.retriever  # noqa: F401
     except ImportError:
         return False
     return True
@@ -99,7 +99,7 @@ class LiveServer:
     def __init__(self, service, **uvicorn_options):
         import uvicorn
 
-        from retriever.server import create_app
+        from retriever.server.app import create_app
 
         self.service = service
         self.app = create_app(service)

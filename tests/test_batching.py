@@ -9,12 +9,8 @@ from concurrent.futures import wait
 import pytest
 from retriever_fakes import FakeRetriever
 
-from retriever.batching import (
-    Batcher,
-    BatchError,
-    QueueFullError,
-    ServiceUnavailableError,
-)
+from retriever.errors import BatchError, QueueFullError, ServiceUnavailableError
+from retriever.server.batching import Batcher
 
 N = 500
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retriever.analyzer import Analyzer
-from retriever.bm25 import BM25Retriever
+from retriever.bm25.analyzer import Analyzer
+from retriever.bm25.retriever import BM25Retriever
 from retriever.errors import BadRequestError, ManifestMismatchError
 from retriever.index import Index
 from retriever.manifest import read_manifest, write_manifest

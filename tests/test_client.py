@@ -8,12 +8,16 @@ import httpx
 import pytest
 from retriever_fakes import LiveServer, build_root, free_port, has_bm25_builder, hotpot_questions
 
-from retriever.batching import QueueFullError, ServiceUnavailableError
 from retriever.client import HTTPClient, InProcessClient, connect
-from retriever.errors import BadRequestError, RetrieverError
+from retriever.errors import (
+    BadRequestError,
+    QueueFullError,
+    RetrieverError,
+    ServiceUnavailableError,
+)
 from retriever.index import Index
 from retriever.protocol import SearchClient
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.service import RetrievalService, ServiceConfig
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from retriever_fakes import build_root, has_bm25_builder, hotpot_questions
 
 from retriever.index import Index
-from retriever.server import create_app
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.app import create_app
+from retriever.server.service import RetrievalService, ServiceConfig
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 
 from index_build.__main__ import main as build
 from index_build.corpus import CorpusConfig, build_corpus
-from retriever.docstore import DocStore
 from retriever.errors import CorpusInputError
 from retriever.inspect import main as inspect_main
+from retriever.store.docstore import DocStore
 
 DATA = Path(__file__).parent / "data"
 XML = DATA / "enwiki-sample-pages-articles.xml.bz2"

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from index_build.encode import encode_corpus
-from retriever.dense_faiss import FaissBackend, flat_file_vectors
-from retriever.dense_torch import TorchBackend, merge_topk
-from retriever.encoders import EncoderConfig, parse_devices
+from retriever.dense.encoders import EncoderConfig, parse_devices
+from retriever.dense.faiss_backend import FaissBackend, flat_file_vectors
+from retriever.dense.torch_backend import TorchBackend, merge_topk
 from retriever.errors import BadRequestError, IndexFormatError, ManifestMismatchError
 from retriever.index import Index
 
@@ -209,7 +209,7 @@ def test_dense_part_manifest_and_retriever(fake_root):
 
 def test_faiss_flat_part_equals_torch_backend(fake_root):
     from index_build.build_faiss import build_index
-    from retriever.dense import load
+    from retriever.dense.retriever import load
 
     idx = Index.open(fake_root)
     folder = fake_root / "dense-fake"
@@ -225,7 +225,7 @@ def test_faiss_flat_part_equals_torch_backend(fake_root):
 
 
 def test_query_encoder_mismatch_is_refused(fake_root):
-    from retriever.dense import load
+    from retriever.dense.retriever import load
 
     idx = Index.open(fake_root)
     with pytest.raises(ManifestMismatchError, match="'fake-hash'.*'other-model'"):
@@ -240,8 +240,8 @@ def test_query_encoder_mismatch_is_refused(fake_root):
 
 
 def test_gpu_backends_say_what_to_do_without_a_gpu(fake_root):
-    from retriever.dense import load
-    from retriever.dense_faiss import gpu_available
+    from retriever.dense.faiss_backend import gpu_available
+    from retriever.dense.retriever import load
 
     if gpu_available():
         pytest.skip("a GPU is present")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retriever.dense_torch import TorchBackend
-from retriever.encoders import parse_devices
-from retriever.server import build_parser, config_from_args
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.dense.encoders import parse_devices
+from retriever.dense.torch_backend import TorchBackend
+from retriever.server.app import build_parser, config_from_args
+from retriever.server.service import RetrievalService, ServiceConfig
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def minilm_root(tmp_path_factory):
     import orjson
 
     from index_build.__main__ import main
-    from retriever.encoders import packaged_model_path
+    from retriever.dense.encoders import packaged_model_path
     from tests.retriever_fakes import HOTPOT
 
     src = tmp_path_factory.mktemp("dense-devices")

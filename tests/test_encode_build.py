@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from index_build.__main__ import main
-from retriever.encoders import packaged_model_path
+from retriever.dense.encoders import packaged_model_path
 from retriever.errors import ManifestMismatchError
 from retriever.index import Index
 from tests.retriever_fakes import HOTPOT
@@ -95,7 +95,7 @@ def test_dense_recall_beside_bm25(mini_root, record_property, capsys):
     record_property("dense_recall10_per_gold", per)
     line = f"{len(idx.store)} passages, {N_QUESTIONS} questions: dense-minilm recall@10 both-gold {both:.3f} per-gold {per:.3f}"
     try:
-        import retriever.bm25  # noqa: F401
+        import retriever.bm25.retriever  # noqa: F401
     except ImportError:
         bm25 = None
     else:
@@ -114,7 +114,7 @@ def test_dense_recall_beside_bm25(mini_root, record_property, capsys):
 )
 def test_approximate_index_against_flat(mini_root, tmp_path, factory, params):
     from index_build.verify import verify_root
-    from retriever.dense import load
+    from retriever.dense.retriever import load
 
     root = tmp_path / "index"
     shutil.copytree(mini_root, root)
@@ -145,7 +145,7 @@ def test_approximate_index_against_flat(mini_root, tmp_path, factory, params):
 
 
 def test_torch_backend_same_ids_as_faiss_flat(mini_root):
-    from retriever.dense import load
+    from retriever.dense.retriever import load
 
     idx = Index.open(mini_root)
     qs = [q for q, _ in _questions()]
@@ -174,7 +174,7 @@ def test_torch_backend_same_ids_as_faiss_flat(mini_root):
 def test_interrupted_encode_resumes_byte_identical(mini_root, tmp_path, model):
     """Interrupt after shard 0, resume as node 0 of 2, then finish in a spawned worker process."""
     from index_build.encode import EncodeOptions, encode_corpus
-    from retriever.encoders import resolve_config
+    from retriever.dense.encoders import resolve_config
 
     # the first 250 passages: shards 0 and 1 cover the same rows as the reference's
     jsonl = mini_root.parent / "wiki-18.jsonl"
@@ -217,7 +217,7 @@ def test_interrupted_encode_resumes_byte_identical(mini_root, tmp_path, model):
 def test_other_model_or_corpus_is_refused_naming_both(
     mini_root, hotpot_root, tmp_path, model, capsys
 ):
-    from retriever.dense import load
+    from retriever.dense.retriever import load
 
     root = tmp_path / "index"
     shutil.copytree(mini_root, root)
@@ -253,7 +253,7 @@ def test_other_model_or_corpus_is_refused_naming_both(
 
 def test_search_r1_flat_index_opens_as_it_is(mini_root, tmp_path, model):
     """An ``e5_Flat.index`` + ``wiki-18.jsonl`` pair, registered without re-encoding or copying."""
-    from retriever.dense import load, vector_parts
+    from retriever.dense.retriever import load, vector_parts
 
     src = tmp_path / "searchr1"
     src.mkdir()

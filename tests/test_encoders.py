@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from retriever import encoders
-from retriever.encoders import (
+from retriever.dense import encoders
+from retriever.dense.encoders import (
     PACKAGED_MODEL_SHA256,
     EncoderConfig,
     load_encoder,

@@ -154,7 +154,7 @@ def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
 def accessible_tasks(root, n=N):
     """The first ``n`` questions whose gold pages are all in the corpus under their titles."""
     from env.tasks import row_to_task
-    from retriever.docstore import DocStore
+    from retriever.store.docstore import DocStore
 
     store = DocStore.open(root)
     out = []
@@ -301,8 +301,8 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 def test_evaluate_through_retrieval_server(env_root, qa, tmp_path):
     """``--server URL``: searches go over HTTP to ``python -m retriever.server``'s app."""
-    from retriever.server import create_app
-    from retriever.service import RetrievalService, ServiceConfig
+    from retriever.server.app import create_app
+    from retriever.server.service import RetrievalService, ServiceConfig
 
     qa_file, tasks = qa
     service = RetrievalService(ServiceConfig(index=str(env_root), warmup=False))

@@ -17,10 +17,9 @@ import httpx
 import pytest
 from retriever_fakes import build_root, free_port, has_bm25_builder, hotpot_questions
 
-from retriever.batching import ServiceUnavailableError
 from retriever.client import HTTPClient, connect
-from retriever.endpoints import parse_urls
-from retriever.errors import BadRequestError, RetrieverError
+from retriever.client.balancer import parse_urls
+from retriever.errors import BadRequestError, RetrieverError, ServiceUnavailableError
 from retriever.index import Index
 
 pytestmark = pytest.mark.timeout(120)

@@ -19,8 +19,8 @@ from retriever_fakes import (
 )
 
 from retriever.index import Index
-from retriever.server import create_app
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.app import create_app
+from retriever.server.service import RetrievalService, ServiceConfig
 
 pytestmark = pytest.mark.timeout(120)
 

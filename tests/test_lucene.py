@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from retriever.bm25.lucene import java_available
 from retriever.errors import BadRequestError, IndexFormatError, RetrieverError
 from retriever.index import Index
-from retriever.lucene import java_available
 from retriever.manifest import read_manifest
 
 HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
@@ -129,7 +129,7 @@ def test_register_refuses_another_corpus(root, tmp_path):
 
 def test_analyzer_lucene_cannot_reproduce_is_refused(root):
     from index_build.build_bm25 import BM25Config, build_bm25
-    from retriever.analyzer import Analyzer
+    from retriever.bm25.analyzer import Analyzer
 
     with pytest.raises(RetrieverError, match="porter"):
         build_bm25(

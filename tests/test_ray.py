@@ -23,7 +23,7 @@ from retriever_fakes import (
 
 from retriever.client import HTTPClient
 from retriever.index import Index
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.service import RetrievalService, ServiceConfig
 
 ray = pytest.importorskip(
     "ray", reason="Ray is not installed: pip install -e '.[ray]' (make setup)"
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_importing_the_package_does_not_import_ray():
     code = (
-        "import sys, retriever, retriever.server, retriever.client, retriever.service\n"
-        "import retriever.endpoints, index_build.__main__\n"
+        "import sys, retriever, retriever.server.app, retriever.client, retriever.server.service\n"
+        "import retriever.client.balancer, index_build.__main__\n"
         "index_build.__main__.build_parser()\n"
         "print('ray' in sys.modules)\n"
     )
@@ -49,7 +49,7 @@ def test_importing_the_package_does_not_import_ray():
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray for the whole module; this checkout's packages shipped to its workers."""
-    from retriever.ray_serve import code_runtime_env
+    from retriever.server.ray_serve import code_runtime_env
 
     ray.init(
         num_cpus=2,
@@ -79,7 +79,7 @@ def served(ray_session, bm25_root):
     """Two Serve replicas of the BM25 root, deployed through the CLI's ``main``."""
     from ray import serve
 
-    from retriever.ray_serve import main
+    from retriever.server.ray_serve import main
 
     port = free_port()
     argv = ["--index", str(bm25_root), "--replicas", "2", "--num-cpus-per-replica", "0.5"]
@@ -190,7 +190,7 @@ def encode_roots(tmp_path_factory):
     from retriever_fakes import HOTPOT
 
     from index_build.__main__ import main as build
-    from retriever.encoders import packaged_model_path
+    from retriever.dense.encoders import packaged_model_path
 
     src = tmp_path_factory.mktemp("encode-ray")
     seen, lines = set(), []
@@ -231,7 +231,7 @@ def kill_one_encoder() -> int | None:
 
 def test_ray_encode_writes_the_same_shards_and_survives_a_killed_worker(ray_session, encode_roots):
     from index_build.encode_ray import RayEncodeOptions, encode_on_ray
-    from retriever.encoders import resolve_config
+    from retriever.dense.encoders import resolve_config
 
     single, ray_root, model = encode_roots
     folder = ray_root / "dense-m"
@@ -275,7 +275,7 @@ def test_serve_dense_replicated_over_two_devices_under_a_route_prefix(ray_sessio
     /dense) answers as the plain server over the single-process part on one device."""
     from ray import serve
 
-    from retriever.ray_serve import DeploymentOptions, deploy
+    from retriever.server.ray_serve import DeploymentOptions, deploy
 
     single, ray_root, _ = encode_roots
     if not (ray_root / "dense-m" / "manifest.json").is_file():

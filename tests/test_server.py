@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from retriever_fakes import FakeRetriever, build_root
 
 from retriever.index import Index
-from retriever.server import create_app, main
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.app import create_app, main
+from retriever.server.service import RetrievalService, ServiceConfig
 
 
 @pytest.fixture(scope="module")

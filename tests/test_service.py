@@ -8,11 +8,10 @@ import time
 import pytest
 from retriever_fakes import FakeRetriever, build_root, has_bm25_builder, hotpot_questions
 
-from retriever.batching import ServiceUnavailableError
-from retriever.errors import BadRequestError, IndexFormatError
+from retriever.errors import BadRequestError, IndexFormatError, ServiceUnavailableError
 from retriever.hybrid import HybridRetriever
 from retriever.index import Index
-from retriever.service import RetrievalService, ServiceConfig
+from retriever.server.service import RetrievalService, ServiceConfig
 
 
 @pytest.fixture(scope="module")

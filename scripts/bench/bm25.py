@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     builds = {}
     use_lucene = not args.no_pyserini
     if use_lucene:
-        from retriever.lucene import java_available
+        from retriever.bm25.lucene import java_available
 
         use_lucene = java_available() is not None
     for name, extra, wanted in (
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import bm25s
 
-    from retriever.bm25 import BM25Retriever
+    from retriever.bm25.retriever import BM25Retriever
     from retriever.index import Index
 
     cores = os.cpu_count() or 1

@@ -39,7 +39,7 @@ import psutil
 proc = psutil.Process()
 base = proc.memory_info().rss
 t = time.perf_counter()
-from retriever.docstore import DocStore
+from retriever.store.docstore import DocStore
 s = DocStore.open(sys.argv[1])
 opened = time.perf_counter() - t
 rng = random.Random(0)

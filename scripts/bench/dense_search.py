@@ -65,8 +65,8 @@ def timed(fn, reps: int) -> float:
 def measure(name, index, q, exact_ids, reps1: int, reps64: int) -> list[dict]:
     import faiss
 
-    from retriever.dense import DenseRetriever
-    from retriever.dense_faiss import FaissBackend
+    from retriever.dense.faiss_backend import FaissBackend
+    from retriever.dense.retriever import DenseRetriever
 
     ours = DenseRetriever(name, encoder=None, backend=FaissBackend(index), num_docs=index.ntotal)
     threads = os.cpu_count() or 1
@@ -117,7 +117,7 @@ def measure(name, index, q, exact_ids, reps1: int, reps64: int) -> list[dict]:
 def main(argv=None) -> int:
     import faiss
 
-    from retriever.dense_torch import TorchBackend
+    from retriever.dense.torch_backend import TorchBackend
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)

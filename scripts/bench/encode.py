@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from retriever.encoders import load_encoder, packaged_model_path, resolve_config
+    from retriever.dense.encoders import load_encoder, packaged_model_path, resolve_config
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=512)

@@ -159,7 +159,7 @@ def dense_devices(
     """Torch exact search: one device, sharded over ``devices``, replicated over them."""
     import numpy as np
 
-    from retriever.dense_torch import TorchBackend
+    from retriever.dense.torch_backend import TorchBackend
 
     rng = np.random.default_rng(0)
     x = np.empty((n, d), np.float16 if dtype == "fp16" else np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from index_build.__main__ import main as build
-from retriever.docstore import DocStore
+from retriever.store.docstore import DocStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "tests/data/enwiki-sample-pages-articles.xml.bz2"
 

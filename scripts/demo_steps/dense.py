@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from index_build.__main__ import main as build
-from retriever.encoders import packaged_model_path
+from retriever.dense.encoders import packaged_model_path
 from retriever.index import Index
 
 QUESTIONS = ["who developed the theory of relativity", "what is the philosophy of anarchism about"]

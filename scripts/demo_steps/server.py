@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from retriever.batching import ServiceUnavailableError
+from retriever.errors import ServiceUnavailableError
 
 REPO = Path(__file__).resolve().parents[2]
 

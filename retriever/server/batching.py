@@ -17,34 +17,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
-from .errors import RetrieverError
-from .types import Hit
+from ..errors import BatchError, QueueFullError, ServiceUnavailableError
+from ..types import Hit
 
 log = logging.getLogger(__name__)
 
 SearchFn = Callable[[Sequence[str], int], list[list[Hit]]]
 # (retriever name, queries in the batch, requests in the batch, seconds, error or None)
 BatchObserver = Callable[[str, int, int, float, BaseException | None], None]
-
-
-class QueueFullError(RetrieverError):
-    """The retriever's queue is full; retry after ``retry_after`` seconds (HTTP 429)."""
-
-    def __init__(self, message: str, retry_after: float = 1.0):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ServiceUnavailableError(RetrieverError):
-    """Not ready yet, shutting down, or the worker died (HTTP 503)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class BatchError(RetrieverError):
-    """The batch this request was part of failed; the message names the retriever and cause."""
 
 
 @dataclass(eq=False)

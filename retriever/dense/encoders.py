@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import orjson
 
-from .errors import BadRequestError, IndexFormatError
+from ..errors import BadRequestError, IndexFormatError
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import orjson
 
+from ..errors import IndexFormatError, RetrieverError
+from ..manifest import read_manifest
+from ..protocol import check_search_args
+from ..store.docstore import DocStore
+from ..types import Hit
 from .analyzer import LUCENE_STOPWORDS, Analyzer
-from .docstore import DocStore
-from .errors import IndexFormatError, RetrieverError
-from .manifest import read_manifest
-from .protocol import check_search_args
-from .types import Hit
 
 log = logging.getLogger(__name__)
 

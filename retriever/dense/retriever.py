@@ -19,12 +19,12 @@ from typing import Protocol
 
 import numpy as np
 
-from .docstore import DocStore
+from ..errors import BadRequestError, IndexFormatError, ManifestMismatchError
+from ..manifest import check_corpus, read_manifest
+from ..protocol import check_search_args
+from ..store.docstore import DocStore
+from ..types import Hit
 from .encoders import Encoder, EncoderConfig, load_encoder, parse_devices
-from .errors import BadRequestError, IndexFormatError, ManifestMismatchError
-from .manifest import check_corpus, read_manifest
-from .protocol import check_search_args
-from .types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def vector_parts(folder: Path, manifest: dict) -> list[tuple[int, np.ndarray]]:
         return parts
     faiss_entry = manifest.get("faiss") or {}
     if faiss_entry.get("factory") == "Flat":
-        from .dense_faiss import flat_file_vectors
+        from .faiss_backend import flat_file_vectors
 
         vectors, _ = flat_file_vectors(faiss_path(folder, manifest))
         return [(0, vectors)]
@@ -173,7 +173,7 @@ def load(
         encoder.config = EncoderConfig.from_dict(manifest["encoder"])  # recorded identity
     _check_encoder(folder, manifest, encoder)
     if backend == "torch":
-        from .dense_torch import TorchBackend
+        from .torch_backend import TorchBackend
 
         if manifest.get("metric", "ip") != "ip":
             raise BadRequestError(
@@ -195,7 +195,7 @@ def load(
 
 
 def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard):
-    from .dense_faiss import FaissBackend, read_index, set_search_params, to_gpu
+    from .faiss_backend import FaissBackend, read_index, set_search_params, to_gpu
 
     entry = manifest.get("faiss") or {}
     index = read_index(faiss_path(folder, manifest))

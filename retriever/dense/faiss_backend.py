@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadRequestError, IndexFormatError
+from ..errors import BadRequestError, IndexFormatError
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .errors import IndexFormatError
+from ..errors import IndexFormatError
+from ..manifest import read_manifest
+from ..types import Page, Passage
 from .keyindex import KeyIndex
-from .manifest import read_manifest
 from .titles import lookup_key, title_to_url
-from .types import Page, Passage
 
 CORPUS_DIR = "corpus"
 

@@ -21,7 +21,7 @@ import threading
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
-from .errors import IndexFormatError
+from ..errors import IndexFormatError
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (what pyserini's default analyzer removes).
 LUCENE_STOPWORDS = (

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .errors import CorpusInputError
+from ..errors import CorpusInputError
+from ..manifest import write_manifest
 from .keyindex import KeyIndex, save_key_index
-from .manifest import write_manifest
 from .titles import key_hash, lookup_key
 
 _CHUNK = 1 << 24

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .errors import BadRequestError
+from ..errors import BadRequestError
 
 __all__ = ["Balancer", "parse_urls"]
 

@@ -14,7 +14,6 @@ answered 503/429 is left out for ``down_seconds`` and the request is retried at 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 import time
@@ -23,12 +22,10 @@ from typing import Any
 
 import orjson
 
-from .batching import QueueFullError, ServiceUnavailableError
-from .endpoints import Balancer, parse_urls
-from .errors import BadRequestError, RetrieverError
-from .service import RetrievalService, ServiceConfig
+from ..errors import BadRequestError, QueueFullError, RetrieverError, ServiceUnavailableError
+from .balancer import Balancer, parse_urls
 
-__all__ = ["HTTPClient", "InProcessClient", "connect"]
+__all__ = ["HTTPClient"]
 
 
 def _scored(result: list[list[dict]]) -> list[list[dict]]:
@@ -328,104 +325,3 @@ class HTTPClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
-
-
-class InProcessClient:
-    """The same interface as ``HTTPClient``, over a ``RetrievalService`` in this process.
-
-    ``InProcessClient(root)`` (or ``InProcessClient.from_index(root)``) loads the index root
-    and owns the service; ``InProcessClient(service)`` borrows a running one.
-    """
-
-    def __init__(
-        self, service: RetrievalService | str | os.PathLike, *, retries: int = 50, **options
-    ):
-        if isinstance(service, RetrievalService):
-            if options:
-                raise TypeError("options only apply when the client builds the service")
-            self.service = service
-            self._owns = False
-            if service.state == "created":
-                service.start()
-        else:
-            self.service = RetrievalService(ServiceConfig(index=service, **options)).start()
-            self._owns = True
-        self.retries = retries
-
-    @classmethod
-    def from_index(cls, root: str | os.PathLike, **options) -> InProcessClient:
-        return cls(root, **options)
-
-    def retrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
-    ) -> list[list[dict]]:
-        return self.service.retrieve(queries, topk, retriever)
-
-    async def aretrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
-    ) -> list[list[dict]]:
-        for attempt in range(self.retries + 1):
-            try:
-                return await self.service.aretrieve(queries, topk, retriever)
-            except QueueFullError:
-                if attempt >= self.retries:
-                    raise
-                await asyncio.sleep(min(0.5, 0.001 * 2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def access(
-        self,
-        urls: Sequence[str] = (),
-        titles: Sequence[str] = (),
-        ids: Sequence[str] = (),
-        offset: int = 0,
-        max_chars: int | None = None,
-    ) -> list[dict | None]:
-        return self.service.access(urls, titles, ids, offset, max_chars)
-
-    async def aaccess(
-        self,
-        urls: Sequence[str] = (),
-        titles: Sequence[str] = (),
-        ids: Sequence[str] = (),
-        offset: int = 0,
-        max_chars: int | None = None,
-    ) -> list[dict | None]:
-        return self.access(urls, titles, ids, offset, max_chars)
-
-    def health(self) -> dict:
-        return self.service.health()
-
-    def info(self) -> dict:
-        return self.service.info()
-
-    def close(self) -> None:
-        if self._owns:
-            self.service.stop()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __enter__(self) -> InProcessClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    async def __aenter__(self) -> InProcessClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.close()
-
-
-def connect(
-    target: str | os.PathLike | RetrievalService | Sequence[str], **options
-) -> HTTPClient | InProcessClient:
-    """An ``HTTPClient`` for ``http(s)://`` URLs (one, a list, or comma-separated), else an
-    ``InProcessClient`` over an index root."""
-    if isinstance(target, str) and target.startswith(("http://", "https://")):
-        return HTTPClient(target, **options)
-    if isinstance(target, list | tuple):
-        return HTTPClient(list(target), **options)
-    return InProcessClient(target, **options)

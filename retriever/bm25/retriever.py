@@ -8,7 +8,7 @@ parses the whole vocabulary, and a manifest holding the analyzer used for docume
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
 top-k selection is ours: it visits only the documents that match a query term and breaks ties
 by lower row, so results are deterministic and batched equals one-by-one exactly. A part whose
-manifest says ``backend: "pyserini"`` is opened by ``retriever.lucene`` instead.
+manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..errors import IndexFormatError
+from ..manifest import read_manifest, write_json_atomic
+from ..protocol import check_search_args
+from ..store.docstore import DocStore
+from ..store.titles import key_hash
+from ..types import Hit
 from .analyzer import Analyzer
-from .docstore import DocStore
-from .errors import IndexFormatError
-from .manifest import read_manifest, write_json_atomic
-from .protocol import check_search_args
-from .titles import key_hash
-from .types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _get_kernels():
     """Compile (or load from numba's cache) the search kernels on first use."""
     global _kernels
     if _kernels is None:
-        from . import bm25_kernels
+        from . import kernels as bm25_kernels
 
         _kernels = bm25_kernels
     return _kernels

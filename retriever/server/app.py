@@ -26,8 +26,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from .batching import QueueFullError, ServiceUnavailableError
-from .errors import BadRequestError, RetrieverError
+from ..errors import BadRequestError, QueueFullError, RetrieverError, ServiceUnavailableError
 from .service import RetrievalService, ServiceConfig, rss_bytes
 
 log = logging.getLogger(__name__)
@@ -388,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
-        from .index import Index
+        from ..index import Index
 
         names = Index.open(config.index).names()  # fail fast on a wrong root
     except (RetrieverError, ValueError) as exc:
@@ -444,6 +443,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0 if server.started else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

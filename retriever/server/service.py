@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
-from . import __version__
-from .access import access_pages
-from .batching import Batcher, QueueFullError, ServiceUnavailableError
+from .. import __version__
+from ..errors import BadRequestError, QueueFullError, ServiceUnavailableError
+from ..hybrid import DEFAULT_DEPTH, DEFAULT_K_RRF, HybridRetriever
+from ..store.access import access_pages
+from ..types import Hit
+from .batching import Batcher
 from .cache import LRUCache
-from .errors import BadRequestError
-from .hybrid import DEFAULT_DEPTH, DEFAULT_K_RRF, HybridRetriever
 from .metrics import Metrics
-from .types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class RetrievalService:
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> RetrievalService:
         """Open the index, load the retrievers, start one worker per retriever, warm up."""
-        from .index import Index
+        from ..index import Index
 
         with self._lock:
             if self._start_called:

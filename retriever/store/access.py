@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import BadRequestError
+from ..types import Page
 from .docstore import DocStore
-from .errors import BadRequestError
-from .types import Page
 
 
 def page_window(text: str, offset: int = 0, max_chars: int | None = None) -> tuple[str, int]:

@@ -1,0 +1,140 @@
+"""Shared CLI plumbing: flags generated from config dataclasses, and the one-line error exit.
+
+Defaults live in one place, the dataclass: ``add_config_arguments(parser, Config)`` adds a
+``--kebab-case`` flag per field (help from ``field(metadata={"help": ...})``), and
+``config_from_args(Config, args)`` builds the frozen config back from the parsed flags.
+
+>>> from dataclasses import dataclass, field
+>>> @dataclass(frozen=True)
+... class Demo:
+...     max_batch: int = field(default=64, metadata={"help": "queries per batch"})
+...     warmup: bool = True
+...     retrievers: tuple[str, ...] | None = None
+>>> import argparse
+>>> p = argparse.ArgumentParser()
+>>> add_config_arguments(p, Demo)
+>>> config_from_args(Demo, p.parse_args(["--max-batch", "8", "--no-warmup", "--retrievers", "bm25,dense-e5"]))
+Demo(max_batch=8, warmup=False, retrievers=('bm25', 'dense-e5'))
+>>> config_from_args(Demo, p.parse_args([]))
+Demo(max_batch=64, warmup=True, retrievers=None)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_SCALARS = {int: int, float: float, str: str}
+
+
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """(the type inside ``X | None``, whether None is allowed)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _comma_list(item: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(value: str) -> tuple:
+        return tuple(item(v.strip()) for v in value.split(",") if v.strip())
+
+    parse.__name__ = "comma-separated list"
+    return parse
+
+
+def _converter(hint: Any) -> Callable[[str], Any] | None:
+    hint, _ = _unwrap(hint)
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return _comma_list(_SCALARS.get(args[0], str) if args else str)
+    if typing.get_origin(hint) is typing.Literal:
+        return str
+    return str  # paths and anything else: the string, the dataclass converts
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config: type,
+    *,
+    skip: Iterable[str] = (),
+    required: Iterable[str] = (),
+) -> None:
+    """A ``--kebab-case`` flag for every field of the dataclass ``config`` (except ``skip``).
+
+    Booleans that default to True get ``--no-NAME``, others ``--NAME``; ``X | None`` fields
+    default to None; tuples take comma-separated values; ``metadata={"help": ..., "choices":
+    [...]}`` on a field sets the help and choices. Defaults are left to the dataclass
+    (``argparse.SUPPRESS``), so a flag not given does not override them."""
+    hints = typing.get_type_hints(config)
+    skip, required = set(skip), set(required)
+    for f in dataclasses.fields(config):
+        if f.name in skip or not f.init:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        hint, _ = _unwrap(hints[f.name])
+        if hint is bool:
+            if default is True:
+                parser.add_argument(
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_false",
+                    default=argparse.SUPPRESS,
+                    help=help_text or f"turn {f.name} off",
+                )
+            else:
+                parser.add_argument(
+                    flag,
+                    dest=f.name,
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            continue
+        if default is not None and default != "" and help_text:
+            help_text = f"{help_text} (default {default})"
+        elif default is not None and default != "":
+            help_text = f"default {default}"
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=_converter(hints[f.name]),
+            choices=f.metadata.get("choices"),
+            required=f.name in required,
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+
+
+def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build ``config`` from the flags that were given (the rest keep the dataclass defaults),
+    then ``overrides``."""
+    names = {f.name for f in dataclasses.fields(config) if f.init}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    given.update(overrides)
+    return config(**given)
+
+
+def quiet_third_party_logs() -> None:
+    """Entry points call this: faiss's loader logs at INFO each optimised build it could not
+    load, which is not news to users."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print ``error: message`` on stderr (one line, no traceback) and return the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,276 @@
+"""``python -m retriever.ray_serve --index ROOT --replicas N``: the HTTP API on Ray Serve replicas.
+
+Each replica is the ``RetrievalService`` the plain server runs: it opens the index root itself
+(memory-mapped, so replicas on one node share the page cache), loads its retrievers, and serves
+``retriever.server.app.create_app`` behind Ray's HTTP proxy, one proxy per node. Same API, same code
+path, same answers; Ray adds placement (``--num-gpus-per-replica``), restarts of failed replicas
+(``check_health`` fails when a worker thread died), and routing across nodes. The index root
+must exist at the same path on every node that runs a replica (shared filesystem or a copy).
+
+Ray is imported only by this module and ``index_build.encode_ray`` (the ``ray`` extra).
+
+>>> # python -m retriever.ray_serve --index idx --replicas 2 --host 0.0.0.0 --address auto
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .service import RetrievalService, ServiceConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeploymentOptions", "ServiceReplica", "build_app", "code_runtime_env", "deploy", "main"]
+
+
+@dataclass(frozen=True)
+class DeploymentOptions:
+    """How many replicas, what each one holds, and how the proxy reaches them."""
+
+    replicas: int = 1
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica; Ray sets CUDA_VISIBLE_DEVICES, the replica uses "cuda"
+    max_ongoing_requests: int = 256  # per replica; Serve's default (5) would starve coalescing
+    health_check_period_s: float = 10.0
+    access_log: bool = False  # Serve's per-request log line (costly at thousands of requests/s)
+    name: str = "retriever"  # the Serve application (one per index root)
+    route_prefix: str = "/"  # several applications on one cluster: /wiki18, /wiki2024, ...
+
+    def __post_init__(self):
+        if self.replicas < 1:
+            raise ValueError(f"--replicas must be >= 1, got {self.replicas}")
+        if not self.route_prefix.startswith("/"):
+            raise ValueError(f"--route-prefix must start with /, got {self.route_prefix!r}")
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError("--num-cpus-per-replica and --num-gpus-per-replica must be >= 0")
+
+
+class ServiceReplica:
+    """One Serve replica: a started ``RetrievalService`` and the FastAPI app over it."""
+
+    def __init__(self, config: ServiceConfig):
+        self.service = RetrievalService(config)
+        self.service.start()  # the replica counts as up only once the index is loaded
+
+    def __serve_build_asgi_app__(self):
+        from .app import create_app
+
+        return create_app(self.service)
+
+    def check_health(self) -> None:
+        """Serve restarts the replica when this raises (a worker thread died)."""
+        report = self.service.health()
+        if not report["ready"]:
+            raise RuntimeError(f"retrieval service is {report['status']}: {report}")
+
+    def __del__(self):
+        service = getattr(self, "service", None)
+        if service is not None:
+            service.stop()
+
+
+def code_runtime_env(*packages: str) -> dict:
+    """A Ray ``runtime_env`` shipping these local packages to every worker (``py_modules``), so
+    a cluster runs the driver's code even where it is not installed (or is another version)."""
+    import importlib
+
+    dirs = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
+    return {"py_modules": dirs}
+
+
+def build_app(config: ServiceConfig, options: DeploymentOptions = DeploymentOptions()):
+    """The Serve application: ``options.replicas`` copies of ``ServiceReplica(config)``."""
+    from ray import serve
+
+    if options.num_gpus > 0 and config.device is None:
+        config = replace(config, device="cuda")  # the GPUs Ray gave this replica
+    actor_options = {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus}
+    deployment = serve.deployment(
+        serve.ingress()(ServiceReplica),
+        name=options.name,
+        num_replicas=options.replicas,
+        ray_actor_options=actor_options,
+        max_ongoing_requests=options.max_ongoing_requests,
+        health_check_period_s=options.health_check_period_s,
+        logging_config={"enable_access_log": options.access_log},
+    )
+    return deployment.bind(config)
+
+
+def deploy(
+    config: ServiceConfig,
+    options: DeploymentOptions = DeploymentOptions(),
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    ship_code: bool = True,
+) -> list[str]:
+    """Start (or join) Ray and Serve, deploy, wait until every replica is loaded.
+
+    ``address``: ``None`` starts a local Ray unless this process is already connected; ``auto``
+    joins the cluster of this node; ``ray://HEAD:10001`` joins from outside. ``ship_code``: send
+    this checkout's ``retriever`` package with the job (when this call connects). Returns the
+    proxy URLs (one per node running a proxy), ready for ``HTTPClient(urls)``.
+    """
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            runtime_env=code_runtime_env("retriever") if ship_code else None,
+        )
+    serve.start(proxy_location="EveryNode", http_options={"host": host, "port": port})
+    host, port = _serving_address(host, port)
+    app = build_app(config, options)
+    serve.run(app, name=options.name, route_prefix=options.route_prefix, blocking=False)
+    prefix = options.route_prefix.rstrip("/")
+    return [url + prefix for url in proxy_urls(port, host)]
+
+
+def _serving_address(host: str, port: int) -> tuple[str, int]:
+    """Where Serve's proxies listen: a Serve already running on the cluster keeps its own."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        config = _get_global_client().http_config
+        actual = (config.host, int(config.port))
+    except Exception:  # private API: keep what was asked for
+        return host, port
+    if actual != (host, port):
+        log.warning(
+            "Serve already runs on this cluster with its proxies on %s:%d; the application is "
+            "served there (not on %s:%d)", actual[0], actual[1], host, port,
+        )  # fmt: skip
+    return actual
+
+
+def proxy_urls(port: int, host: str = "127.0.0.1") -> list[str]:
+    """``http://NODE_IP:PORT`` of every alive node (``host`` itself when it is not 0.0.0.0)."""
+    import ray
+
+    if host not in ("0.0.0.0", "::"):
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if len(nodes) <= 1:
+            return [f"http://{host}:{port}"]
+    ips = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+    return [f"http://{ip}:{port}" for ip in ips]
+
+
+def build_parser():
+    from .app import build_parser as server_parser
+
+    p = server_parser()
+    p.prog = "python -m retriever.ray_serve"
+    p.description = __doc__
+    d = DeploymentOptions()
+    p.add_argument("--replicas", type=int, default=d.replicas, help="Serve replicas (default 1)")
+    p.add_argument("--num-cpus-per-replica", type=float, default=d.num_cpus)
+    p.add_argument(
+        "--num-gpus-per-replica", type=float, default=d.num_gpus, help="GPUs each replica holds"
+    )
+    p.add_argument(
+        "--max-ongoing-requests", type=int, default=d.max_ongoing_requests, help="per replica"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster: auto (this node's), ray://HEAD:10001; default: start a local one",
+    )
+    p.add_argument(
+        "--health-check-period-s",
+        type=float,
+        default=d.health_check_period_s,
+        help="how often Serve checks each replica (a failed one is replaced)",
+    )
+    p.add_argument("--name", default=d.name, help="Serve application name")
+    p.add_argument(
+        "--route-prefix", default=d.route_prefix, help="URL path of this index (default /)"
+    )
+    p.add_argument(
+        "--no-ship-code",
+        action="store_true",
+        help="use the retriever package installed on the nodes instead of this checkout's",
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="deploy and exit; the app keeps running (stop it with: serve shutdown)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import RetrieverError
+    from ..index import Index
+    from .app import config_from_args
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = config_from_args(args)
+        options = DeploymentOptions(
+            replicas=args.replicas,
+            num_cpus=args.num_cpus_per_replica,
+            num_gpus=args.num_gpus_per_replica,
+            max_ongoing_requests=args.max_ongoing_requests,
+            health_check_period_s=args.health_check_period_s,
+            name=args.name,
+            route_prefix=args.route_prefix,
+        )
+        config = replace(config, index=str(Path(config.index).resolve()))
+        if not Index.open(config.index).names():  # fail fast on a wrong root
+            raise RetrieverError(
+                f"{config.index} has no bm25/ or dense-NAME/ part: "
+                "build one with python -m index_build bm25 --index ROOT"
+            )
+    except (RetrieverError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        print("error: Ray is not installed: pip install 'wikisearch-env[ray]'", file=sys.stderr)
+        return 2
+    started_ray = not ray.is_initialized()
+    try:
+        urls = deploy(
+            config,
+            options,
+            host=args.host,
+            port=args.port,
+            address=args.address,
+            ship_code=not args.no_ship_code,
+        )
+    except Exception as exc:  # a replica failed to load: Serve gives up after a few tries
+        print(f"error: deploying {config.index} on Ray Serve failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"ray_serve: {options.replicas} replicas of {config.index} ready at {','.join(urls)}",
+        flush=True,
+    )
+    if args.detach:
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping application %s", options.name)
+    serve.delete(options.name)
+    if started_ray:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
