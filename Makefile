@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OPENAI_API_KEY ?= unused
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# the inner loop: everything but the slow, Ray, Lucene and model tests
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow and not ray and not lucene and not model"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,8 @@
 """``BatchedSearchEnv``: N episodes stepped together; all searches of a step are ONE backend call.
 
->>> # benv = BatchedSearchEnv(client, num_envs=64, style="search-r1")
->>> # obs, infos = benv.reset(options=[task.options() for task in batch])
->>> # obs, rewards, terminated, truncated, infos = benv.step(texts)   # None skips an episode
+    benv = BatchedSearchEnv(client, num_envs=64, style="search-r1")
+    obs, infos = benv.reset(options=[task.options() for task in batch])
+    obs, rewards, terminated, truncated, infos = benv.step(texts)   # None skips an episode
 
 Coroutine trainers that run one coroutine per episode call ``astep_one(i, text)``: concurrent
 calls are coalesced into one backend call per event-loop round.

@@ -3,8 +3,8 @@
 No auto-reset: ``step`` after the episode ended raises ``ResetNeededError``. Malformed actions
 never raise; they come back as an observation that says what was wrong.
 
->>> # env = SearchEnv(client, style="asearcher"); obs, info = env.reset(options={"question": q, "answers": [a]})
->>> # obs, reward, terminated, truncated, info = env.step("<search>...</search>")
+    env = SearchEnv(client, style="asearcher"); obs, info = env.reset(options={"question": q, "answers": [a]})
+    obs, reward, terminated, truncated, info = env.step("<search>...</search>")
 """
 
 from __future__ import annotations

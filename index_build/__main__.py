@@ -14,12 +14,21 @@ import sys
 from retriever.errors import RetrieverError
 
 VERBS = {
-    "corpus": ("index_build.corpus", "Corpus files (Wikipedia XML, WikiExtractor, JSONL, ...) to a passage store"),
+    "corpus": (
+        "index_build.corpus",
+        "Corpus files (Wikipedia XML, WikiExtractor, JSONL, ...) to a passage store",
+    ),
     "bm25": ("index_build.build_bm25", "Build the BM25 index of a corpus store"),
     "encode": ("index_build.encode", "Encode passages with a dense model into embedding shards"),
-    "encode-ray": ("index_build.encode_ray", "The encode stage on a Ray cluster: the same shards, one worker per GPU"),
+    "encode-ray": (
+        "index_build.encode_ray",
+        "The encode stage on a Ray cluster: the same shards, one worker per GPU",
+    ),
     "faiss": ("index_build.build_faiss", "Build a FAISS index from embedding shards"),
-    "verify": ("index_build.verify", "Check an index root: counts, checksums, ANN recall against exact"),
+    "verify": (
+        "index_build.verify",
+        "Check an index root: counts, checksums, ANN recall against exact",
+    ),
     "all": ("index_build.pipeline", "Run corpus, bm25, encode and faiss in one go"),
 }
 
@@ -38,16 +47,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         p = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument(
+            "-v", "--verbose", action="count", default=0, help="-v: progress logs, -vv: debug"
+        )
         modules[verb] = module
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
+    from retriever.cli import configure_process
+
+    configure_process()
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not sys.stderr.isatty():

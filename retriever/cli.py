@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import types
 import typing
@@ -128,10 +129,23 @@ def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -
     return config(**given)
 
 
-def quiet_third_party_logs() -> None:
-    """Entry points call this: faiss's loader logs at INFO each optimised build it could not
-    load, which is not news to users."""
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+def configure_process() -> None:
+    """Process-wide settings that entry points (never library imports) make:
+
+    - numba's non-spinning ``workqueue`` threading layer unless the user chose one: the default
+      OpenMP layer keeps its threads spinning after a parallel BM25 kernel and they fight torch's
+      own OpenMP threads (MiniLM encoding beside a BM25 search fell from 52 to 3.3 passages/s
+      here, 47.5 with workqueue);
+    - faiss's loader logs at INFO each optimised build it could not load: not news to users;
+    - httpx logs every request at INFO: a server start-up poll is not news either;
+    - transformers draws a progress bar for every weight load (off: they take under a second).
+    """
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # weights load from a local path in well under a second: a progress bar per load is noise
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("faiss.loader", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = 2) -> int:

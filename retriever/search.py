@@ -45,6 +45,9 @@ def hit_dict(passage, score: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import configure_process
+
+    configure_process()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -20,6 +20,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 STEPS = ["corpus", "bm25", "dense", "server", "env"]
 

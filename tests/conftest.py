@@ -11,21 +11,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OPENAI_API_KEY", "unused")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # as the entry points set it
 
 DATA = Path(__file__).parent / "data"
 XML_SAMPLE = DATA / "enwiki-sample-pages-articles.xml.bz2"
 HOTPOT = DATA / "hotpotqa-distractor-500.jsonl"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def hotpot_root(tmp_path_factory) -> Path:
     """An index root whose corpus is the 4,920 HotpotQA paragraphs (one passage each)."""
-    from index_build.__main__ import main
+    from retriever_fakes import build_root
 
-    root = tmp_path_factory.mktemp("hotpot") / "index"
-    assert main(["corpus", "--input", str(HOTPOT), "--out", str(root), "--no-progress"]) == 0
-    return root
+    return build_root(tmp_path_factory.mktemp("hotpot"), bm25=False)
 
 
 @pytest.fixture(scope="session")

@@ -17,15 +17,16 @@ _DOC_R1 = re.compile(r"Doc \d+\(Title: \"([^\n]*?)\"\)")
 
 
 def ensure_bm25(hotpot_root: Path) -> Path:
-    """A private index root for the env tests beside the shared ``hotpot_root``: a copy of its
-    corpus plus a BM25 part, built once per session (the shared root stays untouched)."""
-    root = hotpot_root.parent / "env-index"
-    if not (root / "bm25" / "manifest.json").is_file():
-        from index_build.__main__ import main
+    """A private index root for the env tests (corpus and BM25 part), copied once per session
+    from the template every test module shares (the shared ``hotpot_root`` stays untouched)."""
+    from retriever_fakes import build_root
 
-        if not (root / "corpus").is_dir():
-            shutil.copytree(hotpot_root / "corpus", root / "corpus")
-        assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+    parent = hotpot_root.parent / "env-index-parent"
+    root = parent / "index"
+    if not (root / "bm25" / "manifest.json").is_file():
+        parent.mkdir(exist_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        build_root(parent, bm25=True)
     return root
 
 

@@ -6,6 +6,7 @@ which batch it was searched in. It records every batch it sees and can be told t
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import zlib
@@ -31,6 +32,7 @@ class FakeRetriever:
         self.fail_on: str | None = None  # a batch containing this query raises
         self.wrong_length = False  # return one list too few
         self.gate: threading.Event | None = None  # when set, each batch waits for it
+        self.entered = threading.Event()  # set when a batch has entered ``search``
         self._lock = threading.Lock()
 
     def scores(self, query: str) -> np.ndarray:
@@ -47,6 +49,7 @@ class FakeRetriever:
         with self._lock:
             self.batches.append(list(queries))
             self.threads.add(threading.get_ident())
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(30)
         if self.delay:
@@ -60,23 +63,36 @@ class FakeRetriever:
 HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
 
 
-def has_bm25_builder() -> bool:
-    try:
-        import index_build.build_bm25  # noqa: F401
-        import retriever.bm25.retriever  # noqa: F401
-    except ImportError:
-        return False
-    return True
+_TEMPLATES: dict[bool, Path] = {}
+
+
+def _template(bm25: bool) -> Path:
+    """The HotpotQA index root (with or without BM25), built once per test process."""
+    if bm25 not in _TEMPLATES:
+        import atexit
+        import tempfile
+
+        from index_build.__main__ import main
+
+        parent = Path(tempfile.mkdtemp(prefix="hotpot-template-"))
+        atexit.register(shutil.rmtree, parent, ignore_errors=True)
+        root = parent / "index"
+        if bm25:
+            shutil.copytree(_template(False), root)
+            assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+        else:
+            assert (
+                main(["corpus", "--input", str(HOTPOT), "--out", str(root), "--no-progress"]) == 0
+            )
+        _TEMPLATES[bm25] = root
+    return _TEMPLATES[bm25]
 
 
 def build_root(parent: Path, bm25: bool) -> Path:
-    """A private index root over the HotpotQA paragraphs (plus its BM25 part when asked)."""
-    from index_build.__main__ import main
-
+    """A private index root over the HotpotQA paragraphs (plus its BM25 part when asked): a copy
+    of a root built once per test process, so tests may change their copy freely."""
     root = parent / "index"
-    assert main(["corpus", "--input", str(HOTPOT), "--out", str(root), "--no-progress"]) == 0
-    if bm25:
-        assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+    shutil.copytree(_template(bm25), root)
     return root
 
 

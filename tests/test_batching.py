@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import wait
 
 import pytest
@@ -29,7 +28,7 @@ def test_coalesced_results_equal_one_by_one(fake):
     b = make(fake, max_batch=16)
     fake.gate = threading.Event()
     first = b.submit(["blocker"], 3)
-    time.sleep(0.05)  # the worker is now inside the first batch
+    assert fake.entered.wait(5)  # the worker is now inside the first batch
     futures = [b.submit([f"q{i}"], 3) for i in range(40)]
     fake.gate.set()
     assert first.result(5) == [fake.search_one("blocker", 3)]
@@ -45,7 +44,7 @@ def test_mixed_k_in_one_batch_each_gets_its_k(fake):
     b = make(fake, max_batch=64)
     fake.gate = threading.Event()
     b.submit(["blocker"], 1)
-    time.sleep(0.05)
+    assert fake.entered.wait(5)
     futures = {k: b.submit(["same query", "other"], k) for k in (1, 5, 10)}
     fake.gate.set()
     for k, f in futures.items():
@@ -65,7 +64,7 @@ def test_batch_that_raises_fails_each_request_and_next_batch_works(fake):
     b = make(fake, max_batch=64)
     fake.gate = threading.Event()
     b.submit(["blocker"], 1)
-    time.sleep(0.05)
+    assert fake.entered.wait(5)
     fake.fail_on = "boom"
     doomed = [b.submit([q], 3) for q in ("a", "boom", "c")]
     fake.gate.set()
@@ -92,7 +91,7 @@ def test_queue_full_raises_then_drains(fake):
     b = make(fake, queue_size=4)
     fake.gate = threading.Event()
     running = b.submit(["blocker"], 1)
-    time.sleep(0.05)
+    assert fake.entered.wait(5)
     queued = [b.submit([f"q{i}"], 1) for i in range(4)]
     with pytest.raises(QueueFullError) as info:
         b.submit(["one too many"], 1)
@@ -117,11 +116,11 @@ def test_shutdown_answers_every_waiting_request(fake):
     b = make(fake)
     fake.gate = threading.Event()
     running = b.submit(["in flight"], 2)
-    time.sleep(0.05)
+    assert fake.entered.wait(5)
     queued = [b.submit([f"q{i}"], 2) for i in range(20)]
     stopper = threading.Thread(target=b.stop, kwargs={"timeout": 5})
     stopper.start()
-    time.sleep(0.05)
+    wait(queued, timeout=5)  # stop() fails every queued request before joining the worker
     fake.gate.set()
     stopper.join(5)
     assert running.result(5) == [fake.search_one("in flight", 2)]  # the batch in flight finishes
@@ -140,7 +139,7 @@ def test_dead_worker_answers_everyone_and_refuses_new_requests(fake):
     b = Batcher("dies", dies, max_wait_ms=1).start()
     with pytest.raises(ServiceUnavailableError, match="worker died"):
         b.submit(["x"], 1).result(5)
-    time.sleep(0.05)
+    b._thread.join(5)  # the worker thread ends after answering
     assert not b.alive and isinstance(b.died, SystemExit)
     with pytest.raises(ServiceUnavailableError, match="worker died"):
         b.submit(["y"], 1)

@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from retriever_fakes import LiveServer, build_root, free_port, has_bm25_builder, hotpot_questions
+from retriever_fakes import LiveServer, build_root, free_port, hotpot_questions
 
 from retriever.client import HTTPClient, InProcessClient, connect
 from retriever.errors import (
@@ -22,8 +22,6 @@ from retriever.server.service import RetrievalService, ServiceConfig
 
 @pytest.fixture(scope="module")
 def bm25_root(tmp_path_factory):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     return build_root(tmp_path_factory.mktemp("cli-bm25"), bm25=True)
 
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from retriever_fakes import build_root, has_bm25_builder, hotpot_questions
+from retriever_fakes import build_root, hotpot_questions
 
 from retriever.index import Index
 from retriever.server.app import create_app
@@ -21,8 +21,6 @@ from retriever.server.service import RetrievalService, ServiceConfig
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     return build_root(tmp_path_factory.mktemp("compat"), bm25=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
 import orjson
 import pytest
@@ -20,7 +21,6 @@ from retriever.errors import ManifestMismatchError
 from retriever.index import Index
 from tests.retriever_fakes import HOTPOT
 
-faiss = pytest.importorskip("faiss")
 log = logging.getLogger(__name__)
 
 N_QUESTIONS = 40

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from retriever_fakes import build_root, free_port, has_bm25_builder, hotpot_questions
+from retriever_fakes import build_root, free_port, hotpot_questions
 
 from retriever.client import HTTPClient, connect
 from retriever.client.balancer import parse_urls
@@ -144,8 +144,6 @@ async def test_async_requests_spread_by_outstanding_count():
 # ---- real processes -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bm25_root(tmp_path_factory):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     return build_root(tmp_path_factory.mktemp("failover"), bm25=True)
 
 

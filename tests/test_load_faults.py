@@ -14,7 +14,6 @@ from retriever_fakes import (
     FakeRetriever,
     LiveServer,
     build_root,
-    has_bm25_builder,
     hotpot_questions,
 )
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return build_root(tmp_path_factory.mktemp("load"), bm25=has_bm25_builder())
+    return build_root(tmp_path_factory.mktemp("load"), bm25=True)
 
 
 @pytest.fixture
@@ -50,8 +49,6 @@ async def post_many(url: str, bodies: list[dict], timeout: float = 30.0) -> list
 
 
 def test_200_concurrent_clients_all_answered_and_equal_to_library(root):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     questions = hotpot_questions(200)
     want = Index.open(root).search(questions, k=3)
     service = RetrievalService(ServiceConfig(index=root, max_batch=32, cache_size=0))
@@ -133,7 +130,7 @@ def test_shutdown_with_requests_in_flight(root, fake):
 
 
 # ---- schema fuzzing -----------------------------------------------------------------------
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 

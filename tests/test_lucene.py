@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,14 +16,11 @@ from retriever.manifest import read_manifest
 HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
 
 pytestmark = [
+    pytest.mark.lucene,
     pytest.mark.skipif(
         java_available() is None,
         reason="Java 17 not found (java on PATH or JAVA_HOME): the pyserini backend needs it; "
         "`make setup` installs it",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("pyserini") is None,
-        reason="pyserini is not installed: pip install '.[lucene]'",
     ),
 ]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import ray  # noqa: E402  (installed by make setup: a broken import fails, not skips)
 from retriever_fakes import (
     LiveServer,
     build_root,
     free_port,
-    has_bm25_builder,
     hotpot_questions,
 )
 
@@ -25,10 +25,7 @@ from retriever.client import HTTPClient
 from retriever.index import Index
 from retriever.server.service import RetrievalService, ServiceConfig
 
-ray = pytest.importorskip(
-    "ray", reason="Ray is not installed: pip install -e '.[ray]' (make setup)"
-)
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,8 +66,6 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def bm25_root(tmp_path_factory):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     return build_root(tmp_path_factory.mktemp("ray-serve"), bm25=True)
 
 

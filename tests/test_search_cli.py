@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from retriever_fakes import build_root
 
 from retriever.errors import CorpusInputError
 from retriever.index import Index
@@ -17,13 +17,8 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
-def root(hotpot_root, tmp_path_factory) -> Path:
-    from index_build.__main__ import main as build
-
-    root = tmp_path_factory.mktemp("search") / "index"
-    shutil.copytree(hotpot_root / "corpus", root / "corpus")
-    assert build(["bm25", "--index", str(root), "--no-progress"]) == 0
-    return root
+def root(tmp_path_factory) -> Path:
+    return build_root(tmp_path_factory.mktemp("search"), bm25=True)
 
 
 def _lines(capsys) -> list[dict]:
@@ -87,10 +82,7 @@ def test_query_file_formats(root, tmp_path, capsys):
 
 
 def test_nq_tsv_reads_every_question():
-    nq = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq-test.tsv"
-    if not nq.is_file():
-        pytest.skip(f"{nq} not present")
-    questions = read_queries(nq)
+    questions = read_queries(DATA / "nq-test.tsv")
     assert len(questions) == 3610 and questions[0] == "who got the first nobel prize in physics"
 
 

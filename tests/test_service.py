@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from retriever_fakes import FakeRetriever, build_root, has_bm25_builder, hotpot_questions
+from retriever_fakes import FakeRetriever, build_root, hotpot_questions
 
 from retriever.errors import BadRequestError, IndexFormatError, ServiceUnavailableError
 from retriever.hybrid import HybridRetriever
@@ -174,8 +174,6 @@ def test_info_and_metrics(svc):
 # ---- the real BM25 index ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bm25_root(tmp_path_factory):
-    if not has_bm25_builder():
-        pytest.skip("index_build bm25 is not available yet")
     return build_root(tmp_path_factory.mktemp("svc-bm25"), bm25=True)
 
 

@@ -36,8 +36,8 @@ def test_hotpotqa_jsonl_committed_sample():
 
 
 def test_search_r1_parquet_with_target_dict(tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     prompt = "Answer the given question. ... Question: who wrote hamlet?\n"
     rows = [
@@ -133,11 +133,8 @@ def test_dpr_tsv_file_with_a_bad_line(tmp_path, caplog):
     assert "line 5" in caplog.text
 
 
-def test_shared_nq_file_if_present():
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq-test.tsv"
-    if not path.is_file():
-        pytest.skip("shared NQ file not present")
-    tasks = load_tasks(path)
+def test_nq_file_reads_every_question():
+    tasks = load_tasks(Path(__file__).parent / "data" / "nq-test.tsv")
     assert len(tasks) == 3610
     assert all(t.answers and all('""' not in a for a in t.answers) for t in tasks)
 

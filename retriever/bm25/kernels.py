@@ -8,19 +8,12 @@ what was touched. Rows with no matching term are never returned.
 
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
 from numba import njit, prange
 
-# numba's default OpenMP layer keeps its threads spinning after a parallel kernel, and they
-# fight torch's own OpenMP threads: measured here, MiniLM encoding in a process that had run a
-# parallel BM25 search fell from 52 to 3.3 passages/s (47.5 with workqueue). BM25 and a dense
-# encoder share one process in the server and the demo, so use numba's non-spinning workqueue
-# layer unless the user chose a layer (parallel calls are serialised by a lock in bm25.py).
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# The threading layer is a process-wide choice, made by the entry points (retriever.cli.
+# configure_process sets NUMBA_THREADING_LAYER=workqueue: OpenMP's spinning threads slowed torch
+# encoding in the same process 16x); parallel calls are serialised by a lock in retriever.py.
 
 
 @njit(nogil=True, cache=True, inline="always")

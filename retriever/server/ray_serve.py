@@ -9,7 +9,7 @@ must exist at the same path on every node that runs a replica (shared filesystem
 
 Ray is imported only by this module and ``index_build.encode_ray`` (the ``ray`` extra).
 
->>> # python -m retriever.ray_serve --index idx --replicas 2 --host 0.0.0.0 --address auto
+    python -m retriever.ray_serve --index idx --replicas 2 --host 0.0.0.0 --address auto
 """
 
 from __future__ import annotations
@@ -209,7 +209,10 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli import configure_process
     from ..errors import RetrieverError
+
+    configure_process()
     from ..index import Index
     from .app import config_from_args
 

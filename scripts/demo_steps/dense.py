@@ -27,7 +27,6 @@ def run(root: Path) -> None:
                 "minilm",
                 "--dtype",
                 "bf16",
-                "--no-progress",
             ]
         )
         == 0

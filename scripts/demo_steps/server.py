@@ -49,6 +49,7 @@ def run(root: Path, then=None) -> None:
 
     port = _free_port()
     cmd = [sys.executable, "-m", "retriever.server", "--index", str(root), "--port", str(port)]
+    cmd += ["--log-level", "warning"]  # the demo prints what the server answers
     print("   $", " ".join(cmd[1:]))
     server = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
