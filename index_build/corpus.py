@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from retriever.errors import CorpusInputError
+from retriever.errors import BadRequestError, CorpusInputError
+from retriever.files import building_dir
 from retriever.manifest import write_manifest
 from retriever.store.docstore import CORPUS_DIR
 from retriever.store.titles import clean_title, title_to_url
-from retriever.store.writer import StoreWriter, index_jsonl_in_place
+from retriever.store.writer import StoreWriter, file_table, index_in_place
 
 from .chunking import split_words
 from .readers import FORMATS, READERS, Counts, Doc, Progress, Redirect, detect_format, read_head
@@ -35,6 +35,22 @@ class CorpusConfig:
     in_place: str = "auto"
     workers: int = 0  # 0: one per core
     keep_pages: bool = True
+    pages: str | None = None  # a page JSONL (ASearcher's wiki_webpages.jsonl), indexed in place
+
+    def __post_init__(self):
+        if self.passage_words <= 0:
+            raise BadRequestError(f"--passage-words must be positive, got {self.passage_words}")
+        if self.passage_stride is not None and self.passage_stride <= 0:
+            raise BadRequestError(f"--passage-stride must be positive, got {self.passage_stride}")
+        if self.workers < 0:
+            raise BadRequestError(f"--workers must be 0 (one per core) or more, got {self.workers}")
+        for name, value, allowed in (
+            ("--format", self.format, FORMATS),
+            ("--on-error", self.on_error, ("raise", "skip")),
+            ("--in-place", self.in_place, ("auto", "yes", "no")),
+        ):
+            if value not in allowed:
+                raise BadRequestError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,6 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-pages", action="store_true", help="do not keep full articles for the access tool"
     )
+    p.add_argument(
+        "--pages",
+        metavar="FILE",
+        help="full pages for the access tool from a page JSONL indexed where it lies "
+        "(ASearcher's wiki_webpages.jsonl: url, contents), beside a passage file",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         in_place=args.in_place,
         workers=args.workers,
         keep_pages=not args.no_pages,
+        pages=args.pages,
     )
     manifest = build_corpus(args.input, args.out, config, show_progress=not args.no_progress)
     s = manifest["summary"]
@@ -128,50 +151,49 @@ def build_corpus(
     """Build ``out/corpus`` from ``inputs``; returns its manifest (with a ``summary``)."""
     start = time.perf_counter()
     paths = [Path(p) for p in inputs]
-    for p in paths:
+    pages = Path(config.pages) if config.pages else None
+    for p in paths + ([pages] if pages else []):
         if not p.exists():
             raise CorpusInputError(str(p), "open", "no such file or folder")
     formats = [config.format if config.format != "auto" else detect_format(p) for p in paths]
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     final = root / CORPUS_DIR
-    partial = root / (CORPUS_DIR + ".partial")
-    if partial.exists():
-        log.info("removing unfinished build %s", partial)
-        shutil.rmtree(partial)
-    total = sum(_input_size(p) for p in paths)
+    total = sum(_input_size(p) for p in paths) + (_input_size(pages) if pages else 0)
     update, close = _progress_bar(total, show_progress)
     progress = Progress(update)
     counts = Counts()
     sources = [{"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)]
-    try:
-        in_place = config.in_place == "yes" or (
-            config.in_place == "auto" and _can_index_in_place(paths, formats)
+    in_place = config.in_place == "yes" or (
+        config.in_place == "auto" and _can_index_in_place(paths, formats)
+    )
+    if in_place and (len(paths) != 1 or formats[0] != "jsonl"):
+        raise CorpusInputError(
+            str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file"
         )
-        if in_place:
-            if len(paths) != 1 or formats[0] != "jsonl":
-                raise CorpusInputError(
-                    str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file"
+    try:
+        with building_dir(final) as partial:
+            if in_place:
+                manifest = index_in_place(
+                    paths[0], partial, "passages", config.on_error, counts, progress.update
                 )
-            manifest = index_jsonl_in_place(paths[0], partial, "contents", progress=None)
-            progress.update(total)
-            manifest.update(sources=sources, chunking=None, skipped={})
+                manifest.update(sources=sources, chunking=None, num_pages=0)
+                if manifest["num_docs"] == 0:
+                    raise CorpusInputError(str(paths[0]), "end", "no passages were read")
+            else:
+                manifest = _write_store(paths, formats, partial, config, counts, progress)
+            if pages is not None:
+                manifest.update(
+                    index_in_place(
+                        pages, partial, "pages", config.on_error, counts, progress.update
+                    )
+                )
+                manifest["sources"].append({"path": str(pages.resolve()), "format": "pages"})
+            manifest["skipped"] = dict(counts)
+            manifest["files"] = file_table(partial)
             write_manifest(partial, manifest)
-        else:
-            manifest = _write_store(paths, formats, partial, config, counts, progress)
-    except BaseException:
+    finally:
         close()
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    close()
-    if final.exists():
-        old = root / (CORPUS_DIR + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(partial, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, final)
     seconds = time.perf_counter() - start
     mb = total / 1e6
     manifest["summary"] = {
@@ -196,7 +218,7 @@ def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progres
 def _write_store(
     paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress
 ) -> dict:
-    writer = StoreWriter(folder, with_pages=config.keep_pages)
+    writer = StoreWriter(folder, with_pages=config.keep_pages and not config.pages)
     seq = 0
     try:
         for path, fmt in zip(paths, formats):
@@ -205,11 +227,11 @@ def _write_store(
                     writer.add_redirect(rec.title, rec.target)
                     continue
                 doc: Doc = rec
-                title = clean_title(doc.title) if doc.title else ""
+                title = doc.title if doc.keep_title else clean_title(doc.title)
                 url = doc.url or title_to_url(title)
                 base_id = doc.id if doc.id is not None else str(seq)
                 seq += 1
-                if config.keep_pages and doc.page:
+                if writer.with_pages and doc.page:
                     writer.add_page(base_id, title, url, doc.text)
                 if doc.split:
                     windows = split_words(doc.text, config.passage_words, config.passage_stride)

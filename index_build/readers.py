@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import html
 import io
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from retriever.errors import CorpusInputError
+from retriever.store.rows import row_fields
 
 FORMATS = ("auto", "wiki-xml", "wikiextractor", "jsonl", "dpr-tsv", "parquet", "hotpotqa")
 
@@ -35,6 +37,7 @@ class Doc:
     url: str | None = None
     split: bool = True
     page: bool = True
+    keep_title: bool = False  # True: the title as written (passage files), not MediaWiki-cleaned
 
 
 @dataclass(slots=True)
@@ -168,7 +171,8 @@ def wikiextractor_files(path: Path) -> list[Path]:
 
 
 def _unescape(s: str) -> str:
-    return s.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    """HTML entities in titles (WikiExtractor attributes, HotpotQA's ``Muscle &amp; Fitness``)."""
+    return html.unescape(s)
 
 
 def read_wikiextractor(
@@ -220,30 +224,18 @@ def read_wikiextractor(
 
 # ---- JSONL ----------------------------------------------------------------------------------
 def jsonl_row_to_doc(obj: dict) -> Doc:
-    """One JSONL row of any supported layout to a ``Doc`` (KeyError/TypeError when unusable)."""
-    pid = obj.get("id", obj.get("docid"))
-    pid = None if pid is None else str(pid)
-    if "contents" in obj:  # Search-R1 / FlashRAG / ASearcher: already passages
-        contents = obj["contents"]
-        title = obj.get("title") or obj.get("wikipedia_title")
-        head, sep, rest = contents.partition("\n")
-        if title is None:
-            title, text = head.strip().strip('"'), (rest if sep else head)
-        elif sep and head.strip().strip('"') == title:
-            text = rest
-        else:
-            text = contents
+    """One JSONL row of any supported layout to a ``Doc`` (KeyError/TypeError when unusable).
+
+    The fields come from the store's own row parser (``retriever.store.rows``), so a passage
+    file reads the same copied as indexed in place. ``contents`` rows are ready passages whose
+    titles are kept as written; ``title`` + ``text`` rows are articles to split.
+    """
+    pid, title, text, url = row_fields(obj)
+    if "contents" in obj:
         return Doc(
-            id=pid, title=title, text=text.strip(), url=obj.get("url"), split=False, page=False
+            id=pid, title=title, text=text, url=url, split=False, page=False, keep_title=True
         )
-    title = obj["title"]
-    text = obj["text"]
-    if not isinstance(title, str) or not isinstance(text, str):
-        raise TypeError("'title' and 'text' must be strings")
-    head, sep, rest = text.lstrip().partition("\n")
-    if sep and head.strip() == title.strip():  # WikiExtractor --json repeats the title first
-        text = rest
-    return Doc(id=pid, title=title, text=text.strip(), url=obj.get("url"))
+    return Doc(id=pid, title=title, text=text, url=url)
 
 
 def read_jsonl(path: Path, on_error: str, counts: Counts, progress: Progress) -> Iterator[Doc]:
@@ -371,7 +363,7 @@ def read_hotpotqa(path: Path, on_error: str, counts: Counts, progress: Progress)
     for n, row in numbered:
         try:
             context = row["context"]
-            pairs = [(str(title), "".join(sents).strip()) for title, sents in context]
+            pairs = [(_unescape(str(title)), "".join(sents).strip()) for title, sents in context]
         except (KeyError, TypeError, ValueError) as exc:
             if on_error == "raise":
                 raise CorpusInputError(

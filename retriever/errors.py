@@ -23,6 +23,15 @@ class ManifestMismatchError(IndexFormatError):
     """Two parts of an index disagree (other corpus, other model); the message names both."""
 
 
+class CorruptStoreError(IndexFormatError):
+    """A stored row or file does not read back as written (a damaged disk, a file changed by
+    hand); ``python -m index_build verify`` names every damaged file and row."""
+
+
+class BuildError(RetrieverError):
+    """A build stage could not finish (a worker died, a shard kept failing); rerun to resume."""
+
+
 class CorpusInputError(RetrieverError):
     """An input file cannot be read; the message names the file and the position."""
 

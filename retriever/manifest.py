@@ -9,23 +9,23 @@ from typing import Any
 import orjson
 
 from .errors import IndexFormatError, ManifestMismatchError
+from .files import write_bytes_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    os.replace(tmp, path)
+    """Write JSON to ``path`` through ``path.partial-PID`` and ``os.replace``: never half a
+    file, also with several processes writing it."""
+    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    write_bytes_atomic(path, data, unique=True)
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
     manifest = {"format_version": FORMAT_VERSION, **manifest}
     if "kind" not in manifest:
-        raise ValueError("a manifest needs a 'kind'")
+        raise IndexFormatError("a manifest needs a 'kind'")
     write_json_atomic(Path(folder) / MANIFEST, manifest)
 
 

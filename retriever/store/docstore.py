@@ -5,7 +5,8 @@ Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
 - ``passages.jsonl`` + ``passages.offsets.npy`` (uint64, n+1 byte offsets). The data file may
   also be a user's own JSONL (a Search-R1 ``wiki-18.jsonl``) read in place: the manifest names
   its path and row format, and only the offsets and key tables are written here.
-- ``pages.jsonl`` + ``pages.offsets.npy``: full articles for the access tool (optional).
+- ``pages.jsonl`` + ``pages.offsets.npy``: full articles for the access tool (optional; may
+  also be a user's page file read in place, such as ASearcher's ``wiki_webpages.jsonl``).
 - ``ids.*.npy``: passage id -> row (absent when every id is its row number).
 - ``titles.*.npy``: title/url key -> rows of that title's passages.
 - ``pagekeys.*.npy``: title/url/redirect/``id:`` key -> page row.
@@ -18,37 +19,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from ..errors import IndexFormatError
 from ..manifest import read_manifest
 from ..types import Page, Passage
 from .keyindex import KeyIndex
+from .rows import STORE_FORMAT, parse_row
 from .titles import lookup_key, title_to_url
 
 CORPUS_DIR = "corpus"
-
-
-def parse_row(raw: bytes, row_format: str) -> tuple[str | None, str, str, str | None]:
-    """(id, title, text, url) of one JSONL line in one of the supported row formats."""
-    obj = orjson.loads(raw)
-    if row_format == "store":
-        return obj["id"], obj["title"], obj["text"], obj["url"]
-    contents = obj.get("contents")
-    title = obj.get("title") or obj.get("wikipedia_title")
-    if contents is not None:
-        head, sep, rest = contents.partition("\n")
-        if title is None:
-            title = head.strip().strip('"')
-            text = rest if sep else head
-        elif head.strip().strip('"') == title and sep:
-            text = rest
-        else:
-            text = contents
-    else:
-        text = obj.get("text", "")
-    pid = obj.get("id", obj.get("docid"))
-    return (None if pid is None else str(pid)), title or "", text, obj.get("url")
 
 
 class RowFile:
@@ -69,9 +48,12 @@ class RowFile:
         del header
 
     def read(self, row: int) -> bytes:
+        """The row's line (without lines skipped after it, which its slice may run on to)."""
         pair = os.pread(self._off_fd, 16, self._base + 8 * row)
         start, end = np.frombuffer(pair, dtype=np.uint64).tolist()
-        return os.pread(self._fd, end - start, start)
+        raw = os.pread(self._fd, max(0, end - start), start)
+        cut = raw.find(b"\n")
+        return raw if cut < 0 or cut == len(raw) - 1 else raw[: cut + 1]
 
     def close(self) -> None:
         for fd in (self._fd, self._off_fd):
@@ -96,24 +78,33 @@ class DocStore:
         self.folder = folder
         self.manifest = read_manifest(folder, kind="corpus")
         passages = self.manifest["passages"]
-        data_path = Path(passages["path"])
-        if not data_path.is_absolute():
-            data_path = folder / data_path
-        if not data_path.is_file():
-            raise IndexFormatError(f"{folder}: passage file {data_path} is missing")
-        if data_path.stat().st_size != passages["bytes"]:
-            raise IndexFormatError(
-                f"{data_path} is {data_path.stat().st_size} bytes but the store was built on "
-                f"{passages['bytes']}: the file changed; rebuild the corpus"
-            )
+        data_path = self._data_file(passages, "passage")
         self.row_format = passages["format"]
         self._rows = RowFile(data_path, folder / "passages.offsets.npy")
         self._ids = KeyIndex(folder, "ids") if KeyIndex.exists(folder, "ids") else None
         self._titles = KeyIndex(folder, "titles")
-        self._has_pages = (folder / "pages.offsets.npy").is_file()
-        if self._has_pages:
-            self._pages = RowFile(folder / "pages.jsonl", folder / "pages.offsets.npy")
+        pages = self.manifest.get("pages")
+        if pages is None and (folder / "pages.offsets.npy").is_file():  # stores before 'pages'
+            pages = {"path": "pages.jsonl", "format": STORE_FORMAT}
+        self._has_pages = pages is not None
+        if pages is not None:
+            self.page_format = pages["format"]
+            self._pages = RowFile(self._data_file(pages, "page"), folder / "pages.offsets.npy")
             self._pagekeys = KeyIndex(folder, "pagekeys")
+
+    def _data_file(self, entry: dict, what: str) -> Path:
+        """The data file a manifest entry names, checked against the size it was built on."""
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = self.folder / path
+        if not path.is_file():
+            raise IndexFormatError(f"{self.folder}: {what} file {path} is missing")
+        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+            raise IndexFormatError(
+                f"{path} is {path.stat().st_size} bytes but the store was built on "
+                f"{entry['bytes']}: the file changed; rebuild the corpus"
+            )
+        return path
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> DocStore:
@@ -176,8 +167,8 @@ class DocStore:
         row = int(row)
         if not 0 <= row < self.num_pages:
             raise IndexError(f"page row {row} out of range 0..{self.num_pages - 1}")
-        obj = orjson.loads(self._pages.read(row))
-        return Page(id=obj["id"], title=obj["title"], url=obj["url"], text=obj["text"])
+        pid, title, text, url = parse_row(self._pages.read(row), self.page_format)
+        return Page(id=pid if pid is not None else url, title=title, url=url, text=text)
 
     def page(self, name: str) -> Page | None:
         """The full article a title, URL (any form) or ``id:`` names; None when unknown.

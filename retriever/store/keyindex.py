@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import mmap
 import os
+from array import array
 from pathlib import Path
 
 import numpy as np
 
-from .titles import key_hash
+from ..errors import CorpusInputError
+from .titles import key_hash, lookup_key, title_to_url
 
 
 def random_access(m) -> None:
@@ -38,6 +40,72 @@ def save_key_index(folder: str | os.PathLike, name: str, hashes, rows) -> int:
     np.save(folder / f"{name}.hash.npy", hashes[order])
     np.save(folder / f"{name}.rows.npy", rows[order])
     return len(order)
+
+
+class PassageTables:
+    """The one builder of a passage store's row tables, for copied and in-place stores alike:
+    byte offsets, the id table and the title/url table, fed one row at a time.
+
+    ``offsets`` holds each row's start and, last, the end of the data; with rows skipped in a
+    user's file a row's slice runs on to the next kept row, and readers stop at its newline.
+    """
+
+    def __init__(self) -> None:
+        self._starts = array("Q")
+        self._id_hashes = array("q")
+        self._title_hashes = array("q")
+        self._title_rows = array("q")
+        self._prev: tuple[str, str | None] | None = None
+        self._prev_hashes: list[int] = []
+        self.ids_are_rows = True
+        self.words = 0
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def add(self, start: int, pid: str | None, title: str, text: str, url: str | None) -> int:
+        """Record the row that starts at byte ``start``; returns its row number."""
+        row = len(self._starts)
+        self._starts.append(start)
+        pid = str(row) if pid is None else pid
+        self._id_hashes.append(key_hash(pid))
+        if self.ids_are_rows and pid != str(row):
+            self.ids_are_rows = False
+        if (title, url) != self._prev:
+            self._prev = (title, url)
+            keys = {lookup_key(title), lookup_key(url or title_to_url(title))}
+            self._prev_hashes = [key_hash(k) for k in keys]
+        for h in self._prev_hashes:
+            self._title_hashes.append(h)
+            self._title_rows.append(row)
+        self.words += (text.count(" ") + 1) if text else 0
+        return row
+
+    def save(self, folder: str | os.PathLike, end: int, source: str) -> dict:
+        """Write ``passages.offsets.npy`` and the key tables; returns the manifest's keys.
+        Two rows with one id are refused, naming both (``source`` names the input)."""
+        folder = Path(folder)
+        n = len(self._starts)
+        offsets = np.empty(n + 1, dtype=np.uint64)
+        offsets[:n] = np.frombuffer(self._starts, dtype=np.uint64)
+        offsets[n] = end
+        np.save(folder / "passages.offsets.npy", offsets)
+        if not self.ids_are_rows:
+            hashes = np.frombuffer(self._id_hashes, dtype=np.int64)
+            order = np.argsort(hashes, kind="stable")
+            dup = np.flatnonzero(np.diff(hashes[order]) == 0)
+            if len(dup):
+                a, b = int(order[dup[0]]), int(order[dup[0] + 1])
+                raise CorpusInputError(
+                    source, f"passages {a} and {b}", "two passages share one id; ids must be unique"
+                )
+            save_key_index(folder, "ids", hashes, np.arange(n))
+        save_key_index(folder, "titles", self._title_hashes, self._title_rows)
+        return {
+            "num_docs": n,
+            "ids": "row" if self.ids_are_rows else "table",
+            "words_per_passage": round(self.words / max(1, n), 2),
+        }
 
 
 class KeyIndex:

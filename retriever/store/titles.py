@@ -13,6 +13,8 @@ all name the same page.
 'url:http://['
 >>> lookup_key("  albert   einstein ")
 'albert einstein'
+>>> lookup_key("Muscle &amp; Fitness") == lookup_key("Muscle & Fitness")
+True
 >>> title_to_url("AC/DC (band)")
 'https://en.wikipedia.org/wiki/AC/DC_(band)'
 """
@@ -20,6 +22,7 @@ all name the same page.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -77,6 +80,8 @@ def lookup_key(text: str) -> str:
             return "url:" + (parts.netloc.lower() + parts.path).rstrip("/") + query
         text = title
     text = unquote(text).split("#", 1)[0]
+    if "&" in text:  # HotpotQA and WikiExtractor titles may carry HTML entities
+        text = html.unescape(text)
     return _SPACES.sub(" ", text).strip().casefold()
 
 

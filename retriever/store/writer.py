@@ -1,7 +1,11 @@
 """Write side of the corpus store (see ``docstore``): streaming, bounded memory, atomic finish.
 
-The writer fills a folder that the caller later renames into place; ``finish`` writes the
-manifest last, so a folder without one is never mistaken for a finished store.
+Two ways in, one set of tables (``keyindex.PassageTables``) and one row parser (``rows``):
+``StoreWriter`` copies passages (and pages, and redirects) into the folder; ``index_in_place``
+indexes a user's passage or page JSONL where it lies. The caller fills a ``.partial`` folder
+and renames it into place; the manifest is written last, so a folder without one is never
+mistaken for a finished store. The caller records the size and sha256 of every file the
+store wrote (``file_table``) in the manifest for ``index_build verify``.
 """
 
 from __future__ import annotations
@@ -9,17 +13,38 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 import numpy as np
 import orjson
 
 from ..errors import CorpusInputError
-from ..manifest import write_manifest
-from .keyindex import KeyIndex, save_key_index
+from ..files import sha256_file
+from ..manifest import MANIFEST, write_manifest
+from .keyindex import KeyIndex, PassageTables, save_key_index
+from .rows import STORE_FORMAT, row_fields
 from .titles import key_hash, lookup_key
 
 _CHUNK = 1 << 24
+
+
+def page_keys(pid: str | None, title: str, url: str) -> set[str]:
+    """Every lookup key of a page: its title, its url and, when it has one, ``id:ID``."""
+    keys = {lookup_key(title), lookup_key(url)}
+    if pid is not None:
+        keys.add("id:" + pid)
+    return keys
+
+
+def file_table(folder: str | os.PathLike) -> dict:
+    """``{name: {"bytes", "sha256"}}`` of every file in ``folder`` but the manifest."""
+    folder = Path(folder)
+    return {
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 class StoreWriter:
@@ -30,15 +55,8 @@ class StoreWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._passages = open(self.folder / "passages.jsonl", "wb", buffering=_CHUNK)
         self._sha = hashlib.sha256()
-        self._offsets = array("Q", [0])
         self._pos = 0
-        self._id_hashes = array("q")
-        self._title_hashes = array("q")
-        self._title_rows = array("q")
-        self._prev_title: str | None = None
-        self._prev_hashes: list[int] = []
-        self._ids_are_rows = True
-        self._words = 0
+        self._tables = PassageTables()
         self.with_pages = with_pages
         if with_pages:
             self._pages = open(self.folder / "pages.jsonl", "wb", buffering=_CHUNK)
@@ -50,29 +68,18 @@ class StoreWriter:
 
     @property
     def num_passages(self) -> int:
-        return len(self._offsets) - 1
+        return len(self._tables)
 
     @property
     def num_pages(self) -> int:
         return len(self._page_offsets) - 1 if self.with_pages else 0
 
     def add_passage(self, pid: str, title: str, text: str, url: str) -> int:
-        row = self.num_passages
         line = orjson.dumps({"id": pid, "title": title, "text": text, "url": url}) + b"\n"
         self._passages.write(line)
         self._sha.update(line)
+        row = self._tables.add(self._pos, pid, title, text, url)
         self._pos += len(line)
-        self._offsets.append(self._pos)
-        self._id_hashes.append(key_hash(pid))
-        if self._ids_are_rows and pid != str(row):
-            self._ids_are_rows = False
-        if title != self._prev_title:
-            self._prev_title = title
-            self._prev_hashes = [key_hash(k) for k in {lookup_key(title), lookup_key(url)}]
-        for h in self._prev_hashes:
-            self._title_hashes.append(h)
-            self._title_rows.append(row)
-        self._words += (text.count(" ") + 1) if text else 0
         return row
 
     def add_page(self, pid: str, title: str, url: str, text: str) -> int:
@@ -81,7 +88,7 @@ class StoreWriter:
         self._pages.write(line)
         self._page_pos += len(line)
         self._page_offsets.append(self._page_pos)
-        for key in {lookup_key(title), lookup_key(url), "id:" + pid}:
+        for key in page_keys(pid, title, url):
             self._page_hashes.append(key_hash(key))
             self._page_rows.append(row)
         return row
@@ -91,18 +98,6 @@ class StoreWriter:
         self._redirects.append(
             (key_hash(lookup_key(source_title)), key_hash(lookup_key(target_title)))
         )
-
-    def _check_unique_ids(self) -> None:
-        hashes = np.frombuffer(self._id_hashes, dtype=np.int64)
-        order = np.argsort(hashes, kind="stable")
-        dup = np.flatnonzero(np.diff(hashes[order]) == 0)
-        if len(dup):
-            a, b = int(order[dup[0]]), int(order[dup[0] + 1])
-            raise CorpusInputError(
-                str(self.folder),
-                f"passages {a} and {b}",
-                "two passages share one id; ids must be unique",
-            )
 
     def _resolve_redirects(self) -> int:
         """Add redirect keys to the page-key table, following chains up to 5 hops."""
@@ -129,12 +124,9 @@ class StoreWriter:
     def finish(self, manifest: dict) -> dict:
         """Flush, write the key tables and the manifest; returns the manifest written."""
         self._passages.close()
-        np.save(self.folder / "passages.offsets.npy", np.frombuffer(self._offsets, dtype=np.uint64))
-        if not self._ids_are_rows:
-            self._check_unique_ids()
-            save_key_index(self.folder, "ids", self._id_hashes, np.arange(self.num_passages))
-        save_key_index(self.folder, "titles", self._title_hashes, self._title_rows)
+        tables = self._tables.save(self.folder, self._pos, str(self.folder))
         num_redirects = 0
+        pages = None
         if self.with_pages:
             self._pages.close()
             np.save(
@@ -143,15 +135,15 @@ class StoreWriter:
             )
             num_redirects = self._resolve_redirects()
             save_key_index(self.folder, "pagekeys", self._page_hashes, self._page_rows)
+            pages = {"path": "pages.jsonl", "format": STORE_FORMAT, "bytes": self._page_pos}
         full = {
             "kind": "corpus",
-            "num_docs": self.num_passages,
+            **tables,
             "num_pages": self.num_pages,
             "num_redirects": num_redirects,
             "checksum": "sha256:" + self._sha.hexdigest(),
-            "passages": {"path": "passages.jsonl", "format": "store", "bytes": self._pos},
-            "ids": "row" if self._ids_are_rows else "table",
-            "words_per_passage": round(self._words / max(1, self.num_passages), 2),
+            "passages": {"path": "passages.jsonl", "format": STORE_FORMAT, "bytes": self._pos},
+            "pages": pages,
             **manifest,
         }
         write_manifest(self.folder, full)
@@ -163,76 +155,71 @@ class StoreWriter:
             self._pages.close()
 
 
-def index_jsonl_in_place(
-    source: str | os.PathLike, folder: str | os.PathLike, row_format: str, progress=None
+def index_in_place(
+    source: str | os.PathLike,
+    folder: str | os.PathLike,
+    kind: str = "passages",
+    on_error: str = "raise",
+    skipped: MutableMapping[str, int] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Index a user's passage JSONL where it lies (no copy): offsets, id and title tables.
+    """Index a user's JSONL where it lies (no copy): the offsets and key tables of its
+    passages (``kind="passages"``) or full pages (``kind="pages"``, ASearcher's
+    ``wiki_webpages.jsonl``); returns the manifest entries that describe it.
 
-    ``progress`` (optional) is called with the number of bytes read so far.
+    Rows that do not parse raise ``CorpusInputError`` naming the line, or with
+    ``on_error="skip"`` are left out and counted in ``skipped``; ``progress(n)`` is called with
+    the bytes read since its last call.
     """
-    from .docstore import parse_row
-    from .titles import title_to_url
-
     source = Path(source).resolve()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    skipped = {} if skipped is None else skipped
     sha = hashlib.sha256()
-    offsets = array("Q", [0])
-    id_hashes = array("q")
-    title_hashes = array("q")
-    title_rows = array("q")
-    ids_are_rows = True
-    prev_title = None
-    prev_hashes: list[int] = []
-    words = 0
-    pos = 0
+    tables = PassageTables()
+    page_starts = array("Q")
+    page_hashes, page_rows = array("q"), array("q")
+    pos = reported = 0
     with open(source, "rb") as f:
         for lineno, line in enumerate(f, 1):
             sha.update(line)
-            if not line.strip():
-                raise CorpusInputError(
-                    str(source), f"line {lineno}", "empty line inside a passage file"
-                )
-            try:
-                pid, title, text, url = parse_row(line, row_format)
-            except (orjson.JSONDecodeError, KeyError, AttributeError) as exc:
-                raise CorpusInputError(
-                    str(source), f"line {lineno}", f"not a {row_format} row: {exc}"
-                ) from exc
-            row = len(offsets) - 1
-            pos += len(line)
-            offsets.append(pos)
-            pid = pid if pid is not None else str(row)
-            id_hashes.append(key_hash(pid))
-            if ids_are_rows and pid != str(row):
-                ids_are_rows = False
-            if title != prev_title:
-                prev_title = title
-                keys = {lookup_key(title), lookup_key(url or title_to_url(title))}
-                prev_hashes = [key_hash(k) for k in keys]
-            for h in prev_hashes:
-                title_hashes.append(h)
-                title_rows.append(row)
-            words += (text.count(" ") + 1) if text else 0
+            start, pos = pos, pos + len(line)
             if progress is not None and lineno % 10000 == 0:
-                progress(pos)
-    n = len(offsets) - 1
-    np.save(folder / "passages.offsets.npy", np.frombuffer(offsets, dtype=np.uint64))
-    if not ids_are_rows:
-        hashes = np.frombuffer(id_hashes, dtype=np.int64)
-        if len(np.unique(hashes)) != n:
-            raise CorpusInputError(
-                str(source), "ids", "two passages share one id; ids must be unique"
-            )
-        save_key_index(folder, "ids", hashes, np.arange(n))
-    save_key_index(folder, "titles", title_hashes, title_rows)
-    manifest = {
+                progress(pos - reported)
+                reported = pos
+            try:
+                if not line.strip():
+                    raise ValueError("empty line")
+                pid, title, text, url = row_fields(orjson.loads(line))
+                if kind == "pages" and not url:
+                    raise KeyError("a page row needs a 'url'")
+            except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+                if on_error != "skip":
+                    raise CorpusInputError(
+                        str(source), f"line {lineno}", f"not a {kind} row: {exc}"
+                    ) from exc
+                reason = "empty" if not line.strip() else "malformed"
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            if kind == "passages":
+                tables.add(start, pid, title, text, url)
+                continue
+            row = len(page_starts)
+            page_starts.append(start)
+            for key in page_keys(pid, title, url):
+                page_hashes.append(key_hash(key))
+                page_rows.append(row)
+    if progress is not None:
+        progress(pos - reported)
+    entry = {"path": str(source), "format": "jsonl", "bytes": pos}
+    if kind == "pages":
+        offsets = np.append(np.frombuffer(page_starts, dtype=np.uint64), np.uint64(pos))
+        np.save(folder / "pages.offsets.npy", offsets.astype(np.uint64))
+        save_key_index(folder, "pagekeys", page_hashes, page_rows)
+        return {"num_pages": len(page_starts), "pages": {**entry, "sha256": sha.hexdigest()}}
+    return {
         "kind": "corpus",
-        "num_docs": n,
-        "num_pages": 0,
+        **tables.save(folder, pos, str(source)),
         "checksum": "sha256:" + sha.hexdigest(),
-        "passages": {"path": str(source), "format": row_format, "bytes": pos},
-        "ids": "row" if ids_are_rows else "table",
-        "words_per_passage": round(words / max(1, n), 2),
+        "passages": entry,
     }
-    return manifest
