@@ -1,110 +1,38 @@
-"""QA task loaders for the row layouts users have, with deterministic shuffling.
+"""QA tasks from the files users have, read by the one QA reader (``retriever.queries``), with
+deterministic shuffling.
 
-Layouts (detected per row): verl / Search-R1 (``reward_model.ground_truth``, a string, a list or
-``{"target": [...]}``; question from ``extra_info.question`` or the prompt), FlashRAG
-(``golden_answers``), ASearcher (``question``, ``answer``, ``aug_answer``), HotpotQA
-(``question``, ``answer``), and DPR TSV lines ``question<TAB>['a', 'b']``. Files: ``.jsonl``,
-``.json`` (a list or one object per line), ``.parquet``, ``.tsv`` / ``.txt`` / ``.csv`` (DPR),
-each optionally ``.gz``.
+The row and file rules (which key is the question, which are answers, how TSV columns split)
+live in ``retriever.queries`` so that ``retriever.search --queries`` searches exactly the
+questions the env asks.
 
 >>> row_to_task({"question": "q?", "golden_answers": ["a", "b"]}).answers
 ('a', 'b')
->>> parse_dpr_line('who?\\t"[\\'x\\', ""y \\'s""]"')
-('who?', ['x', "y 's"])
+>>> row_to_task({"question": "A?", "extra_info": {"question": "B?"}, "answer": "x"}).question
+'A?'
 """
 
 from __future__ import annotations
 
-import ast
-import gzip
-import json
-import logging
 import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from retriever.errors import CorpusInputError
+from retriever.queries import (
+    ANSWER_KEYS,
+    QUESTION_KEYS,
+    answers_of,
+    id_of,
+    iter_qa_rows,
+    parse_dpr_line,
+    question_of,
+)
+
 from .errors import TaskFormatError
 from .types import Task
 
-log = logging.getLogger(__name__)
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _kind(path: Path) -> str:
-    suffixes = [s for s in path.suffixes if s != ".gz"]
-    ext = suffixes[-1].lower() if suffixes else ""
-    if ext == ".parquet":
-        return "parquet"
-    if ext in (".tsv", ".txt", ".csv"):
-        return "dpr-tsv"
-    if ext in (".jsonl", ".json"):
-        return "json"
-    raise TaskFormatError(
-        f"{path}: unknown QA file type {ext!r}; use .jsonl, .json, .parquet or .tsv"
-    )
-
-
-def parse_dpr_line(line: str) -> tuple[str, list[str]]:
-    """``question<TAB>answer-list`` with the answer list as a Python literal, possibly wrapped in
-    one extra layer of CSV quoting (``"['a', ""b""]"``)."""
-    question, sep, field = line.rstrip("\r\n").rpartition("\t")
-    if not sep:
-        raise ValueError("no tab between question and answers")
-    field = field.strip()
-    candidates = [field]
-    if len(field) >= 2 and field[0] == field[-1] == '"':
-        # CSV quoting first: as a Python literal the quoted form reads as one concatenated string
-        candidates.insert(0, field[1:-1].replace('""', '"'))
-    for text in candidates:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if isinstance(value, str):
-            return question.strip(), [value]
-        if isinstance(value, list | tuple):
-            return question.strip(), [str(v) for v in value]
-    raise ValueError(f"answer field {field[:80]!r} is not a Python list literal")
-
-
-def _as_list(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return _as_list(value.get("target", value.get("answers", value.get("ground_truth"))))
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        out = []
-        for v in value:
-            out.extend(_as_list(v))
-        return out
-    return [str(value)]
-
-
-def _question_from_prompt(prompt) -> str | None:
-    if isinstance(prompt, str):
-        text = prompt
-    elif isinstance(prompt, list | tuple) and prompt:
-        users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        text = (
-            (users or list(prompt))[-1].get("content", "")
-            if isinstance((users or list(prompt))[-1], dict)
-            else ""
-        )
-    else:
-        return None
-    if "Question:" in text:
-        text = text.rsplit("Question:", 1)[1]
-    return text.strip() or None
+__all__ = ["iter_rows", "load_tasks", "parse_dpr_line", "row_to_task"]
 
 
 def row_to_task(row: dict, position: str = "", source: str = "") -> Task:
@@ -112,87 +40,31 @@ def row_to_task(row: dict, position: str = "", source: str = "") -> Task:
     or no answer."""
     if not isinstance(row, dict):
         raise TaskFormatError(f"{position}: expected a JSON object, got {type(row).__name__}")
-    extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
-    question = row.get("question") or extra.get("question") or row.get("query")
-    if not question:
-        question = _question_from_prompt(row.get("prompt"))
-    answers: list[str] = []
-    reward_model = row.get("reward_model") if isinstance(row.get("reward_model"), dict) else {}
-    for value in (
-        row.get("golden_answers"),
-        reward_model.get("ground_truth"),
-        row.get("answer"),
-        row.get("answers"),
-        row.get("aug_answer"),
-        extra.get("answer"),
-    ):
-        answers.extend(_as_list(value))
-    answers = list(dict.fromkeys(a.strip() for a in answers if a is not None and str(a).strip()))
-    if not question or not isinstance(question, str):
-        raise TaskFormatError(
-            f"{position}: no question (looked for question, extra_info.question, prompt)"
-        )
+    question = question_of(row)
+    if question is None:
+        raise TaskFormatError(f"{position}: no question (looked for {QUESTION_KEYS})")
+    answers = answers_of(row)
     if not answers:
-        raise TaskFormatError(
-            f"{position}: no answer (looked for golden_answers, reward_model.ground_truth, answer, "
-            "answers, aug_answer, extra_info.answer)"
-        )
-    rid = row.get("id", row.get("_id", row.get("qid", extra.get("index", ""))))
+        raise TaskFormatError(f"{position}: no answer (looked for {ANSWER_KEYS})")
     meta = {k: row[k] for k in ("type", "level", "supporting_facts") if k in row}
     return Task(
-        question=question.strip(),
+        question=question,
         answers=tuple(answers),
-        id=str(rid),
+        id=id_of(row),
         source=str(row.get("data_source") or source),
         meta=meta,
     )
 
 
 def iter_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """(position, row) of every record of a QA file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskFormatError(f"{path}: no such QA file")
-    kind = _kind(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield f"{path}: row {i}", row
-        return
-    with _open_text(path) as f:
-        if kind == "dpr-tsv":
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    question, answers = parse_dpr_line(line)
-                except ValueError as exc:
-                    log.warning("%s: line %d skipped: %s", path, n, exc)
-                    continue
-                yield (
-                    f"{path}: line {n}",
-                    {"question": question, "golden_answers": answers, "id": str(n - 1)},
-                )
-            return
-        head = f.read(1 << 16).lstrip()
-        f.seek(0)
-        if head.startswith("["):
-            try:
-                rows = json.load(f)
-            except ValueError as exc:
-                raise TaskFormatError(f"{path}: not valid JSON ({exc})") from exc
-            for i, row in enumerate(rows):
-                yield f"{path}: item {i}", row
-            return
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise TaskFormatError(f"{path}: line {n}: not valid JSON ({exc})") from exc
-            yield f"{path}: line {n}", row
+    """(position, row) of every record of a QA file; ``TaskFormatError`` names what is wrong."""
+    try:
+        for position, row in iter_qa_rows(path):
+            yield f"{path}: {position}", row
+    except CorpusInputError as exc:
+        if exc.position == "open":
+            raise TaskFormatError(f"{path}: no such QA file") from exc
+        raise TaskFormatError(str(exc)) from exc
 
 
 def load_tasks(

@@ -1,48 +1,55 @@
-"""Read search queries from a file: plain text or any QA file layout users have.
+"""The one reader of QA rows and QA files, for ``retriever.search --queries`` and the env's tasks.
 
-- plain text: one query per line (blank lines skipped);
-- verl / Search-R1 rows (parquet or JSONL): ``extra_info.question``, else ``question``, else the
-  last user message of ``prompt`` (the text after its last ``Question:`` when it has one);
-- FlashRAG / ASearcher / HotpotQA JSONL, or a JSON array (HotpotQA's own files): ``question``
-  (also ``query``);
-- DPR / NQ / TriviaQA TSV: ``question<TAB>answers``, the first column.
+Both used to read files their own way and disagreed; now a row's question and answers, and a
+file's rows, have one rule each:
 
->>> question_of({"extra_info": {"question": "who?"}, "question": "x"})
-'who?'
+- question: ``question``, else ``query``, else ``extra_info.question`` (verl keeps a copy there),
+  else the last user message of ``prompt`` (the text after its last ``Question:``);
+- answers: ``golden_answers`` (FlashRAG), ``reward_model.ground_truth`` (verl / Search-R1: a
+  string, a list or ``{"target": [...]}``), ``answer``, ``answers``, ``aug_answer`` (ASearcher),
+  ``extra_info.answer``; duplicates dropped, order kept;
+- files: JSONL, a JSON array (HotpotQA) or object with ``data``, Parquet, DPR / NQ / TriviaQA TSV
+  (``question<TAB>answers``: the answers are the LAST column, a Python list literal; the question
+  is every column before it; a ``question`` header line is skipped), plain text (one question a
+  line); ``.gz`` / ``.bz2`` compressed; ``-`` reads plain lines from stdin.
+
+>>> question_of({"question": "A?", "extra_info": {"question": "B?"}})
+'A?'
 >>> question_of({"prompt": [{"role": "user", "content": "Answer it.\\nQuestion: why?\\n"}]})
 'why?'
+>>> answers_of({"reward_model": {"ground_truth": {"target": ["x", "y"]}}, "answer": "x"})
+['x', 'y']
+>>> parse_dpr_line('who?\\t"[\\'x\\', ""y \\'s""]"')
+('who?', ['x', "y 's"])
 """
 
 from __future__ import annotations
 
+import ast
 import bz2
 import gzip
 import io
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
 from .errors import CorpusInputError
 
+log = logging.getLogger(__name__)
 
-def question_of(row: dict) -> str | None:
-    """The question of one QA row in any supported layout, or None."""
+QUESTION_KEYS = "question, query, extra_info.question or a user message in prompt"
+ANSWER_KEYS = (
+    "golden_answers, reward_model.ground_truth, answer, answers, aug_answer, extra_info.answer"
+)
+
+
+def _extra(row: dict) -> dict:
     extra = row.get("extra_info")
-    if isinstance(extra, dict) and isinstance(extra.get("question"), str):
-        return extra["question"]
-    for key in ("question", "query"):
-        if isinstance(row.get(key), str):
-            return row[key]
-    prompt = row.get("prompt")
-    if isinstance(prompt, str):
-        return _strip_template(prompt)
-    if isinstance(prompt, list | tuple):
-        users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        if users and isinstance(users[-1].get("content"), str):
-            return _strip_template(users[-1]["content"])
-    return None
+    return extra if isinstance(extra, dict) else {}
 
 
 def _strip_template(text: str) -> str:
@@ -51,69 +58,170 @@ def _strip_template(text: str) -> str:
     return text.strip()
 
 
-def _rows_questions(rows, path: str) -> list[str]:
-    out = []
-    for i, row in enumerate(rows):
-        q = question_of(row) if isinstance(row, dict) else None
-        if q is None:
-            raise CorpusInputError(
-                path,
-                f"record {i + 1}",
-                "no question found (expected extra_info.question, "
-                "question, query or a user message in prompt)",
-            )
-        out.append(q)
-    return out
+def question_of(row: dict) -> str | None:
+    """The question of one QA row in any supported layout, or None."""
+    for value in (row.get("question"), row.get("query"), _extra(row).get("question")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        return _strip_template(prompt) or None
+    if isinstance(prompt, list | tuple):
+        users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        if users and isinstance(users[-1].get("content"), str):
+            return _strip_template(users[-1]["content"]) or None
+    return None
 
 
-def read_queries(path: str | os.PathLike) -> list[str]:
-    """The queries of ``path`` (``-`` reads plain lines from stdin), in file order."""
-    if str(path) == "-":
-        return _plain(sys.stdin.read())
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusInputError(str(path), "open", "no such file")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return _as_list(value.get("target", value.get("answers", value.get("ground_truth"))))
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [a for v in value for a in _as_list(v)]
+    return [str(value)]
 
-        return _rows_questions(pq.read_table(path).to_pylist(), str(path))
+
+def answers_of(row: dict) -> list[str]:
+    """The accepted answers (aliases) of one QA row, deduplicated in order; [] when none."""
+    reward_model = row.get("reward_model") if isinstance(row.get("reward_model"), dict) else {}
+    answers: list[str] = []
+    for value in (
+        row.get("golden_answers"),
+        reward_model.get("ground_truth"),
+        row.get("answer"),
+        row.get("answers"),
+        row.get("aug_answer"),
+        _extra(row).get("answer"),
+    ):
+        answers.extend(_as_list(value))
+    return list(dict.fromkeys(a.strip() for a in answers if a.strip()))
+
+
+def id_of(row: dict) -> str:
+    """The row's own id (``id``, ``_id``, ``qid``, ``extra_info.index``), or ''."""
+    rid = row.get("id", row.get("_id", row.get("qid", _extra(row).get("index", ""))))
+    return "" if rid is None else str(rid)
+
+
+def parse_dpr_line(line: str) -> tuple[str, list[str]]:
+    """``question<TAB>answer-list``: the answers are a Python literal, possibly wrapped in one
+    extra layer of CSV quoting (``"['a', ""b""]"``). ValueError when the line is not that."""
+    question, sep, field = line.rstrip("\r\n").rpartition("\t")
+    if not sep:
+        raise ValueError("no tab between question and answers")
+    field = field.strip()
+    candidates = [field]
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        # CSV quoting first: as a Python literal the quoted form reads as one concatenated string
+        candidates.insert(0, field[1:-1].replace('""', '"'))
+    for text in candidates:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            continue
+        if isinstance(value, str):
+            return question.strip(), [value]
+        if isinstance(value, list | tuple):
+            return question.strip(), [str(v) for v in value]
+    raise ValueError(f"answer field {field[:80]!r} is not a Python list literal")
+
+
+def _decode(path: Path) -> tuple[str, str]:
+    """(text, name without the compression suffix) of a possibly compressed file."""
     raw = path.read_bytes()
+    name = path.name.lower()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-        name = name.removesuffix(".gz")
+        raw, name = gzip.decompress(raw), name.removesuffix(".gz")
     elif raw[:3] == b"BZh":
-        raw = bz2.decompress(raw)
-        name = name.removesuffix(".bz2")
-    text = raw.decode("utf-8-sig")
+        raw, name = bz2.decompress(raw), name.removesuffix(".bz2")
+    try:
+        return raw.decode("utf-8-sig"), name
+    except UnicodeDecodeError as exc:
+        raise CorpusInputError(str(path), f"byte {exc.start}", "not UTF-8 text") from exc
+
+
+def _tsv_rows(text: str, path: str) -> Iterator[tuple[str, dict]]:
+    for n, line in enumerate(io.StringIO(text), 1):
+        if not line.strip():
+            continue
+        if n == 1 and line.split("\t", 1)[0].strip().lower() == "question":
+            continue  # a header line
+        try:
+            question, answers = parse_dpr_line(line)
+        except ValueError as exc:
+            if "\t" in line:
+                log.warning("%s: line %d skipped: %s", path, n, exc)
+                continue
+            question, answers = line.strip(), []
+        yield f"line {n}", {"question": question, "golden_answers": answers, "id": str(n - 1)}
+
+
+def _json_rows(text: str, name: str, path: str) -> Iterator[tuple[str, dict]]:
     head = text.lstrip()[:1]
     if head == "[" or (name.endswith(".json") and head == "{" and _is_one_json(text)):
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            raise CorpusInputError(str(path), "json", str(exc)) from exc
+            raise CorpusInputError(path, "json", f"not valid JSON: {exc}") from exc
         rows = data if isinstance(data, list) else data.get("data", [data])
-        return _rows_questions(rows, str(path))
-    if head == "{":
-        rows = []
+        for i, row in enumerate(rows):
+            yield f"record {i + 1}", row
+        return
+    for n, line in enumerate(io.StringIO(text), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {n}", orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise CorpusInputError(path, f"line {n}", f"not valid JSON: {exc}") from exc
+
+
+def iter_qa_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(position, row) of every record of a QA file, in file order. TSV and plain-text lines
+    come as ``{"question", "golden_answers", "id"}`` rows."""
+    if str(path) == "-":
+        for n, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                yield f"line {n}", {"question": line.strip()}
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusInputError(str(path), "open", "no such file")
+    if path.name.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield f"record {i + 1}", row
+        return
+    text, name = _decode(path)
+    head = text.lstrip()[:1]
+    if head in ("[", "{"):
+        yield from _json_rows(text, name, str(path))
+    elif name.endswith((".tsv", ".csv")) or "\t" in text.split("\n", 1)[0]:
+        yield from _tsv_rows(text, str(path))
+    else:
         for n, line in enumerate(io.StringIO(text), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise CorpusInputError(str(path), f"line {n}", f"not JSON: {exc}") from exc
-        return _rows_questions(rows, str(path))
-    if name.endswith(".tsv") or "\t" in text.split("\n", 1)[0]:
-        lines = [ln.split("\t", 1)[0].strip() for ln in text.splitlines() if ln.strip()]
-        if lines and lines[0].lower() == "question":
-            lines = lines[1:]
-        return lines
-    return _plain(text)
+            if line.strip():
+                yield f"line {n}", {"question": line.strip()}
 
 
-def _plain(text: str) -> list[str]:
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+def read_queries(path: str | os.PathLike) -> list[str]:
+    """The questions of a QA file (any layout above), in file order."""
+    out = []
+    for position, row in iter_qa_rows(path):
+        q = question_of(row) if isinstance(row, dict) else None
+        if q is None:
+            raise CorpusInputError(
+                str(path), position, f"no question found (expected {QUESTION_KEYS})"
+            )
+        out.append(q)
+    return out
 
 
 def _is_one_json(text: str) -> bool:

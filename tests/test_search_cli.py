@@ -113,5 +113,5 @@ def test_errors_exit_2_with_a_message(root, capsys, argv, message):
 def test_bad_qa_file_names_the_record(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok"}\n{"answer": "no question"}\n')
-    with pytest.raises(CorpusInputError, match="record 2"):
+    with pytest.raises(CorpusInputError, match="line 2"):
         read_queries(bad)

@@ -169,10 +169,32 @@ def test_bad_rows_name_the_problem(row, message):
 def test_bad_files(tmp_path):
     with pytest.raises(TaskFormatError, match="no such QA file"):
         load_tasks(tmp_path / "missing.jsonl")
-    with pytest.raises(TaskFormatError, match="unknown QA file type"):
-        (tmp_path / "x.xml").write_text("<a/>")
+    with pytest.raises(TaskFormatError, match="line 1: no answer"):
+        (tmp_path / "x.xml").write_text("<a/>")  # read as plain text: a question without answers
         load_tasks(tmp_path / "x.xml")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n{oops\n')
     with pytest.raises(TaskFormatError, match="line 2"):
         load_tasks(bad)
+
+
+def test_env_tasks_and_search_cli_read_the_same_questions(tmp_path):
+    """One reader: the env asks exactly what ``retriever.search --queries`` searches."""
+    from retriever.queries import read_queries
+
+    rows = [
+        {"question": "A?", "extra_info": {"question": "B?"}, "answer": "a"},
+        {"extra_info": {"question": "C?"}, "reward_model": {"ground_truth": "c"}},
+        {"prompt": [{"role": "user", "content": "Answer.\nQuestion: D?\n"}], "answer": "d"},
+        {"query": "E?", "golden_answers": ["e"]},
+    ]
+    jsonl = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    tsv = tmp_path / "three.tsv"
+    tsv.write_text("question\tanswers\nwho\twhat?\t['x']\nplain?\t['y', 'z']\n")
+    for path, questions in (
+        (jsonl, ["A?", "C?", "D?", "E?"]),
+        (tsv, ["who\twhat?", "plain?"]),
+    ):
+        assert read_queries(path) == questions
+        assert [t.question for t in load_tasks(path)] == questions
+    assert [t.answers for t in load_tasks(tsv)] == [("x",), ("y", "z")]
