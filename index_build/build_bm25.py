@@ -6,33 +6,30 @@ into ``ROOT/bm25-lucene`` (or registers an existing pyserini index directory wit
 The part is written into ``NAME.partial`` and renamed when complete: an interrupted build never
 looks finished, and a rerun starts it afresh.
 
-Passages are indexed as title + text. Tokenizing runs in worker processes over fixed row chunks;
-the score matrix is then computed with numpy exactly as bm25s computes it (same formula, same
-float32 results), so ``bm25s.BM25.load`` opens the folder as its own.
+Passages are indexed as title + text. The bm25s backend tokenizes in worker processes, spills
+sorted postings to disk and merges them (``bm25_postings``: memory does not grow with the
+corpus), scoring with ``retriever.bm25.formula`` exactly as bm25s does, so ``bm25s.BM25.load``
+opens the folder as its own; per-block maxima for pruned search are written beside it. The
+Lucene build is ``index_build.lucene``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from retriever.bm25.analyzer import STEMMERS, Analyzer
+from retriever.bm25.formula import METHODS
+from retriever.files import publish_dir, start_partial_dir
 from retriever.manifest import write_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
-
-CHUNK_ROWS = 20_000
-METHODS = ("lucene", "robertson", "atire")
 
 
 @dataclass(frozen=True)
@@ -139,11 +136,7 @@ def build_bm25(
     root = Path(root)
     store = DocStore.open(root / CORPUS_DIR)
     final = root / config.folder_name
-    partial = root / (config.folder_name + ".partial")
-    if partial.exists():
-        log.info("removing unfinished build %s", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = start_partial_dir(final)
     base = {
         "kind": "bm25",
         "backend": config.backend,
@@ -154,9 +147,19 @@ def build_bm25(
     }
     try:
         if config.backend == "bm25s":
-            manifest = {**base, **_build_bm25s(store, partial, config, show_progress)}
+            from .bm25_postings import build_postings
+
+            extra = build_postings(
+                store,
+                partial,
+                config.analyzer,
+                base["params"],
+                config.workers or os.cpu_count() or 1,
+                show_progress,
+            )
+            manifest = {**base, **extra}
         else:
-            from retriever.bm25.lucene import build_lucene, register_lucene
+            from .lucene import build_lucene, register_lucene
 
             if config.lucene_index:
                 extra = register_lucene(store, Path(config.lucene_index))
@@ -173,14 +176,7 @@ def build_bm25(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if final.exists():
-        old = root / (config.folder_name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(partial, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, final)
+    publish_dir(partial, final)
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     manifest["summary"] = {
@@ -191,160 +187,3 @@ def build_bm25(
     }
     log.info("bm25 built in %.1f s: %s", seconds, final)
     return manifest
-
-
-# ---- bm25s backend ----------------------------------------------------------------------------
-def _tokenize_chunk(task: tuple[str, int, int, dict]):
-    """Worker: (chunk vocab in first-seen order, doc lengths, unique (doc, term, tf) triples).
-
-    Each passage is only split into raw tokens here; possessive, stopword and stemming rules
-    (``Analyzer.word_terms``) run once per distinct token of the chunk.
-    """
-    folder, lo, hi, analyzer_dict = task
-    store = DocStore.open(folder)
-    analyzer = Analyzer.from_dict(analyzer_dict)
-    raw: dict[str, int] = {}
-    raw_lengths = np.zeros(hi - lo, dtype=np.int64)
-    ids: list[int] = []
-    for i, row in enumerate(range(lo, hi)):
-        p = store.get(row)
-        words = analyzer.words(f"{p.title}\n{p.text}")
-        raw_lengths[i] = len(words)
-        ids.extend([raw.setdefault(w, len(raw)) for w in words])
-    # raw token id -> term id (first-seen order of terms), -1 for stopwords
-    vocab: dict[str, int] = {}
-    to_term = np.array(
-        [
-            -1 if t is None else vocab.setdefault(t, len(vocab))
-            for t in analyzer.word_terms(list(raw))
-        ],
-        dtype=np.int64,
-    )
-    raw_docs = np.repeat(np.arange(hi - lo, dtype=np.int64), raw_lengths)
-    term_ids = to_term[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, np.int64)
-    keep = term_ids >= 0
-    term_ids, docs = term_ids[keep], raw_docs[keep]
-    lengths = np.bincount(docs, minlength=hi - lo).astype(np.int32)
-    v = max(len(vocab), 1)
-    keys, tf = np.unique(docs * v + term_ids, return_counts=True)
-    return (
-        list(vocab),
-        lengths,
-        (keys // v).astype(np.int32),
-        (keys % v).astype(np.int32),
-        tf.astype(np.int32),
-    )
-
-
-def _build_bm25s(store: DocStore, folder: Path, config: BM25Config, show_progress: bool) -> dict:
-    from retriever.bm25.retriever import save_bm25s
-
-    n = len(store)
-    ad = config.analyzer.to_dict()
-    tasks = [(str(store.folder), lo, min(lo + CHUNK_ROWS, n), ad) for lo in range(0, n, CHUNK_ROWS)]
-    workers = config.workers or os.cpu_count() or 1
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, unit="passage", desc="bm25 tokenize", smoothing=0.1)
-    vocab: dict[str, int] = {}
-    lengths, pdocs, pterms, ptf = [], [], [], []
-    t0 = time.perf_counter()
-    # spawn, not fork: the caller may hold threads (a JVM, a server) that fork would copy badly
-    use_pool = workers > 1 and len(tasks) > 1
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) if use_pool else _Serial() as pool:
-        for (lo, hi), (chunk_vocab, chunk_len, docs, terms, tf) in zip(
-            ((t[1], t[2]) for t in tasks), pool.map(_tokenize_chunk, tasks)
-        ):
-            remap = np.fromiter(
-                (vocab.setdefault(t, len(vocab)) for t in chunk_vocab),
-                dtype=np.int32,
-                count=len(chunk_vocab),
-            )
-            lengths.append(chunk_len)
-            pdocs.append(docs + lo)
-            pterms.append(remap[terms])
-            ptf.append(tf)
-            if bar is not None:
-                bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
-    log.info("tokenized %d passages in %.1f s", n, time.perf_counter() - t0)
-    t0 = time.perf_counter()
-
-    def joined(parts: list, dtype) -> np.ndarray:
-        out = np.concatenate(parts) if parts else np.zeros(0, dtype)
-        parts.clear()  # free the pieces as soon as they are joined
-        return out
-
-    data, indices, indptr, avgdl = score_matrix(
-        joined(lengths, np.int32),
-        joined(pdocs, np.int32),
-        joined(pterms, np.int32),
-        joined(ptf, np.int32),
-        len(vocab),
-        config.k1,
-        config.b,
-        config.method,
-    )
-    params = {"k1": config.k1, "b": config.b, "method": config.method}
-    save_bm25s(folder, data, indices, indptr, list(vocab), params, n)
-    log.info("scored and saved %d postings in %.1f s", len(data), time.perf_counter() - t0)
-    return {
-        "analyzer": config.analyzer.to_dict(),
-        "vocab_size": len(vocab),
-        "num_postings": int(len(data)),
-        "avg_doc_len": float(avgdl),
-    }
-
-
-class _Serial:
-    """A stand-in for a process pool when one worker is enough."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
-
-
-def score_matrix(
-    lengths, docs, terms, tf, vocab_size: int, k1: float, b: float, method: str = "lucene"
-):
-    """The bm25s score matrix (CSC: one column per term, rows ascending) from (doc, term, tf)
-    triples sorted by doc; same arithmetic as bm25s's builder. Returns data, indices, indptr,
-    average document length."""
-    n_docs = len(lengths)
-    avgdl = lengths.mean() if n_docs else np.float64(0.0)
-    df = np.bincount(terms, minlength=vocab_size).astype(np.float64)
-    if method == "lucene":
-        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
-    elif method == "robertson":
-        idf = np.log(np.maximum((n_docs - df + 0.5) / (df + 0.5), 1.0))
-    elif method == "atire":
-        idf = np.log(n_docs / np.maximum(df, 1))
-    else:
-        raise ValueError(f"unknown BM25 method {method!r}: use one of {', '.join(METHODS)}")
-    idf = np.where(df > 0, idf, 0).astype(np.float32)
-    scores = np.empty(len(terms), dtype=np.float32)
-    step = 1 << 22  # bounded float64 temporaries
-    for lo in range(0, len(terms), step):
-        sl = slice(lo, lo + step)
-        tf64 = tf[sl].astype(np.float64)
-        dl = lengths[docs[sl]].astype(np.float64)
-        norm = k1 * ((1 - b) + b * dl / avgdl)
-        if method == "atire":
-            tfc = (tf64 * (k1 + 1)) / (tf64 + norm)
-        else:
-            tfc = tf64 / (norm + tf64)
-        scores[sl] = (idf[terms[sl]].astype(np.float64) * tfc).astype(np.float32)
-    order = np.argsort(terms, kind="stable")
-    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(terms, minlength=vocab_size), out=indptr[1:])
-    return scores[order], docs[order].astype(np.int32, copy=False), indptr, avgdl

@@ -119,7 +119,7 @@ def test_score_matrix_equals_bm25s_builder(index):
     """Our vectorised builder reproduces bm25s's own index from the same token ids."""
     import bm25s
 
-    from index_build.build_bm25 import score_matrix
+    from retriever.bm25.formula import score_matrix
 
     store, analyzer = index.store, Analyzer()
     vocab: dict[str, int] = {}
@@ -155,10 +155,13 @@ def test_index_holds_exactly_the_analyzer_terms_of_each_passage(root, index):
 
 
 def test_rebuild_is_deterministic_and_restartable(root, tmp_path, monkeypatch):
-    """Worker processes over small chunks give the same bytes as one process over one chunk."""
-    import index_build.build_bm25 as build_bm25
+    """Worker processes over small chunks, many spilled runs and merge ranges give the same
+    bytes as one process over one chunk, run and range."""
+    import index_build.bm25_postings as postings
 
-    monkeypatch.setattr(build_bm25, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(postings, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(postings, "RUN_POSTINGS", 20_000)
+    monkeypatch.setattr(postings, "MERGE_POSTINGS", 15_000)
     other = tmp_path / "index"
     shutil.copytree(root / "corpus", other / "corpus")
     (other / "bm25.partial").mkdir()
@@ -166,7 +169,9 @@ def test_rebuild_is_deterministic_and_restartable(root, tmp_path, monkeypatch):
     _build(other, "--workers", "2")
     assert not (other / "bm25.partial").exists()
     names = ["data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"]
-    for name in [*names, "vocab.hash.npy", "vocab.index.json"]:
+    blocks = ["blocks.ptr.npy", "blocks.max.npy", "blocks.last.npy", "terms.max.npy"]
+    assert not (other / "bm25" / "spill").exists()
+    for name in [*names, *blocks, "vocab.hash.npy", "vocab.index.json"]:
         assert (other / "bm25" / name).read_bytes() == (root / "bm25" / name).read_bytes(), name
 
 

@@ -1,11 +1,12 @@
-"""The Lucene BM25 backend (pyserini 0.25 / Anserini, Java 17): build, register, search.
+"""The Lucene BM25 backend (pyserini 0.25 / Anserini, Java 17): the search side.
 
 A part of kind ``bm25`` with ``backend: "pyserini"`` either holds its own Lucene index
 (``NAME/lucene``, built from the corpus store with docid = store row) or points at a pyserini
 index directory a user already has (Search-R1's wiki-18 BM25 index, docid = corpus passage id).
-Hits are mapped onto store rows either way.
+Hits are mapped onto store rows either way. Building and registering such a part is a build
+stage: ``index_build.lucene``.
 
-The JVM starts when a Lucene index is built or opened, never at import. Only pyserini's Java
+The JVM starts when a Lucene index is opened, never at import. Only pyserini's Java
 bridge is imported (not ``pyserini.search``, which pulls in torch, faiss and transformers).
 """
 
@@ -15,13 +16,9 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-
-import orjson
 
 from ..errors import IndexFormatError, RetrieverError
 from ..manifest import read_manifest
@@ -45,7 +42,7 @@ def java_available() -> str | None:
     return shutil.which("java")
 
 
-def _require_java() -> None:
+def require_java() -> None:
     if java_available() is None:
         raise RetrieverError(
             "the pyserini (Lucene) backend needs Java 17: install it (`make setup` does, or "
@@ -54,9 +51,9 @@ def _require_java() -> None:
         )
 
 
-def _autoclass(name: str):
+def java_class(name: str):
     """A Java class through pyserini's classpath (starts the JVM on first use)."""
-    _require_java()
+    require_java()
     os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini 0.25 reads it at import
     try:
         from pyserini.pyclass import autoclass
@@ -89,118 +86,13 @@ def lucene_analyzer_settings(analyzer: Analyzer) -> dict:
 
 
 def _java_analyzer(settings: dict):
-    jana = _autoclass("io.anserini.analysis.DefaultEnglishAnalyzer")
-    empty = _autoclass("org.apache.lucene.analysis.CharArraySet").EMPTY_SET
+    jana = java_class("io.anserini.analysis.DefaultEnglishAnalyzer")
+    empty = java_class("org.apache.lucene.analysis.CharArraySet").EMPTY_SET
     stem = settings.get("stemmer", "porter")
     stop = settings.get("stopwords", "lucene") != "none"
     if stem != "none":
         return jana.newStemmingInstance(stem) if stop else jana.newStemmingInstance(stem, empty)
     return jana.newNonStemmingInstance() if stop else jana.newNonStemmingInstance(empty)
-
-
-# ---- build ------------------------------------------------------------------------------------
-def build_lucene(
-    store: DocStore, folder: Path, analyzer: Analyzer, threads: int, show_progress: bool = False
-) -> dict:
-    """Index the store (title + text, docid = row) into ``folder/lucene``; returns manifest keys."""
-    settings = lucene_analyzer_settings(analyzer)
-    _require_java()
-    collection = folder / "collection"
-    collection.mkdir()
-    n = len(store)
-    files = max(1, min(threads, n))
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, unit="passage", desc="bm25 lucene collection", smoothing=0.1)
-    for f in range(files):
-        lo, hi = f * n // files, (f + 1) * n // files
-        with open(collection / f"part{f:03d}.jsonl", "wb", buffering=1 << 22) as out:
-            for row in range(lo, hi):
-                p = store.get(row)
-                out.write(orjson.dumps({"id": str(row), "contents": f"{p.title}\n{p.text}"}))
-                out.write(b"\n")
-        if bar is not None:
-            bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
-    cmd = [
-        sys.executable, "-m", "pyserini.index.lucene",
-        "-collection", "JsonCollection",
-        "-generator", "DefaultLuceneDocumentGenerator",
-        "-input", str(collection),
-        "-index", str(folder / "lucene"),
-        "-threads", str(files),
-        "-stemmer", settings["stemmer"],
-    ]  # fmt: skip
-    if settings["stopwords"] == "none":
-        cmd.append("-keepStopwords")
-    if not show_progress:
-        cmd.append("-quiet")
-    env = {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused")}
-    log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, capture_output=not show_progress, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or "")[-2000:] if not show_progress else ""
-        raise RetrieverError(f"Lucene indexing failed (exit {proc.returncode}): {tail}")
-    shutil.rmtree(collection)
-    got = _lucene_num_docs(folder / "lucene")
-    if got != n:
-        raise IndexFormatError(f"Lucene indexed {got} documents of {n}: see the log above, rebuild")
-    return {
-        "analyzer": settings,
-        "lucene_index": "lucene",
-        "docids": "row",
-        "lucene_num_docs": got,
-    }
-
-
-def _lucene_num_docs(path: Path) -> int:
-    searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(path))
-    try:
-        return int(searcher.get_total_num_docs())
-    finally:
-        searcher.close()
-
-
-def register_lucene(store: DocStore, path: Path, sample: int = 200) -> dict:
-    """Manifest keys for an existing pyserini index whose docids are the store's passage ids.
-
-    Checks the document count and that a spread sample of docids are ids of the store.
-    """
-    path = path.resolve()
-    if not path.is_dir():
-        raise IndexFormatError(f"--lucene-index {path} is not a directory")
-    searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(path))
-    try:
-        n = int(searcher.get_total_num_docs())
-        if n != len(store):
-            raise IndexFormatError(
-                f"the Lucene index {path} has {n} documents but the corpus store has {len(store)}: "
-                "build the corpus from the passage file that index was built from"
-            )
-        step = max(1, n // sample)
-        for internal in list(range(0, n, step))[:sample] + [n - 1]:
-            docid = searcher.doc(internal).get("id")
-            if store.find_id(docid) is None:
-                raise IndexFormatError(
-                    f"docid {docid!r} of the Lucene index {path} is not a passage id of the corpus "
-                    "store: build the corpus from the passage file that index was built from"
-                )
-    finally:
-        searcher.close()
-    return {
-        "analyzer": {
-            "lucene": "DefaultEnglishAnalyzer",
-            "stemmer": "porter",
-            "stopwords": "lucene",
-            "lowercase": True,
-        },
-        "lucene_index": str(path),
-        "docids": "id",
-        "lucene_num_docs": n,
-    }
 
 
 # ---- search -----------------------------------------------------------------------------------
@@ -246,13 +138,13 @@ class LuceneRetriever:
             )
         self.by_row = self.manifest.get("docids") == "row"
         self.threads = max(1, int(threads or os.cpu_count() or 1))
-        self._searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(self.path))
+        self._searcher = java_class("io.anserini.search.SimpleSearcher")(str(self.path))
         params = self.manifest.get("params", {})
         self._searcher.set_bm25(float(params.get("k1", 0.9)), float(params.get("b", 0.4)))
         settings = self.manifest.get("analyzer", {})
         if settings.get("stemmer", "porter") != "porter" or settings.get("stopwords") == "none":
             self._searcher.set_analyzer(_java_analyzer(settings))
-        self._arraylist = _autoclass("java.util.ArrayList")
+        self._arraylist = java_class("java.util.ArrayList")
         self.num_docs = int(self._searcher.get_total_num_docs())
         self._lock = threading.Lock()
 

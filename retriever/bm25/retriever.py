@@ -6,8 +6,11 @@ memory-mapped vocabulary (``vocab.hash.npy``, ``vocab.ids.npy``) so that opening
 parses the whole vocabulary, and a manifest holding the analyzer used for documents and queries.
 
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
-top-k selection is ours: it visits only the documents that match a query term and breaks ties
-by lower row, so results are deterministic and batched equals one-by-one exactly. A part whose
+top-k selection is ours, ties broken by lower row, so results are deterministic and batched
+equals one-by-one exactly. Indexes built with per-block maxima (``blockmax``; manifest
+``postings.layout``) are searched with exact dynamic pruning (``pruned``: block-max MaxScore),
+which skips most postings of a large corpus; older indexes, or ``pruning=False``, use the
+exhaustive kernel (``kernels``), the reference the pruned one is tested against. A part whose
 manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
 
@@ -29,6 +32,7 @@ from ..protocol import check_search_args
 from ..store.docstore import DocStore
 from ..store.titles import key_hash
 from ..types import Hit
+from . import blockmax
 from .analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -38,11 +42,18 @@ MAX_QUERY_TERMS = 1024
 BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 _PARALLEL_LOCK = threading.Lock()  # numba's parallel pools must not be entered concurrently
 _kernels = None
+_pruned = None
 
 
-def _get_kernels():
+def _get_kernels(pruning: bool = False):
     """Compile (or load from numba's cache) the search kernels on first use."""
-    global _kernels
+    global _kernels, _pruned
+    if pruning:
+        if _pruned is None:
+            from . import pruned
+
+            _pruned = pruned
+        return _pruned
     if _kernels is None:
         from . import kernels as bm25_kernels
 
@@ -55,28 +66,29 @@ def term_hash(term: str) -> int:
     return key_hash(term)
 
 
-def save_bm25s(
-    folder: str | os.PathLike,
-    data: np.ndarray,
-    indices: np.ndarray,
-    indptr: np.ndarray,
-    vocab: list[str],
-    params: dict,
-    num_docs: int,
-) -> None:
-    """Write the score matrix and vocabulary in bm25s's layout plus the hashed vocabulary.
+def save_vocab(folder: str | os.PathLike, vocab: list[str]) -> None:
+    """Write bm25s's ``vocab.index.json`` and our hashed vocabulary (``vocab[i]`` is column i).
 
-    ``vocab[i]`` is the term of column ``i``. Raises when two terms share a 63-bit hash.
+    Raises when two terms share a 63-bit hash.
     """
     folder = Path(folder)
-    np.save(folder / "data.csc.index.npy", np.ascontiguousarray(data, dtype=np.float32))
-    np.save(folder / "indices.csc.index.npy", np.ascontiguousarray(indices, dtype=np.int32))
-    np.save(folder / "indptr.csc.index.npy", np.ascontiguousarray(indptr, dtype=np.int64))
     (folder / "vocab.index.json").write_bytes(orjson.dumps({t: i for i, t in enumerate(vocab)}))
+    hashes = np.fromiter((term_hash(t) for t in vocab), dtype=np.int64, count=len(vocab))
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
+    if len(hashes) > 1 and (dup := np.flatnonzero(hashes[1:] == hashes[:-1])).size:
+        a, b = vocab[order[dup[0]]], vocab[order[dup[0] + 1]]
+        raise IndexFormatError(f"terms {a!r} and {b!r} share a vocabulary hash; report this bug")
+    np.save(folder / "vocab.hash.npy", hashes)
+    np.save(folder / "vocab.ids.npy", order.astype(np.int32))
+
+
+def save_params(folder: str | os.PathLike, params: dict, num_docs: int) -> None:
+    """Write bm25s's ``params.index.json`` (so ``bm25s.BM25.load`` opens the folder)."""
     import bm25s
 
     write_json_atomic(
-        folder / "params.index.json",
+        Path(folder) / "params.index.json",
         {
             "k1": params["k1"],
             "b": params["b"],
@@ -90,14 +102,6 @@ def save_bm25s(
             "backend": "numba",
         },
     )
-    hashes = np.fromiter((term_hash(t) for t in vocab), dtype=np.int64, count=len(vocab))
-    order = np.argsort(hashes, kind="stable")
-    hashes = hashes[order]
-    if len(hashes) > 1 and (dup := np.flatnonzero(hashes[1:] == hashes[:-1])).size:
-        a, b = vocab[order[dup[0]]], vocab[order[dup[0] + 1]]
-        raise IndexFormatError(f"terms {a!r} and {b!r} share a vocabulary hash; report this bug")
-    np.save(folder / "vocab.hash.npy", hashes)
-    np.save(folder / "vocab.ids.npy", order.astype(np.int32))
 
 
 class BM25Retriever:
@@ -106,7 +110,8 @@ class BM25Retriever:
     ``threads``: batches of at least ``2 * threads`` queries are split over that many numba
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
-    so the first query is as fast as the others.
+    so the first query is as fast as the others. ``pruning=False`` forces the exhaustive
+    kernel (same hits and scores; the reference for tests and benchmarks).
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class BM25Retriever:
         threads: int | None = None,
         max_query_terms: int = MAX_QUERY_TERMS,
         warmup: bool = True,
+        pruning: bool = True,
     ):
         start = time.perf_counter()
         self.folder = Path(folder)
@@ -143,6 +149,19 @@ class BM25Retriever:
             raise IndexFormatError(
                 f"{folder}: params say {self.num_docs} documents, manifest {self.manifest['num_docs']}"
             )
+        layout = self.manifest.get("postings", {}).get("layout")
+        self._blocks = blockmax.load(self.folder) if layout == blockmax.LAYOUT else None
+        if layout == blockmax.LAYOUT and self._blocks is None:
+            raise IndexFormatError(f"{folder} lacks its block maxima: rebuild the bm25 index")
+        self._block_size = int(self.manifest.get("postings", {}).get("block_size", 0))
+        if not pruning:
+            self._blocks = None
+        elif self._blocks is None:
+            log.warning(
+                "%s was built without block maxima: searching every posting (slower on large "
+                "corpora); rebuild it with `python -m index_build bm25` for dynamic pruning",
+                self.folder,
+            )
         self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
         self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
         self.threads = max(1, int(threads or os.cpu_count() or 1))
@@ -155,12 +174,16 @@ class BM25Retriever:
         log.info("loaded %s (%d passages) in %.2f s", self.folder, self.num_docs, self.load_seconds)
 
     @property
+    def pruning(self) -> bool:
+        """True when searches skip postings with block-max MaxScore."""
+        return self._blocks is not None
+
+    @property
     def vocab_size(self) -> int:
         return len(self._vocab_hash)
 
     def warmup(self) -> None:
         """Compile the kernels for this index's array types and touch them once."""
-        _get_kernels()
         qptr = np.array([0, min(1, self.vocab_size)], dtype=np.int64)
         tids = np.zeros(qptr[-1], dtype=np.int32)
         tw = np.ones(qptr[-1], dtype=np.float32)
@@ -227,7 +250,6 @@ class BM25Retriever:
         return self._pscratch
 
     def _run(self, qptr, tids, tw, k, parallel: bool | None = None):
-        kernels = _get_kernels()
         nq = len(qptr) - 1
         if k == 0 or nq == 0:
             return (
@@ -235,9 +257,18 @@ class BM25Retriever:
                 np.zeros((nq, 0), np.float32),
                 np.zeros(nq, np.int32),
             )
-        args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
         if parallel is None:
             parallel = self.threads > 1 and nq >= 2 * self.threads
+        if self._blocks is not None:
+            pruned = _get_kernels(pruning=True)
+            args = (qptr, tids, tw, self._data, self._indices, self._indptr, *self._blocks)
+            args = (*args, self._block_size, k)
+            if parallel:
+                with _PARALLEL_LOCK:
+                    return pruned.search_parallel(*args)
+            return pruned.search_serial(*args)
+        kernels = _get_kernels()
+        args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
         if parallel:
             with _PARALLEL_LOCK:
                 return kernels.search_parallel(*args, *self._scratch(self.threads))

@@ -1,0 +1,296 @@
+"""The bm25s-format BM25 index of a store, built in memory that does not grow with the corpus.
+
+1. Tokenize fixed row chunks in worker processes (a bounded number in flight); the parent maps
+   chunk terms onto one vocabulary and buffers (doc, term, tf) triples.
+2. Every ``RUN_POSTINGS`` triples, sort the buffer by term (stable: rows stay ascending) and spill
+   it to disk as a run: docs and tfs in term order plus a per-term offset table.
+3. Merge term ranges of about ``MERGE_POSTINGS`` postings: read each run's slice of the range
+   (runs are in row order, so a stable sort by term keeps every column ascending), score it with
+   ``retriever.bm25.formula`` and append it to the output files; per-block maxima for dynamic
+   pruning (``retriever.bm25.blockmax``) are computed on the way.
+
+Resident memory is the vocabulary, one int32 length per passage, the run buffer and one merge
+range; the score matrix itself only ever exists on disk. The bytes equal an in-memory build's
+(``retriever.bm25.formula.score_matrix``), whatever the chunk, run and range sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from retriever.bm25 import blockmax
+from retriever.bm25.analyzer import Analyzer
+from retriever.bm25.formula import idf, posting_scores
+from retriever.bm25.retriever import BM25S_FILES, save_params, save_vocab
+from retriever.store.docstore import DocStore
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 20_000  # passages per tokenizing task
+RUN_POSTINGS = 1 << 24  # triples buffered before a run is spilled (16M: ~200 MB)
+MERGE_POSTINGS = 1 << 24  # postings per merge range
+
+
+# ---- 1. tokenize ------------------------------------------------------------------------------
+def _tokenize_chunk(task: tuple[str, int, int, dict]):
+    """Worker: (chunk vocab in first-seen order, doc lengths, unique (doc, term, tf) triples).
+
+    Each passage is only split into raw tokens here; possessive, stopword and stemming rules
+    (``Analyzer.word_terms``) run once per distinct token of the chunk.
+    """
+    folder, lo, hi, analyzer_dict = task
+    store = DocStore.open(folder)
+    analyzer = Analyzer.from_dict(analyzer_dict)
+    raw: dict[str, int] = {}
+    raw_lengths = np.zeros(hi - lo, dtype=np.int64)
+    ids: list[int] = []
+    for i, row in enumerate(range(lo, hi)):
+        p = store.get(row)
+        words = analyzer.words(f"{p.title}\n{p.text}")
+        raw_lengths[i] = len(words)
+        ids.extend([raw.setdefault(w, len(raw)) for w in words])
+    # raw token id -> term id (first-seen order of terms), -1 for stopwords
+    vocab: dict[str, int] = {}
+    to_term = np.array(
+        [
+            -1 if t is None else vocab.setdefault(t, len(vocab))
+            for t in analyzer.word_terms(list(raw))
+        ],
+        dtype=np.int64,
+    )
+    raw_docs = np.repeat(np.arange(hi - lo, dtype=np.int64), raw_lengths)
+    term_ids = to_term[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, np.int64)
+    keep = term_ids >= 0
+    term_ids, docs = term_ids[keep], raw_docs[keep]
+    lengths = np.bincount(docs, minlength=hi - lo).astype(np.int32)
+    v = max(len(vocab), 1)
+    keys, tf = np.unique(docs * v + term_ids, return_counts=True)
+    return (
+        list(vocab),
+        lengths,
+        (keys // v).astype(np.int32),
+        (keys % v).astype(np.int32),
+        tf.astype(np.int32),
+    )
+
+
+def _chunks(store: DocStore, analyzer: Analyzer, workers: int):
+    """Yield ``(lo, hi, chunk result)`` in row order, at most ``2 * workers`` tasks in flight."""
+    n = len(store)
+    ad = analyzer.to_dict()
+    tasks = [(str(store.folder), lo, min(lo + CHUNK_ROWS, n), ad) for lo in range(0, n, CHUNK_ROWS)]
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield t[1], t[2], _tokenize_chunk(t)
+        return
+    # spawn, not fork: the caller may hold threads (a JVM, a server) that fork would copy badly
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: deque = deque()
+        it = iter(tasks)
+        for t in it:
+            pending.append((t[1], t[2], pool.submit(_tokenize_chunk, t)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            lo, hi, fut = pending.popleft()
+            result = fut.result()
+            for t in it:
+                pending.append((t[1], t[2], pool.submit(_tokenize_chunk, t)))
+                break
+            yield lo, hi, result
+
+
+# ---- 2. spill runs ----------------------------------------------------------------------------
+class _Runs:
+    """Sorted runs on disk: ``runNNN.docs`` / ``.tf`` (int32, term order), ``.ptr.npy`` offsets."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self.buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.buffered = 0
+
+    def add(self, docs: np.ndarray, terms: np.ndarray, tf: np.ndarray, vocab_size: int) -> None:
+        self.buf.append((docs, terms, tf))
+        self.buffered += len(docs)
+        if self.buffered >= RUN_POSTINGS:
+            self.flush(vocab_size)
+
+    def flush(self, vocab_size: int) -> None:
+        if not self.buf:
+            return
+        docs = np.concatenate([b[0] for b in self.buf])
+        terms = np.concatenate([b[1] for b in self.buf])
+        tf = np.concatenate([b[2] for b in self.buf])
+        self.buf.clear()
+        self.buffered = 0
+        order = np.argsort(terms, kind="stable")
+        prefix = self.folder / f"run{self.count:04d}"
+        docs[order].tofile(f"{prefix}.docs")
+        tf[order].tofile(f"{prefix}.tf")
+        ptr = np.zeros(vocab_size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=vocab_size), out=ptr[1:])
+        np.save(f"{prefix}.ptr.npy", ptr)
+        self.count += 1
+
+    def read_range(self, t_lo: int, t_hi: int):
+        """(docs, terms, tf) of terms ``[t_lo, t_hi)`` over all runs, columns ascending by row."""
+        docs, terms, tfs = [], [], []
+        for r in range(self.count):
+            prefix = self.folder / f"run{r:04d}"
+            ptr = np.load(f"{prefix}.ptr.npy", mmap_mode="r")
+            lo, hi = min(t_lo, len(ptr) - 1), min(t_hi, len(ptr) - 1)
+            a, b = int(ptr[lo]), int(ptr[hi])
+            if b == a:
+                continue
+            docs.append(np.fromfile(f"{prefix}.docs", dtype=np.int32, count=b - a, offset=4 * a))
+            tfs.append(np.fromfile(f"{prefix}.tf", dtype=np.int32, count=b - a, offset=4 * a))
+            counts = np.diff(np.asarray(ptr[lo : hi + 1]))
+            terms.append(np.repeat(np.arange(lo, hi, dtype=np.int32), counts))
+            del ptr
+        if not docs:
+            z = np.zeros(0, np.int32)
+            return z, z, z
+        d, t, f = np.concatenate(docs), np.concatenate(terms), np.concatenate(tfs)
+        order = np.argsort(t, kind="stable")
+        return d[order], t[order], f[order]
+
+
+class _NpyAppender:
+    """A 1-D ``.npy`` file of known length written in pieces (no memory map, so no resident
+    pages of the whole output)."""
+
+    def __init__(self, path: Path, dtype, length: int):
+        self.path, self.dtype, self.length = path, np.dtype(dtype), length
+        self.f = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.f, {**header, "shape": (length,)})
+        self.written = 0
+
+    def write(self, a: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(a, dtype=self.dtype).tobytes())
+        self.written += len(a)
+
+    def close(self) -> None:
+        self.f.close()
+        if self.written != self.length:
+            raise RuntimeError(f"{self.path}: wrote {self.written} of {self.length} entries")
+
+
+# ---- the build --------------------------------------------------------------------------------
+def build_postings(
+    store: DocStore,
+    folder: Path,
+    analyzer: Analyzer,
+    params: dict,
+    workers: int,
+    show_progress: bool = False,
+) -> dict:
+    """Write the bm25s files, hashed vocabulary and block maxima of ``store`` into ``folder``;
+    returns manifest keys."""
+    n = len(store)
+    k1, b, method = params["k1"], params["b"], params["method"]
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="passage", desc="bm25 tokenize", smoothing=0.1)
+    t0 = time.perf_counter()
+    spill = folder / "spill"
+    runs = _Runs(spill)
+    vocab: dict[str, int] = {}
+    df = np.zeros(1 << 16, dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int32)
+    for lo, hi, (chunk_vocab, chunk_len, docs, terms, tf) in _chunks(store, analyzer, workers):
+        remap = np.fromiter(
+            (vocab.setdefault(t, len(vocab)) for t in chunk_vocab),
+            dtype=np.int32,
+            count=len(chunk_vocab),
+        )
+        terms = remap[terms]
+        if len(vocab) > len(df):
+            df = np.concatenate([df, np.zeros(max(len(vocab), 2 * len(df)) - len(df), np.int64)])
+        df[: len(vocab)] += np.bincount(terms, minlength=len(vocab))
+        lengths[lo:hi] = chunk_len
+        runs.add(docs + np.int32(lo), terms, tf, len(vocab))
+        if bar is not None:
+            bar.update(hi - lo)
+    runs.flush(len(vocab))
+    if bar is not None:
+        bar.close()
+    v = len(vocab)
+    df = df[:v]
+    total = int(df.sum())
+    log.info(
+        "tokenized %d passages in %.1f s: %d terms, %d postings in %d runs",
+        n,
+        time.perf_counter() - t0,
+        v,
+        total,
+        runs.count,
+    )
+    t0 = time.perf_counter()
+    save_vocab(folder, list(vocab))
+    del vocab
+    save_params(folder, params, n)
+    indptr = np.zeros(v + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    np.save(folder / BM25S_FILES[2], indptr)
+    block_ptr = blockmax.block_pointers(indptr, blockmax.BLOCK_SIZE)
+    nblocks = int(block_ptr[-1])
+    avgdl = lengths.mean() if n else np.float64(0.0)
+    term_idf = idf(df, n, method)
+    out_data = _NpyAppender(folder / BM25S_FILES[0], np.float32, total)
+    out_docs = _NpyAppender(folder / BM25S_FILES[1], np.int32, total)
+    out_bmax = _NpyAppender(folder / blockmax.FILES[1], np.float32, nblocks)
+    out_blast = _NpyAppender(folder / blockmax.FILES[2], np.int32, nblocks)
+    term_max = np.zeros(v, dtype=np.float32)
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="posting", desc="bm25 merge", smoothing=0.1)
+    t_lo = 0
+    while t_lo < v:
+        t_hi = int(np.searchsorted(indptr, indptr[t_lo] + MERGE_POSTINGS, side="right")) - 1
+        t_hi = min(max(t_hi, t_lo + 1), v)
+        docs, terms, tf = runs.read_range(t_lo, t_hi)
+        scores = posting_scores(tf, lengths[docs], term_idf[terms], avgdl, k1, b, method)
+        out_data.write(scores)
+        out_docs.write(docs)
+        bmax, blast = blockmax.block_stats(
+            scores, docs, indptr[t_lo : t_hi + 1] - indptr[t_lo], blockmax.BLOCK_SIZE
+        )
+        out_bmax.write(bmax)
+        out_blast.write(blast)
+        term_max[t_lo:t_hi] = blockmax.term_maxima(
+            bmax, block_ptr[t_lo : t_hi + 1] - block_ptr[t_lo]
+        )
+        if bar is not None:
+            bar.update(len(docs))
+        t_lo = t_hi
+    for out in (out_data, out_docs, out_bmax, out_blast):
+        out.close()
+    if bar is not None:
+        bar.close()
+    np.save(folder / blockmax.FILES[0], block_ptr)
+    np.save(folder / blockmax.FILES[3], term_max)
+    shutil.rmtree(spill)
+    log.info("merged and scored %d postings in %.1f s", total, time.perf_counter() - t0)
+    return {
+        "analyzer": analyzer.to_dict(),
+        "vocab_size": v,
+        "num_postings": total,
+        "avg_doc_len": float(avgdl),
+        "postings": {"layout": blockmax.LAYOUT, "block_size": blockmax.BLOCK_SIZE},
+    }

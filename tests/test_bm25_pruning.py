@@ -1,0 +1,169 @@
+"""Dynamic pruning (block-max MaxScore) against the exhaustive kernel, and the spilling build
+against the in-memory reference: same rows, same float32 scores, ties by row."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retriever.bm25 import blockmax, kernels, pruned
+from retriever.bm25.analyzer import Analyzer
+from retriever.bm25.formula import score_matrix
+from retriever.bm25.retriever import BM25Retriever
+from retriever.errors import IndexFormatError
+from retriever.manifest import read_manifest, write_manifest
+
+HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
+
+
+def _build(root: Path, *extra: str) -> None:
+    from index_build.__main__ import main
+
+    assert main(["bm25", "--index", str(root), "--no-progress", *extra]) == 0
+
+
+@pytest.fixture(scope="module")
+def root(hotpot_root, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pruning") / "index"
+    shutil.copytree(hotpot_root / "corpus", root / "corpus")
+    _build(root, "--workers", "1")
+    return root
+
+
+@pytest.fixture(scope="module")
+def questions() -> list[str]:
+    return [json.loads(line)["question"] for line in HOTPOT.read_text().splitlines()]
+
+
+def _random_matrix(rng: np.random.Generator, num_docs: int, vocab: int, levels: int):
+    """A CSC score matrix with columns from 1 posting to most documents; scores from
+    ``levels`` distinct values (few levels: many ties), or continuous when ``levels`` is 0."""
+    cols, ptr = [], [0]
+    for _ in range(vocab):
+        df = int(min(num_docs, max(1, rng.pareto(0.7) * 3)))
+        cols.append(np.sort(rng.choice(num_docs, size=df, replace=False)).astype(np.int32))
+        ptr.append(ptr[-1] + df)
+    indices = np.concatenate(cols)
+    if levels:
+        data = (rng.integers(1, levels + 1, size=len(indices)) / 4).astype(np.float32)
+    else:
+        data = rng.gamma(2.0, 1.0, size=len(indices)).astype(np.float32)
+    return data, indices, np.asarray(ptr, dtype=np.int64)
+
+
+def _queries(rng: np.random.Generator, vocab: int, n: int):
+    qptr, tids, tw = [0], [], []
+    for _ in range(n):
+        terms = rng.choice(vocab, size=int(rng.integers(1, 9)), replace=False)
+        tids.extend(terms.tolist())
+        tw.extend(rng.integers(1, 4, size=len(terms)).tolist())
+        qptr.append(len(tids))
+    return (
+        np.asarray(qptr, np.int64),
+        np.asarray(tids, np.int32),
+        np.asarray(tw, np.float32),
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
+    rng = np.random.default_rng(seed)
+    num_docs = int(rng.integers(50, 3000))
+    data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0][seed % 3])
+    qptr, tids, tw = _queries(rng, 40, 60)
+    acc = np.zeros(num_docs, np.float32)
+    seen = np.zeros(num_docs, np.bool_)
+    for bsize in (1, 3, 16, 128):
+        blocks = blockmax.compute(data, indices, indptr, bsize)
+        for k in (1, 2, 5, 17, 100, num_docs + 3):
+            want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
+            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k)
+            for got in (pruned.search_serial(*args), pruned.search_parallel(*args)):
+                for w, g in zip(want, got):
+                    np.testing.assert_array_equal(g, w, err_msg=f"block {bsize}, k {k}")
+
+
+def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
+    fast = BM25Retriever(root / "bm25", threads=2)
+    ref = BM25Retriever(root / "bm25", threads=1, pruning=False)
+    assert fast.pruning and not ref.pruning
+    # questions, plus random mixes of frequent and rare vocabulary terms
+    vocab = list(json.loads((root / "bm25" / "vocab.index.json").read_text()))
+    rng = np.random.default_rng(7)
+    mixes = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 12)))) for _ in range(300)]
+    texts = questions + mixes + ["film", "the film", "born american film director"]
+    for k in (1, 3, 5, 10, 40, 1000):
+        want = ref.search(texts, k)
+        assert fast.search(texts, k) == want  # parallel batch
+        assert [fast.search([t], k)[0] for t in texts[::25]] == want[::25]  # one by one
+
+
+def test_spilled_build_equals_in_memory_reference(root, monkeypatch, tmp_path):
+    """Many runs and merge ranges: the same matrix as ``score_matrix`` over all triples, and
+    the block maxima of that matrix."""
+    import index_build.bm25_postings as postings
+    from retriever.store.docstore import DocStore
+
+    monkeypatch.setattr(postings, "CHUNK_ROWS", 700)
+    monkeypatch.setattr(postings, "RUN_POSTINGS", 9_000)
+    monkeypatch.setattr(postings, "MERGE_POSTINGS", 4_000)
+    other = tmp_path / "index"
+    shutil.copytree(root / "corpus", other / "corpus")
+    _build(other, "--workers", "1")
+    folder = other / "bm25"
+    store = DocStore.open(other / "corpus")
+    analyzer = Analyzer()
+    vocab = json.loads((folder / "vocab.index.json").read_text())
+    lengths, docs, terms, tf = [], [], [], []
+    for row in range(len(store)):
+        p = store.get(row)
+        ts = analyzer.terms(f"{p.title}\n{p.text}")
+        lengths.append(len(ts))
+        ids, counts = np.unique([vocab[t] for t in ts], return_counts=True)
+        docs.extend([row] * len(ids))
+        terms.extend(ids.tolist())
+        tf.extend(counts.tolist())
+    data, ind, ptr, _ = score_matrix(
+        np.asarray(lengths, np.int32),
+        np.asarray(docs, np.int32),
+        np.asarray(terms, np.int32),
+        np.asarray(tf, np.int32),
+        len(vocab),
+        0.9,
+        0.4,
+    )
+    np.testing.assert_array_equal(np.load(folder / "indptr.csc.index.npy"), ptr)
+    np.testing.assert_array_equal(np.load(folder / "indices.csc.index.npy"), ind)
+    np.testing.assert_array_equal(np.load(folder / "data.csc.index.npy"), data)
+    for name, want in zip(blockmax.FILES, blockmax.compute(data, ind, ptr)):
+        np.testing.assert_array_equal(np.load(folder / name), want, err_msg=name)
+    assert read_manifest(folder)["postings"] == {"layout": "csc+blockmax", "block_size": 128}
+
+
+def test_index_without_block_maxima_still_opens(root, questions, tmp_path, caplog):
+    """An index from before block maxima: searched exhaustively, same hits, a hint to rebuild."""
+    old = tmp_path / "bm25"
+    shutil.copytree(root / "bm25", old)
+    for name in blockmax.FILES:
+        (old / name).unlink()
+    manifest = read_manifest(old)
+    del manifest["postings"]
+    write_manifest(old, manifest)
+    with caplog.at_level(logging.WARNING, logger="retriever.bm25.retriever"):
+        r = BM25Retriever(old, threads=1)
+    assert not r.pruning
+    assert "rebuild" in caplog.text
+    assert r.search(questions[:50], 10) == BM25Retriever(root / "bm25").search(questions[:50], 10)
+
+
+def test_missing_block_files_are_refused(root, tmp_path):
+    broken = tmp_path / "bm25"
+    shutil.copytree(root / "bm25", broken)
+    (broken / "blocks.max.npy").unlink()
+    with pytest.raises(IndexFormatError, match="block maxima"):
+        BM25Retriever(broken)
