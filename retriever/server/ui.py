@@ -1,0 +1,295 @@
+"""``/ui``: a search playground, a trajectory viewer and a live stats page on the server.
+
+Plain HTML, CSS and JavaScript from ``static/`` (no build step, no network: the pages talk only
+to this server's API). The pages themselves hold no data and are served without the token; the
+JSON they fetch (``/retrieve``, ``/access``, ``/info``, ``/ui/api/...``) needs it when the server
+has one. Every piece of corpus and trajectory text is inserted as text, never as HTML, and a
+strict Content-Security-Policy forbids inline script besides.
+
+``/ui/api/stats`` reads the server's Prometheus text (``service.metrics_text()``), the one
+stable interface to the metrics whatever library renders them.
+
+>>> snap = parse_metrics('# TYPE retriever_requests_total counter\\n'
+...     'retriever_requests_total{code="200",endpoint="/retrieve"} 3\\n')
+>>> snap["counters"]["requests"]
+[{'labels': {'code': '200', 'endpoint': '/retrieve'}, 'value': 3.0}]
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import BadRequestError
+from .trajectories import Query, TrajectoryFile, open_files
+
+log = logging.getLogger(__name__)
+
+PAGES = {"/ui": "search.html", "/ui/trajectories": "trajectories.html", "/ui/stats": "stats.html"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+# ---- /metrics text -> JSON ----------------------------------------------------------------
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _value(text: str) -> float:
+    if text in ("+Inf", "Inf"):
+        return math.inf
+    if text == "-Inf":
+        return -math.inf
+    return float(text)
+
+
+def _short(family: str, prefix: str) -> str:
+    name = family[len(prefix) :] if family.startswith(prefix) else family
+    return name[: -len("_total")] if name.endswith("_total") else name
+
+
+def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
+    """Prometheus text exposition -> ``{"counters", "gauges", "histograms"}`` by short name.
+
+    Accepts both the hand-written form (counter family ``x_total``) and prometheus_client's
+    (family ``x``, samples ``x_total`` and ``x_created``); ``_created`` series are dropped.
+    """
+    kinds: dict[str, str] = {}
+    out: dict[str, dict[str, list]] = {"counters": {}, "gauges": {}, "histograms": {}}
+    series: dict[tuple, dict] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) >= 4:
+                kinds[parts[2]] = parts[3]
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line.strip())
+        if m is None:
+            continue
+        name, raw_labels, raw_value = m.groups()
+        labels = {
+            k: re.sub(r"\\[\\\"n]", lambda e: _UNESCAPE[e.group(0)], v)
+            for k, v in _LABEL.findall(raw_labels or "")
+        }
+        try:
+            value = _value(raw_value)
+        except ValueError:
+            continue
+        family, suffix = name, ""
+        for end in ("_bucket", "_sum", "_count", "_total", "_created"):
+            if name not in kinds and name.endswith(end) and name[: -len(end)] in kinds:
+                family, suffix = name[: -len(end)], end
+                break
+        kind = kinds.get(family, "untyped")
+        if suffix == "_created":
+            continue
+        short = _short(family, prefix)
+        if kind == "histogram":
+            le = labels.pop("le", None)
+            key = (short, tuple(sorted(labels.items())))
+            entry = series.get(key)
+            if entry is None:
+                entry = series[key] = {"labels": labels, "buckets": [], "sum": 0.0, "count": 0.0}
+                out["histograms"].setdefault(short, []).append(entry)
+            if suffix == "_bucket" and le is not None:
+                entry["buckets"].append([_value(le), value])
+            elif suffix in ("_sum", "_count"):
+                entry[suffix[1:]] = value
+        else:
+            group = "counters" if kind == "counter" else "gauges"
+            out[group].setdefault(short, []).append({"labels": labels, "value": value})
+    for entries in out["histograms"].values():
+        for entry in entries:
+            entry["buckets"].sort(key=lambda b: b[0])
+            entry["buckets"] = [
+                [("+Inf" if le == math.inf else le), c] for le, c in entry["buckets"]
+            ]
+    return out
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        orjson.dumps(obj), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _error(exc: BaseException) -> Response:
+    if isinstance(exc, PermissionError):
+        return _json(
+            {"error": "unauthorized", "detail": str(exc)}, 401, {"WWW-Authenticate": "Bearer"}
+        )
+    if isinstance(exc, BadRequestError):
+        return _json({"error": "bad_request", "detail": str(exc)}, 422)
+    log.error("ui request failed: %r", exc)
+    return _json({"error": "internal_error", "detail": str(exc) or repr(exc)}, 500)
+
+
+def _int(params, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequestError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(params, name: str) -> bool:
+    raw = (params.get(name) or "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadRequestError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def query_from_params(params) -> Query:
+    """A table ``Query`` from ``?sort=f1&desc=1&failed=1&dataset=nq&q=who&offset=0&limit=50``."""
+    return Query(
+        sort=params.get("sort") or "line",
+        descending=_bool(params, "desc"),
+        failed_only=_bool(params, "failed"),
+        dataset=params.get("dataset") or None,
+        text=params.get("q") or None,
+        offset=_int(params, "offset", 0),
+        limit=_int(params, "limit", 50),
+    )
+
+
+def _static_files() -> dict[str, Any]:
+    root = resources.files(__package__) / "static"
+    return {f.name: f for f in root.iterdir() if f.is_file() and f.name[0] != "."}
+
+
+def build_router(
+    service, trajectories: Sequence[TrajectoryFile] = (), token: str | None = None
+) -> APIRouter:
+    """The ``/ui`` pages, their static files and the ``/ui/api`` JSON they read."""
+    router = APIRouter(include_in_schema=False)
+    static = _static_files()
+    files = list(trajectories)
+
+    def check(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise PermissionError("missing or wrong bearer token (Authorization: Bearer ...)")
+
+    def serve(name: str) -> Response:
+        item = static.get(name)
+        if item is None:
+            return _json({"error": "not_found", "detail": f"no UI file {name!r}"}, 404)
+        suffix = name[name.rfind(".") :]
+        return Response(
+            item.read_bytes(),
+            media_type=_TYPES.get(suffix, "application/octet-stream"),
+            headers=SECURITY_HEADERS,
+        )
+
+    for path, page in PAGES.items():
+        router.add_api_route(path, lambda page=page: serve(page), methods=["GET"])
+    router.add_api_route("/ui/", lambda: serve("search.html"), methods=["GET"])
+
+    @router.get("/ui/static/{name}")
+    async def static_file(name: str) -> Response:
+        return serve(name)
+
+    def file_at(file_id: str) -> TrajectoryFile:
+        if not file_id.isdigit() or int(file_id) >= len(files):
+            raise BadRequestError(
+                f"no trajectory file {file_id!r}; this server has {len(files)} "
+                "(start it with --trajectories FILE)"
+            )
+        return files[int(file_id)]
+
+    async def guarded(request: Request, fn) -> Response:
+        try:
+            check(request)
+            return _json(await run_in_threadpool(fn))
+        except Exception as exc:  # every error is a JSON answer with what was wrong
+            return _error(exc)
+
+    @router.get("/ui/api/trajectories")
+    async def trajectory_files(request: Request) -> Response:
+        def run():
+            out = []
+            for i, f in enumerate(files):
+                f.refresh()
+                out.append({"id": i, **f.describe()})
+            return {"files": out}
+
+        return await guarded(request, run)
+
+    @router.get("/ui/api/trajectories/{file_id}")
+    async def trajectory_page(request: Request, file_id: str) -> Response:
+        def run():
+            f = file_at(file_id)
+            query = query_from_params(request.query_params)
+            f.refresh()
+            return {"id": int(file_id), **f.page(query)}
+
+        return await guarded(request, run)
+
+    @router.get("/ui/api/trajectories/{file_id}/{line}")
+    async def trajectory_episode(request: Request, file_id: str, line: str) -> Response:
+        def run():
+            f = file_at(file_id)
+            if not line.isdigit():
+                raise BadRequestError(f"line must be a positive integer, got {line!r}")
+            f.refresh()
+            row = f.row_of_line(int(line))
+            record = f.read(row)
+            return {"id": int(file_id), "name": f.name, "line": int(line), "record": record}
+
+        return await guarded(request, run)
+
+    @router.get("/ui/api/stats")
+    async def stats(request: Request) -> Response:
+        def run():
+            return {
+                "time": time.time(),
+                "state": service.state,
+                **parse_metrics(service.metrics_text()),
+            }
+
+        return await guarded(request, run)
+
+    return router
+
+
+def mount_ui(app: FastAPI, service, trajectories: Sequence[str] = ()) -> None:
+    """Add ``/ui`` to ``app``; ``trajectories`` are ``env.evaluate`` JSONL files to browse
+    (missing files are refused now, not on the first page view)."""
+    files = open_files(trajectories)
+    app.include_router(build_router(service, files, service.config.token))
