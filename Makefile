@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 for the Lucene backend"; \
 	  (apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless) || \
 	  echo "warning: could not install Java 17; Lucene (pyserini) tests will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then echo "installing Chromium for the /ui browser tests"; \
+	    (apt-get update -qq && apt-get install -y -qq chromium) || \
+	    echo "warning: could not install chromium; the /ui browser tests will be skipped"; \
+	  else echo "no apt-get: install Chromium yourself, else the /ui browser tests are skipped"; fi; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray]'
