@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .episode import Episode
-from .errors import ConfigError
+from .errors import ConfigError, ResetNeededError
 from .search_env import load_task_list, make_config
 from .tools import Call, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
@@ -97,9 +97,17 @@ class BatchedSearchEnv:
             raise ConfigError(
                 f"{len(actions)} actions for {self.num_envs} episodes; use None to skip one"
             )
-        calls: list[Call | None] = []
-        for episode, action in zip(self.episodes, actions):
-            calls.append(None if action is None else episode.prepare(action))
+        # the caller's mistakes are found before any episode takes its action: a step either
+        # takes every action or none
+        for i, (episode, action) in enumerate(zip(self.episodes, actions)):
+            if action is not None and (not episode.active or episode.done):
+                raise ResetNeededError(
+                    f"episode {i} has not been reset or has ended; reset it or pass None for it"
+                )
+        calls = [
+            None if action is None else episode.prepare(action)
+            for episode, action in zip(self.episodes, actions)
+        ]
         if any(c is not None for c in calls) and self.client is None:
             raise ConfigError("this env has no search client; pass client= to BatchedSearchEnv")
         return calls
@@ -124,7 +132,7 @@ class BatchedSearchEnv:
 
     def _plan(self, calls):
         cfg = self.config
-        return plan_calls(calls, cfg.topk, cfg.retriever, cfg.page_chars)
+        return plan_calls(calls, cfg.topk, cfg.retriever)
 
     def step(self, actions: Sequence[str | None]) -> StepBatch:
         """One turn of every episode whose action is not None (stepping an ended one raises)."""

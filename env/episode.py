@@ -14,14 +14,17 @@ from collections import Counter
 
 from . import formatting as fmt
 from .errors import ResetNeededError
-from .parsing import clean_text, parse_action
-from .prompts import build_prompt, tool_specs
-from .rewards import REWARDS, Outcome, score_all, turn_format_ok
+from .parsing import clean_text, parse_action, turn_format_ok
+from .rewards import REWARDS, Outcome, score_all
+from .styles import get_style
 from .tools import Call, ToolResult
-from .types import ACCESS, ANSWER, INVALID, SEARCH, Action, EnvConfig
+from .types import ACCESS, ANSWER, INVALID, SEARCH, Action, EnvConfig, PageWindow
 
 log = logging.getLogger(__name__)
 _ZERO_REWARDS = dict.fromkeys(REWARDS, 0.0)
+MAX_INFO_ERROR = (
+    500  # characters of an error in info and trajectories (the policy's copy is budgeted)
+)
 
 
 class Episode:
@@ -29,6 +32,7 @@ class Episode:
 
     def __init__(self, config: EnvConfig):
         self.config = config
+        self.style = get_style(config.style)
         self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
         self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
         self._context_limit = config.max_context_tokens or config.max_context_chars
@@ -55,9 +59,7 @@ class Episode:
         self.terminated = self.truncated = False
         self.truncated_reason: str | None = None
         self.rewards = dict(_ZERO_REWARDS)
-        self.prompt, self.messages = build_prompt(
-            question, self.config.style, self.config.system_prompt
-        )
+        self.prompt, self.messages = self.style.prompt(question, self.config.system_prompt)
         self.context_size = fmt.size_of(self.prompt, self._context_tokenizer)
         self.turns: list[dict] = []
         self.active, self.done = True, False
@@ -66,7 +68,7 @@ class Episode:
             "question": question,
             "answers": list(answers),
             "messages": [dict(m) for m in self.messages],
-            "tools": tool_specs(self.config.style) if self.config.style == "tool-call" else None,
+            "tools": self.style.tool_specs(),
             "style": self.config.style,
             "turn": 0,
         }
@@ -83,16 +85,16 @@ class Episode:
             )
         if isinstance(text, str):
             text = clean_text(text)
-        action = parse_action(text, self.config.style)
+        action = parse_action(text, self.style)
         text = text if isinstance(text, str) else repr(text)
-        if action.valid and self.config.style != "tool-call" and not turn_format_ok(text):
+        if action.valid and self.style.checks_turn_format and not turn_format_ok(text):
             self.format_ok = False
         self._pending = (text, action)
         if action.kind == SEARCH:
             return Call(action)
         if action.kind == ACCESS:
             page = action.page or self.pages_read.get(action.arg, 0) + 1
-            return Call(action, page=page)
+            return Call(action, PageWindow(page, self.config.page_chars))
         return None
 
     def finish(self, result: ToolResult | None) -> tuple[str, float, bool, bool, dict]:
@@ -101,12 +103,12 @@ class Episode:
         self.turn += 1
         self.counts[action.kind] += 1
         error = action.error
-        style = self.config.style
+        style, budget = self.style, self.obs_budget
         reward = 0.0
         if action.kind == INVALID:
             self.invalid_reasons[action.reason] += 1
             self.format_ok = False
-            obs = fmt.format_error(error, style)
+            obs = fmt.format_error(error, style, budget)
             reward -= self.config.format_penalty
         elif action.kind == ANSWER:
             self.prediction = action.arg
@@ -115,11 +117,13 @@ class Episode:
         elif result is None or result.error is not None:
             error = result.error if result is not None else "the tool returned nothing"
             self.counts["tool_error"] += 1
-            obs = fmt.format_tool_error(error, style)
+            obs = fmt.format_tool_error(error, style, budget)
         elif action.kind == SEARCH:
-            obs = fmt.format_search(result.docs, style, self.obs_budget)
+            obs = fmt.format_search(result.docs or [], style, budget)
         else:
             obs, error = self._page_obs(action, result.page)
+        if error is not None and len(error) > MAX_INFO_ERROR:
+            error = error[:MAX_INFO_ERROR] + fmt.ELLIPSIS
         self.turns.append(
             {
                 "turn": self.turn,
@@ -149,14 +153,17 @@ class Episode:
         return obs, reward, self.terminated, self.truncated, self._info(action, error)
 
     def _page_obs(self, action: Action, page: dict) -> tuple[str, str | None]:
-        n = fmt.num_chunks(page.get("total_chars", 0), self.config.page_chars)
-        k = (page.get("offset", 0) // self.config.page_chars) + 1
-        if k > n:
+        offset, total = page.get("offset", 0), page.get("total_chars", 0)
+        if not isinstance(offset, int) or not isinstance(total, int):
+            offset, total = 0, 0
+        window = PageWindow.at(max(offset, 0), self.config.page_chars)
+        n = window.count(total)
+        if window.page > n:
             self.counts["tool_error"] += 1
-            error = f"{action.arg} has {n} page(s); page {k} does not exist"
-            return fmt.format_tool_error(error, self.config.style), error
-        self.pages_read[action.arg] = k
-        return fmt.format_page(page, k, n, self.config.style, self.obs_budget), None
+            error = f"{action.arg[:200]} has {n} page(s); page {window.page} does not exist"
+            return fmt.format_tool_error(error, self.style, self.obs_budget), error
+        self.pages_read[action.arg] = window.page
+        return fmt.format_page(page, window, n, self.style, self.obs_budget), None
 
     def _info(self, action: Action, error: str | None) -> dict:
         return {

@@ -309,6 +309,9 @@ async def _evaluate_and_close(cfg: EvalConfig, client) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from retriever.cli import configure_process
+
+    configure_process()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -1,8 +1,9 @@
-"""Observation text: search results and page chunks in each style, cut to a budget.
+"""Observation text: search results, page chunks and errors, cut to a budget.
 
 Budgets are in characters, or in tokens of a tokenizer (any object with ``encode`` and
-``decode``, e.g. a ``transformers`` tokenizer). Search results share the budget equally, so
-every document keeps its head.
+``decode``, e.g. a ``transformers`` tokenizer). A budget covers EVERYTHING the policy is shown:
+the wrapper, headers, URLs and error messages as well as passage text (``Budget.fit``). Search
+results share what is left after their headers equally, so every document keeps its head.
 
 >>> docs = [{"title": "Paris", "contents": '"Paris"\\nCapital of France.', "url": "u1"}]
 >>> print(format_search(docs, "asearcher", Budget()))
@@ -18,14 +19,19 @@ Capital of France.
 >>> format_search(docs, "search-r1", Budget()).strip()
 '<information>Doc 1(Title: "Paris") Capital of France.\\n</information>'
 >>> Budget(max_chars=5).cut("abcdefgh")
-'abcde…'
+'abcd…'
+>>> len(format_search(docs * 9, "asearcher", Budget(max_chars=120)))
+120
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .styles import Style, get_style
+from .types import PageWindow
 
 ELLIPSIS = "…"
 NO_RESULTS = "No search results are found."
@@ -38,6 +44,11 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
         return list(tokenizer.encode(text))
 
 
+def size_of(text: str, tokenizer: Any = None) -> int:
+    """Length in tokens when a tokenizer is given, else in characters."""
+    return len(text) if tokenizer is None else len(_encode(tokenizer, text))
+
+
 @dataclass(frozen=True)
 class Budget:
     """At most ``max_chars`` characters and ``max_tokens`` tokens (None: no limit)."""
@@ -45,6 +56,10 @@ class Budget:
     max_chars: int | None = None
     max_tokens: int | None = None
     tokenizer: Any = None
+
+    @property
+    def _tokens(self) -> bool:
+        return self.max_tokens is not None and self.tokenizer is not None
 
     def share(self, parts: int) -> Budget:
         """The budget of one of ``parts`` equal shares."""
@@ -55,44 +70,101 @@ class Budget:
             self.tokenizer,
         )
 
-    def cut(self, text: str) -> str:
-        """``text`` cut to the budget; a cut text ends with an ellipsis."""
-        cut = False
+    def minus(self, text: str) -> Budget:
+        """What is left after ``text`` (at least 1 of each limit)."""
+        return Budget(
+            None if self.max_chars is None else max(self.max_chars - len(text), 1),
+            None
+            if self.max_tokens is None
+            else max(self.max_tokens - size_of(text, self.tokenizer if self._tokens else None), 1),
+            self.tokenizer,
+        )
+
+    def fits(self, text: str) -> bool:
         if self.max_chars is not None and len(text) > self.max_chars:
-            text, cut = text[: self.max_chars], True
-        if self.max_tokens is not None and self.tokenizer is not None:
-            # a token is at least one character: only texts longer than the budget can be over it
-            if len(text) > self.max_tokens:
-                ids = _encode(self.tokenizer, text)
-                if len(ids) > self.max_tokens:
-                    text, cut = self.tokenizer.decode(ids[: self.max_tokens]), True
-        return text + ELLIPSIS if cut else text
+            return False
+        if self._tokens and len(text) > self.max_tokens:  # a token is at least one character
+            return size_of(text, self.tokenizer) <= self.max_tokens
+        return True
+
+    def cut(self, text: str) -> str:
+        """``text`` cut to the budget; a cut text ends with an ellipsis, counted in the budget."""
+        if self.fits(text):
+            return text
+        if self.max_chars is not None and len(text) > self.max_chars:
+            text = text[: max(self.max_chars - len(ELLIPSIS), 0)]
+        if self._tokens and len(text) > self.max_tokens - 1:
+            ids = _encode(self.tokenizer, text)
+            keep = min(len(ids), self.max_tokens - size_of(ELLIPSIS, self.tokenizer))
+            while keep > 0:  # decoding and encoding again may merge tokens: check, then shrink
+                text = self.tokenizer.decode(ids[:keep])
+                if self.fits(text + ELLIPSIS):
+                    break
+                keep -= max(1, keep // 8)
+            else:
+                text = ""
+        return text + ELLIPSIS
+
+    def fit(self, body: str, render: Callable[[str], str]) -> str:
+        """``render(body)`` within the budget: the body is cut by what ``render`` adds."""
+        inner = self.minus(render(""))
+        for _ in range(4):
+            text = render(inner.cut(body))
+            if self.fits(text):
+                return text
+            inner = inner.minus(ELLIPSIS * 4)  # token merges at the seams: leave some room
+        return self.cut(text)
 
 
-def size_of(text: str, tokenizer: Any = None) -> int:
-    """Length in tokens when a tokenizer is given, else in characters."""
-    return len(text) if tokenizer is None else len(_encode(tokenizer, text))
+def format_search_body(docs: list[dict], style: str | Style, budget: Budget) -> str:
+    """Search results within ``budget``: headers first, the rest shared by the texts."""
+    style = get_style(style)
+    if not docs:
+        return NO_RESULTS
+    entries = [style.search_entry(k, doc) for k, doc in enumerate(docs, 1)]
+    fixed = style.search_joiner.join(head + tail for head, _, tail in entries)
+    each = budget.minus(fixed).share(len(entries))
+    body = style.search_joiner.join(head + each.cut(text) + tail for head, text, tail in entries)
+    return budget.cut(body)
 
 
-def _split_contents(doc: dict) -> tuple[str, str]:
-    """(title line, text) of a doc; Search-R1 takes the first line of ``contents`` as the title."""
-    contents = doc.get("contents")
-    if contents is None:
-        return f'"{doc.get("title", "")}"', doc.get("text", "")
-    head, _, rest = contents.partition("\n")
-    return head, rest
+def format_search(docs: list[dict], style: str | Style, budget: Budget) -> str:
+    """The observation of one search: ``[Doc k](url):`` entries (asearcher, tool-call) or
+    ``Doc k(Title: t) text`` lines (search-r1), inside the style's wrapper, within budget."""
+    style = get_style(style)
+    return budget.fit(format_search_body(docs, style, budget.minus(style.wrap(""))), style.wrap)
 
 
-def wrap(body: str, style: str) -> str:
-    """Wrap an observation body as the style delivers tool output."""
-    if style == "tool-call":
-        return f"\n<tool_response>\n{body}\n</tool_response>\n"
-    if style == "search-r1":
-        return f"\n\n<information>{body}</information>\n\n"
-    return f"\n\n<information>\n{body}\n</information>\n\n"
+def format_page(page: dict, window: PageWindow, n: int, style: str | Style, budget: Budget) -> str:
+    """One chunk of a page: ``>>>> Page k of N >>>>`` header, text, and how to read on."""
+    style = get_style(style)
+    k = window.page
+    header = f">>>> Page {k} of {n} >>>> {page.get('title', '')} ({page.get('url', '')})"
+    footer = (
+        f"\n\n(page {k} of {n}; access the same URL again to read page {k + 1})" if k < n else ""
+    )
+    head = budget.minus(style.wrap("") + footer).cut(
+        header
+    )  # a long URL must not crowd out the text
+
+    def render(text: str) -> str:
+        return style.wrap(f"{head}\n\n{text}{footer}")
+
+    return budget.fit(str(page.get("contents", "")), render)
 
 
-def unwrap(observation: str, style: str) -> str:
+def format_tool_error(error: str, style: str | Style, budget: Budget = Budget()) -> str:
+    """The observation of a well-formed call that failed (unknown page, refused query)."""
+    style = get_style(style)
+    return budget.fit(error, lambda text: style.wrap(f"Error: {text}"))
+
+
+def format_error(error: str, style: str | Style, budget: Budget = Budget()) -> str:
+    """The observation of a malformed action: what was wrong and how to go on."""
+    return budget.fit(error, get_style(style).invalid_observation)
+
+
+def unwrap(observation: str, style: str | Style) -> str:
     """The body of an observation (what a chat ``tool`` message carries)."""
     text = observation.strip()
     for head, tail in (
@@ -102,52 +174,3 @@ def unwrap(observation: str, style: str) -> str:
         if text.startswith(head) and text.endswith(tail):
             return text[len(head) : -len(tail)].strip("\n")
     return text
-
-
-def format_search_body(docs: list[dict], style: str, budget: Budget) -> str:
-    if not docs:
-        return NO_RESULTS
-    each = budget.share(len(docs))
-    if style == "search-r1":
-        lines = []
-        for k, doc in enumerate(docs, 1):
-            title, text = _split_contents(doc)
-            lines.append(f"Doc {k}(Title: {title}) {each.cut(text)}\n")
-        return "".join(lines)
-    entries = []
-    for k, doc in enumerate(docs, 1):
-        contents = doc.get("contents") or f'"{doc.get("title", "")}"\n{doc.get("text", "")}'
-        entries.append(f"[Doc {k}]({doc.get('url', '')}):\n{each.cut(contents)}")
-    return "\n\n".join(entries)
-
-
-def format_search(docs: list[dict], style: str, budget: Budget) -> str:
-    """The observation of one search: ``[Doc k](url):`` entries (asearcher, tool-call) or
-    ``Doc k(Title: t) text`` lines (search-r1), inside the style's wrapper."""
-    return wrap(format_search_body(docs, style, budget), style)
-
-
-def num_chunks(total_chars: int, page_chars: int) -> int:
-    """How many chunks of ``page_chars`` a page of ``total_chars`` has (at least one)."""
-    return max(1, math.ceil(total_chars / page_chars))
-
-
-def format_page(page: dict, k: int, n: int, style: str, budget: Budget) -> str:
-    """One chunk of a page: ``>>>> Page k of N >>>>`` header, text, and how to read on."""
-    header = f">>>> Page {k} of {n} >>>> {page.get('title', '')} ({page.get('url', '')})"
-    body = f"{header}\n\n{budget.cut(page.get('contents', ''))}"
-    if k < n:
-        body += f"\n\n(page {k} of {n}; access the same URL again to read page {k + 1})"
-    return wrap(body, style)
-
-
-def format_tool_error(error: str, style: str) -> str:
-    """The observation of a well-formed call that failed (unknown page, refused query)."""
-    return wrap(f"Error: {error}", style)
-
-
-def format_error(error: str, style: str) -> str:
-    """The observation of a malformed action: what was wrong and how to go on."""
-    if style == "tool-call":
-        return wrap(f"Error: {error}", style)
-    return f"\nMy previous action is invalid: {error}. Let me try again.\n"

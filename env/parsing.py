@@ -1,4 +1,5 @@
-"""Parse one policy turn into one ``Action``, in one of three tool syntaxes.
+"""Parse one policy turn into one ``Action``: the tag scanner, argument checks, tool-call JSON
+and the per-turn format rule that every style (``env.styles``) builds its parser from.
 
 Malformed turns never raise: they come back as ``Action(kind="invalid", error=..., reason=...)``
 with a message the policy can act on. Reasoning inside ``<think>...</think>`` is ignored.
@@ -18,23 +19,21 @@ from __future__ import annotations
 import json
 import re
 
-from .types import ACCESS, ANSWER, INVALID, SEARCH, STYLES, Action
+from .types import ACCESS, ANSWER, INVALID, SEARCH, Action
 
 MAX_QUERY_CHARS = 2000
+# a page number beyond any page (4,000-character chunks: 400M characters) is a mistake, and
+# an unbounded one overflows the 64-bit offset a server takes
+MAX_PAGE = 100_000
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _TAG = re.compile(r"<(/?)(search|access|answer|tool_call)>")
 _PAGE_SUFFIX = re.compile(
     r"^(.*?)\s*(?:#page=(\d+)|\|\s*page\s*(\d+)|\s+page\s+(\d+))\s*$", re.I | re.S
 )
 
-TOOLS_BY_STYLE = {
-    "asearcher": (SEARCH, ACCESS, ANSWER),
-    "search-r1": (SEARCH, ANSWER),
-    "tool-call": (SEARCH, ACCESS, ANSWER),
-}
 
-
-def _invalid(reason: str, error: str) -> Action:
+def invalid(reason: str, error: str) -> Action:
+    """An invalid Action with a machine-readable ``reason`` and a message for the policy."""
     return Action(kind=INVALID, error=error, reason=reason)
 
 
@@ -51,20 +50,9 @@ def strip_thinking(text: str) -> str:
     return text
 
 
-def _hint(style: str) -> str:
-    if style == "tool-call":
-        return (
-            'call one tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}'
-            "</tool_call>, or give the final answer as <answer>...</answer>"
-        )
-    tools = ["<search>query</search>"]
-    if style == "asearcher":
-        tools.append("<access>url</access>")
-    return f"use one of {', '.join(tools)} or give the final answer as <answer>...</answer>"
-
-
-def _tag_calls(body: str, allowed: tuple[str, ...], style: str) -> list[tuple[str, str]] | Action:
-    """The complete ``<tag>content</tag>`` calls of a turn, or an invalid Action."""
+def tag_calls(body: str, hint: str) -> list[tuple[str, str]] | Action:
+    """The complete ``<tag>content</tag>`` calls of a turn, or an invalid Action (``hint``
+    tells the policy what it may write)."""
     calls: list[tuple[str, str]] = []
     open_tag: str | None = None
     start = 0
@@ -72,18 +60,18 @@ def _tag_calls(body: str, allowed: tuple[str, ...], style: str) -> list[tuple[st
         closing, tag = m.group(1) == "/", m.group(2)
         if not closing:
             if open_tag is not None:
-                return _invalid(
+                return invalid(
                     "nested_tags",
                     f"<{tag}> opened inside <{open_tag}>; close each tag before the next one",
                 )
             open_tag, start = tag, m.end()
         else:
             if open_tag != tag:
-                return _invalid("stray_close", f"</{tag}> has no matching <{tag}>; {_hint(style)}")
+                return invalid("stray_close", f"</{tag}> has no matching <{tag}>; {hint}")
             calls.append((tag, body[start : m.start()]))
             open_tag = None
     if open_tag is not None:
-        return _invalid("unclosed_tag", f"<{open_tag}> is not closed; end it with </{open_tag}>")
+        return invalid("unclosed_tag", f"<{open_tag}> is not closed; end it with </{open_tag}>")
     return calls
 
 
@@ -92,7 +80,8 @@ def _page_arg(value: str) -> tuple[str, int | None]:
     if not m:
         return value, None
     number = next(g for g in m.groups()[1:] if g is not None)
-    return m.group(1).strip(), int(number)
+    # a number too long to be a page stays out of range (and out of int()'s digit limit)
+    return m.group(1).strip(), int(number) if len(number) <= 9 else MAX_PAGE + 1
 
 
 def clean_text(text: str) -> str:
@@ -108,17 +97,18 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _make(kind: str, arg, page=None, style: str = "asearcher") -> Action:
+def make_action(kind: str, arg, page=None) -> Action:
+    """A checked search, access or answer Action (invalid when its argument is not usable)."""
     if not isinstance(arg, str):
-        return _invalid(
+        return invalid(
             "bad_arguments", f"the {kind} argument must be a string, got {type(arg).__name__}"
         )
     arg = clean_text(arg).strip()
     if kind == SEARCH:
         if not arg:
-            return _invalid("empty_query", "the search query is empty; write what to search for")
+            return invalid("empty_query", "the search query is empty; write what to search for")
         if len(arg) > MAX_QUERY_CHARS:
-            return _invalid(
+            return invalid(
                 "long_query",
                 f"the search query has {len(arg)} characters; keep it under {MAX_QUERY_CHARS}",
             )
@@ -127,102 +117,100 @@ def _make(kind: str, arg, page=None, style: str = "asearcher") -> Action:
         if page is None:
             arg, page = _page_arg(arg)
         if not arg:
-            return _invalid(
+            return invalid(
                 "empty_url", "the access URL is empty; use a URL from the search results"
             )
-        if page is not None and (isinstance(page, bool) or not isinstance(page, int) or page < 1):
-            return _invalid("bad_page", f"page must be a whole number >= 1, got {page!r}")
+        if page is not None and not _good_page(page):
+            return _bad_page(page)
         return Action(kind=ACCESS, arg=arg, page=page)
     if not arg:
-        return _invalid(
+        return invalid(
             "empty_answer", "the answer is empty; put the answer between <answer> and </answer>"
         )
     return Action(kind=ANSWER, arg=arg)
 
 
-def _parse_tags(body: str, style: str) -> Action:
-    allowed = TOOLS_BY_STYLE[style]
-    calls = _tag_calls(body, allowed, style)
-    if isinstance(calls, Action):
-        return calls
-    calls = [c for c in calls if c[0] != "tool_call"] if style != "tool-call" else calls
-    if not calls:
-        return _invalid("no_tool", f"no tool call or answer found; {_hint(style)}")
-    if len(calls) > 1:
-        names = ", ".join(f"<{t}>" for t, _ in calls)
-        return _invalid(
-            "two_tools", f"{len(calls)} tool calls in one turn ({names}); make one call per turn"
-        )
-    tag, content = calls[0]
-    if tag not in allowed:
-        return _invalid("unknown_tool", f"<{tag}> is not available here; {_hint(style)}")
-    return _make(tag, content, style=style)
-
-
-def _parse_tool_call(content: str) -> Action:
+def parse_tool_call(content: str) -> Action:
+    """The Action of one ``<tool_call>`` JSON body (``{"name": ..., "arguments": {...}}``)."""
     try:
         call = json.loads(content)
     except (ValueError, RecursionError) as exc:
-        return _invalid(
+        return invalid(
             "bad_json",
             f'the tool call is not valid JSON ({exc}); write {{"name": ..., "arguments": {{...}}}}',
         )
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-        return _invalid("bad_call", 'a tool call is a JSON object with "name" and "arguments"')
+        return invalid("bad_call", 'a tool call is a JSON object with "name" and "arguments"')
     name, args = call["name"], call.get("arguments", call.get("parameters", {}))
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
         except (ValueError, RecursionError):
-            return _invalid("bad_arguments", f"the arguments of {name} are not a JSON object")
+            return invalid("bad_arguments", f"the arguments of {name} are not a JSON object")
     if not isinstance(args, dict):
-        return _invalid("bad_arguments", f"the arguments of {name} must be a JSON object")
+        return invalid("bad_arguments", f"the arguments of {name} must be a JSON object")
     if name == SEARCH:
-        return _make(SEARCH, args.get("query", ""))
+        return make_action(SEARCH, args.get("query", ""))
     if name == ACCESS:
         url = args.get("url", args.get("title", ""))
         page = args.get("page")
         if page is None:
-            return _make(ACCESS, url)
-        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-            return _invalid("bad_page", f"page must be a whole number >= 1, got {page!r}")
-        return _make(ACCESS, url, page=page)
+            return make_action(ACCESS, url)
+        if not _good_page(page):
+            return _bad_page(page)
+        return make_action(ACCESS, url, page=page)
     if name == ANSWER:
-        return _make(ANSWER, args.get("answer", ""))
-    return _invalid(
+        return make_action(ANSWER, args.get("answer", ""))
+    return invalid(
         "unknown_tool", f"unknown tool {name!r}; the tools are search, access and answer"
     )
 
 
-def parse_action(text: object, style: str = "asearcher") -> Action:
-    """The one tool call or final answer of a policy turn (never raises on bad text)."""
-    if style not in STYLES:
-        raise ValueError(f"style {style!r} is unknown; use one of {', '.join(STYLES)}")
+def _good_page(page) -> bool:
+    return isinstance(page, int) and not isinstance(page, bool) and 1 <= page <= MAX_PAGE
+
+
+def _bad_page(page) -> Action:
+    shown = repr(page) if len(repr(page)) <= 40 else repr(page)[:40] + "…"
+    return invalid("bad_page", f"page must be a whole number from 1 to {MAX_PAGE}, got {shown}")
+
+
+_TURN_TAGS = ("search", "access", "answer")
+
+
+def turn_format_ok(text: str) -> bool:
+    """ASearcher's per-turn format rule: balanced tags, at most one tool call, one ``</think>``.
+
+    >>> turn_format_ok("<think>x</think><search>q</search>"), turn_format_ok("<search>a</search><search>b</search>")
+    (True, False)
+    """
+    if sum(text.count(f"<{t}>") for t in _TURN_TAGS) > 1:
+        return False
+    if any(text.count(f"<{t}>") != text.count(f"</{t}>") for t in _TURN_TAGS):
+        return False
+    return text.count("</think>") <= 1
+
+
+def parse_action(text: object, style="asearcher") -> Action:
+    """The one tool call or final answer of a policy turn in a style (a name or an
+    ``env.styles.Style``); never raises on bad text."""
+    from .styles import get_style
+
+    parser = get_style(style)
     if not isinstance(text, str):
-        return _invalid("not_text", f"the action must be text, got {type(text).__name__}")
-    body = strip_thinking(text)
-    if style != "tool-call":
-        return _parse_tags(body, style)
-    calls = _tag_calls(body, TOOLS_BY_STYLE[style], style)
-    if isinstance(calls, Action):
-        return calls
-    if not calls:
-        return _invalid("no_tool", f"no tool call or answer found; {_hint(style)}")
-    if len(calls) > 1:
-        return _invalid("two_tools", f"{len(calls)} tool calls in one turn; make one call per turn")
-    tag, content = calls[0]
-    if tag == "tool_call":
-        return _parse_tool_call(content)
-    if tag == ANSWER:
-        return _make(ANSWER, content)
-    return _invalid("unknown_tool", f"<{tag}> is not a tool-call; {_hint(style)}")
+        return invalid("not_text", f"the action must be text, got {type(text).__name__}")
+    return parser.parse(strip_thinking(text))
 
 
 __all__ = [
-    "parse_action",
-    "strip_thinking",
-    "clean_text",
+    "MAX_PAGE",
     "MAX_QUERY_CHARS",
-    "TOOLS_BY_STYLE",
-    "INVALID",
+    "clean_text",
+    "invalid",
+    "make_action",
+    "parse_action",
+    "parse_tool_call",
+    "strip_thinking",
+    "tag_calls",
+    "turn_format_ok",
 ]

@@ -1,15 +1,13 @@
-"""Prompt templates per tool syntax (the first observation), and JSON-schema tool specs.
+"""Prompt templates of the tool syntaxes (the first observation), and JSON-schema tool specs.
 
 >>> text, messages = build_prompt("Who wrote Hamlet?", "search-r1")
 >>> text.endswith("Question: Who wrote Hamlet?\\n"), messages[0]["role"]
 (True, 'user')
->>> [t["function"]["name"] for t in tool_specs("tool-call")]
-['search', 'access', 'answer']
+>>> [t["function"]["name"] for t in tool_specs(("search", "answer"))]
+['search', 'answer']
 """
 
 from __future__ import annotations
-
-import json
 
 # Search-R1's template, verbatim (models trained with it expect exactly this text)
 SEARCH_R1_TEMPLATE = (
@@ -99,27 +97,28 @@ _ANSWER = {
 }
 
 
-def tool_specs(style: str) -> list[dict]:
-    """OpenAI-format tool specs (``tools=`` of a chat request, or a chat template's input)."""
-    if style == "search-r1":
-        return [_SEARCH, _ANSWER]
-    return [_SEARCH, _ACCESS, _ANSWER]
+_SPECS = {"search": _SEARCH, "access": _ACCESS, "answer": _ANSWER}
 
 
-def build_prompt(
-    question: str, style: str, system_prompt: str | None = None
-) -> tuple[str, list[dict]]:
-    """(text prompt for completion endpoints, chat messages) of the first observation."""
-    if style == "tool-call":
-        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in tool_specs(style))
-        system = system_prompt or TOOL_CALL_SYSTEM.format(tools=tools)
-        user = TOOL_CALL_USER.format(question=question)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return f"{system}\n\n{user}\n", messages
-    template = SEARCH_R1_TEMPLATE if style == "search-r1" else ASEARCHER_TEMPLATE
+def tool_specs(tools: tuple[str, ...]) -> list[dict]:
+    """OpenAI-format tool specs of the named tools (``tools=`` of a chat request)."""
+    return [_SPECS[name] for name in tools]
+
+
+def tag_prompt(template: str, question: str, system_prompt: str | None) -> tuple[str, list[dict]]:
+    """(text prompt, chat messages) of a tag style: the template as the user turn."""
     user = template.format(question=question)
     messages = [{"role": "user", "content": user}]
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
         return f"{system_prompt}\n\n{user}", messages
     return user, messages
+
+
+def build_prompt(
+    question: str, style: str, system_prompt: str | None = None
+) -> tuple[str, list[dict]]:
+    """(text prompt for completion endpoints, chat messages) of the first observation."""
+    from .styles import get_style
+
+    return get_style(style).prompt(question, system_prompt)

@@ -110,22 +110,6 @@ def f1_score(prediction: str | None, answers: Sequence[str] | str) -> float:
     return best
 
 
-_TAGS = ("search", "access", "answer")
-
-
-def turn_format_ok(text: str) -> bool:
-    """ASearcher's per-turn format rule: balanced tags, at most one tool call, one ``</think>``.
-
-    >>> turn_format_ok("<think>x</think><search>q</search>"), turn_format_ok("<search>a</search><search>b</search>")
-    (True, False)
-    """
-    if sum(text.count(f"<{t}>") for t in _TAGS) > 1:
-        return False
-    if any(text.count(f"<{t}>") != text.count(f"</{t}>") for t in _TAGS):
-        return False
-    return text.count("</think>") <= 1
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the reward functions see of an episode: the final answer, the gold answers, and

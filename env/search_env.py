@@ -118,9 +118,7 @@ class SearchEnv(gym.Env):
             if self.client is None:
                 raise ConfigError("this env has no search client; pass client= to SearchEnv")
             cfg = self.config
-            result = run_plan(
-                self.client, plan_calls([call], cfg.topk, cfg.retriever, cfg.page_chars)
-            )[0]
+            result = run_plan(self.client, plan_calls([call], cfg.topk, cfg.retriever))[0]
         return self.episode.finish(result)
 
     async def areset(
@@ -136,7 +134,7 @@ class SearchEnv(gym.Env):
             if self.client is None:
                 raise ConfigError("this env has no search client; pass client= to SearchEnv")
             cfg = self.config
-            plan = plan_calls([call], cfg.topk, cfg.retriever, cfg.page_chars)
+            plan = plan_calls([call], cfg.topk, cfg.retriever)
             result = (await arun_plan(self.client, plan))[0]
         return self.episode.finish(result)
 

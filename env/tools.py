@@ -3,6 +3,11 @@
 All searches of a step go out as ONE ``retrieve`` call; page accesses as one ``access`` call per
 distinct chunk offset. The plan is a generator that yields backend calls and receives their
 results, so the same logic drives a sync client and an async one.
+
+Whatever a policy writes, a backend error never escapes a step: a failed shared call is sent
+again one episode at a time, so one bad query or URL fails only its own episode's call. Only
+an outage (``OUTAGES``: unreachable, still overloaded after the client's retries, refused
+credentials) raises: that step did not happen, and the same actions may be sent again.
 """
 
 from __future__ import annotations
@@ -13,9 +18,18 @@ import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from .types import ACCESS, SEARCH, Action
+from .types import ACCESS, SEARCH, Action, PageWindow
 
 log = logging.getLogger(__name__)
+
+
+def _outage_types() -> tuple[type[BaseException], ...]:
+    from retriever.errors import AuthError, QueueFullError, ServiceUnavailableError
+
+    return (ConnectionError, TimeoutError, ServiceUnavailableError, QueueFullError, AuthError)
+
+
+OUTAGES = _outage_types()
 
 
 @dataclass(slots=True)
@@ -29,10 +43,10 @@ class ToolResult:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One tool call ready to run: the parsed action plus the resolved page chunk number."""
+    """One tool call ready to run: the parsed action plus, for an access, its page window."""
 
     action: Action
-    page: int = 1
+    window: PageWindow | None = None
 
 
 Plan = Generator[tuple[str, dict], tuple[object, Exception | None], list[ToolResult | None]]
@@ -42,15 +56,20 @@ def _is_url(name: str) -> bool:
     return "://" in name or name.startswith(("/wiki/", "wiki/", "index.php", "/w/"))
 
 
-def plan_calls(
-    calls: Sequence[Call | None], topk: int, retriever: str | None, page_chars: int
-) -> Plan:
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = f"{exc}" or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def plan_calls(calls: Sequence[Call | None], topk: int, retriever: str | None) -> Plan:
     """Yield ``(method, kwargs)`` backend calls; return one ToolResult (or None) per call."""
     out: list[ToolResult | None] = [None] * len(calls)
     searches = [i for i, c in enumerate(calls) if c is not None and c.action.kind == SEARCH]
     if searches:
         queries = [calls[i].action.arg for i in searches]
         result, exc = yield "retrieve", {"queries": queries, "topk": topk, "retriever": retriever}
+        if exc is None and (not isinstance(result, list) or len(result) != len(searches)):
+            exc = ValueError(f"the backend answered {len(searches)} queries with {result!r:.100}")
         if exc is not None and len(searches) > 1:
             # one bad query must not fail the others: isolate it
             for i in searches:
@@ -58,52 +77,82 @@ def plan_calls(
                     "retrieve",
                     {"queries": [calls[i].action.arg], "topk": topk, "retriever": retriever},
                 )
+                ok = err is None and isinstance(one, list) and len(one) == 1
                 out[i] = (
-                    ToolResult(error=f"search failed: {err}") if err else ToolResult(docs=one[0])
+                    ToolResult(docs=one[0])
+                    if ok
+                    else ToolResult(error=f"search failed: {_short(err or ValueError(one))}")
                 )
         elif exc is not None:
-            out[searches[0]] = ToolResult(error=f"search failed: {exc}")
+            out[searches[0]] = ToolResult(error=f"search failed: {_short(exc)}")
         else:
             for i, docs in zip(searches, result):
                 out[i] = ToolResult(docs=docs)
-    by_offset: dict[int, list[int]] = {}
+    groups: dict[PageWindow, list[int]] = {}
     for i, c in enumerate(calls):
         if c is not None and c.action.kind == ACCESS:
-            by_offset.setdefault((c.page - 1) * page_chars, []).append(i)
-    for offset, idxs in sorted(by_offset.items()):
-        names = [calls[i].action.arg for i in idxs]
-        urls = [i for i, n in zip(idxs, names) if _is_url(n)]
-        titles = [i for i, n in zip(idxs, names) if not _is_url(n)]
-        kwargs = {
-            "urls": [calls[i].action.arg for i in urls],
-            "titles": [calls[i].action.arg for i in titles],
-            "offset": offset,
-            "max_chars": page_chars,
-        }
-        pages, exc = yield "access", kwargs
-        if exc is not None:
+            groups.setdefault(c.window, []).append(i)
+    for window, idxs in groups.items():
+        pages, exc = yield "access", _access_kwargs(calls, idxs, window)
+        if exc is not None and len(idxs) > 1:
             for i in idxs:
-                out[i] = ToolResult(error=f"access failed: {exc}")
-            continue
-        for i, page in zip(urls + titles, pages):
-            if page is None:
-                out[i] = ToolResult(
-                    error=f"no page found for {calls[i].action.arg!r}; use a URL from the search results"
-                )
-            else:
-                out[i] = ToolResult(page=page)
+                one, err = yield "access", _access_kwargs(calls, [i], window)
+                _access_results(calls, [i], one, err, out)
+        else:
+            _access_results(calls, idxs, pages, exc, out)
     return out
 
 
+def _access_order(calls, idxs: list[int]) -> tuple[list[int], list[int]]:
+    names = [calls[i].action.arg for i in idxs]
+    urls = [i for i, n in zip(idxs, names) if _is_url(n)]
+    titles = [i for i, n in zip(idxs, names) if not _is_url(n)]
+    return urls, titles
+
+
+def _access_kwargs(calls, idxs: list[int], window: PageWindow) -> dict:
+    urls, titles = _access_order(calls, idxs)
+    return {
+        "urls": [calls[i].action.arg for i in urls],
+        "titles": [calls[i].action.arg for i in titles],
+        "offset": window.offset,
+        "max_chars": window.size,
+    }
+
+
+def _access_results(calls, idxs, pages, exc, out) -> None:
+    urls, titles = _access_order(calls, idxs)
+    if exc is None and (not isinstance(pages, list) or len(pages) != len(idxs)):
+        exc = ValueError(f"the backend answered {len(idxs)} pages with {pages!r:.100}")
+    for i, page in zip(urls + titles, pages if exc is None else [None] * len(idxs)):
+        if exc is not None:
+            out[i] = ToolResult(error=f"access failed: {_short(exc)}")
+        elif not isinstance(page, dict):
+            out[i] = ToolResult(
+                error=f"no page found for {calls[i].action.arg!r:.200}; use a URL from the search results"
+            )
+        else:
+            out[i] = ToolResult(page=page)
+
+
+def _log_failure(method: str, exc: Exception) -> None:
+    # a refused request (bad input) is the policy's doing and routine; anything else is news
+    level = logging.DEBUG if isinstance(exc, ValueError) else logging.WARNING
+    log.log(level, "%s failed: %s: %s", method, type(exc).__name__, _short(exc))
+
+
 def run_plan(client, plan: Plan) -> list[ToolResult | None]:
-    """Drive a plan with a sync client. Bad-input errors (ValueError) become tool errors."""
+    """Drive a plan with a sync client. A backend error becomes the tool error of the calls it
+    concerned (logged), never an exception of the step."""
     try:
         method, kwargs = next(plan)
         while True:
             try:
                 reply = (getattr(client, method)(**kwargs), None)
-            except ValueError as exc:
-                log.debug("%s rejected: %s", method, exc)
+            except OUTAGES:
+                raise
+            except Exception as exc:
+                _log_failure(method, exc)
                 reply = (None, exc)
             method, kwargs = plan.send(reply)
     except StopIteration as stop:
@@ -126,7 +175,10 @@ async def arun_plan(client, plan: Plan) -> list[ToolResult | None]:
                 else:
                     value = await asyncio.to_thread(fn, **kwargs)
                 reply = (value, None)
-            except ValueError as exc:
+            except OUTAGES:
+                raise
+            except Exception as exc:
+                _log_failure(method, exc)
                 reply = (None, exc)
             method, kwargs = plan.send(reply)
     except StopIteration as stop:

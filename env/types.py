@@ -1,7 +1,8 @@
-"""Plain value types of the env: the parsed action, the config, the task, the episode outcome."""
+"""Plain value types of the env: the parsed action, the page window, the task, the config."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,33 @@ class Action:
 
 
 @dataclass(frozen=True, slots=True)
+class PageWindow:
+    """Chunk ``page`` (1-based) of a page read in chunks of ``size`` characters: the one place
+    that turns a page number into the ``offset`` the backend takes, and back.
+
+    >>> w = PageWindow(3, 1000)
+    >>> w.offset, PageWindow.at(w.offset, 1000) == w, w.count(2001)
+    (2000, True, 3)
+    """
+
+    page: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    @classmethod
+    def at(cls, offset: int, size: int) -> PageWindow:
+        """The window that starts at character ``offset``."""
+        return cls(offset // size + 1, size)
+
+    def count(self, total_chars: int) -> int:
+        """How many windows a page of ``total_chars`` has (at least one)."""
+        return max(1, math.ceil(total_chars / self.size))
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """One QA item: a question and its accepted answers (aliases)."""
 
@@ -69,20 +97,32 @@ class EnvConfig:
     - ``record_path``: append each finished episode's trajectory to this JSONL file.
     """
 
-    style: str = "asearcher"
-    topk: int = 3
-    retriever: str | None = None
-    max_turns: int = 128
-    obs_max_chars: int | None = 6000
+    style: str = field(default="asearcher", metadata={"help": "tool syntax", "choices": STYLES})
+    topk: int = field(default=3, metadata={"help": "passages per search"})
+    retriever: str | None = field(
+        default=None, metadata={"help": "bm25, dense-NAME or hybrid (default: the server's)"}
+    )
+    max_turns: int = field(default=128, metadata={"help": "turns before an episode is truncated"})
+    obs_max_chars: int | None = field(
+        default=6000, metadata={"help": "characters of one observation, wrapper included"}
+    )
     obs_max_tokens: int | None = None
-    page_chars: int = 4000
-    max_context_chars: int | None = None
+    page_chars: int = field(default=4000, metadata={"help": "characters of one page chunk"})
+    max_context_chars: int | None = field(
+        default=None, metadata={"help": "characters of a whole episode before truncation"}
+    )
     max_context_tokens: int | None = None
     tokenizer: Any = field(default=None, compare=False)
-    reward: str = "f1"
-    format_penalty: float = 0.0
+    reward: str = field(
+        default="f1", metadata={"help": "reward the env reports (all are recorded)"}
+    )
+    format_penalty: float = field(
+        default=0.0, metadata={"help": "subtracted from the reward of each malformed action"}
+    )
     record_path: str | None = None
-    system_prompt: str | None = None
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "system prompt replacing the style's"}
+    )
 
     def __post_init__(self):
         if self.style not in STYLES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from env.parsing import turn_format_ok
 from env.rewards import (
     REWARDS,
     Outcome,
@@ -12,7 +13,6 @@ from env.rewards import (
     f1_score,
     normalize_answer,
     score_all,
-    turn_format_ok,
 )
 
 NORMALIZE = [

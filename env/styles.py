@@ -1,0 +1,178 @@
+"""One object per tool syntax: its prompt, tools, observation wrapper, stop strings, hint, parser.
+
+A style is looked up once (``get_style``) by the episode, the formatter and the evaluation
+runner; nothing else branches on the style's name.
+
+>>> s = get_style("search-r1")
+>>> s.stops, s.tools
+(('</search>', '</answer>'), ('search', 'answer'))
+>>> s.parse("<search> Paris </search>")
+Action(kind='search', arg='Paris', page=None, error=None, reason=None)
+>>> get_style("tool-call").wrap("x")
+'\\n<tool_response>\\nx\\n</tool_response>\\n'
+>>> get_style("asearcher").search_entry(1, {"contents": '"Paris"\\nCapital.', "url": "u"})
+('[Doc 1](u):\\n', '"Paris"\\nCapital.', '')
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import prompts
+from .parsing import invalid, make_action, parse_tool_call, tag_calls
+from .types import ACCESS, ANSWER, SEARCH, STYLES, Action
+
+
+def _split_contents(doc: dict) -> tuple[str, str]:
+    """(title line, text) of a doc; Search-R1 takes the first line of ``contents`` as the title."""
+    contents = doc.get("contents")
+    if not isinstance(contents, str):
+        return f'"{doc.get("title", "")}"', str(doc.get("text", ""))
+    head, _, rest = contents.partition("\n")
+    return head, rest
+
+
+class Style:
+    """The parts of one tool syntax. Subclasses set the class attributes and override what
+    differs; ``parse`` gets the turn with its ``<think>`` blocks already removed."""
+
+    name: str = ""
+    tools: tuple[str, ...] = (SEARCH, ACCESS, ANSWER)
+    stops: tuple[str, ...] = ()
+    checks_turn_format: bool = True  # ASearcher's per-turn format rule applies
+    search_joiner: str = "\n\n"
+
+    @property
+    def hint(self) -> str:
+        tools = ["<search>query</search>"]
+        if ACCESS in self.tools:
+            tools.append("<access>url</access>")
+        return f"use one of {', '.join(tools)} or give the final answer as <answer>...</answer>"
+
+    def tool_specs(self) -> list[dict] | None:
+        """OpenAI tool specs for a chat request's ``tools=`` (None: the prompt explains the tools)."""
+        return None
+
+    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
+        """(text prompt for completion endpoints, chat messages) of the first observation."""
+        raise NotImplementedError
+
+    def wrap(self, body: str) -> str:
+        return f"\n\n<information>\n{body}\n</information>\n\n"
+
+    def invalid_observation(self, error: str) -> str:
+        """The observation of a malformed action: what was wrong and how to go on."""
+        return f"\nMy previous action is invalid: {error}. Let me try again.\n"
+
+    def search_entry(self, k: int, doc: dict) -> tuple[str, str, str]:
+        """(header, text, tail) of search result ``k``; the text is what a budget may cut."""
+        contents = doc.get("contents")
+        if not isinstance(contents, str):
+            contents = f'"{doc.get("title", "")}"\n{doc.get("text", "")}'
+        return f"[Doc {k}]({doc.get('url', '')}):\n", contents, ""
+
+    def parse(self, body: str) -> Action:
+        calls = tag_calls(body, self.hint)
+        if isinstance(calls, Action):
+            return calls
+        calls = [c for c in calls if c[0] != "tool_call"]
+        if not calls:
+            return invalid("no_tool", f"no tool call or answer found; {self.hint}")
+        if len(calls) > 1:
+            names = ", ".join(f"<{t}>" for t, _ in calls)
+            return invalid(
+                "two_tools",
+                f"{len(calls)} tool calls in one turn ({names}); make one call per turn",
+            )
+        tag, content = calls[0]
+        if tag not in self.tools:
+            return invalid("unknown_tool", f"<{tag}> is not available here; {self.hint}")
+        return make_action(tag, content)
+
+
+class ASearcher(Style):
+    name = "asearcher"
+    stops = ("</search>", "</access>", "</answer>")
+
+    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
+        return prompts.tag_prompt(prompts.ASEARCHER_TEMPLATE, question, system_prompt)
+
+
+class SearchR1(Style):
+    name = "search-r1"
+    tools = (SEARCH, ANSWER)
+    stops = ("</search>", "</answer>")
+    search_joiner = ""
+
+    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
+        return prompts.tag_prompt(prompts.SEARCH_R1_TEMPLATE, question, system_prompt)
+
+    def wrap(self, body: str) -> str:
+        return f"\n\n<information>{body}</information>\n\n"
+
+    def search_entry(self, k: int, doc: dict) -> tuple[str, str, str]:
+        title, text = _split_contents(doc)
+        return f"Doc {k}(Title: {title}) ", text, "\n"
+
+
+class ToolCall(Style):
+    """Qwen / Hermes function calling: ``<tool_call>{json}</tool_call>`` in the text, or the
+    server's structured ``tool_calls``; results come back in ``<tool_response>``."""
+
+    name = "tool-call"
+    stops = ("</tool_call>", "</answer>")
+    checks_turn_format = False
+
+    @property
+    def hint(self) -> str:
+        return (
+            'call one tool as <tool_call>{"name": "search", "arguments": {"query": "..."}}'
+            "</tool_call>, or give the final answer as <answer>...</answer>"
+        )
+
+    def tool_specs(self) -> list[dict]:
+        return prompts.tool_specs(self.tools)
+
+    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
+        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in self.tool_specs())
+        system = system_prompt or prompts.TOOL_CALL_SYSTEM.format(tools=tools)
+        user = prompts.TOOL_CALL_USER.format(question=question)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return f"{system}\n\n{user}\n", messages
+
+    def wrap(self, body: str) -> str:
+        return f"\n<tool_response>\n{body}\n</tool_response>\n"
+
+    def invalid_observation(self, error: str) -> str:
+        return self.wrap(f"Error: {error}")
+
+    def parse(self, body: str) -> Action:
+        calls = tag_calls(body, self.hint)
+        if isinstance(calls, Action):
+            return calls
+        if not calls:
+            return invalid("no_tool", f"no tool call or answer found; {self.hint}")
+        if len(calls) > 1:
+            return invalid(
+                "two_tools", f"{len(calls)} tool calls in one turn; make one call per turn"
+            )
+        tag, content = calls[0]
+        if tag == "tool_call":
+            return parse_tool_call(content)
+        if tag == ANSWER:
+            return make_action(ANSWER, content)
+        return invalid("unknown_tool", f"<{tag}> is not a tool-call; {self.hint}")
+
+
+_REGISTRY: dict[str, Style] = {s.name: s for s in (ASearcher(), SearchR1(), ToolCall())}
+assert tuple(_REGISTRY) == STYLES
+
+
+def get_style(style: str | Style) -> Style:
+    """The style object of a name (a ``Style`` is returned as is)."""
+    if isinstance(style, Style):
+        return style
+    try:
+        return _REGISTRY[style]
+    except (KeyError, TypeError):
+        raise ValueError(f"style {style!r} is unknown; use one of {', '.join(STYLES)}") from None
