@@ -33,8 +33,15 @@ VERBS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end in one line, ``error: ...``, like every other failure of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="python -m index_build", description=__doc__)
+    parser = _Parser(prog="python -m index_build", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     modules = {}
     for verb, (module_name, help_text) in VERBS.items():
@@ -55,11 +62,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from retriever.cli import configure_process
+    from retriever.cli import configure_process, fail
 
     configure_process()
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad flag (already reported in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return modules[args.verb].run(args)
     except RetrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    except OSError as exc:  # a full disk, a folder we may not write: say so, no traceback
+        return fail(f"{exc}; the stage's finished output is unchanged, rerun it when fixed", 1)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to start this stage again", file=sys.stderr)
         return 130

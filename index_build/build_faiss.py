@@ -23,6 +23,7 @@ import numpy as np
 
 from retriever.dense.encoders import POOLINGS, PRESETS, model_file, resolve_config
 from retriever.errors import BadRequestError, ManifestMismatchError
+from retriever.files import atomic_path
 from retriever.manifest import read_manifest, write_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
@@ -163,9 +164,8 @@ def build_index(
         log.debug("added rows %d..%d", first, first + len(array))
     t2 = time.perf_counter()
     filename = factory_file(factory)
-    tmp = folder / (filename + ".tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / filename)
+    with atomic_path(folder / filename) as tmp:
+        faiss.write_index(index, str(tmp))
     has_ivf = _has_ivf(index)
     entry = {
         "file": filename,

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from retriever.store.docstore import CORPUS_DIR
 from retriever.store.titles import clean_title, title_to_url
 from retriever.store.writer import StoreWriter, file_table, index_in_place
 
-from .chunking import split_words
+from .chinese import SCRIPTS
+from .chunking import UNITS, Chunker
 from .readers import FORMATS, READERS, Counts, Doc, Progress, Redirect, detect_format, read_head
+from .siteinfo import SiteInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,25 @@ class CorpusConfig:
     workers: int = 0  # 0: one per core
     keep_pages: bool = True
     pages: str | None = None  # a page JSONL (ASearcher's wiki_webpages.jsonl), indexed in place
+    passage_unit: str = "auto"  # words | chars | auto (chars for scripts without spaces)
+    passage_chars: int | None = None  # None: passage_words x the script's characters per word
+    chinese_script: str | None = None  # simplified | traditional: convert with OpenCC
 
     def __post_init__(self):
         if self.passage_words <= 0:
             raise BadRequestError(f"--passage-words must be positive, got {self.passage_words}")
         if self.passage_stride is not None and self.passage_stride <= 0:
             raise BadRequestError(f"--passage-stride must be positive, got {self.passage_stride}")
+        if self.passage_chars is not None and self.passage_chars <= 0:
+            raise BadRequestError(f"--passage-chars must be positive, got {self.passage_chars}")
         if self.workers < 0:
             raise BadRequestError(f"--workers must be 0 (one per core) or more, got {self.workers}")
         for name, value, allowed in (
             ("--format", self.format, FORMATS),
             ("--on-error", self.on_error, ("raise", "skip")),
             ("--in-place", self.in_place, ("auto", "yes", "no")),
+            ("--passage-unit", self.passage_unit, UNITS),
+            ("--chinese-script", self.chinese_script or "simplified", SCRIPTS),
         ):
             if value not in allowed:
                 raise BadRequestError(f"{name} {value!r} is not one of {', '.join(allowed)}")
@@ -69,6 +79,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="words between passage starts (default: no overlap)",
+    )
+    p.add_argument(
+        "--passage-unit",
+        choices=UNITS,
+        default="auto",
+        help="auto (default): characters for articles mostly in scripts without spaces "
+        "(Chinese, Japanese, Thai), words otherwise",
+    )
+    p.add_argument(
+        "--passage-chars",
+        type=int,
+        default=None,
+        help="characters per passage for those scripts (default: 2 per word for CJK, 5 for Thai)",
+    )
+    p.add_argument(
+        "--chinese-script",
+        choices=SCRIPTS,
+        default=None,
+        help="convert Chinese text of an XML dump to one script (OpenCC; the lang extra)",
     )
     p.add_argument(
         "--on-error",
@@ -106,18 +135,26 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         keep_pages=not args.no_pages,
         pages=args.pages,
+        passage_unit=args.passage_unit,
+        passage_chars=args.passage_chars,
+        chinese_script=args.chinese_script,
     )
     manifest = build_corpus(args.input, args.out, config, show_progress=not args.no_progress)
+    print(summary_line(manifest))
+    return 0
+
+
+def summary_line(manifest: dict) -> str:
+    """The one line a person reads at the end of the stage."""
     s = manifest["summary"]
     skipped = (
         ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("skipped", {}).items())) or "none"
     )
-    print(
+    return (
         f"corpus: {manifest['num_docs']} passages, {manifest['num_pages']} pages, "
         f"{manifest.get('num_redirects', 0)} redirects from {s['input_mb']:.1f} MB in {s['seconds']:.1f} s "
         f"({s['mb_per_s']:.1f} MB/s, {s['passages_per_s']:.0f} passages/s); skipped: {skipped} -> {s['folder']}"
     )
-    return 0
 
 
 def _progress_bar(total_bytes: int, enabled: bool):
@@ -211,7 +248,16 @@ def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progres
     if fmt == "wiki-xml":
         from .wikixml import read_wiki_xml
 
-        return read_wiki_xml(path, config.on_error, counts, progress, workers=config.workers)
+        return read_wiki_xml(
+            path,
+            config.on_error,
+            counts,
+            progress,
+            workers=config.workers,
+            chinese_script=config.chinese_script,
+        )
+    if config.chinese_script is not None:
+        raise CorpusInputError(str(path), "options", "--chinese-script applies to XML dumps only")
     return READERS[fmt](path, config.on_error, counts, progress)
 
 
@@ -220,9 +266,17 @@ def _write_store(
 ) -> dict:
     writer = StoreWriter(folder, with_pages=config.keep_pages and not config.pages)
     seq = 0
+    chunker = Chunker(
+        config.passage_words, config.passage_stride, config.passage_unit, config.passage_chars
+    )
+    units: Counter = Counter()
+    sites: list[dict] = []
     try:
         for path, fmt in zip(paths, formats):
             for rec in _records(path, fmt, config, counts, progress):
+                if isinstance(rec, SiteInfo):
+                    sites.append(rec.to_manifest())
+                    continue
                 if isinstance(rec, Redirect):
                     writer.add_redirect(rec.title, rec.target)
                     continue
@@ -234,7 +288,8 @@ def _write_store(
                 if writer.with_pages and doc.page:
                     writer.add_page(base_id, title, url, doc.text)
                 if doc.split:
-                    windows = split_words(doc.text, config.passage_words, config.passage_stride)
+                    unit, windows = chunker.split(doc.text)
+                    units[unit] += 1
                     for i, window in enumerate(windows):
                         writer.add_passage(f"{base_id}-{i}", title, window, url)
                 else:
@@ -246,13 +301,27 @@ def _write_store(
                 "sources": [
                     {"path": str(p.resolve()), "format": f} for p, f in zip(paths, formats)
                 ],
-                "chunking": {
-                    "words": config.passage_words,
-                    "stride": config.passage_stride or config.passage_words,
-                },
+                "chunking": {**chunker.manifest_fields(), "articles": dict(units)},
                 "skipped": dict(counts),
+                **_language_fields(sites, config),
             }
         )
     except BaseException:
         writer.abort()
         raise
+
+
+def _language_fields(sites: list[dict], config: CorpusConfig) -> dict:
+    """Manifest fields of the dumps' sites: ``language`` (the BM25 default), ``sites``, and
+    ``script_conversion`` when Chinese text was converted."""
+    out: dict = {}
+    if sites:
+        out["sites"] = sites
+        languages = {s["language"] for s in sites if s["language"]}
+        if len(languages) == 1:
+            out["language"] = languages.pop()
+    if config.chinese_script is not None:
+        from .chinese import manifest_fields
+
+        out["script_conversion"] = manifest_fields(config.chinese_script)
+    return out

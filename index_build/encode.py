@@ -13,18 +13,18 @@ shard is written, whichever run writes it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from retriever.cli import add_config_arguments, config_from_args
 from retriever.dense.encoders import (
     DTYPES,
     POOLINGS,
@@ -33,7 +33,8 @@ from retriever.dense.encoders import (
     parse_devices,
     resolve_config,
 )
-from retriever.errors import BadRequestError, ManifestMismatchError
+from retriever.errors import BadRequestError, BuildError, ManifestMismatchError
+from retriever.files import atomic_write, sha256_file
 from retriever.manifest import read_manifest, write_json_atomic, write_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
@@ -43,62 +44,94 @@ PLAN = "encode.json"
 SHARD_PATTERN = "emb-{:05d}.npy"
 
 
+SHARD_SIZE = 100_000
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How to run the encoder (not part of the index: changing these keeps shards valid)."""
+    """How to run the encoder (not part of the index: changing these keeps shards valid,
+    except the compute dtype, which the plan pins)."""
 
     devices: tuple[str, ...] = ("cpu",)
-    dtype: str = "auto"
-    batch_size: int = 64
-    shard_id: int = 0
-    num_shards: int = 1
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "compute dtype (auto: fp16 on GPU, fp32 on CPU; bf16 is fast on CPUs with "
+            "AVX512-BF16)",
+            "choices": DTYPES,
+        },
+    )
+    batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
+    shard_id: int = field(default=0, metadata={"help": "this node's number, 0..N-1"})
+    num_shards: int = field(default=1, metadata={"help": "number of nodes sharing the work"})
     show_progress: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise BadRequestError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.batch_size <= 0:
+            raise BadRequestError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.num_shards <= 0:
+            raise BadRequestError(f"--num-shards must be positive, got {self.num_shards}")
+        if not 0 <= self.shard_id < self.num_shards:
+            raise BadRequestError(f"--shard-id {self.shard_id} is not in 0..{self.num_shards - 1}")
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The encoder the flags ask for; unset fields come from the preset or the model's own
+    sentence-transformers config (``resolve_config``)."""
+
+    model: str = field(metadata={"help": "model folder or hub name (e.g. intfloat/e5-base-v2)"})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "prefixes/pooling preset (default: the model's sentence-transformers config)",
+            "choices": sorted(PRESETS),
+        },
+    )
+    pooling: str | None = field(
+        default=None, metadata={"help": "override the pooling", "choices": POOLINGS}
+    )
+    normalize: bool | None = field(default=None, metadata={"help": "override L2 normalisation"})
+    query_prefix: str | None = field(default=None, metadata={"help": "override the query prefix"})
+    passage_prefix: str | None = field(
+        default=None, metadata={"help": "override the passage prefix"}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "override the max tokens per text"}
+    )
+
+    def resolve(self) -> EncoderConfig:
+        if self.max_length is not None and self.max_length <= 0:
+            raise BadRequestError(f"--max-length must be positive, got {self.max_length}")
+        return resolve_config(
+            self.model,
+            preset=self.preset,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            query_prefix=self.query_prefix,
+            passage_prefix=self.passage_prefix,
+            max_length=self.max_length,
+        )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, metavar="ROOT", help="index root (holds ROOT/corpus)")
-    p.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME_OR_PATH",
-        help="model folder or hub name (e.g. intfloat/e5-base-v2)",
-    )
+    add_config_arguments(p, EncoderChoice, required=("model",))
     p.add_argument("--name", help="part name: writes ROOT/dense-NAME (default: from the model)")
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="prefixes/pooling preset (default: the model's sentence-transformers config)",
-    )
-    p.add_argument("--pooling", choices=POOLINGS, help="override the pooling")
-    p.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="override L2 normalisation",
-    )
-    p.add_argument("--query-prefix", help="override the query prefix")
-    p.add_argument("--passage-prefix", help="override the passage prefix")
-    p.add_argument("--max-length", type=int, help="override the max tokens per text")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    add_config_arguments(p, EncodeOptions, skip=("devices", "show_progress"))
     p.add_argument(
         "--fp16", action="store_true", help="store embeddings as float16 (half the disk)"
     )
     p.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="auto",
-        help="compute dtype (auto: fp16 on GPU, fp32 on CPU; bf16 is fast on CPUs with AVX512-BF16)",
-    )
-    p.add_argument(
         "--device", default="cpu", help="cpu, cuda, or cuda:0,1,... (one worker process per GPU)"
     )
-    p.add_argument("--shard-id", type=int, default=0, help="this node's number, 0..N-1")
-    p.add_argument("--num-shards", type=int, default=1, help="number of nodes sharing the work")
     p.add_argument(
         "--shard-size",
         type=int,
-        default=100_000,
-        help="corpus rows per shard file (default 100000)",
+        default=SHARD_SIZE,
+        help=f"corpus rows per shard file (default {SHARD_SIZE})",
     )
     p.add_argument(
         "--overwrite",
@@ -120,29 +153,34 @@ def default_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower() or "model"
 
 
-def config_from_args(args: argparse.Namespace) -> EncoderConfig:
+def encoder_from_args(args: argparse.Namespace) -> EncoderConfig:
     """The encoder settings the encode flags ask for (shared by ``encode`` and ``encode-ray``)."""
-    return resolve_config(
-        args.model,
-        preset=args.preset,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        query_prefix=args.query_prefix,
-        passage_prefix=args.passage_prefix,
-        max_length=args.max_length,
-    )
+    return config_from_args(EncoderChoice, args).resolve()
+
+
+def compute_dtype(dtype: str, device: str) -> str:
+    """The dtype the model computes in: ``auto`` is fp16 on a GPU and fp32 on a CPU.
+
+    >>> compute_dtype("auto", "cuda:1"), compute_dtype("auto", "cpu"), compute_dtype("bf16", "cpu")
+    ('fp16', 'fp32', 'bf16')
+    """
+    if dtype not in DTYPES:
+        raise BadRequestError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    return dtype
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    options = EncodeOptions(
+    options = config_from_args(
+        EncodeOptions,
+        args,
         devices=tuple(parse_devices(args.device)),
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        shard_id=args.shard_id,
-        num_shards=args.num_shards,
         show_progress=not args.no_progress,
     )
+    if args.shard_size <= 0:
+        raise BadRequestError(f"--shard-size must be positive, got {args.shard_size}")
+    config = encoder_from_args(args)
     name = args.name or default_name(args.model)
     start = time.perf_counter()
     result = encode_corpus(
@@ -154,16 +192,19 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         overwrite=args.overwrite,
     )
-    seconds = time.perf_counter() - start
+    print(summary_line(result, time.perf_counter() - start))
+    return 0
+
+
+def summary_line(result: dict, seconds: float) -> str:
     done = (
         "complete" if result["complete"] else f"{result['missing']} shard files left for other runs"
     )
-    print(
+    return (
         f"encode: {result['encoded']} passages in {seconds:.1f} s "
         f"({result['encoded'] / max(seconds, 1e-9):.0f} passages/s), {result['skipped_shards']} shards "
         f"already done; {done} -> {result['folder']}"
     )
-    return 0
 
 
 def shard_ranges(num_docs: int, shard_size: int) -> list[tuple[int, int]]:
@@ -175,13 +216,16 @@ def shard_ranges(num_docs: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, num_docs)) for s in range(0, num_docs, shard_size)]
 
 
-def _plan(store: DocStore, config: EncoderConfig, shard_size: int, fp16: bool) -> dict:
+def _plan(
+    store: DocStore, config: EncoderConfig, shard_size: int, fp16: bool, options: EncodeOptions
+) -> dict:
     return {
         "encoder": config.to_dict(),
         "corpus_checksum": store.checksum,
         "num_docs": len(store),
         "shard_size": shard_size,
         "dtype": "float16" if fp16 else "float32",
+        "compute_dtype": compute_dtype(options.dtype, options.devices[0]),
     }
 
 
@@ -200,11 +244,14 @@ def _check_plan(folder: Path, old: dict, new: dict) -> None:
             f"{folder} was encoded with model {a.get('model')!r} but this run uses {b['model']!r} "
             f"({diff}): use another --name or --overwrite"
         )
-    for key in ("shard_size", "dtype"):
+    flags = {"shard_size": "--shard-size", "dtype": "--fp16", "compute_dtype": "--dtype"}
+    for key, flag in flags.items():
+        if key == "compute_dtype" and key not in old:  # plans written before it was pinned
+            continue
         if old.get(key) != new[key]:
             raise ManifestMismatchError(
-                f"{folder} was encoded with {key} {old.get(key)!r}, this run asks for {new[key]!r}: "
-                "rerun with the same value, another --name, or --overwrite"
+                f"{folder} was encoded with {key} {old.get(key)!r}, this run asks for {new[key]!r} "
+                f"({flag}): rerun with the same value, another --name, or --overwrite"
             )
 
 
@@ -212,7 +259,7 @@ def encode_corpus(
     root: str | os.PathLike,
     name: str,
     config: EncoderConfig,
-    shard_size: int = 100_000,
+    shard_size: int = SHARD_SIZE,
     fp16: bool = False,
     options: EncodeOptions = EncodeOptions(),
     overwrite: bool = False,
@@ -226,22 +273,16 @@ def encode_corpus(
     """
     if shard_size <= 0:
         raise BadRequestError(f"--shard-size must be positive, got {shard_size}")
-    if not 0 <= options.shard_id < options.num_shards:
-        raise BadRequestError(
-            f"--shard-id {options.shard_id} is not in 0..{options.num_shards - 1}"
-        )
     root = Path(root)
     store = DocStore.open(root / CORPUS_DIR)
     folder = root / f"dense-{name}"
-    plan = _plan(store, config, shard_size, fp16)
+    plan = _plan(store, config, shard_size, fp16, options)
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plan_path = folder / PLAN
     if plan_path.is_file():
-        import orjson
-
-        _check_plan(folder, orjson.loads(plan_path.read_bytes()), plan)
+        _check_plan(folder, read_plan(plan_path), plan)
     else:
         write_json_atomic(plan_path, plan)
     ranges = shard_ranges(len(store), shard_size)
@@ -308,12 +349,21 @@ def _encode_shards(
             bar.close()
 
 
+def read_plan(path: Path) -> dict:
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ManifestMismatchError(
+            f"{path} is not valid JSON ({exc}): delete it, or rerun with --overwrite"
+        ) from exc
+
+
 def write_shard(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file: a shard file exists only when complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """``np.save`` through ``X.partial``: a shard file exists only when complete."""
+    with atomic_write(path) as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _worker(
@@ -369,15 +419,7 @@ def _encode_multiprocess(folder, store, config, ranges, todo, fp16, options: Enc
             if proc.is_alive():
                 proc.terminate()
     if failed:
-        raise RuntimeError(f"encoding workers failed: {', '.join(failed)}; rerun to resume")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        raise BuildError(f"encoding workers failed: {', '.join(failed)}; rerun to resume")
 
 
 def finish_manifest(folder: Path, store: DocStore, plan: dict, ranges) -> dict:
@@ -391,7 +433,7 @@ def finish_manifest(folder: Path, store: DocStore, plan: dict, ranges) -> dict:
                 f"{path} has {arr.shape[0]} rows, expected {stop - start}: delete it and rerun"
             )
         dim = arr.shape[1]
-        shards.append({"file": path.name, "rows": [start, stop], "sha256": _sha256(path)})
+        shards.append({"file": path.name, "rows": [start, stop], "sha256": sha256_file(path)})
     old = read_manifest(folder, kind="dense") if (folder / "manifest.json").is_file() else {}
     manifest = {
         "kind": "dense",

@@ -22,10 +22,11 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from retriever.errors import BadRequestError
+from retriever.cli import add_config_arguments, config_from_args
+from retriever.errors import BadRequestError, BuildError
 
 from . import encode
 
@@ -36,49 +37,55 @@ log = logging.getLogger(__name__)
 class RayEncodeOptions:
     """How the work is spread; none of it changes the shard files."""
 
-    address: str | None = None  # None: this process's Ray or a new local one; auto; ray://
-    workers: int | None = None  # None: one per GPU of the cluster, else one per CPU group
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ray cluster: auto (this node's), ray://HEAD:10001; default: a local one"
+        },
+    )
+    workers: int | None = field(
+        default=None, metadata={"help": "encoding actors (default: one per GPU, else per CPU)"}
+    )
+    gpus_per_worker: float | None = field(
+        default=None, metadata={"help": "default: 1 when the cluster has GPUs, else 0"}
+    )
     cpus_per_worker: float = 1.0
-    max_retries: int = 3  # restarts of a dead actor (and retries of its shard)
-    ship_code: bool = True  # send this checkout's index_build and retriever to the workers
+    max_retries: int = field(
+        default=3, metadata={"help": "restarts of a dead worker (and retries of its shard)"}
+    )
+    ship_code: bool = field(
+        default=True,
+        metadata={"help": "use the package installed on the nodes instead of this checkout's"},
+    )
+
+    def __post_init__(self):
+        for name in ("workers", "gpus_per_worker", "cpus_per_worker", "max_retries"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                flag = "--" + name.replace("_", "-")
+                raise BadRequestError(f"{flag} must not be negative, got {value}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     encode.add_arguments(p)  # the same model, prefix, shard and dtype flags as `encode`
-    p.add_argument(
-        "--address", help="Ray cluster: auto (this node's), ray://HEAD:10001; default: a local one"
-    )
-    p.add_argument("--workers", type=int, help="encoding actors (default: one per GPU)")
-    p.add_argument("--gpus-per-worker", type=float, help="default: 1 with GPUs, else 0")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="default 1")
-    p.add_argument("--max-retries", type=int, default=3, help="restarts of a dead worker")
-    p.add_argument(
-        "--no-ship-code", action="store_true", help="use the package installed on the nodes"
-    )
+    add_config_arguments(p, RayEncodeOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-
-    if args.shard_id != 0 or args.num_shards != 1:
+    run_options = config_from_args(encode.EncodeOptions, args)  # checks --dtype, --batch-size
+    if run_options.shard_id != 0 or run_options.num_shards != 1:
         raise BadRequestError(
             "--shard-id/--num-shards do not apply to encode-ray: Ray hands out the shards"
         )
     if args.device != "cpu":
         raise BadRequestError("--device does not apply to encode-ray: use --gpus-per-worker")
-    config = encode.config_from_args(args)
-    options = RayEncodeOptions(
-        address=args.address,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker,
-        max_retries=args.max_retries,
-        ship_code=not args.no_ship_code,
-    )
+    config = encode.encoder_from_args(args)
+    options = config_from_args(RayEncodeOptions, args)
     name = args.name or encode.default_name(args.model)
     start = time.perf_counter()
     result = encode_on_ray(
-        args.index, name, config, args.shard_size, args.fp16, args.dtype, args.batch_size,
+        args.index, name, config, args.shard_size, args.fp16, run_options.dtype,
+        run_options.batch_size,
         options, overwrite=args.overwrite, show_progress=not args.no_progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -123,7 +130,7 @@ def encode_on_ray(
     root: str | os.PathLike,
     name: str,
     config,
-    shard_size: int = 100_000,
+    shard_size: int = encode.SHARD_SIZE,
     fp16: bool = False,
     dtype: str = "auto",
     batch_size: int = 64,
@@ -140,13 +147,6 @@ def encode_on_ray(
     store = DocStore.open(root / CORPUS_DIR)
     folder = root / f"dense-{name}"
     ranges = encode.shard_ranges(len(store), shard_size)
-    # the single-node code with a share of no shard: checks (or writes) encode.json, so a run
-    # with other settings is refused before any worker starts; --overwrite clears the folder
-    nothing = encode.EncodeOptions(shard_id=len(ranges), num_shards=len(ranges) + 1)
-    encode.encode_corpus(root, name, config, shard_size, fp16, nothing, overwrite, _NoEncoder())
-    todo = [
-        i for i in range(len(ranges)) if not (folder / encode.SHARD_PATTERN.format(i)).is_file()
-    ]
     if not ray.is_initialized():
         from retriever.server.ray_serve import code_runtime_env
 
@@ -155,6 +155,20 @@ def encode_on_ray(
     gpus = options.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    # the workers compute in one dtype, pinned in the plan (auto: fp16 on GPUs, fp32 on CPUs)
+    dtype = encode.compute_dtype(dtype, "cuda" if gpus > 0 else "cpu")
+    # the single-node code with a share of no shard: checks (or writes) encode.json, so a run
+    # with other settings is refused before any worker starts; --overwrite clears the folder
+    nothing = encode.EncodeOptions(
+        devices=("cuda" if gpus > 0 else "cpu",),
+        dtype=dtype,
+        shard_id=len(ranges),
+        num_shards=len(ranges) + 1,
+    )
+    encode.encode_corpus(root, name, config, shard_size, fp16, nothing, overwrite, _NoEncoder())
+    todo = [
+        i for i in range(len(ranges)) if not (folder / encode.SHARD_PATTERN.format(i)).is_file()
+    ]
     workers = options.workers or _default_workers(gpus, options.cpus_per_worker)
     workers = max(1, min(workers, len(todo) or 1))
     log.info(
@@ -245,7 +259,7 @@ def _run_actors(
             except RayActorError as exc:  # its restarts are used up: the others take the shard
                 failures[shard] = failures.get(shard, 0) + 1
                 if failures[shard] > options.max_retries:
-                    raise RuntimeError(
+                    raise BuildError(
                         f"shard {shard} failed on {failures[shard]} workers: {exc}; rerun to resume"
                     ) from exc
                 log.warning("worker died on shard %d (%s); requeued", shard, exc)
@@ -272,4 +286,4 @@ class _NoEncoder:
     """Stands in for the model when every shard file exists (writing the manifest only)."""
 
     def encode_passages(self, texts):  # pragma: no cover - never reached when all shards exist
-        raise RuntimeError("a shard file is missing: rerun encode-ray")
+        raise BuildError("a shard file is missing: rerun encode-ray")

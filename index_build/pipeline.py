@@ -1,12 +1,14 @@
 """``python -m index_build all``: corpus, BM25 and (with ``--model``) encode + FAISS in one go.
 
-Each stage is the same code as its own verb, so a stage that fails can be rerun alone.
+Each stage is called as the library function its own verb calls, so a stage that fails can be
+rerun alone with that verb and gives the same result.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 
 from .readers import FORMATS
 
@@ -18,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="ROOT")
     p.add_argument("--format", choices=FORMATS, default="auto")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    p.add_argument(
+        "--pages", metavar="FILE", help="full pages for the access tool (see `corpus --pages`)"
+    )
     p.add_argument("--bm25-backend", choices=["bm25s", "pyserini"], default="bm25s")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 stage")
     p.add_argument(
@@ -30,45 +35,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .__main__ import main
+    from . import corpus
 
-    common = ["--no-progress"] if args.no_progress else []
-    stages = [
-        [
-            "corpus",
-            "--input",
-            *args.input,
-            "--out",
-            args.out,
-            "--format",
-            args.format,
-            "--on-error",
-            args.on_error,
-        ],
-    ]
+    show = not args.no_progress
+    config = corpus.CorpusConfig(format=args.format, on_error=args.on_error, pages=args.pages)
+    log.info("stage: corpus")
+    print(corpus.summary_line(corpus.build_corpus(args.input, args.out, config, show)))
     if not args.no_bm25:
-        stages.append(["bm25", "--index", args.out, "--backend", args.bm25_backend])
+        from .build_bm25 import BM25Config, build_bm25
+
+        log.info("stage: bm25")
+        m = build_bm25(args.out, BM25Config(backend=args.bm25_backend), show_progress=show)
+        print(
+            f"bm25 ({m['backend']}): {m['num_docs']} passages in {m['summary']['seconds']:.1f} s "
+            f"-> {m['summary']['folder']}"
+        )
     if args.model:
-        encode = ["encode", "--index", args.out, "--model", args.model]
-        if args.name:
-            encode += ["--name", args.name]
-        if args.preset:
-            encode += ["--preset", args.preset]
-        if args.device:
-            encode += ["--device", args.device]
-        stages.append(encode)
-        name = args.name or _default_name(args.model)
-        stages.append(["faiss", "--index", args.out, "--name", name, "--factory", args.factory])
-    for stage in stages:
-        log.info("stage: %s", " ".join(stage))
-        rc = main(stage + common)
-        if rc != 0:
-            log.error("stage %s failed (exit %d); fix it and rerun that stage alone", stage[0], rc)
-            return rc
+        from retriever.dense.encoders import parse_devices
+
+        from . import encode
+        from .build_faiss import build_index
+
+        name = args.name or encode.default_name(args.model)
+        config = encode.EncoderChoice(model=args.model, preset=args.preset).resolve()
+        options = encode.EncodeOptions(
+            devices=tuple(parse_devices(args.device or "cpu")), show_progress=show
+        )
+        log.info("stage: encode")
+        start = time.perf_counter()
+        result = encode.encode_corpus(args.out, name, config, options=options)
+        print(encode.summary_line(result, time.perf_counter() - start))
+        log.info("stage: faiss")
+        entry = build_index(args.out, name, args.factory)
+        print(f"faiss: {entry['factory']} over {entry['ntotal']} vectors -> {entry['file']}")
     return 0
-
-
-def _default_name(model: str) -> str:
-    from .encode import default_name
-
-    return default_name(model)

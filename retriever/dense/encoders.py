@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -27,6 +26,7 @@ import numpy as np
 import orjson
 
 from ..errors import BadRequestError, IndexFormatError
+from ..files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,10 @@ def packaged_model_path(verify: bool = True) -> Path:
 def _check_sha256(path: Path, want: str) -> None:
     if not path.is_file():
         raise IndexFormatError(f"{path} is missing: reinstall {PACKAGED_MODEL}")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    if h.hexdigest() != want:
+    have = sha256_file(path)
+    if have != want:
         raise IndexFormatError(
-            f"{path} has sha256 {h.hexdigest()}, expected {want}: the packaged model changed; "
+            f"{path} has sha256 {have}, expected {want}: the packaged model changed; "
             f"reinstall {PACKAGED_MODEL}"
         )
 
