@@ -200,29 +200,30 @@ class TrajectoryFile:
 
     # ---- reading ----------------------------------------------------------------------------
     def _order(self, key: str, descending: bool) -> np.ndarray:
-        """Row order for a sort key (stable; NaN last either way), cached until the file grows."""
+        """Row order for a sort key (ties in file order, NaN last, either direction), cached
+        until the file grows."""
         cached = self._orders.get((key, descending))
         if cached is not None:
             return cached
         n = len(self.offsets)
         if key == "line":
-            order = np.arange(n)
-        elif key == "question":
+            order = np.arange(n)[::-1] if descending else np.arange(n)
+        elif key == "question":  # sorted(reverse=True) keeps ties in file order too
+            folded = [q.casefold() for q in self.questions]
             order = np.array(
-                sorted(range(n), key=lambda i: self.questions[i].casefold()), dtype=np.int64
+                sorted(range(n), key=folded.__getitem__, reverse=descending), dtype=np.int64
             )
         elif key == "dataset":
-            names = sorted(range(len(self.datasets)), key=lambda c: self.datasets[c])
+            names = sorted(range(len(self.datasets)), key=self.datasets.__getitem__)
             rank = np.empty(len(names), dtype=np.int64)
             rank[names] = np.arange(len(names))
             codes = np.frombuffer(self._dataset_codes, dtype=np.int32, count=n)
-            order = np.argsort(rank[codes] if n else codes, kind="stable")
+            ranks = rank[codes] if n else codes.astype(np.int64)
+            order = np.argsort(-ranks if descending else ranks, kind="stable")
         else:  # numbers: NaN (a reward the record lacks) sorts last in both directions
             values = np.frombuffer(self._columns[key], dtype=np.float64, count=n)
             values = -values if descending else values
             order = np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
-        if descending and key in ("line", "question", "dataset"):
-            order = order[::-1]
         self._orders[(key, descending)] = order
         return order
 

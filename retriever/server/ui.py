@@ -79,7 +79,7 @@ def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
     """Prometheus text exposition -> ``{"counters", "gauges", "histograms"}`` by short name.
 
     Accepts both the hand-written form (counter family ``x_total``) and prometheus_client's
-    (family ``x``, samples ``x_total`` and ``x_created``); ``_created`` series are dropped.
+    (family ``x``, samples ``x_total``); ``*_created`` series are dropped.
     """
     kinds: dict[str, str] = {}
     out: dict[str, dict[str, list]] = {"counters": {}, "gauges": {}, "histograms": {}}
@@ -96,6 +96,8 @@ def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
         if m is None:
             continue
         name, raw_labels, raw_value = m.groups()
+        if name.endswith("_created"):  # prometheus_client's creation times, as gauges
+            continue
         labels = {
             k: re.sub(r"\\[\\\"n]", lambda e: _UNESCAPE[e.group(0)], v)
             for k, v in _LABEL.findall(raw_labels or "")
@@ -105,13 +107,11 @@ def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
         except ValueError:
             continue
         family, suffix = name, ""
-        for end in ("_bucket", "_sum", "_count", "_total", "_created"):
+        for end in ("_bucket", "_sum", "_count", "_total"):
             if name not in kinds and name.endswith(end) and name[: -len(end)] in kinds:
                 family, suffix = name[: -len(end)], end
                 break
         kind = kinds.get(family, "untyped")
-        if suffix == "_created":
-            continue
         short = _short(family, prefix)
         if kind == "histogram":
             le = labels.pop("le", None)
