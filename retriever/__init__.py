@@ -20,7 +20,7 @@ from .errors import (
     RetrieverError,
     ServiceUnavailableError,
 )
-from .types import Hit, Page, Passage
+from .types import Hit, Page, Passage, ScoredPassage
 
 __version__ = "0.1.0"
 
@@ -55,5 +55,6 @@ __all__ = [
     "Passage",
     "QueueFullError",
     "RetrieverError",
+    "ScoredPassage",
     "ServiceUnavailableError",
 ]

@@ -76,14 +76,15 @@ def add_config_arguments(
 
     Booleans that default to True get ``--no-NAME``, others ``--NAME``; ``X | None`` fields
     default to None; tuples take comma-separated values; ``metadata={"help": ..., "choices":
-    [...]}`` on a field sets the help and choices. Defaults are left to the dataclass
+    [...], "flag": "--other-name"}`` on a field sets the help, the choices and the flag's name
+    (when it differs from the field's). Defaults are left to the dataclass
     (``argparse.SUPPRESS``), so a flag not given does not override them."""
     hints = typing.get_type_hints(config)
     skip, required = set(skip), set(required)
     for f in dataclasses.fields(config):
         if f.name in skip or not f.init:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
         hint, _ = _unwrap(hints[f.name])

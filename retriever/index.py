@@ -16,7 +16,7 @@ from .errors import BadRequestError, IndexFormatError
 from .manifest import MANIFEST, check_corpus, read_manifest
 from .protocol import Retriever
 from .store.docstore import CORPUS_DIR, DocStore
-from .types import Passage
+from .types import Hit, ScoredPassage
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,11 @@ class Index:
 
     def search(
         self, queries: Sequence[str], k: int = 10, retriever: str = "bm25"
-    ) -> list[list[tuple[Passage, float]]]:
+    ) -> list[list[ScoredPassage]]:
         """Search and fetch the passages of the hits (only those) from the store."""
-        results = self.retriever(retriever).search(queries, k)
-        return [[(self.store.get(h.row), h.score) for h in hits] for hits in results]
+        return self.passages(self.retriever(retriever).search(queries, k))
+
+    def passages(self, results: Sequence[Sequence[Hit]]) -> list[list[ScoredPassage]]:
+        """Hit lists (rows and scores) to scored passages read from the store."""
+        get = self.store.get
+        return [[ScoredPassage(get(h.row), h.score) for h in hits] for hits in results]

@@ -12,14 +12,14 @@ import orjson
 
 from .errors import RetrieverError
 from .store.docstore import DocStore
+from .types import Passage
 
 
 def _print(obj) -> None:
     sys.stdout.write(orjson.dumps(obj).decode() + "\n")
 
 
-def _passage(store: DocStore, row: int) -> dict:
-    p = store.get(row)
+def _passage(p: Passage) -> dict:
     return {"row": p.row, **p.to_dict()}
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for pid in args.id:
         row = store.find_id(pid)
         if row is not None:
-            _print({"id": pid, "passage": _passage(store, row)})
+            _print({"id": pid, "passage": _passage(store.get(row))})
             continue
         page = store.page_by_id(pid)
         if page is None:
@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             )
     for row in args.row:
         try:
-            _print({"row": row, "passage": _passage(store, row)})
+            _print({"row": row, "passage": _passage(store.get(row))})
         except IndexError as exc:
             _print({"row": row, "error": str(exc)})
             status = 1
     for p in store.sample(args.sample, seed=args.seed):
-        _print({"sample": {"row": p.row, **p.to_dict()}})
+        _print({"sample": _passage(p)})
     return status
 
 

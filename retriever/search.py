@@ -1,8 +1,9 @@
 """``python -m retriever.search --index ROOT [--retriever bm25] [-k 10] [--queries FILE | QUERY...]``
 
-Prints one JSON object per query: ``{"query", "hits": [{"id", "title", "url", "score",
-"text"}]}``. FILE is one query per line or any QA file (see ``retriever.queries``); ``-`` reads
-stdin. Any retriever of the index root works (``bm25``, ``dense-NAME``, ``hybrid``).
+Prints one JSON object per query: ``{"query", "hits": [{"id", "contents", "title", "text",
+"url", "score"}]}`` (the documents of ``/retrieve``, with their scores). FILE is one query per
+line or any QA file (see ``retriever.queries``); ``-`` reads stdin. Any retriever of the index
+root works (``bm25``, ``dense-NAME``, ``hybrid``).
 """
 
 from __future__ import annotations
@@ -34,16 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def hit_dict(passage, score: float) -> dict:
-    return {
-        "id": passage.id,
-        "title": passage.title,
-        "url": passage.url,
-        "score": score,
-        "text": passage.text,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     from .cli import configure_process
 
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             batch = queries[lo : lo + args.batch_size]
             results = index.search(batch, k=args.topk, retriever=args.retriever)
             for q, hits in zip(batch, results):
-                obj = {"query": q, "hits": [hit_dict(p, s) for p, s in hits]}
+                obj = {"query": q, "hits": [hit.to_dict() for hit in hits]}
                 out.write(orjson.dumps(obj) + b"\n")
             out.flush()
     except (RetrieverError, ValueError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,8 @@ class Passage:
         return f'"{self.title}"\n{self.text}'
 
     def to_dict(self) -> dict:
-        """The wire form used by ``/retrieve`` and ``retriever.search``."""
+        """The document dict of the wire (``/retrieve``, the clients, the CLIs): the one place
+        a passage becomes a dict."""
         return {
             "id": self.id,
             "contents": self.contents,
@@ -47,3 +49,21 @@ class Hit:
 
     row: int
     score: float
+
+
+class ScoredPassage(NamedTuple):
+    """A search result as users see it: the passage and its score. A tuple, so ``for passage,
+    score in hits`` works; ``to_dict()`` is the scored document of the wire.
+
+    >>> ScoredPassage(Passage(0, "7", "T", "x", "u"), 1.5).to_dict()["score"]
+    1.5
+    """
+
+    passage: Passage
+    score: float
+
+    def to_dict(self) -> dict:
+        """``{"id", "contents", "title", "text", "url", "score"}``."""
+        out = self.passage.to_dict()
+        out["score"] = float(self.score)
+        return out

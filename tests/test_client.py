@@ -10,6 +10,7 @@ from retriever_fakes import LiveServer, build_root, free_port, hotpot_questions
 
 from retriever.client import HTTPClient, InProcessClient, connect
 from retriever.errors import (
+    AuthError,
     BadRequestError,
     QueueFullError,
     RetrieverError,
@@ -88,8 +89,7 @@ def test_in_process_client_borrows_a_service(bm25_root):
 
 def test_errors_map_to_exceptions(live):
     with HTTPClient(live.url) as client:
-        with pytest.raises(BadRequestError, match="queries is empty"):
-            client.retrieve([])
+        assert client.retrieve([]) == []  # as Search-R1's server: no queries, no results
         with pytest.raises(BadRequestError, match="unknown retriever"):
             client.retrieve(["a"], retriever="dense-none")
         with pytest.raises(BadRequestError, match="not one string"):
@@ -152,6 +152,34 @@ def test_422_and_500_are_not_retried():
     with pytest.raises(RetrieverError, match="500"):
         HTTPClient("http://x", transport=transport).retrieve(["a"])
     assert len(calls) == 1
+
+
+def test_401_is_an_auth_error_at_once():
+    transport, calls = scripted((401, {"WWW-Authenticate": "Bearer"}, {"detail": "no token"}))
+    with pytest.raises(AuthError, match="no token"):
+        HTTPClient("http://x", transport=transport, backoff=0.001).retrieve(["a"])
+    assert len(calls) == 1
+
+
+def test_client_bodies_are_what_the_server_models_accept():
+    """The client stays light (no pydantic); its bodies are checked against the wire models."""
+    from retriever.wire import AccessRequest, RetrieveRequest
+
+    transport, calls = scripted(OK)
+    client = HTTPClient("http://x", transport=transport)
+    client.retrieve(["a", "b"], topk=4, retriever="bm25")
+    body = RetrieveRequest.model_validate_json(calls[0].content)
+    assert (body.queries, body.topk, body.return_scores, body.retriever) == (
+        ["a", "b"], 4, True, "bm25"
+    )  # fmt: skip
+    transport, calls = scripted((200, {}, {"result": [None]}))
+    HTTPClient("http://x", transport=transport).access(
+        urls=["u"], titles=["t"], ids=["7"], offset=3, max_chars=9
+    )
+    page = AccessRequest.model_validate_json(calls[0].content)
+    assert (page.urls, page.titles, page.ids, page.offset, page.max_chars) == (
+        ["u"], ["t"], ["7"], 3, 9
+    )  # fmt: skip
 
 
 def test_token_is_sent():

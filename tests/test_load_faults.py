@@ -55,7 +55,7 @@ def test_200_concurrent_clients_all_answered_and_equal_to_library(root):
     with LiveServer(service) as server:
         bodies = [{"queries": [q], "topk": 3, "return_scores": True} for q in questions]
         responses = asyncio.run(post_many(server.url, bodies))
-        batches = service.metrics.batch_size.count(retriever="bm25")
+        batches = service.metrics.value("retriever_batch_size_count", retriever="bm25")
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in responses)
     for r, hits in zip(responses, want):
         got = [(item["document"]["id"], item["score"]) for item in r.json()["result"][0]]
@@ -111,7 +111,7 @@ def test_shutdown_with_requests_in_flight(root, fake):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 20  # wait until the server holds all 12 requests
-    while server.service.metrics.queries.value(retriever="bm25") < 12:
+    while server.service.metrics.value("retriever_queries_total", retriever="bm25") < 12:
         assert time.monotonic() < deadline, "requests did not arrive"
         time.sleep(0.02)
     stopper = threading.Thread(target=server.stop)

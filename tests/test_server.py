@@ -80,24 +80,28 @@ def test_single_query_also_answers_rllm_shape(app_client):
         "/retrieve", json={"query": "x", "top_k": 2, "retriever_type": "sparse"}
     ).json()
     assert out["num_results"] == 2 and out["query"] == "x"
-    assert out["results"][0]["content"] == out["result"][0][0]["contents"]
-    assert "score" in out["results"][0]
+    first = out["results"][0]
+    assert first["content"] == out["result"][0][0]["contents"]
+    assert first["document"] == out["result"][0][0]  # rLLM's earlier tool reads "document"
+    assert {**first["document"], "content": first["content"], "score": first["score"]} == {
+        k: v for k, v in first.items() if k != "document"
+    }
 
 
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"queries": []}, "queries is empty"),
         ({}, "missing 'queries'"),
-        ({"queries": "abc"}, "list of strings"),
-        ({"queries": [None]}, "query 0 is NoneType"),
-        ({"queries": ["a"], "topk": -1}, "between 1 and"),
+        ({"queries": "abc"}, "queries: Input should be a valid list"),
+        ({"queries": [None]}, "queries.0: Input should be a valid string (got None)"),
+        ({"queries": ["a"], "topk": -1}, "greater than or equal to 0 (got -1)"),
         ({"queries": ["a"], "topk": 10**6}, "between 1 and"),
-        ({"queries": ["a"], "topk": 2.5}, "integer"),
+        ({"queries": ["a"], "topk": 2.5}, "topk: Input should be a valid integer"),
+        ({"queries": ["a"], "topk": True}, "topk: Input should be a valid integer"),
         ({"queries": ["a"], "topk": 2, "k": 3}, "conflicting"),
         ({"queries": ["a"], "query": "b"}, "not both"),
         ({"queries": ["a"], "retriever": "dense-x"}, "unknown retriever 'dense-x'"),
-        ({"queries": ["a"], "retriever": 5}, "retriever must be a string"),
+        ({"queries": ["a"], "retriever": 5}, "retriever: Input should be a valid string"),
         ({"queries": ["a"], "return_scores": "maybe"}, "return_scores"),
         ([1, 2], "JSON object"),
     ],
@@ -106,7 +110,26 @@ def test_bad_requests_are_422_with_a_message(app_client, body, message):
     _, client = app_client
     r = client.post("/retrieve", json=body)
     assert r.status_code == 422, r.text
+    assert r.json()["error"] == "bad_request"
     assert message in r.json()["detail"]
+
+
+def test_search_r1_defaults_empty_batch_and_topk_zero(app_client):
+    """What Search-R1's and GEM's own servers answer: no queries -> no results (a turn where no
+    sample searched); topk 0 or null -> the server's default."""
+    _, client = app_client
+    assert client.post("/retrieve", json={"queries": []}).json() == {"result": []}
+    empty = client.post("/retrieve", json={"queries": [], "topk": 3, "return_scores": True})
+    assert empty.status_code == 200 and empty.json() == {"result": []}
+    for body in ({"topk": 0}, {"topk": None}, {"top_k": 0}, {"k": None}, {}):
+        r = client.post("/retrieve", json={"queries": ["a"], **body})
+        assert r.status_code == 200 and len(r.json()["result"][0]) == 3  # default_topk
+
+
+def test_unknown_keys_are_ignored(app_client):
+    _, client = app_client  # rLLM's later tool sends these beside the query
+    body = {"query": "x", "top_k": 2, "description": "", "args": [], "kwargs": {}}
+    assert client.post("/retrieve", json=body).json()["num_results"] == 2
 
 
 def test_bad_bodies(root, fake):

@@ -8,7 +8,12 @@ import time
 import pytest
 from retriever_fakes import FakeRetriever, build_root, hotpot_questions
 
-from retriever.errors import BadRequestError, IndexFormatError, ServiceUnavailableError
+from retriever.errors import (
+    BadRequestError,
+    BatchError,
+    IndexFormatError,
+    ServiceUnavailableError,
+)
 from retriever.hybrid import HybridRetriever
 from retriever.index import Index
 from retriever.server.service import RetrievalService, ServiceConfig
@@ -52,8 +57,8 @@ def test_cache_counts_hits_and_dedupes(svc, fake):
     svc.search(["repeat"], topk=5)  # another k is another key
     assert svc.cache.hits == 1
     text = svc.metrics_text()
-    assert 'retriever_cache_hits_total{retriever="bm25"} 1' in text
-    assert 'retriever_cache_misses_total{retriever="bm25"} 4' in text
+    assert 'retriever_cache_hits_total{retriever="bm25"} 1.0' in text
+    assert 'retriever_cache_misses_total{retriever="bm25"} 4.0' in text
 
 
 def test_cache_disabled(root, fake):
@@ -66,7 +71,6 @@ def test_cache_disabled(root, fake):
 @pytest.mark.parametrize(
     "queries, topk, retriever, message",
     [
-        ([], 3, None, "queries is empty"),
         ("one string", 3, None, "list of strings"),
         ([1], 3, None, "query 0 is int"),
         (["q"] * 11, 3, None, "limit is 10"),
@@ -86,9 +90,19 @@ def test_bad_requests_name_the_problem(root, fake, queries, topk, retriever, mes
 
 def test_default_topk_and_aliases(svc, fake):
     assert len(svc.retrieve(["q"])[0]) == 3  # default_topk
+    assert svc.retrieve([]) == [] and svc.search([], 5) == []  # nobody searched this turn
     assert svc.resolve("sparse") == "bm25"
     with pytest.raises(BadRequestError):
         svc.resolve("dense")  # no dense part loaded
+
+
+def test_a_failing_retriever_is_a_batch_error_naming_it(svc, fake):
+    fake.fail_on = "boom"
+    with pytest.raises(BatchError, match="retriever 'bm25' failed: RuntimeError.*injected") as info:
+        svc.search(["boom"], 2)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    fake.fail_on = None
+    assert len(svc.search(["boom"], 2)[0]) == 2
 
 
 def test_not_ready_then_ready(root, fake):

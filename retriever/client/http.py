@@ -14,7 +14,7 @@ answered 503/429 is left out for ``down_seconds`` and the request is retried at 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +22,14 @@ from typing import Any
 
 import orjson
 
-from ..errors import BadRequestError, QueueFullError, RetrieverError, ServiceUnavailableError
+from ..errors import (
+    AuthError,
+    BadRequestError,
+    QueueFullError,
+    RetrieverError,
+    ServiceUnavailableError,
+)
+from ..retry import Retry, RetryPolicy, arun, retryable_status, run
 from .balancer import Balancer, parse_urls
 
 __all__ = ["HTTPClient"]
@@ -50,8 +57,8 @@ class HTTPClient:
     """Client of ``python -m retriever.server`` (one URL or several); sync methods and
     ``a``-prefixed coroutines.
 
-    >>> # with HTTPClient("http://127.0.0.1:8000") as c: c.retrieve(["who wrote hamlet"], topk=3)
-    >>> # HTTPClient(["http://node1:8000", "http://node2:8000"])  # spread, fail over
+        with HTTPClient("http://127.0.0.1:8000") as c: c.retrieve(["who wrote hamlet"], topk=3)
+        HTTPClient(["http://node1:8000", "http://node2:8000"])  # spread, fail over
     """
 
     def __init__(
@@ -68,11 +75,13 @@ class HTTPClient:
         transport=None,
         async_transport=None,
         down_seconds: float = 5.0,
+        retry: RetryPolicy | None = None,
     ):
-        """``url``: a base URL, a list of them, or a comma-separated string; ``retries``: how
-        many times a request is sent again (to any URL) before giving up; ``down_seconds``: how
-        long a URL that failed is skipped while others are up; ``transport`` /
-        ``async_transport``: httpx transports (tests, unix sockets)."""
+        """``url``: a base URL, a list of them, or a comma-separated string; ``retries``,
+        ``backoff``, ``max_backoff``: the ``RetryPolicy`` (or pass ``retry``): how many times a
+        request is sent again (to any URL) before giving up, and how long to wait;
+        ``down_seconds``: how long a URL that failed is skipped while others are up;
+        ``transport`` / ``async_transport``: httpx transports (tests, unix sockets)."""
         import httpx
 
         self.urls = parse_urls(url)
@@ -80,9 +89,9 @@ class HTTPClient:
         self.down_seconds = down_seconds
         self._balancer = Balancer(self.urls)
         self._lock = threading.Lock()
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.policy = retry or RetryPolicy(
+            retries=retries, backoff=backoff, max_backoff=max_backoff
+        )
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -94,6 +103,18 @@ class HTTPClient:
         self._async_transport = async_transport
         self._sync: dict[str, httpx.Client] = {}
         self._async: dict[tuple[int, str], httpx.AsyncClient] = {}
+
+    @classmethod
+    def discover(cls, folder: str | os.PathLike | None = None, **options) -> HTTPClient:
+        """A client of every server listed in ASearcher's address directory (``folder``, or
+        ``$RAG_SERVER_ADDR_DIR``): the ``Host{ip}_IP{port}.txt`` files that servers started
+        with ``--save-address-to`` write."""
+        from .addresses import read_addresses
+
+        folder = folder or os.environ.get("RAG_SERVER_ADDR_DIR")
+        if not folder:
+            raise BadRequestError("no address directory: pass one or set RAG_SERVER_ADDR_DIR")
+        return cls(read_addresses(folder), **options)
 
     # ---- plumbing -------------------------------------------------------------------------
     def _client(self, url: str | None = None):
@@ -131,99 +152,87 @@ class HTTPClient:
             self._async[key] = client
         return client
 
-    def _delay(self, attempt: int, response=None) -> float:
-        if response is not None:
-            retry_after = response.headers.get("retry-after")
-            if retry_after is not None:
-                try:
-                    return min(float(retry_after), 60.0)
-                except ValueError:
-                    pass
-        base = min(self.max_backoff, self.backoff * 2**attempt)
-        return base * (0.5 + random.random() / 2)
-
-    def _outcome(self, response, attempt: int, url: str) -> tuple[Any, float | None]:
-        """(parsed body, None) on success; (exception, delay) when to retry; raises otherwise.
-
-        A retried failure marks ``url`` down, so the next attempt goes to another URL."""
+    def _outcome(self, response, attempt: int, url: str) -> Any:
+        """The parsed body of a 200; else raises: ``Retry`` for what is worth sending again
+        (marking ``url`` down, so the next attempt goes to another URL), the mapped error
+        for the rest (a 4xx is the caller's fault: reported at once)."""
         code = response.status_code
         if code == 200:
             self._balancer.mark_up(url)
-            return orjson.loads(response.content), None
+            return orjson.loads(response.content)
         try:
             detail = orjson.loads(response.content).get("detail", response.text)
             ours = True
         except Exception:
             detail, ours = response.text, False
-        if code == 422 or code == 400 or code == 413:
+        if code in (400, 413, 422):
             raise BadRequestError(f"{url} refused the request: {detail}")
+        if code == 401:
+            raise AuthError(f"{url} refused the request: {detail}; pass token=...")
+        # a 500 that is not the service's JSON error came from a proxy in front of it (Ray
+        # Serve: the replica died while answering); the request only reads, so resending is safe
+        if not retryable_status(code, proxy=not ours):
+            raise RetrieverError(f"{url} answered {code}: {detail}")
         if code == 429:
             exc: RetrieverError = QueueFullError(f"{url} is overloaded: {detail}")
-        elif code in (502, 503, 504):
-            exc = ServiceUnavailableError(f"{url} is unavailable ({code}): {detail}")
-        elif code == 500 and not ours:
-            # not the service's JSON error but a proxy's (Ray Serve: the replica died while
-            # answering); the request only reads, so sending it again is safe
+        elif code == 500:
             exc = ServiceUnavailableError(f"{url} failed in front of the service (500): {detail}")
         else:
-            raise RetrieverError(f"{url} answered {code}: {detail}")
-        if attempt >= self.retries:
-            raise exc
-        delay = self._delay(attempt, response)
+            exc = ServiceUnavailableError(f"{url} is unavailable ({code}): {detail}")
+        retry_after = response.headers.get("retry-after")
         if code != 500:  # a proxy 500 is one replica's failure, not the URL's
-            self._balancer.mark_down(url, delay if code == 429 else max(delay, self.down_seconds))
-        return exc, delay
+            wait = self.policy.delay(attempt, retry_after)
+            self._balancer.mark_down(url, wait if code == 429 else max(wait, self.down_seconds))
+        raise Retry(exc, retry_after)
 
-    def _transport_failed(self, exc: Exception, attempt: int, url: str) -> float:
+    def _unreachable(self, exc: Exception, attempt: int, url: str) -> Retry:
         self._balancer.mark_down(url, self.down_seconds)
-        if attempt >= self.retries:
-            where = url if len(self.urls) == 1 else f"{', '.join(self.urls)} (last {url})"
-            raise ServiceUnavailableError(
-                f"cannot reach {where} after {attempt + 1} attempts: {exc!r}; is the server running?"
-            ) from exc
-        return self._delay(attempt)
+        where = url if len(self.urls) == 1 else f"{', '.join(self.urls)} (last {url})"
+        error = ServiceUnavailableError(
+            f"cannot reach {where} after {attempt + 1} attempts: {exc!r}; is the server running?"
+        )
+        error.__cause__ = exc
+        return Retry(error)
 
     def _wait(self, delay: float) -> float:
-        """No wait when another URL is up (fail over at once), else the backoff delay."""
+        """No wait when another URL is up (fail over at once), else the policy's delay."""
         return 0.0 if len(self.urls) > 1 and self._balancer.any_up() else delay
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
         import httpx
 
         content = None if body is None else orjson.dumps(body)
-        for attempt in range(self.retries + 1):
+
+        def attempt(n: int) -> Any:
             url = self._balancer.acquire()
             try:
-                response = self._client(url).request(method, path, content=content)
-            except httpx.TransportError as exc:
-                delay = self._transport_failed(exc, attempt, url)
-            else:
-                parsed, delay = self._outcome(response, attempt, url)
-                if delay is None:
-                    return parsed
+                try:
+                    response = self._client(url).request(method, path, content=content)
+                except httpx.TransportError as exc:
+                    raise self._unreachable(exc, n, url) from None
+                return self._outcome(response, n, url)
             finally:
                 self._balancer.release(url)
-            time.sleep(self._wait(delay))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return run(self.policy, attempt, sleep=lambda s: time.sleep(self._wait(s)))
 
     async def _arequest(self, method: str, path: str, body: dict | None = None) -> Any:
         import httpx
 
         content = None if body is None else orjson.dumps(body)
-        for attempt in range(self.retries + 1):
+
+        async def attempt(n: int) -> Any:
             url = self._balancer.acquire()
             try:
-                response = await self._aclient(url).request(method, path, content=content)
-            except httpx.TransportError as exc:
-                delay = self._transport_failed(exc, attempt, url)
-            else:
-                parsed, delay = self._outcome(response, attempt, url)
-                if delay is None:
-                    return parsed
+                try:
+                    response = await self._aclient(url).request(method, path, content=content)
+                except httpx.TransportError as exc:
+                    raise self._unreachable(exc, n, url) from None
+                return self._outcome(response, n, url)
             finally:
                 self._balancer.release(url)
-            await asyncio.sleep(self._wait(delay))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return await arun(self.policy, attempt, sleep=lambda s: asyncio.sleep(self._wait(s)))
 
     @staticmethod
     def _retrieve_body(queries, topk, retriever) -> dict:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 
 from ..errors import QueueFullError
+from ..retry import Retry, RetryPolicy, arun
 from ..server.service import RetrievalService, ServiceConfig
 
 
@@ -30,7 +30,8 @@ class InProcessClient:
         else:
             self.service = RetrievalService(ServiceConfig(index=service, **options)).start()
             self._owns = True
-        self.retries = retries
+        # a full queue drains in milliseconds here: short waits, many tries
+        self.retry = RetryPolicy(retries=retries, backoff=0.001, max_backoff=0.5)
 
     @classmethod
     def from_index(cls, root: str | os.PathLike, **options) -> InProcessClient:
@@ -44,14 +45,14 @@ class InProcessClient:
     async def aretrieve(
         self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
     ) -> list[list[dict]]:
-        for attempt in range(self.retries + 1):
+
+        async def attempt(_: int) -> list[list[dict]]:
             try:
                 return await self.service.aretrieve(queries, topk, retriever)
-            except QueueFullError:
-                if attempt >= self.retries:
-                    raise
-                await asyncio.sleep(min(0.5, 0.001 * 2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+            except QueueFullError as exc:  # the sync form blocks for room instead
+                raise Retry(exc) from None
+
+        return await arun(self.retry, attempt)
 
     def access(
         self,

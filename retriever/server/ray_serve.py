@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .service import RetrievalService, ServiceConfig
@@ -28,18 +28,28 @@ log = logging.getLogger(__name__)
 __all__ = ["DeploymentOptions", "ServiceReplica", "build_app", "code_runtime_env", "deploy", "main"]
 
 
+def _opt(default, help_text: str, flag: str | None = None):
+    metadata = {"help": help_text} if flag is None else {"help": help_text, "flag": flag}
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class DeploymentOptions:
-    """How many replicas, what each one holds, and how the proxy reaches them."""
+    """How many replicas, what each one holds, and how the proxy reaches them; each field is a
+    flag of ``python -m retriever.ray_serve``."""
 
-    replicas: int = 1
-    num_cpus: float = 1.0  # per replica
-    num_gpus: float = 0.0  # per replica; Ray sets CUDA_VISIBLE_DEVICES, the replica uses "cuda"
-    max_ongoing_requests: int = 256  # per replica; Serve's default (5) would starve coalescing
-    health_check_period_s: float = 10.0
-    access_log: bool = False  # Serve's per-request log line (costly at thousands of requests/s)
-    name: str = "retriever"  # the Serve application (one per index root)
-    route_prefix: str = "/"  # several applications on one cluster: /wiki18, /wiki2024, ...
+    replicas: int = _opt(1, "Serve replicas")
+    num_cpus: float = _opt(1.0, "CPUs each replica holds", "--num-cpus-per-replica")
+    # Ray sets CUDA_VISIBLE_DEVICES; the replica uses "cuda"
+    num_gpus: float = _opt(0.0, "GPUs each replica holds", "--num-gpus-per-replica")
+    # per replica; Serve's default (5) would starve coalescing
+    max_ongoing_requests: int = _opt(256, "requests in flight per replica")
+    health_check_period_s: float = _opt(
+        10.0, "how often Serve checks each replica (a failed one is replaced)"
+    )
+    access_log: bool = _opt(False, "Serve's per-request log line (costly at thousands/s)")
+    name: str = _opt("retriever", "Serve application name (one per index root)")
+    route_prefix: str = _opt("/", "URL path of this index: /wiki18, /wiki2024, ...")
 
     def __post_init__(self):
         if self.replicas < 1:
@@ -166,34 +176,18 @@ def proxy_urls(port: int, host: str = "127.0.0.1") -> list[str]:
 
 
 def build_parser():
+    """The server's flags plus one per ``DeploymentOptions`` field and the Ray connection."""
+    from ..cli import add_config_arguments
     from .app import build_parser as server_parser
 
     p = server_parser()
     p.prog = "python -m retriever.ray_serve"
     p.description = __doc__
-    d = DeploymentOptions()
-    p.add_argument("--replicas", type=int, default=d.replicas, help="Serve replicas (default 1)")
-    p.add_argument("--num-cpus-per-replica", type=float, default=d.num_cpus)
-    p.add_argument(
-        "--num-gpus-per-replica", type=float, default=d.num_gpus, help="GPUs each replica holds"
-    )
-    p.add_argument(
-        "--max-ongoing-requests", type=int, default=d.max_ongoing_requests, help="per replica"
-    )
+    add_config_arguments(p.add_argument_group("deployment"), DeploymentOptions)
     p.add_argument(
         "--address",
         default=None,
         help="Ray cluster: auto (this node's), ray://HEAD:10001; default: start a local one",
-    )
-    p.add_argument(
-        "--health-check-period-s",
-        type=float,
-        default=d.health_check_period_s,
-        help="how often Serve checks each replica (a failed one is replaced)",
-    )
-    p.add_argument("--name", default=d.name, help="Serve application name")
-    p.add_argument(
-        "--route-prefix", default=d.route_prefix, help="URL path of this index (default /)"
     )
     p.add_argument(
         "--no-ship-code",
@@ -213,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import RetrieverError
 
     configure_process()
+    from ..cli import config_from_args as flags_to_config
     from ..index import Index
     from .app import config_from_args
 
@@ -222,15 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
-        options = DeploymentOptions(
-            replicas=args.replicas,
-            num_cpus=args.num_cpus_per_replica,
-            num_gpus=args.num_gpus_per_replica,
-            max_ongoing_requests=args.max_ongoing_requests,
-            health_check_period_s=args.health_check_period_s,
-            name=args.name,
-            route_prefix=args.route_prefix,
-        )
+        options = flags_to_config(DeploymentOptions, args)
         config = replace(config, index=str(Path(config.index).resolve()))
         if not Index.open(config.index).names():  # fail fast on a wrong root
             raise RetrieverError(
@@ -263,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         f"ray_serve: {options.replicas} replicas of {config.index} ready at {','.join(urls)}",
         flush=True,
     )
+    written = []
+    if args.save_address_to:  # one ASearcher address file per node's proxy
+        from ..client.addresses import write_address
+
+        for url in urls:
+            host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+            written.append(write_address(args.save_address_to, host, int(port)))
     if args.detach:
         return 0
     stop = threading.Event()
@@ -271,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     log.info("stopping application %s", options.name)
+    for path in written:
+        path.unlink(missing_ok=True)
     serve.delete(options.name)
     if started_ray:
         serve.shutdown()
         ray.shutdown()
     return 0
-
