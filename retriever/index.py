@@ -56,13 +56,34 @@ class Index:
     def names(self) -> list[str]:
         """Names ``retriever(name)`` accepts: every part, plus ``hybrid`` when BM25 and dense exist."""
         names = list(self.parts())
-        if "bm25" in names and any(n.startswith("dense-") for n in names):
+        if self.default_bm25() and self.default_dense():
             names.append("hybrid")
         return names
 
+    def names_of_kind(self, kind: str) -> list[str]:
+        """The parts whose manifest says ``kind`` (whatever their folder is called), sorted."""
+        return [name for name, m in self.parts().items() if m.get("kind") == kind]
+
+    def default_bm25(self) -> str | None:
+        """The BM25 part that ``sparse`` and ``hybrid`` mean: ``bm25`` when that folder is a BM25
+        part, else the first BM25 part by name (e.g. a Lucene part in ``bm25-lucene``)."""
+        names = self.names_of_kind("bm25")
+        return "bm25" if "bm25" in names else (names[0] if names else None)
+
     def default_dense(self) -> str | None:
-        dense = [n for n in self.parts() if n.startswith("dense-")]
-        return dense[0] if dense else None
+        """The dense part that ``dense`` and ``hybrid`` mean: the first by name."""
+        names = self.names_of_kind("dense")
+        return names[0] if names else None
+
+    def resolve_alias(self, name: str) -> str:
+        """rLLM's ``sparse``/``dense`` to the default part of that kind; other names unchanged.
+
+        A part actually called ``dense`` or ``sparse`` keeps its own name.
+        """
+        if name in ("sparse", "dense") and name not in self.parts():
+            part = self.default_bm25() if name == "sparse" else self.default_dense()
+            return part or name
+        return name
 
     def retriever(self, name: str = "bm25", **options) -> Retriever:
         """Load (once) and return the retriever called ``name``."""
@@ -92,11 +113,12 @@ class Index:
         from .hybrid import HybridRetriever
 
         dense_name = options.pop("dense", None) or self.default_dense()
-        if "bm25" not in self.parts() or dense_name is None:
-            raise BadRequestError("hybrid needs a bm25 part and a dense-NAME part in the index")
+        bm25_name = options.pop("bm25", None) or self.default_bm25()
+        if bm25_name is None or dense_name is None:
+            raise BadRequestError("hybrid needs a bm25 part and a dense part in the index")
         self._lock.release()
         try:
-            bm25 = self.retriever("bm25")
+            bm25 = self.retriever(bm25_name)
             dense = self.retriever(dense_name)
         finally:
             self._lock.acquire()

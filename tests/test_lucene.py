@@ -132,3 +132,17 @@ def test_analyzer_lucene_cannot_reproduce_is_refused(root):
             root,
             BM25Config(backend="pyserini", name="bm25-x", analyzer=Analyzer(stemmer="english")),
         )
+
+
+def test_lucene_part_in_its_default_folder_is_the_sparse_part(root, tmp_path):
+    """Chosen by manifest kind: with no ``bm25`` folder, ``bm25-lucene`` is what ``sparse`` and
+    ``hybrid`` use."""
+    other = tmp_path / "index"
+    shutil.copytree(root / "corpus", other / "corpus")
+    shutil.copytree(root / "bm25-lucene", other / "bm25-lucene")
+    idx = Index.open(other)
+    assert idx.names_of_kind("bm25") == ["bm25-lucene"]
+    assert idx.default_bm25() == "bm25-lucene"
+    assert idx.resolve_alias("sparse") == "bm25-lucene"
+    # beside a bm25s part, ``bm25`` stays the default
+    assert Index.open(root).default_bm25() == "bm25"
