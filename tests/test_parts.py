@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from retriever_fakes import HOTPOT
+from test_dense import HashEncoder
 
 from index_build.encode import encode_corpus
 from retriever.errors import BadRequestError
 from retriever.index import Index
-from retriever_fakes import HOTPOT
-from test_dense import HashEncoder
 
 
 @pytest.fixture(scope="module")
