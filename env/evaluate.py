@@ -13,78 +13,96 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from retriever.cli import add_config_arguments
+from retriever.cli import config_from_args as build_config
 
 from .batched import BatchedSearchEnv
 from .errors import ConfigError, PolicyError
-from .formatting import unwrap
 from .policy import OpenAIClient, SamplingConfig, judge
+from .styles import get_style
 from .tasks import load_tasks
-from .types import STYLES, EnvConfig, Task
+from .types import EnvConfig, Task
 
 log = logging.getLogger(__name__)
 METRICS = ("em", "cover_em", "f1", "format")
 
 
+# env settings an evaluation does not take as flags (it records trajectories itself; token
+# budgets need a tokenizer object)
+ENV_FLAGS_SKIPPED = ("tokenizer", "obs_max_tokens", "max_context_tokens", "record_path")
+
+
 def stop_strings(style: str) -> list[str]:
-    if style == "tool-call":
-        return ["</tool_call>", "</answer>"]
-    if style == "search-r1":
-        return ["</search>", "</answer>"]
-    return ["</search>", "</access>", "</answer>"]
+    """The stop strings the policy server is sent: each closing tag of the style's tools."""
+    return list(get_style(style).stops)
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     data: tuple[str, ...]
-    model: str
-    policy_url: str
+    model: str = field(metadata=_help("model name the policy server knows"))
+    policy_url: str = field(
+        metadata=_help("OpenAI-compatible base URL of the policy (vLLM, SGLang)")
+    )
     env: EnvConfig
-    completions: bool = False
-    concurrency: int = 32
-    samples: int = 1
-    limit: int | None = None
+    completions: bool = field(default=False, metadata=_help("plain /v1/completions (base models)"))
+    concurrency: int = field(default=32, metadata=_help("episodes in flight"))
+    samples: int = field(default=1, metadata=_help("runs per question: Avg@N and Pass@N"))
+    limit: int | None = field(
+        default=None, metadata=_help("first N questions of each file (after shuffling)")
+    )
     shuffle_seed: int | None = None
     sampling: SamplingConfig = SamplingConfig()
-    judge_url: str | None = None
-    judge_model: str | None = None
+    judge_url: str | None = field(
+        default=None, metadata=_help("OpenAI-compatible URL of an LLM judge")
+    )
+    judge_model: str | None = field(default=None, metadata=_help("judge model name"))
     api_key: str | None = None
-    out: str | None = None
+    out: str | None = field(
+        default=None, metadata=_help("folder for trajectories.jsonl and summary.json")
+    )
 
 
 async def run_episode(
     slot: int, benv: BatchedSearchEnv, policy: OpenAIClient, task: Task, cfg: EvalConfig
 ) -> dict:
     """One question through the env; returns its trajectory plus the policy's messages."""
-    style = cfg.env.style
-    stops = stop_strings(style)
+    style = get_style(cfg.env.style)
+    stops = list(style.stops)
     obs, infos = await benv.areset(options=[task.options()], indices=[slot])
     prompt, messages = obs[0], [dict(m) for m in infos[0]["messages"]]
     text_so_far = prompt
     error = None
+    turn = 0
     while True:
         try:
             if cfg.completions:
-                text, _ = await policy.complete(text_so_far, stops, cfg.sampling)
+                text, choice = await policy.complete(text_so_far, stops, cfg.sampling)
             else:
-                text, _ = await policy.chat(messages, stops, cfg.sampling)
+                text, choice = await policy.chat(messages, stops, cfg.sampling)
         except PolicyError as exc:
             error = str(exc)
             log.warning("policy failed on %s: %s", task.id, exc)
             break
         obs, _, terminated, truncated, _ = await benv.astep_one(slot, text)
         text_so_far += text + obs
-        messages.append({"role": "assistant", "content": text})
-        if obs:
-            role = "tool" if style == "tool-call" else "user"
-            messages.append({"role": role, "content": unwrap(obs, style)})
+        native = (choice.get("message") or {}).get("tool_calls")
+        messages.extend(style.chat_messages(text, obs, native, turn))
+        turn += 1
         if terminated or truncated:
             break
     trajectory = benv.episodes[slot].trajectory()
@@ -226,78 +244,41 @@ async def evaluate(cfg: EvalConfig, client) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Flags generated from ``EvalConfig``, ``EnvConfig`` and ``SamplingConfig``: the defaults
+    live in the dataclasses only."""
     p = argparse.ArgumentParser(prog="python -m env.evaluate", description=__doc__.split("\n")[0])
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", help="retrieval server URL (python -m retriever.server)")
     where.add_argument("--index", help="index root, searched in this process instead of a server")
     p.add_argument(
-        "--policy-url",
-        required=True,
-        help="OpenAI-compatible base URL of the policy (vLLM, SGLang)",
-    )
-    p.add_argument("--model", required=True, help="model name the policy server knows")
-    p.add_argument(
         "--data", nargs="+", required=True, help="QA files (jsonl, json, parquet, DPR tsv)"
     )
-    p.add_argument("--style", choices=STYLES, default="asearcher")
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--out", help="folder for trajectories.jsonl and summary.json")
-    p.add_argument("--completions", action="store_true", help="plain /v1/completions (base models)")
-    p.add_argument("--samples", type=int, default=1, help="runs per question: Avg@N and Pass@N")
-    p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge")
-    p.add_argument("--judge-model", help="judge model name")
-    p.add_argument("--max-turns", type=int, default=128)
-    p.add_argument("--limit", type=int, help="first N questions of each file (after shuffling)")
-    p.add_argument("--shuffle-seed", type=int)
-    p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--retriever", help="bm25, dense-NAME or hybrid (default: the server's)")
-    p.add_argument("--reward", default="f1", help="reward the env reports (all are recorded)")
-    p.add_argument("--max-tokens", type=int, default=1024, help="generated tokens per turn")
-    p.add_argument("--temperature", type=float, help="default 0 (1.0 with --samples > 1)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--obs-max-chars", type=int, default=6000)
-    p.add_argument("--page-chars", type=int, default=4000)
-    p.add_argument("--max-context-chars", type=int)
+    add_config_arguments(
+        p, EvalConfig, skip=("data", "env", "sampling", "api_key"), required=("model", "policy_url")
+    )
+    add_config_arguments(p.add_argument_group("environment"), EnvConfig, skip=ENV_FLAGS_SKIPPED)
+    add_config_arguments(p.add_argument_group("sampling"), SamplingConfig)
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    if (args.judge_url is None) != (args.judge_model is None):
+    if (getattr(args, "judge_url", None) is None) != (getattr(args, "judge_model", None) is None):
         raise ConfigError("--judge-url and --judge-model go together")
-    if args.samples < 1 or args.concurrency < 1:
+    samples = getattr(args, "samples", EvalConfig.samples)
+    if samples < 1 or getattr(args, "concurrency", 1) < 1:
         raise ConfigError("--samples and --concurrency must be >= 1")
-    temperature = (
-        args.temperature if args.temperature is not None else (1.0 if args.samples > 1 else 0.0)
-    )
-    env_cfg = EnvConfig(
-        style=args.style,
-        topk=args.topk,
-        retriever=args.retriever,
-        max_turns=args.max_turns,
-        obs_max_chars=args.obs_max_chars,
-        page_chars=args.page_chars,
-        max_context_chars=args.max_context_chars,
-        reward=args.reward,
-    )
-    return EvalConfig(
+    sampling = build_config(SamplingConfig, args)
+    if not hasattr(args, "temperature") and samples > 1:
+        sampling = dataclasses.replace(sampling, temperature=1.0)  # N samples must differ
+    return build_config(
+        EvalConfig,
+        args,
         data=tuple(args.data),
-        model=args.model,
-        policy_url=args.policy_url,
-        env=env_cfg,
-        completions=args.completions,
-        concurrency=args.concurrency,
-        samples=args.samples,
-        limit=args.limit,
-        shuffle_seed=args.shuffle_seed,
-        sampling=SamplingConfig(
-            max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p
-        ),
-        judge_url=args.judge_url,
-        judge_model=args.judge_model,
+        env=build_config(EnvConfig, args),
+        sampling=sampling,
         api_key=args.api_key,
-        out=args.out,
     )
 
 

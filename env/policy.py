@@ -1,11 +1,17 @@
 """A minimal OpenAI-compatible client (httpx; no openai package) for policies and judges.
 
 vLLM and SGLang cut a matched stop string from the returned text and name it (``stop_reason``
-in vLLM, ``matched_stop`` in SGLang); ``restore_stop`` puts it back so the env sees the closing
-tag the policy wrote.
+in vLLM, ``matched_stop`` in SGLang); llama.cpp's server and others cut it without naming it.
+``restore_stop`` puts it back either way so the env sees the closing tag the policy wrote.
+Retries go through ``retriever.retry`` (the one retry policy); a refused request (4xx, or a
+500 whose body is a validation error) is reported at once.
 
 >>> restore_stop("<search>paris", {"finish_reason": "stop", "stop_reason": "</search>"}, ["</search>"])
 '<search>paris</search>'
+>>> restore_stop("<think>x</think><search>paris", {"finish_reason": "stop"}, ["</search>", "</answer>"])
+'<think>x</think><search>paris</search>'
+>>> restore_stop("<search>paris", {"finish_reason": "length"}, ["</search>"])
+'<search>paris'
 >>> parse_judgement('```json\\n{"rationale": "same", "judgement": "Correct"}\\n```')
 True
 >>> parse_judgement("I think it is right") is None
@@ -14,11 +20,12 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from retriever.retry import Retry, RetryPolicy, arun, retryable_status
 
 from .errors import PolicyError
 
@@ -26,11 +33,49 @@ log = logging.getLogger(__name__)
 
 
 def restore_stop(text: str, choice: dict, stops: list[str]) -> str:
-    """Re-append the stop string the server matched and cut (vLLM / SGLang behaviour)."""
+    """Re-append the stop string a server matched and cut: the one it names (vLLM, SGLang), or,
+    when it names none, the closing tag of the tag the text leaves open (llama.cpp)."""
+    named = "stop_reason" in choice or "matched_stop" in choice
     matched = choice.get("stop_reason", choice.get("matched_stop"))
-    if isinstance(matched, str) and matched in stops and not text.endswith(matched):
-        return text + matched
-    return text
+    if isinstance(matched, str):
+        return text + matched if matched in stops and not text.endswith(matched) else text
+    if named or choice.get("finish_reason") != "stop":
+        return text  # an EOS token (named as None or an id) or the length limit: nothing was cut
+    best = None
+    for stop in stops:
+        if stop.startswith("</") and stop.endswith(">"):
+            opened = text.rfind("<" + stop[2:])
+            if opened > text.rfind(stop) and (best is None or opened > best[0]):
+                best = (opened, stop)
+    return text if best is None else text + best[1]
+
+
+def is_validation_error(body: str) -> bool:
+    """Whether an error body says the request itself was wrong (sending it again cannot help).
+
+    >>> is_validation_error('{"error": {"type": "invalid_request_error", "message": "x"}}')
+    True
+    >>> is_validation_error('{"detail": [{"loc": ["body"], "msg": "field required"}]}')
+    True
+    >>> is_validation_error('{"error": {"type": "server_error", "message": "CUDA OOM"}}')
+    False
+    """
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    if isinstance(obj.get("detail"), list):  # FastAPI / pydantic request validation
+        return True
+    err = obj.get("error", obj)
+    if not isinstance(err, dict):
+        return "validat" in str(err).lower()
+    kind = str(err.get("type", "")).lower()
+    message = str(err.get("message", "")).lower()
+    return kind in ("invalid_request_error", "badrequesterror", "validationerror") or (
+        "validat" in message or "invalid" in kind
+    )
 
 
 def tool_calls_to_text(message: dict) -> str:
@@ -51,13 +96,19 @@ def tool_calls_to_text(message: dict) -> str:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    max_tokens: int = 1024
-    temperature: float = 0.0
+    """Sampling settings of the policy's requests."""
+
+    max_tokens: int = field(default=1024, metadata={"help": "generated tokens per turn"})
+    temperature: float = field(
+        default=0.0, metadata={"help": "sampling temperature (1.0 with --samples > 1)"}
+    )
     top_p: float = 1.0
 
 
 class OpenAIClient:
-    """``/v1/chat/completions`` and ``/v1/completions`` with retries on 5xx and lost connections."""
+    """``/v1/chat/completions`` and ``/v1/completions``; lost connections, 429 and 5xx are sent
+    again (``retriever.retry``: backoff with jitter, ``Retry-After`` honoured), a refused
+    request is a ``PolicyError`` at once."""
 
     def __init__(
         self,
@@ -68,13 +119,14 @@ class OpenAIClient:
         timeout: float = 600.0,
         retries: int = 3,
         max_connections: int = 256,
+        retry_policy: RetryPolicy | None = None,
     ):
         import httpx
 
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         self.model = model
-        self.retries = retries
+        self.policy = retry_policy or RetryPolicy(retries=retries, backoff=0.5, max_backoff=8.0)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -84,29 +136,35 @@ class OpenAIClient:
             ),
         )
 
+    def _outcome(self, url: str, response, attempts: int) -> dict:
+        """The JSON of a 200; else ``Retry`` for what is worth sending again, PolicyError for
+        the rest."""
+        code = response.status_code
+        if code == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise PolicyError(f"{url} answered non-JSON: {response.text[:200]}") from exc
+        text = response.text
+        what = f"{code}: {text[:300]}"
+        if not retryable_status(code, proxy=code >= 500 and not is_validation_error(text)):
+            raise PolicyError(f"{url} refused the request ({what})")
+        failure = PolicyError(f"{url} failed after {attempts} attempts: {what}")
+        raise Retry(failure, response.headers.get("retry-after"))
+
     async def _post(self, path: str, body: dict) -> dict:
         import httpx
 
-        last: object = None
-        for attempt in range(self.retries + 1):
+        url = self.base_url + path
+
+        async def attempt(n: int) -> dict:
             try:
-                response = await self._client.post(self.base_url + path, json=body)
+                response = await self._client.post(url, json=body)
             except httpx.TransportError as exc:
-                last = exc
-            else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise PolicyError(
-                            f"{self.base_url}{path} answered non-JSON: {response.text[:200]}"
-                        ) from exc
-                last = f"{response.status_code}: {response.text[:300]}"
-                if response.status_code < 500 and response.status_code != 429:
-                    raise PolicyError(f"{self.base_url}{path} refused the request ({last})")
-            if attempt < self.retries:
-                await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
-        raise PolicyError(f"{self.base_url}{path} failed after {self.retries + 1} attempts: {last}")
+                raise Retry(PolicyError(f"{url} failed after {n + 1} attempts: {exc!r}")) from None
+            return self._outcome(url, response, n + 1)
+
+        return await arun(self.policy, attempt)
 
     @staticmethod
     def _choice(reply: dict) -> dict:

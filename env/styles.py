@@ -17,9 +17,10 @@ Action(kind='search', arg='Paris', page=None, error=None, reason=None)
 from __future__ import annotations
 
 import json
+import re
 
 from . import prompts
-from .parsing import invalid, make_action, parse_tool_call, tag_calls
+from .parsing import invalid, make_action, parse_tool_call, strip_thinking, tag_calls
 from .types import ACCESS, ANSWER, SEARCH, STYLES, Action
 
 
@@ -63,6 +64,16 @@ class Style:
     def invalid_observation(self, error: str) -> str:
         """The observation of a malformed action: what was wrong and how to go on."""
         return f"\nMy previous action is invalid: {error}. Let me try again.\n"
+
+    def chat_messages(
+        self, text: str, observation: str, native_calls: list | None = None, turn: int = 0
+    ) -> list[dict]:
+        """The chat messages of one finished turn: the assistant's text, then the observation as
+        a ``user`` message with the style's wrapper (the prompt promised the model those tags)."""
+        messages = [{"role": "assistant", "content": text}]
+        if observation:
+            messages.append({"role": "user", "content": observation.strip("\n")})
+        return messages
 
     def search_entry(self, k: int, doc: dict) -> tuple[str, str, str]:
         """(header, text, tail) of search result ``k``; the text is what a budget may cut."""
@@ -146,6 +157,37 @@ class ToolCall(Style):
     def invalid_observation(self, error: str) -> str:
         return self.wrap(f"Error: {error}")
 
+    def chat_messages(
+        self, text: str, observation: str, native_calls: list | None = None, turn: int = 0
+    ) -> list[dict]:
+        """A turn that called tools: the assistant message carries them as ``tool_calls`` (ids
+        from the server, or made up for in-text calls) and each gets a ``tool`` message with
+        its ``tool_call_id``, as strict servers demand. A turn without a tool call gets its
+        observation as a ``user`` message."""
+        calls = _tool_calls(text)
+        if not observation or not calls:
+            return super().chat_messages(text, observation)
+        native = [c for c in native_calls or [] if isinstance(c, dict)]
+        ids = [
+            (native[i].get("id") if i < len(native) else None) or f"call_{turn}_{i}"
+            for i in range(len(calls))
+        ]
+        content = _TOOL_CALL_BLOCK.sub("", text).strip()
+        structured = [
+            {
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)},
+            }
+            for cid, (name, args) in zip(ids, calls)
+        ]
+        messages = [{"role": "assistant", "content": content, "tool_calls": structured}]
+        body = _unwrap_tool_response(observation)
+        for k, (cid, (name, _)) in enumerate(zip(ids, calls)):
+            result = body if k == 0 else "Error: one tool call per turn; this one was not run"
+            messages.append({"role": "tool", "tool_call_id": cid, "name": name, "content": result})
+        return messages
+
     def parse(self, body: str) -> Action:
         calls = tag_calls(body, self.hint)
         if isinstance(calls, Action):
@@ -162,6 +204,34 @@ class ToolCall(Style):
         if tag == ANSWER:
             return make_action(ANSWER, content)
         return invalid("unknown_tool", f"<{tag}> is not a tool-call; {self.hint}")
+
+
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
+
+
+def _tool_calls(text: str) -> list[tuple[str, object]]:
+    """(name, arguments) of every well-formed ``<tool_call>`` JSON block of a turn."""
+    out = []
+    for block in _TOOL_CALL_BLOCK.findall(strip_thinking(text)):
+        try:
+            call = json.loads(block[len("<tool_call>") : -len("</tool_call>")])
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            args = call.get("arguments", call.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except (ValueError, RecursionError):
+                    pass
+            out.append((call["name"], args))
+    return out
+
+
+def _unwrap_tool_response(observation: str) -> str:
+    text = observation.strip("\n")
+    head, tail = "<tool_response>\n", "\n</tool_response>"
+    return text[len(head) : -len(tail)] if text.startswith(head) and text.endswith(tail) else text
 
 
 _REGISTRY: dict[str, Style] = {s.name: s for s in (ASearcher(), SearchR1(), ToolCall())}

@@ -1,154 +1,19 @@
-"""``python -m env.evaluate`` against a scripted fake OpenAI-compatible server that behaves as
-vLLM and SGLang do: a matched stop string is cut from the text and named in the reply."""
+"""``python -m env.evaluate`` against a scripted OpenAI-compatible server (``policy_server``)
+that behaves as vLLM, SGLang, llama.cpp and a strict OpenAI server do, one failure mode each."""
 
 from __future__ import annotations
 
 import json
-import re
-import socket
-import threading
-import time
-from collections import Counter
 
 import pytest
-import uvicorn
 from env_support import HOTPOT, ensure_bm25, gold_titles
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from policy_server import ServerThread, fake_openai, free_port
 
-from env.evaluate import main, stop_strings
+from env.evaluate import main
 
 N = 6
-WRONG = 5  # the policy answers this question wrongly every time
-FLAKY = 4  # ... and this one wrongly the first time it is asked
-GARBLED = 3  # the judge answers this one with text that is not JSON
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    def __init__(self, app):
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def apply_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
-    """Cut at the earliest stop string, as inference servers do; return (text, matched)."""
-    best = None
-    for s in stops or []:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
-    return (text, None) if best is None else (text[: best[0]], best[1])
-
-
-def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
-    """A scripted policy (and judge) keyed by question."""
-    by_question = {t.question: (i, t) for i, t in enumerate(tasks)}
-    asked: Counter = Counter()
-    requests: Counter = Counter()
-    app = FastAPI()
-
-    def policy_turn(question: str, n_obs: int) -> str:
-        i, task = by_question[question]
-        titles = gold_titles(task)
-        calls = [("search", titles[0]), ("search", titles[1])]
-        if style != "search-r1":
-            calls.append(("access", titles[1]))
-        if n_obs < len(calls):
-            name, arg = calls[n_obs]
-            if style == "tool-call":
-                key = "query" if name == "search" else "url"
-                body = json.dumps({"name": name, "arguments": {key: arg}})
-                return f"<think>step {n_obs}</think>\n<tool_call>\n{body}\n</tool_call>\n<tool_response>made up"
-            return f"<think>step {n_obs}</think>\n<{name}> {arg} </{name}>\n\n<information>made up</information>"
-        asked[question] += 1
-        answer = task.answers[0]
-        if i == WRONG or (i == FLAKY and asked[question] == 1):
-            answer = "something else entirely"
-        return f"<think>done</think>\n<answer> {answer} </answer> and then some"
-
-    def judge_turn(prompt: str) -> str:
-        question = re.search(r"Question: (.*)\n", prompt).group(1)
-        gold = json.loads(re.search(r"Gold answers: (.*)\n", prompt).group(1))
-        pred = re.search(r"Predicted answer: (.*)\n", prompt).group(1)
-        if by_question[question][0] == GARBLED:
-            return "Hmm, I would say it is probably right."
-        verdict = "Correct" if pred.strip().lower() in [g.lower() for g in gold] else "Incorrect"
-        return f'```json\n{{"rationale": "compared", "judgement": "{verdict}"}}\n```'
-
-    def choice(text: str, stops, key: str) -> dict:
-        text, matched = apply_stop(text, stops)
-        out = {"index": 0, key: text, "finish_reason": "stop"}
-        if flavour == "vllm":
-            out["stop_reason"] = matched
-        else:
-            out["matched_stop"] = matched if matched is not None else 151645  # an EOS id
-        return out
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        requests["chat"] += 1
-        messages = body["messages"]
-        if body["model"] == "judge":
-            text = judge_turn(messages[-1]["content"])
-        else:
-            assert body["stop"] == stop_strings(style)
-            first_user = next(m["content"] for m in messages if m["role"] == "user")
-            question = re.search(r"Question: (.*)", first_user).group(1).strip()
-            n_obs = sum(
-                1
-                for m in messages[1:]
-                if m["role"] in ("user", "tool") and m["content"] != first_user
-            )
-            for m in messages:
-                if m["role"] == "assistant":  # the env re-appended the stop the server cut
-                    assert m["content"].rstrip().endswith(tuple(stop_strings(style))), m["content"]
-            text = policy_turn(question, n_obs)
-        c = choice(text, body.get("stop"), "message")
-        c["message"] = {"role": "assistant", "content": c.pop("message")}
-        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [c]}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = await request.json()
-        requests["completions"] += 1
-        prompt = body["prompt"]
-        question = re.search(r"Question: (.*)", prompt).group(1).strip()
-        n_obs = (
-            prompt.count("<information>")
-            + prompt.count("<tool_response>")
-            - prompt.count("between <information>")
-        )
-        n_obs -= prompt.count("<tool_response>made up")
-        text = policy_turn(question, n_obs)
-        return {
-            "id": "x",
-            "object": "text_completion",
-            "choices": [choice(text, body.get("stop"), "text")],
-        }
-
-    return app, requests
 
 
 def accessible_tasks(root, n=N):
@@ -187,6 +52,11 @@ def qa(env_root, tmp_path_factory):
         ("sglang", "search-r1", False),
         ("vllm", "tool-call", False),
         ("sglang", "asearcher", True),
+        ("llamacpp", "asearcher", False),
+        ("llamacpp", "search-r1", True),
+        ("llamacpp", "tool-call", False),
+        ("strict", "tool-call", False),
+        ("vllm-tools", "tool-call", False),
     ],
 )
 def test_evaluate_end_to_end(env_root, qa, tmp_path, capsys, flavour, style, completions):
@@ -240,6 +110,11 @@ def test_evaluate_end_to_end(env_root, qa, tmp_path, capsys, flavour, style, com
     assert len(records) == 2 * N
     assert all(r["turns"][0]["kind"] == "search" for r in records)
     assert requests["completions" if completions else "chat"] >= 2 * N * (n_tools + 1)
+    assert requests["refused"] == 0  # tool messages answer their calls; stops were restored
+    if not completions and style != "tool-call":  # every observation kept its wrapper
+        assert requests["wrapped"] == 2 * N * sum(range(n_tools + 1))
+    if flavour == "vllm-tools":  # the structured calls were read, their ids sent back
+        assert requests["tool_call_ids"] == 2 * N * n_tools
     printed = capsys.readouterr().out
     assert "hotpot-mini" in printed and "pass@2" in printed
 
@@ -331,3 +206,66 @@ def test_evaluate_through_retrieval_server(env_root, qa, tmp_path):
     row = json.loads((tmp_path / "summary.json").read_text())["datasets"]["hotpot-mini"]
     assert row["episodes"] == N and row["em"] == pytest.approx(4 / 6)  # WRONG and FLAKY miss
     assert row["tools"]["accesses"] == 1
+
+
+def _status_app(status: int, body: dict, hits: list) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat():
+        hits.append(1)
+        return JSONResponse(body, status_code=status)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "status,body,attempts",
+    [
+        (400, {"error": {"message": "bad", "type": "invalid_request_error"}}, 1),
+        (422, {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]}, 1),
+        (500, {"error": {"message": "x", "type": "invalid_request_error"}}, 1),
+        (500, {"detail": [{"msg": "Input should be a valid string"}]}, 1),
+        (500, {"error": {"message": "CUDA out of memory", "type": "server_error"}}, 3),
+        (503, {"error": "loading"}, 3),
+    ],
+)
+async def test_policy_client_reports_refusals_at_once(status, body, attempts):
+    """A refused request (4xx, or a 500 whose body is a validation error) is not sent again."""
+    from env.errors import PolicyError
+    from env.policy import OpenAIClient, SamplingConfig
+    from retriever.retry import RetryPolicy
+
+    hits: list = []
+    with ServerThread(_status_app(status, body, hits)) as url:
+        client = OpenAIClient(url, "m", retry_policy=RetryPolicy(retries=2, backoff=0.01))
+        try:
+            with pytest.raises(PolicyError, match=str(status)):
+                await client.chat([{"role": "user", "content": "q"}], [], SamplingConfig())
+        finally:
+            await client.aclose()
+    assert len(hits) == attempts
+
+
+def test_chat_messages_per_style():
+    """Tool messages carry the id of the call they answer (the server's when it made one); a
+    turn without a tool call gets a user message; tag styles keep their wrapper."""
+    from env.styles import get_style
+
+    tc = get_style("tool-call")
+    obs = tc.wrap("[Doc 1](u):\nx")
+    call = '<think>t</think><tool_call>{"name": "search", "arguments": {"query": "q"}}</tool_call>'
+    assistant, tool = tc.chat_messages(call, obs, None, turn=2)
+    assert assistant["tool_calls"][0]["id"] == tool["tool_call_id"] == "call_2_0"
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"query": "q"}
+    assert assistant["content"] == "<think>t</think>" and tool["content"] == "[Doc 1](u):\nx"
+    native = [{"id": "chatcmpl-tool-9", "type": "function", "function": {}}]
+    assert tc.chat_messages(call, obs, native, turn=0)[1]["tool_call_id"] == "chatcmpl-tool-9"
+    roles = [m["role"] for m in tc.chat_messages("no call", tc.invalid_observation("e"))]
+    assert roles == ["assistant", "user"]
+    two = call + call
+    assert [m["role"] for m in tc.chat_messages(two, obs)] == ["assistant", "tool", "tool"]
+    for name in ("asearcher", "search-r1"):
+        style = get_style(name)
+        user = style.chat_messages("<search>q</search>", style.wrap("body"))[1]
+        assert user["role"] == "user" and user["content"].startswith("<information>")

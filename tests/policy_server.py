@@ -1,0 +1,218 @@
+"""A scripted OpenAI-compatible policy (and judge) server for the evaluation tests.
+
+It answers the way real inference servers do, one ``flavour`` each:
+
+- ``vllm``: cuts a matched stop string and names it in ``stop_reason`` (None at EOS);
+- ``sglang``: names it in ``matched_stop`` (an EOS token id when none matched);
+- ``vllm-tools``: vLLM with a tool parser: tool calls come back as structured
+  ``message.tool_calls`` with server-made ids, the text keeps only the reasoning;
+- ``llamacpp``: cuts the stop string WITHOUT naming it, and answers 500 with a validation body
+  to a ``tool`` message whose ``tool_call_id`` matches no call of the assistant before it;
+- ``strict``: OpenAI's own rules: 400 for such a tool message.
+
+Every flavour checks what the env sends: assistant turns end with the closing tag the policy
+wrote (the stop the server cut was restored), tag-style observations keep their
+``<information>`` wrapper, and tool messages answer the call before them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import Counter
+
+import uvicorn
+from env_support import gold_titles
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from env.evaluate import stop_strings
+
+WRONG = 5  # the policy answers this question wrongly every time
+FLAKY = 4  # ... and this one wrongly the first time it is asked
+GARBLED = 3  # the judge answers this one with text that is not JSON
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a thread, for a ``with`` block."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def apply_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
+    """Cut at the earliest stop string, as inference servers do; return (text, matched)."""
+    best = None
+    for s in stops or []:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return (text, None) if best is None else (text[: best[0]], best[1])
+
+
+def _refuse(flavour: str, message: str) -> JSONResponse:
+    if flavour == "llamacpp":  # llama.cpp reports template/validation failures as 500s
+        body = {"error": {"code": 500, "message": message, "type": "invalid_request_error"}}
+        return JSONResponse(body, status_code=500)
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    return JSONResponse(body, status_code=400)
+
+
+def check_messages(messages: list[dict], style: str) -> str | None:
+    """What a strict server would refuse in a chat history, or None."""
+    calls: set[str] = set()
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant":
+            calls = {c["id"] for c in m.get("tool_calls") or []}
+            if not isinstance(m.get("content"), str):
+                return "assistant content must be a string"
+            if not m.get("tool_calls") and not m["content"].rstrip().endswith(
+                tuple(stop_strings(style))
+            ):
+                return f"the stop string was not restored: {m['content'][-80:]!r}"
+        elif role == "tool":
+            if m.get("tool_call_id") not in calls:
+                return f"tool message with tool_call_id {m.get('tool_call_id')!r} answers no call"
+            calls.discard(m["tool_call_id"])
+    return None
+
+
+def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
+    """A scripted policy (and judge) keyed by question; ``requests`` counts what it got."""
+    by_question = {t.question: (i, t) for i, t in enumerate(tasks)}
+    asked: Counter = Counter()
+    requests: Counter = Counter()
+    app = FastAPI()
+
+    def policy_turn(question: str, n_obs: int) -> str:
+        i, task = by_question[question]
+        titles = gold_titles(task)
+        calls = [("search", titles[0]), ("search", titles[1])]
+        if style != "search-r1":
+            calls.append(("access", titles[1]))
+        if n_obs < len(calls):
+            name, arg = calls[n_obs]
+            if style == "tool-call":
+                key = "query" if name == "search" else "url"
+                body = json.dumps({"name": name, "arguments": {key: arg}})
+                return f"<think>step {n_obs}</think>\n<tool_call>\n{body}\n</tool_call>\n<tool_response>made up"
+            return f"<think>step {n_obs}</think>\n<{name}> {arg} </{name}>\n\n<information>made up</information>"
+        asked[question] += 1
+        answer = task.answers[0]
+        if i == WRONG or (i == FLAKY and asked[question] == 1):
+            answer = "something else entirely"
+        return f"<think>done</think>\n<answer> {answer} </answer> and then some"
+
+    def judge_turn(prompt: str) -> str:
+        question = re.search(r"Question: (.*)\n", prompt).group(1)
+        gold = json.loads(re.search(r"Gold answers: (.*)\n", prompt).group(1))
+        pred = re.search(r"Predicted answer: (.*)\n", prompt).group(1)
+        if by_question[question][0] == GARBLED:
+            return "Hmm, I would say it is probably right."
+        verdict = "Correct" if pred.strip().lower() in [g.lower() for g in gold] else "Incorrect"
+        return f'```json\n{{"rationale": "compared", "judgement": "{verdict}"}}\n```'
+
+    def choice(text: str, stops, key: str) -> dict:
+        text, matched = apply_stop(text, stops)
+        out = {"index": 0, key: text, "finish_reason": "stop"}
+        if flavour in ("vllm", "vllm-tools"):
+            out["stop_reason"] = matched
+        elif flavour == "sglang":
+            out["matched_stop"] = matched if matched is not None else 151645  # an EOS id
+        return out  # llamacpp, strict: the stop is cut and not named
+
+    def structured(message: dict) -> dict:
+        """vLLM's tool parser: ``<tool_call>`` blocks become ``tool_calls`` with made-up ids."""
+        text = message["content"] + "</tool_call>"
+        blocks = re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S)
+        if not blocks:
+            return message
+        calls = []
+        for block in blocks:
+            call = json.loads(block)
+            requests["tool_call_ids"] += 1
+            calls.append(
+                {
+                    "id": f"chatcmpl-tool-{requests['tool_call_ids']}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+                }
+            )
+        reasoning = text.split("<tool_call>")[0].strip()
+        return {"role": "assistant", "content": reasoning or None, "tool_calls": calls}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        requests["chat"] += 1
+        messages = body["messages"]
+        if body["model"] == "judge":
+            text = judge_turn(messages[-1]["content"])
+        else:
+            assert body["stop"] == stop_strings(style)
+            problem = check_messages(messages, style)
+            if problem is not None:
+                requests["refused"] += 1
+                return _refuse(flavour, problem)
+            first_user = next(m["content"] for m in messages if m["role"] == "user")
+            question = re.search(r"Question: (.*)", first_user).group(1).strip()
+            observations = [
+                m for m in messages if m["role"] in ("user", "tool") and m["content"] != first_user
+            ]
+            if style != "tool-call":  # chat mode keeps the style's wrapper
+                for m in observations:
+                    requests["wrapped"] += m["content"].startswith("<information>")
+            text = policy_turn(question, len(observations))
+        c = choice(text, body.get("stop"), "message")
+        c["message"] = {"role": "assistant", "content": c.pop("message")}
+        if flavour == "vllm-tools":
+            c["message"] = structured(c["message"])
+        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [c]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        requests["completions"] += 1
+        prompt = body["prompt"]
+        question = re.search(r"Question: (.*)", prompt).group(1).strip()
+        n_obs = (
+            prompt.count("<information>")
+            + prompt.count("<tool_response>")
+            - prompt.count("between <information>")
+        )
+        n_obs -= prompt.count("<tool_response>made up")
+        text = policy_turn(question, n_obs)
+        return {
+            "id": "x",
+            "object": "text_completion",
+            "choices": [choice(text, body.get("stop"), "text")],
+        }
+
+    return app, requests
