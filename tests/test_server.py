@@ -238,3 +238,67 @@ def test_cli_refuses_bad_roots(tmp_path, root, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["--index", str(root)]) == 2  # a corpus without any retriever part
     assert "no bm25/ or dense-NAME/ part" in capsys.readouterr().err
+
+
+def test_openapi_request_bodies_are_the_wire_models(app_client):
+    from retriever.wire import AccessRequest, RetrieveRequest
+
+    _, client = app_client
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, model in (("/retrieve", RetrieveRequest), ("/access", AccessRequest)):
+        content = paths[path]["post"]["requestBody"]["content"]
+        assert set(content) == {"application/json", "application/msgpack"}
+        got, want = content["application/json"]["schema"], model.model_json_schema()
+        assert got.get("required") == want.get("required")  # as the model, not hand-written
+        assert {k: v.get("description") for k, v in got["properties"].items()} == {
+            k: v.get("description") for k, v in want["properties"].items()
+        }
+        assert {"200", "401", "422", "429", "503"} <= set(paths[path]["post"]["responses"])
+    topk = paths["/retrieve"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "top_k, k" in topk["properties"]["topk"]["description"]
+
+
+def test_metrics_middleware_counts_every_status_of_known_routes(root, fake):
+    service, client = serve(root, fake, token="t")
+    good = {"authorization": "Bearer t"}
+    with client:
+        wait_ready(client)
+        client.post("/retrieve", json={"queries": ["a"]})  # 401
+        client.post("/retrieve", json={"queries": ["a"], "topk": -2}, headers=good)  # 422
+        client.post("/retrieve", json={"queries": ["a"]}, headers=good)  # 200
+        client.get("/no/such/route")  # not a label value: scans must not grow the series
+        value = service.metrics.value
+        for code in ("401", "422", "200"):
+            assert value("retriever_requests_total", endpoint="/retrieve", code=code) == 1
+        assert value("retriever_request_seconds_count", endpoint="/retrieve") == 3
+        text = client.get("/metrics", headers=good).text
+        assert "/no/such/route" not in text
+        assert 'retriever_queue_depth{retriever="bm25"} 0.0' in text
+        assert "retriever_ready 1.0" in text
+        schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert schemes["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_two_services_keep_their_own_counts(root, fake):
+    one, two = (
+        RetrievalService(ServiceConfig(index=root)),
+        RetrievalService(ServiceConfig(index=root)),
+    )
+    one.metrics.requests.labels(endpoint="/retrieve", code="200").inc()
+    assert two.metrics.value("retriever_requests_total", endpoint="/retrieve", code="200") == 0
+
+
+def test_import_client_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, retriever.client\n"
+        "retriever.client.HTTPClient('http://127.0.0.1:1')\n"
+        "heavy = ('numpy', 'pydantic', 'fastapi', 'retriever.server', 'retriever.store',"
+        " 'retriever.server.batching', 'retriever.wire')\n"
+        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import (
@@ -76,8 +76,9 @@ def bearer_dependency(token: str):
     scheme = HTTPBearer(auto_error=False, description="the server's --token")
     expected = token.encode()
 
-    async def require_token(request: Request) -> None:
-        given: HTTPAuthorizationCredentials | None = await scheme(request)
+    async def require_token(
+        given: HTTPAuthorizationCredentials | None = Depends(scheme),  # noqa: B008
+    ) -> None:
         if given is None or not hmac.compare_digest(given.credentials.encode(), expected):
             raise AuthError("missing or wrong bearer token (Authorization: Bearer ...)")
 
