@@ -1,26 +1,31 @@
 """``python -m index_build verify --index ROOT``: is every part of an index root sound?
 
-Checks the corpus store (file sizes, offsets), every part's corpus checksum and passage count,
-every dense part's shard files (rows, sha256) and faiss index (vector count), and the recall@k of
-an approximate faiss index against exact search over the shards on sample queries. Prints one
-JSON report; exits 1 when anything is wrong.
+Checks the corpus store: the sha256 of every file it wrote and of the passage (and page) data it
+reads, the offsets, and that every passage and page row parses (with a progress bar); every
+part's corpus checksum, passage count and recorded file checksums; every dense part's shard
+files (rows, sha256) and faiss index (vector count); and the recall@k of an approximate faiss
+index against exact search over the shards on sample queries. Prints one JSON report; exits 1
+when anything is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from retriever.errors import RetrieverError
+from retriever.errors import CorruptStoreError, RetrieverError
+from retriever.files import sha256_file
 from retriever.manifest import MANIFEST, check_corpus, read_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
+
+MAX_LISTED = 5  # damaged rows named one by one in the report; the rest are counted
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +39,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-recall", type=float, default=0.8, help="fail below this recall@k (default 0.8)"
     )
-    p.add_argument("--no-checksums", action="store_true", help="skip hashing the shard files")
+    p.add_argument("--no-checksums", action="store_true", help="skip hashing the files")
+    p.add_argument("--no-rows", action="store_true", help="skip parsing every passage and page")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = verify_root(args.index, args.queries, args.k, args.min_recall, not args.no_checksums)
+    report = verify_root(
+        args.index,
+        args.queries,
+        args.k,
+        args.min_recall,
+        checksums=not args.no_checksums,
+        rows=not args.no_rows,
+        show_progress=not args.no_progress,
+    )
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    if not report["ok"]:
+        problems = report["problems"]
+        print(
+            f"error: {len(problems)} problems in {args.index}, first: {problems[0]}",
+            file=sys.stderr,
+        )
     return 0 if report["ok"] else 1
+
+
+class _Bars:
+    """A progress bar per long check (bytes hashed, rows parsed); nothing when disabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, total: int, unit: str, desc: str):
+        if not self.enabled:
+            return _NoBar()
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def verify_root(
@@ -49,9 +97,12 @@ def verify_root(
     k: int = 10,
     min_recall: float = 0.8,
     checksums: bool = True,
+    rows: bool = True,
+    show_progress: bool = False,
 ) -> dict:
     """The report: ``{"ok": bool, "corpus": {...}, "parts": {name: {...}}, "problems": [...]}``."""
     root = Path(root)
+    bars = _Bars(show_progress)
     problems: list[str] = []
     report: dict = {"root": str(root), "corpus": {}, "parts": {}, "problems": problems}
     try:
@@ -60,11 +111,9 @@ def verify_root(
         problems.append(f"corpus: {exc}")
         report["ok"] = False
         return report
-    report["corpus"] = {"num_docs": len(store), "checksum": store.checksum}
-    if len(store) != store.manifest.get("num_docs", len(store)):
-        problems.append(
-            f"corpus: {len(store)} offsets but the manifest says {store.manifest['num_docs']}"
-        )
+    report["corpus"] = {"num_docs": len(store), "num_pages": store.num_pages}
+    report["corpus"]["checksum"] = store.checksum
+    problems.extend(verify_store(store, report["corpus"], checksums, rows, bars))
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != CORPUS_DIR):
         if not (sub / MANIFEST).is_file():
             if sub.name.startswith("dense-") or sub.name == "bm25":
@@ -77,6 +126,8 @@ def verify_root(
             part["kind"] = manifest.get("kind")
             check_corpus(manifest, sub, store.manifest)
             part["num_docs"] = manifest.get("num_docs")
+            if checksums and manifest.get("files"):
+                problems.extend(_check_files(sub, manifest["files"], f"{sub.name}: ", bars))
             if manifest.get("kind") == "dense":
                 problems.extend(
                     _verify_dense(sub, manifest, part, queries, k, min_recall, checksums)
@@ -87,12 +138,94 @@ def verify_root(
     return report
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+def verify_store(
+    store: DocStore, out: dict, checksums: bool = True, rows: bool = True, bars=None
+) -> list[str]:
+    """Problems of a passage store: counts, offsets, file checksums, rows that do not parse."""
+    bars = bars or _Bars(False)
+    m = store.manifest
+    problems = []
+    if len(store) != m.get("num_docs", len(store)):
+        problems.append(f"corpus: {len(store)} offsets but the manifest says {m['num_docs']}")
+    problems.extend(_check_offsets(store.folder / "passages.offsets.npy", m["passages"]))
+    if m.get("pages") and m["pages"].get("bytes") is not None:
+        problems.extend(_check_offsets(store.folder / "pages.offsets.npy", m["pages"]))
+    if checksums:
+        data = [(store.data_path("passages"), m["checksum"].removeprefix("sha256:"))]
+        if m.get("pages") and m["pages"].get("sha256"):
+            data.append((store.data_path("pages"), m["pages"]["sha256"]))
+        for path, want in data:
+            with bars(path.stat().st_size, "B", f"sha256 {path.name}") as bar:
+                have = sha256_file(path, bar.update)
+            if have != want:
+                problems.append(
+                    f"corpus: {path} has sha256 {have} but the store was built on {want}: the "
+                    "file was changed or damaged; restore it or rebuild the corpus"
+                )
+        problems.extend(_check_files(store.folder, m.get("files", {}), "corpus: ", bars))
+    if rows:
+        out["bad_passages"] = _check_rows(len(store), store.get, "passages", bars)
+        out["bad_pages"] = _check_rows(store.num_pages, store.get_page, "pages", bars)
+        for what in ("passages", "pages"):
+            bad = out[f"bad_{what}"]
+            if bad["count"]:
+                problems.append(
+                    f"corpus: {bad['count']} {what} rows do not parse (first: rows "
+                    f"{bad['rows']}: {bad['first_error']}): rebuild the corpus"
+                )
+    return problems
+
+
+def _check_offsets(path: Path, entry: dict) -> list[str]:
+    """Offsets must rise and end inside the data file (a damaged table reads wrong rows)."""
+    try:
+        offsets = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return [f"corpus: {path.name} does not load: {exc}"]
+    if len(offsets) and (np.any(np.diff(offsets.astype(np.int64)) < 0)):
+        return [f"corpus: {path.name} is not in ascending order: rebuild the corpus"]
+    if len(offsets) and int(offsets[-1]) > entry["bytes"]:
+        return [f"corpus: {path.name} points past the end of {entry['path']}: rebuild the corpus"]
+    return []
+
+
+def _check_files(folder: Path, files: dict, label: str, bars) -> list[str]:
+    """Every file a manifest lists must exist with its recorded size and sha256."""
+    problems = []
+    total = sum(e["bytes"] for e in files.values())
+    with bars(total, "B", f"sha256 {folder.name}") as bar:
+        for name, entry in sorted(files.items()):
+            path = folder / name
+            if not path.is_file():
+                problems.append(f"{label}{name} is missing")
+            elif path.stat().st_size != entry["bytes"]:
+                problems.append(
+                    f"{label}{name} is {path.stat().st_size} bytes, the manifest says "
+                    f"{entry['bytes']}: damaged or changed; rebuild {folder.name}"
+                )
+            elif sha256_file(path, bar.update) != entry["sha256"]:
+                problems.append(
+                    f"{label}{name} does not match its sha256 (damaged or changed): "
+                    f"rebuild {folder.name}"
+                )
+    return problems
+
+
+def _check_rows(n: int, read: Callable[[int], object], what: str, bars) -> dict:
+    """Read every row the way a query does; count (and name the first few) that fail."""
+    bad: list[int] = []
+    first_error = None
+    with bars(n, "row", f"parse {what}") as bar:
+        for row in range(n):
+            try:
+                read(row)
+            except CorruptStoreError as exc:
+                bad.append(row)
+                first_error = first_error or str(exc.__cause__ or exc)
+            if row % 4096 == 4095:
+                bar.update(4096)
+        bar.update(n % 4096)
+    return {"count": len(bad), "rows": bad[:MAX_LISTED], "first_error": first_error}
 
 
 def _verify_dense(
@@ -123,7 +256,7 @@ def _verify_dense(
                     f"{folder.name}: {shard['file']} has shape {arr.shape}, expected rows {expected}.. of dim {manifest['dim']}"
                 )
             expected = stop
-            if checksums and shard.get("sha256") and _sha256(path) != shard["sha256"]:
+            if checksums and shard.get("sha256") and sha256_file(path) != shard["sha256"]:
                 problems.append(
                     f"{folder.name}: {shard['file']} does not match its sha256 (changed or corrupt): re-encode it"
                 )

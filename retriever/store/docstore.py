@@ -79,6 +79,7 @@ class DocStore:
         self.manifest = read_manifest(folder, kind="corpus")
         passages = self.manifest["passages"]
         data_path = self._data_file(passages, "passage")
+        self._data_paths = {"passages": data_path}
         self.row_format = passages["format"]
         self._rows = RowFile(data_path, folder / "passages.offsets.npy")
         self._ids = KeyIndex(folder, "ids") if KeyIndex.exists(folder, "ids") else None
@@ -89,7 +90,8 @@ class DocStore:
         self._has_pages = pages is not None
         if pages is not None:
             self.page_format = pages["format"]
-            self._pages = RowFile(self._data_file(pages, "page"), folder / "pages.offsets.npy")
+            self._data_paths["pages"] = self._data_file(pages, "page")
+            self._pages = RowFile(self._data_paths["pages"], folder / "pages.offsets.npy")
             self._pagekeys = KeyIndex(folder, "pagekeys")
 
     def _data_file(self, entry: dict, what: str) -> Path:
@@ -105,6 +107,11 @@ class DocStore:
                 f"{entry['bytes']}: the file changed; rebuild the corpus"
             )
         return path
+
+    def data_path(self, kind: str = "passages") -> Path:
+        """The JSONL the ``passages`` (or ``pages``) rows are read from: in the store, or a
+        user's file indexed in place."""
+        return self._data_paths[kind]
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> DocStore:

@@ -7,6 +7,8 @@ all name the same page.
 'albert einstein'
 >>> lookup_key("/w/index.php?title=Albert%20Einstein&oldid=1")
 'albert einstein'
+>>> lookup_key("https://en.wikipedia.org/w/index.php/Albert_Einstein")
+'albert einstein'
 >>> lookup_key("http://en.wikipedia.org/wiki?curid=12")
 'url:en.wikipedia.org/wiki?curid=12'
 >>> lookup_key("http://[")
@@ -15,6 +17,8 @@ all name the same page.
 'albert einstein'
 >>> lookup_key("Muscle &amp; Fitness") == lookup_key("Muscle & Fitness")
 True
+>>> lookup_key("https://en.wikipedia.org/w/index.php?title=Muscle_&_Fitness")
+'muscle & fitness'
 >>> title_to_url("AC/DC (band)")
 'https://en.wikipedia.org/wiki/AC/DC_(band)'
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit
 
 import numpy as np
 
@@ -43,18 +47,34 @@ def title_to_url(title: str, base: str = WIKI_BASE) -> str:
     return base + quote(clean_title(title).replace(" ", "_"), safe="/:(),'!;@$*+=-._~")
 
 
+def _title_param(query: str) -> str | None:
+    """The ``title=`` value of a query string; an ``&`` inside a title (``Muscle_&_Fitness``,
+    as ASearcher's page urls write it) stays in the title unless a ``name=`` follows it."""
+    params = query.split("&")
+    for i, param in enumerate(params):
+        if param.startswith("title="):
+            value = [param[len("title=") :]]
+            for more in params[i + 1 :]:
+                if "=" in more:
+                    break
+                value.append(more)
+            return unquote_plus("&".join(value))
+    return None
+
+
 def _title_from_url(text: str) -> str | None:
     """The page title a URL names, or None when it is not a wiki-style URL."""
     parts = urlsplit(text)
     if parts.query:
-        query = parse_qs(parts.query)
-        if "title" in query:
-            return query["title"][0]
-        if "curid" in query:
+        title = _title_param(parts.query)
+        if title is not None:
+            return title
+        if "curid" in parse_qs(parts.query):
             return None
     path = unquote(parts.path)
-    if "/wiki/" in path:
-        return path.split("/wiki/", 1)[1]
+    for marker in ("/wiki/", "/index.php/"):  # ASearcher rewrites index.php/T to ?title=T
+        if marker in path:
+            return path.split(marker, 1)[1]
     return None
 
 

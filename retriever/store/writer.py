@@ -187,9 +187,9 @@ def index_in_place(
             if progress is not None and lineno % 10000 == 0:
                 progress(pos - reported)
                 reported = pos
+            if not line.strip():  # blank lines are no rows (as when copying)
+                continue
             try:
-                if not line.strip():
-                    raise ValueError("empty line")
                 pid, title, text, url = row_fields(orjson.loads(line))
                 if kind == "pages" and not url:
                     raise KeyError("a page row needs a 'url'")
@@ -198,8 +198,7 @@ def index_in_place(
                     raise CorpusInputError(
                         str(source), f"line {lineno}", f"not a {kind} row: {exc}"
                     ) from exc
-                reason = "empty" if not line.strip() else "malformed"
-                skipped[reason] = skipped.get(reason, 0) + 1
+                skipped["malformed"] = skipped.get("malformed", 0) + 1
                 continue
             if kind == "passages":
                 tables.add(start, pid, title, text, url)
