@@ -9,6 +9,7 @@ when no browser is installed (``make setup`` installs Debian's ``chromium`` wher
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -47,6 +48,7 @@ class Browser:
         self._ids = itertools.count(1)
         self._proc: subprocess.Popen | None = None
         self._ws = None
+        self._stack = contextlib.ExitStack()
         self._profile: str | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -84,7 +86,9 @@ class Browser:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             targets = json.load(r)
         page = next(t for t in targets if t.get("type") == "page")
-        self._ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        self._ws = self._stack.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        )
         for method in ("Page.enable", "Runtime.enable"):
             self.call(method)
         self.call(
@@ -100,9 +104,8 @@ class Browser:
         self.close()
 
     def close(self) -> None:
-        if self._ws is not None:
-            self._ws.close()
-            self._ws = None
+        self._stack.close()
+        self._ws = None
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:

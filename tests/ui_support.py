@@ -19,12 +19,16 @@ from pathlib import Path
 
 from env_support import HOTPOT, Oracle
 
-HOSTILE_TITLE = '<img src=x onerror="window.__xss=1">Marmalade Zeppelin'
+HOSTILE_TITLE = '<img src=x onerror="window.xssFired=1">Marmalade Quokka'
 HOSTILE_TEXT = (
-    "<script>window.__xss=2</script> The marmalade zeppelin <b>flew</b> over "
-    '<a href="javascript:window.__xss=3">the bay</a> & landed.'
+    "<script>window.xssFired=2</script> The marmalade quokka <b>flew</b> over "
+    '<a href="javascript:window.xssFired=3">the bay</a> & landed.'
 )
-HOSTILE_PREDICTION = '<img src=y onerror="window.__xss=4">'
+LONG_TEXT = " ".join(
+    f"Zeppelin manual section {i}: <script>window.xssFired=5</script> the airship <b>rises</b>."
+    for i in range(60)
+)
+HOSTILE_PREDICTION = '<img src=y onerror="window.xssFired=4">'
 QUESTIONS = 30
 
 
@@ -38,9 +42,8 @@ def write_corpus(path: Path, questions: int = QUESTIONS) -> list[dict]:
                     continue
                 seen.add(title)
                 rows.append({"id": f"p{len(rows)}", "title": title, "text": "".join(sentences)})
-    long_text = " ".join(f"Zeppelin section {i}: " + HOSTILE_TEXT for i in range(40))
     rows.append({"id": "hostile", "title": HOSTILE_TITLE, "text": HOSTILE_TEXT})
-    rows.append({"id": "hostile-long", "title": "Zeppelin <i>manual</i>", "text": long_text})
+    rows.append({"id": "hostile-long", "title": "Zeppelin <i>manual</i>", "text": LONG_TEXT})
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -146,6 +146,10 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
         """Prometheus text format."""
         return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
+    if config.ui:  # the pages: retriever/server/ui.py
+        from .ui import mount_ui
+
+        mount_ui(app, service, config.trajectories)
     return app
 
 
@@ -168,7 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write ASearcher's Host{ip}_IP{port}.txt into DIR once ready (removed at exit)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    add_config_arguments(p.add_argument_group("service"), ServiceConfig, required=["index"])
+    group = p.add_argument_group("service")
+    add_config_arguments(group, ServiceConfig, required=["index"], skip=["trajectories"])
+    group.add_argument(
+        "--trajectories",
+        action="append",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="env.evaluate's trajectories.jsonl to browse at /ui/trajectories (repeatable)",
+    )
     return p
 
 
@@ -177,7 +189,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     from ..cli import config_from_args as from_flags
 
     token = getattr(args, "token", None) or os.environ.get("RETRIEVER_TOKEN") or None
-    return from_flags(ServiceConfig, args, token=token)
+    trajectories = tuple(getattr(args, "trajectories", ()))
+    return from_flags(ServiceConfig, args, token=token, trajectories=trajectories)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     service = RetrievalService(config)
-    app = create_app(service)
+    try:
+        app = create_app(service)
+    except RetrieverError as exc:  # e.g. a --trajectories file that is not there
+        return fail(str(exc))
     log.info(
         "serving %s on http://%s:%d (RSS %.0f MB before loading); loading %s",
         config.index,

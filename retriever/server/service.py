@@ -87,6 +87,10 @@ class ServiceConfig:
         None, "require 'Authorization: Bearer TOKEN' (default: $RETRIEVER_TOKEN)"
     )
     warmup: bool = _opt(True, "skip the warm-up query")
+    ui: bool = _opt(True, "do not serve the /ui pages (search playground, trajectories, stats)")
+    trajectories: tuple[str, ...] = _opt(
+        (), "env.evaluate's trajectories.jsonl to browse at /ui/trajectories (repeatable)"
+    )
 
     def __post_init__(self):
         for name in ("max_batch", "queue_size", "default_topk", "max_topk"):

@@ -1,0 +1,307 @@
+"""/ui without a browser: trajectory paging against a naive whole-file reference, the stats
+parser against real Prometheus text (the server's and prometheus_client's), the token, headers,
+flags and errors. The browser tests are in test_ui_browser.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+from ui_support import build_index, write_trajectories
+
+from retriever.errors import BadRequestError
+from retriever.server.app import build_parser, config_from_args, create_app
+from retriever.server.service import RetrievalService, ServiceConfig
+from retriever.server.trajectories import NUMERIC, SORT_KEYS, Query, TrajectoryFile
+from retriever.server.ui import parse_metrics
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def ui_root(tmp_path_factory):
+    return build_index(tmp_path_factory.mktemp("ui") / "index")
+
+
+@pytest.fixture(scope="module")
+def records(ui_root):
+    return write_trajectories(ui_root.parent / "trajectories.jsonl", ui_root)
+
+
+@pytest.fixture(scope="module")
+def traj_path(ui_root, records):
+    return ui_root.parent / "trajectories.jsonl"
+
+
+@pytest.fixture(scope="module")
+def client(ui_root, traj_path):
+    config = ServiceConfig(
+        index=str(ui_root), warmup=False, token=TOKEN, trajectories=(str(traj_path),)
+    )
+    service = RetrievalService(config).start()
+    with TestClient(create_app(service)) as c:
+        c.service = service
+        yield c
+    service.stop()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# ---- the trajectory index against a naive reference ----------------------------------------
+def big_file(path, records, n: int, seed: int = 0) -> list:
+    """``n`` episodes varied from the real ones, with blank and broken lines between them;
+    returns each line's record (None for lines that are not episodes)."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        rec = json.loads(json.dumps(rng.choice(records)))
+        rec["dataset"] = rng.choice(["nq", "hotpotqa", "musique", "bamboogle"])
+        rec["question"] = f"{rng.choice(['Who', 'what', 'When', 'where'])} {rng.randrange(300)}"
+        rec["rewards"]["em"] = float(rng.random() < 0.4)
+        rec["rewards"]["f1"] = rng.choice([0.0, 0.25, 0.5, 1.0])
+        if rng.random() < 0.05:
+            del rec["rewards"]["format"]  # a record without a metric sorts last
+        rec["counts"]["search"] = rng.randrange(5)
+        rec["num_turns"] = rng.randrange(1, 9)
+        if rng.random() < 0.03:
+            rec["policy_error"] = "timeout"
+        lines.append(rec)
+        if i % 97 == 5:
+            lines.append(None)  # broken JSON
+        if i % 211 == 7:
+            lines.append("")  # blank line
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in lines:
+            if rec is None:
+                f.write('{"question": "cut off in the mid\n')
+            elif rec == "":
+                f.write("\n")
+            else:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return lines
+
+
+def naive(lines: list, q: Query) -> tuple[list[int], int]:
+    """Load everything, filter, sort: the line numbers of the requested page."""
+    rows = []
+    for number, rec in enumerate(lines, 1):
+        if not isinstance(rec, dict):
+            continue
+        em = rec["rewards"].get("em", math.nan)
+        value = {
+            "line": number,
+            "dataset": rec["dataset"],
+            "question": rec["question"].casefold(),
+            "em": em,
+            "cover_em": rec["rewards"].get("cover_em", math.nan),
+            "f1": rec["rewards"].get("f1", math.nan),
+            "format": rec["rewards"].get("format", math.nan),
+            "turns": rec["num_turns"],
+            "searches": rec["counts"].get("search", 0),
+            "accesses": rec["counts"].get("access", 0),
+            "invalid": rec["counts"].get("invalid", 0),
+        }[q.sort]
+        failed = not em >= 1 or rec.get("policy_error") is not None
+        if q.failed_only and not failed:
+            continue
+        if q.dataset is not None and rec["dataset"] != q.dataset:
+            continue
+        if q.text and q.text.casefold() not in rec["question"].casefold():
+            continue
+        rows.append((value, number))
+    # ties keep file order; missing numbers last in both directions
+    if q.sort in NUMERIC:
+        present = [r for r in rows if not math.isnan(r[0])]
+        present.sort(key=lambda r: r[0], reverse=q.descending)
+        rows = present + [r for r in rows if math.isnan(r[0])]
+    else:
+        rows.sort(key=lambda r: r[0], reverse=q.descending)
+    return [n for _, n in rows][q.offset : q.offset + q.limit], len(rows)
+
+
+def test_paging_equals_naive_reference(tmp_path, records):
+    path = tmp_path / "big.jsonl"
+    lines = big_file(path, records, 3000)
+    f = TrajectoryFile(path)
+    assert f.refresh() == sum(isinstance(r, dict) for r in lines)
+    assert f.bad_count == sum(r is None for r in lines) > 0
+    assert f.describe()["first_bad_lines"][0] == lines.index(None) + 1
+    rng = random.Random(1)
+    for _ in range(150):
+        q = Query(
+            sort=rng.choice(SORT_KEYS),
+            descending=rng.random() < 0.5,
+            failed_only=rng.random() < 0.4,
+            dataset=rng.choice([None, None, "nq", "musique", "absent"]),
+            text=rng.choice([None, None, "who", "WHAT 1", "zzz"]),
+            offset=rng.choice([0, 0, 50, 1000]),
+            limit=rng.choice([1, 50, 500]),
+        )
+        rows, total = f.select(q)
+        got = [f.line_numbers[r] for r in rows.tolist()]
+        assert (got, total) == naive(lines, q), q
+    page = f.page(Query(sort="f1", descending=True, limit=5))
+    for row in page["rows"]:  # each row is the record on that line
+        assert row["question"] == lines[row["line"] - 1]["question"]
+        assert row["f1"] == lines[row["line"] - 1]["rewards"]["f1"]
+
+
+def test_index_follows_a_growing_and_a_rewritten_file(tmp_path, records):
+    path = tmp_path / "t.jsonl"
+    text = [json.dumps(r) for r in records]
+    path.write_text("\n".join(text[:10]) + "\n" + text[10][:50], encoding="utf-8")
+    f = TrajectoryFile(path)
+    assert f.refresh() == 10  # the unfinished line waits
+    assert len(f.select(Query(sort="f1"))[0]) == 10
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(text[10][50:] + "\n" + "\n".join(text[11:20]) + "\n")
+    assert f.refresh() == 20
+    assert f.read(f.row_of_line(11))["question"] == records[10]["question"]
+    tmp = tmp_path / "t.jsonl.tmp"
+    tmp.write_text("\n".join(text[20:23]) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # rewritten (as env.evaluate does on a new run): indexed again
+    assert f.refresh() == 3
+    assert f.read(f.row_of_line(1))["question"] == records[20]["question"]
+    with pytest.raises(BadRequestError, match="no episode on line 4"):
+        f.row_of_line(4)
+
+
+def test_query_is_checked():
+    with pytest.raises(BadRequestError, match="sort must be one of"):
+        Query(sort="reward")
+    with pytest.raises(BadRequestError, match="limit"):
+        Query(limit=0)
+    with pytest.raises(BadRequestError, match="offset"):
+        Query(offset=-1)
+
+
+# ---- the stats parser -----------------------------------------------------------------------
+def test_parse_metrics_reads_prometheus_client_text():
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    requests = prometheus_client.Counter(
+        "retriever_requests", "h", ["endpoint", "code"], registry=registry
+    )
+    seconds = prometheus_client.Histogram(
+        "retriever_request_seconds", "h", ["endpoint"], buckets=(0.1, 1.0), registry=registry
+    )
+    depth = prometheus_client.Gauge("retriever_queue_depth", "h", ["retriever"], registry=registry)
+    requests.labels(endpoint='/odd "name"\\x', code="200").inc(3)
+    for value in (0.05, 0.05, 0.5):
+        seconds.labels(endpoint="/retrieve").observe(value)
+    depth.labels(retriever="bm25").set(4)
+    snap = parse_metrics(prometheus_client.generate_latest(registry).decode())
+    assert snap["counters"]["requests"] == [
+        {"labels": {"endpoint": '/odd "name"\\x', "code": "200"}, "value": 3.0}
+    ]
+    (hist,) = snap["histograms"]["request_seconds"]
+    assert hist["labels"] == {"endpoint": "/retrieve"}
+    assert hist["buckets"] == [[0.1, 2.0], [1.0, 3.0], ["+Inf", 3.0]]
+    assert (hist["count"], round(hist["sum"], 6)) == (3.0, 0.6)
+    assert snap["gauges"]["queue_depth"] == [{"labels": {"retriever": "bm25"}, "value": 4.0}]
+    assert not any("created" in name for group in snap.values() for name in group)
+
+
+def test_stats_api_counts_what_the_server_served(client):
+    before = client.get("/ui/api/stats", headers=AUTH).json()
+    for q in ("kansas fight song", "apple remote", "elko airport"):
+        r = client.post("/retrieve", json={"queries": [q], "topk": 2}, headers=AUTH)
+        assert r.status_code == 200
+    snap = client.get("/ui/api/stats", headers=AUTH).json()
+
+    def count(s, group, name, **labels):
+        return sum(
+            e.get("value", e.get("count", 0))
+            for e in s[group].get(name, [])
+            if all(e["labels"].get(k) == v for k, v in labels.items())
+        )
+
+    def grew(group, name, **labels):
+        return count(snap, group, name, **labels) - count(before, group, name, **labels)
+
+    assert grew("counters", "requests", endpoint="/retrieve", code="200") == 3
+    assert grew("histograms", "request_seconds", endpoint="/retrieve") == 3
+    assert grew("counters", "queries", retriever="bm25") == 3
+    assert snap["state"] == "ready"
+
+
+# ---- HTTP: pages, token, errors, flags --------------------------------------------------------
+def test_pages_are_served_without_token_with_a_strict_policy(client):
+    for path in ("/ui", "/ui/", "/ui/trajectories", "/ui/stats"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert "unsafe-inline" not in r.headers["content-security-policy"]
+    r = client.get("/ui/static/search.js")
+    assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+    assert client.get("/ui/static/nope.js").status_code == 404
+    assert client.get("/ui/static/..%2Fui.py").status_code == 404
+
+
+def test_api_needs_the_token(client):
+    for path in ("/ui/api/stats", "/ui/api/trajectories", "/ui/api/trajectories/0"):
+        r = client.get(path)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized", path
+        r = client.get(path, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        assert client.get(path, headers=AUTH).status_code == 200
+
+
+def test_trajectory_api_pages_and_episodes(client, records):
+    files = client.get("/ui/api/trajectories", headers=AUTH).json()["files"]
+    assert [f["episodes"] for f in files] == [len(records)]
+    assert files[0]["datasets"] == sorted({r["dataset"] for r in records})
+    page = client.get("/ui/api/trajectories/0?failed=1&sort=f1&desc=1&limit=5", headers=AUTH).json()
+    failed = [r for r in records if r["rewards"]["em"] < 1]
+    assert page["total"] == len(failed) > 0
+    assert [r["f1"] for r in page["rows"]] == sorted(
+        (r["rewards"]["f1"] for r in failed), reverse=True
+    )[:5]
+    line = page["rows"][0]["line"]
+    episode = client.get(f"/ui/api/trajectories/0/{line}", headers=AUTH).json()
+    assert episode["record"] == json.loads(json.dumps(records[line - 1], default=str))
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/ui/api/trajectories/0?sort=reward", "sort must be one of"),
+        ("/ui/api/trajectories/0?limit=100000", "limit must be between"),
+        ("/ui/api/trajectories/0?offset=x", "offset must be an integer"),
+        ("/ui/api/trajectories/0?failed=maybe", "failed must be 1 or 0"),
+        ("/ui/api/trajectories/7", "no trajectory file '7'"),
+        ("/ui/api/trajectories/0/99999", "no episode on line 99999"),
+        ("/ui/api/trajectories/0/x", "line must be a positive integer"),
+    ],
+)
+def test_bad_requests_say_what_was_wrong(client, path, message):
+    r = client.get(path, headers=AUTH)
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_flags(ui_root, traj_path):
+    args = build_parser().parse_args(
+        ["--index", str(ui_root), "--trajectories", "a.jsonl", "--trajectories", "b,c.jsonl"]
+    )
+    config = config_from_args(args)
+    assert config.trajectories == ("a.jsonl", "b,c.jsonl") and config.ui
+    config = config_from_args(build_parser().parse_args(["--index", str(ui_root), "--no-ui"]))
+    assert not config.ui and config.trajectories == ()
+    service = RetrievalService(config).start()
+    try:
+        with TestClient(create_app(service)) as c:
+            assert c.get("/ui").status_code == 404
+            assert c.post("/retrieve", json={"queries": ["kansas"]}).status_code == 200
+    finally:
+        service.stop()
+
+
+def test_missing_trajectory_file_is_refused_up_front(ui_root, tmp_path):
+    config = ServiceConfig(index=str(ui_root), trajectories=(str(tmp_path / "nope.jsonl"),))
+    with pytest.raises(BadRequestError, match="nope.jsonl: no such file"):
+        create_app(RetrievalService(config))

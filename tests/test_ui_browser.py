@@ -1,0 +1,238 @@
+"""/ui in a real headless Chromium (DevTools protocol): what the pages show is what the library
+returns (search deep links, side by side, pages through /access), trajectories are browsable
+down to one episode, and hostile corpus and trajectory text renders as text.
+
+Skipped, with the reason, where no chromium is installed (``make setup`` installs it with apt).
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+
+import httpx
+import pytest
+from retriever_fakes import FakeRetriever
+from ui_browser import Browser, find_chromium
+from ui_support import (
+    HOSTILE_PREDICTION,
+    HOSTILE_TITLE,
+    LiveServer,
+    build_index,
+    write_trajectories,
+)
+
+from retriever.index import Index
+from retriever.server.app import create_app
+from retriever.server.service import RetrievalService, ServiceConfig
+
+TOKEN = "browser-token"
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="no chromium: make setup installs it with apt (or set $CHROMIUM); /ui browser tests skipped",
+)
+NO_MARKUP = "document.querySelectorAll('main img, main script, main b, main i, main iframe').length"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(base url, service, trajectory records) of a live server with a token."""
+    root = build_index(tmp_path_factory.mktemp("ui-browser") / "index")
+    path = root.parent / "trajectories.jsonl"
+    records = write_trajectories(path, root)
+    index = Index.open(root)
+    retrievers = {"bm25": index.retriever("bm25"), "fake": FakeRetriever(len(index.store))}
+    config = ServiceConfig(index=str(root), token=TOKEN, warmup=False, trajectories=(str(path),))
+    service = RetrievalService(config, retrievers=retrievers).start()
+    with LiveServer(create_app(service)) as base:
+        yield base, service, records
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser() as b:
+        yield b
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors(browser):
+    browser.errors.clear()
+    yield
+    assert browser.errors == [], "the page raised or logged errors"
+
+
+def url(base: str, path: str, **params) -> str:
+    query = urllib.parse.urlencode(params)
+    return f"{base}{path}{'?' + query if query else ''}#token={TOKEN}"
+
+
+def test_search_deep_link_shows_the_library_results(site, browser):
+    base, service, _ = site
+    q = "fight song of the university in Lawrence Kansas"
+    browser.open(url(base, "/ui", q=q, retriever="bm25", k=5))
+    expected = service.retrieve([q], 5, "bm25")[0]
+    assert browser.texts(".hit .title") == [d["title"] for d in expected]
+    scores = browser.texts(".hit .score")
+    assert scores == [f"score {d['score']:.4f}" for d in expected]
+    marks = {m.lower() for m in browser.texts(".hit mark")}
+    assert marks and marks <= {"fight", "song", "university", "lawrence", "kansas"}
+    assert browser.evaluate("document.getElementById('q').value") == q
+    assert "5 results" in browser.texts("#status")[0]
+
+
+def test_side_by_side_marks_the_overlap(site, browser):
+    base, service, _ = site
+    q = "airport"
+    browser.open(url(base, "/ui", q=q, retriever="bm25", k=60, compare="fake"))
+    left, right = (service.retrieve([q], 60, name)[0] for name in ("bm25", "fake"))
+    assert browser.texts("#col-0 .hit .title") == [d["title"] for d in left]
+    assert browser.texts("#col-1 .hit .title") == [d["title"] for d in right]
+    both = {d["id"] for d in left} & {d["id"] for d in right}
+    assert both, "pick k so the two lists share results"
+    for column, other in (("#col-0", right), ("#col-1", left)):
+        marked = browser.evaluate(
+            f"[...document.querySelectorAll('{column} .hit.overlap')].map(e => e.dataset.id)"
+        )
+        assert set(marked) == both
+        badges = browser.texts(f"{column} .hit.overlap .badge")
+        ranks = {d["id"]: i + 1 for i, d in enumerate(other)}
+        assert badges == [f"in both · #{ranks[i]} there" for i in marked]
+    assert f"{len(both)} in both" in browser.texts("#status")[0]
+
+
+def test_open_a_page_and_turn_its_pages(site, browser):
+    base, service, _ = site
+    browser.open(url(base, "/ui", q="zeppelin manual", k=3, chars=1000))
+    first_id = browser.evaluate("document.querySelector('.hit').dataset.id")
+    browser.click(".hit .title")
+    browser.wait_for("!document.getElementById('reader').hidden")
+    browser.wait_idle()
+    full = service.access(ids=[first_id])[0]
+    n = math.ceil(full["total_chars"] / 1000)
+    assert n >= 2, "the test page should span several pages"
+    assert browser.texts("#reader-page") == [f"Page 1 of {n}"]
+    assert browser.texts("#reader-title") == [full["title"]]
+    page = service.access(ids=[first_id], offset=0, max_chars=1000)[0]
+    assert browser.texts("#reader-text") == [page["contents"]]
+    browser.click("#reader-next")
+    browser.wait_for(f"document.getElementById('reader-page').textContent === 'Page 2 of {n}'")
+    browser.wait_idle()
+    page2 = service.access(ids=[first_id], offset=1000, max_chars=1000)[0]
+    assert browser.texts("#reader-text") == [page2["contents"]]
+    link = browser.evaluate("location.href")
+    assert "p=2" in link and "open=" in link
+    browser.open(link + f"#token={TOKEN}")  # the link reproduces the open page
+    assert browser.texts("#reader-page") == [f"Page 2 of {n}"]
+    assert browser.texts("#reader-text") == [page2["contents"]]
+
+
+def test_hostile_corpus_text_renders_as_text(site, browser):
+    base, service, _ = site
+    q = "marmalade quokka"
+    browser.open(url(base, "/ui", q=q, k=3))
+    hostile = service.retrieve([q], 3)[0][0]
+    assert hostile["title"] == HOSTILE_TITLE  # the store keeps the markup as it came
+    assert browser.texts(".hit .title")[0] == HOSTILE_TITLE
+    assert any("<script>window.xssFired=2</script>" in t for t in browser.texts(".hit .text"))
+    assert browser.evaluate(NO_MARKUP) == 0
+    assert browser.evaluate("document.querySelectorAll('main a').length") == 0
+    assert browser.evaluate("typeof window.xssFired") == "undefined"
+    browser.open(url(base, "/ui", q=q, k=3, open=hostile["id"]))
+    assert browser.texts("#reader-title") == [HOSTILE_TITLE]
+    assert "<script>" in browser.texts("#reader-text")[0]
+    assert browser.evaluate("document.querySelectorAll('#reader img, #reader script').length") == 0
+    assert browser.evaluate("typeof window.xssFired") == "undefined"
+
+
+def test_trajectory_table_filters_sorts_and_opens_an_episode(site, browser):
+    base, _, records = site
+    browser.open(url(base, "/ui/trajectories"))
+    assert browser.texts("#episodes tbody .question") == [r["question"] for r in records]
+    assert browser.texts("#range") == [f"rows 1–{len(records)} of {len(records)}"]
+    assert HOSTILE_PREDICTION in " ".join(browser.texts("#episodes tbody td"))
+    assert browser.evaluate(NO_MARKUP) == 0
+
+    browser.click("#failed")
+    browser.wait_for("location.search.includes('failed=1')")
+    browser.wait_idle()
+    failed = [i + 1 for i, r in enumerate(records) if r["rewards"]["em"] < 1]
+    assert (
+        browser.evaluate(
+            "[...document.querySelectorAll('#episodes tbody tr')].map(r => +r.dataset.line)"
+        )
+        == failed
+    )
+
+    browser.click("th[data-sort='turns']")  # ascending, then descending
+    browser.wait_for("location.search.includes('sort=turns')")
+    browser.wait_idle()
+    browser.click("th[data-sort='turns']")
+    browser.wait_for("location.search.includes('desc=1')")
+    browser.wait_idle()
+    turns = [int(t) for t in browser.texts("#episodes tbody td:nth-child(9)")]
+    assert turns == sorted((records[i - 1]["num_turns"] for i in failed), reverse=True)
+
+    line = int(browser.evaluate("document.querySelector('#episodes tbody tr').dataset.line"))
+    browser.click("#episodes tbody tr .question")
+    browser.wait_for(f"location.search.includes('episode={line}')")
+    browser.wait_idle()
+    rec = records[line - 1]
+    assert browser.texts("#ep-question") == [rec["question"]]
+    assert browser.texts(".turn pre.action") == [t["action"] for t in rec["turns"]]
+    observations = [t["observation"] for t in rec["turns"] if t["observation"]]
+    assert browser.texts(".turn pre.observation") == observations
+    assert browser.evaluate(NO_MARKUP) == 0
+    assert browser.evaluate("typeof window.xssFired") == "undefined"
+
+
+def test_episode_deep_link(site, browser):
+    base, _, records = site
+    line = next(i + 1 for i, r in enumerate(records) if r["counts"].get("invalid"))
+    browser.open(url(base, "/ui/trajectories", file=0, episode=line))
+    rec = records[line - 1]
+    assert browser.texts("#ep-question") == [rec["question"]]
+    calls = browser.texts(".turn .call")
+    assert len(calls) == len(rec["turns"])
+    assert calls[0] == f"invalid ({rec['turns'][0]['reason']})"
+    assert browser.texts(".turn.invalid .reward") == ["reward: format penalty"]
+    assert browser.evaluate("document.getElementById('table-view').hidden") is True
+
+
+def test_stats_page_draws_the_metrics(site, browser):
+    base, _, _ = site
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for q in ("kansas", "apple remote", "airport"):
+        httpx.post(f"{base}/retrieve", json={"queries": [q]}, headers=auth).raise_for_status()
+    browser.open(url(base, "/ui/stats", every=0.5), ready="+document.body.dataset.polls >= 2")
+    snap = httpx.get(f"{base}/ui/api/stats", headers=auth).json()
+    served = sum(
+        s["value"]
+        for s in snap["counters"]["requests"]
+        if s["labels"]["endpoint"] == "/retrieve" and s["labels"]["code"] == "200"
+    )
+    cells = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#endpoints tbody tr')]"
+        ".map(r => [r.cells[0].textContent, r.cells[3].textContent]))"
+    )
+    assert int(cells["/retrieve"]) == served >= 3
+    rows = browser.evaluate(
+        "[...document.querySelectorAll('#retrievers tbody tr')].map(r => r.cells[0].textContent)"
+    )
+    assert rows == sorted(snap_names(snap))
+
+
+def snap_names(snap) -> set:
+    series = snap["counters"].get("queries", []) + snap["gauges"].get("queue_depth", [])
+    return {s["labels"]["retriever"] for s in series}
+
+
+def test_a_missing_token_asks_for_one(site, browser):
+    base, _, _ = site
+    browser.evaluate("sessionStorage.clear()")
+    browser.call("Page.navigate", url=f"{base}/ui?q=kansas")
+    browser.wait_for(
+        "document.getElementById('token-form') && !document.getElementById('token-form').hidden"
+    )
+    assert "needs its token" in browser.texts("#token-message")[0]
+    browser.errors.clear()  # the 401 itself is logged by the browser
