@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except OSError as exc:  # a full disk, a folder we may not write: say so, no traceback
         return fail(f"{exc}; the stage's finished output is unchanged, rerun it when fixed", 1)
+    except Exception as exc:  # unforeseen: still one line; -vv shows the traceback
+        if args.verbose >= 2:
+            raise
+        return fail(f"{type(exc).__name__}: {exc} (rerun with -vv for the traceback)", 1)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to start this stage again", file=sys.stderr)
         return 130

@@ -165,7 +165,10 @@ def build_index(
     t2 = time.perf_counter()
     filename = factory_file(factory)
     with atomic_path(folder / filename) as tmp:
-        faiss.write_index(index, str(tmp))
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as exc:  # faiss reports a failed write (a full disk) this way
+            raise OSError(f"faiss could not write {tmp}: {exc}") from exc
     has_ivf = _has_ivf(index)
     entry = {
         "file": filename,

@@ -403,3 +403,40 @@ def test_all_runs_the_stages_as_the_verbs_do(tmp_path, capsys):
             if name != "manifest.json":  # it records paths and times
                 a, v = (sha256_file(tmp_path / r / part / name) for r in ("a", "v"))
                 assert a == v, (part, name)
+
+
+def test_full_disk_while_writing_a_faiss_index(tmp_path, monkeypatch, capsys):
+    import faiss
+
+    src = _jsonl(tmp_path / "a.jsonl", [{"title": f"T{i}", "text": f"text {i}"} for i in range(9)])
+    build_corpus([src], tmp_path)
+    config = resolve_config(str(packaged_model_path(verify=False)), preset="minilm")
+    encode_corpus(tmp_path, "m", config, 4, encoder=_Fake())
+    before = sorted(p.name for p in (tmp_path / "dense-m").iterdir())
+
+    def full(index, path):
+        Path(path).write_bytes(b"IxF")  # a few bytes land, then the disk is full
+        raise RuntimeError("Error in faiss::FileIOWriter: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    assert main(["faiss", "--index", str(tmp_path), "--name", "m"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "No space left" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "dense-m").iterdir()) == before
+
+
+def test_an_unforeseen_failure_is_one_line_too(tmp_path, monkeypatch, capsys):
+    import index_build.corpus as corpus_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("something nobody planned for")
+
+    monkeypatch.setattr(corpus_mod, "build_corpus", broken)
+    assert main(["corpus", "--input", "x", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "error: RuntimeError: something nobody planned for (rerun with -vv for the traceback)"
+    )
+    with pytest.raises(RuntimeError):
+        main(["corpus", "--input", "x", "--out", str(tmp_path), "-vv"])
