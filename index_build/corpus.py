@@ -50,6 +50,8 @@ class CorpusConfig:
             raise BadRequestError(f"--passage-stride must be positive, got {self.passage_stride}")
         if self.passage_chars is not None and self.passage_chars <= 0:
             raise BadRequestError(f"--passage-chars must be positive, got {self.passage_chars}")
+        if self.pages and not self.keep_pages:
+            raise BadRequestError("--pages and --no-pages contradict each other: give one")
         if self.workers < 0:
             raise BadRequestError(f"--workers must be 0 (one per core) or more, got {self.workers}")
         for name, value, allowed in (

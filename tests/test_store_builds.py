@@ -133,6 +133,24 @@ def test_asearcher_corpus_with_pages_file(tmp_path, capsys):
     assert report["corpus"]["bad_pages"]["count"] == 0
 
 
+def test_a_bad_page_row_is_named_or_skipped(tmp_path):
+    corpus, pages = _asearcher_files(tmp_path)
+    lines = pages.read_text().splitlines()
+    pages.write_text("\n".join([lines[0], '{"contents": "no url"}', lines[1], lines[2]]) + "\n")
+    with pytest.raises(CorpusInputError, match=r"wiki_webpages.jsonl: line 2: not a pages row"):
+        build_corpus([corpus], tmp_path / "r", CorpusConfig(pages=str(pages)))
+    skip = CorpusConfig(pages=str(pages), on_error="skip")
+    m = build_corpus([corpus], tmp_path / "s", skip)
+    assert m["skipped"] == {"malformed pages": 1} and m["num_pages"] == 3
+    store = DocStore.open(tmp_path / "s")
+    assert [store.get_page(i).title for i in range(3)] == [
+        "Albert Einstein",
+        "Muscle & Fitness",
+        "AC/DC",
+    ]
+    assert store.page("AC/DC").text.endswith("AC/DC sentence 29 of the article.")
+
+
 def test_hotpotqa_titles_are_unescaped(hotpot_root):
     store = DocStore.open(hotpot_root)
     titles = {p.title for p in store.iter_passages()}
@@ -313,6 +331,7 @@ def test_file_size_limit_through_the_real_cli(tmp_path):
         ["corpus", "--input", "x.jsonl", "--out", "o", "--format", "docx"],
         ["corpus", "--input", "x.jsonl", "--out", "o", "--workers", "-1"],
         ["corpus", "--input", "missing.jsonl", "--out", "o"],
+        ["corpus", "--input", "x.jsonl", "--out", "o", "--pages", "p.jsonl", "--no-pages"],
         ["encode", "--index", "o", "--model", "m", "--batch-size", "0"],
         ["encode", "--index", "o", "--model", "m", "--shard-id", "2", "--num-shards", "2"],
         ["encode", "--index", "o", "--model", "m", "--shard-size", "0"],

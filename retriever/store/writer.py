@@ -198,7 +198,8 @@ def index_in_place(
                     raise CorpusInputError(
                         str(source), f"line {lineno}", f"not a {kind} row: {exc}"
                     ) from exc
-                skipped["malformed"] = skipped.get("malformed", 0) + 1
+                reason = "malformed" if kind == "passages" else "malformed pages"
+                skipped[reason] = skipped.get(reason, 0) + 1
                 continue
             if kind == "passages":
                 tables.add(start, pid, title, text, url)
