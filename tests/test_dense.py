@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
 import orjson
 import pytest
@@ -20,8 +21,6 @@ from retriever.dense.faiss_backend import FaissBackend, flat_file_vectors
 from retriever.dense.torch_backend import TorchBackend, merge_topk
 from retriever.errors import BadRequestError, IndexFormatError, ManifestMismatchError
 from retriever.index import Index
-
-faiss = pytest.importorskip("faiss")
 
 
 class HashEncoder:
@@ -52,7 +51,13 @@ class HashEncoder:
 
 
 def exact_topk(x: np.ndarray, q: np.ndarray, k: int):
-    scores = q @ x.T
+    """Reference: float64 products summed per pair, rounded to float32; ties by lower row.
+
+    Not ``q @ x.T``: a BLAS matmul rounds a row's score by where the row falls in its tiles,
+    so two identical rows can score a few ulps apart and the tie order would be the kernel's.
+    """
+    scores = (q.astype(np.float64)[:, None, :] * x.astype(np.float64)[None]).sum(-1)
+    scores = scores.astype(np.float32)
     ids = np.stack([np.lexsort((np.arange(len(x)), -row))[:k] for row in scores])
     return np.take_along_axis(scores, ids, axis=1), ids
 
@@ -88,8 +93,46 @@ def test_torch_backend_is_exact(vectors, devices, block_rows):
     want_s, want_i = exact_topk(x, q, 10)
     got_s, got_i = backend.search(q, 10)
     assert got_i.tolist() == want_i.tolist()
-    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
-    assert got_i[0][:2].tolist() == [10, 1500]  # the duplicate pair, lower row first
+    np.testing.assert_allclose(got_s, want_s, rtol=0, atol=1e-6)
+    for r in range(10):  # every duplicate pair scores identically, lower row first
+        assert got_i[r][:2].tolist() == [10 + r, 1500 + r]
+        assert got_s[r][0] == got_s[r][1]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu:0", "cpu:1"]])
+def test_torch_backend_duplicates_tie_by_row_anywhere(dtype, devices):
+    """Many copies of one vector, more than a block keeps (k + TIE_PAD), in several blocks and
+    devices: all score alike and the lowest rows come first, in every precision."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 40)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    copies = np.sort(np.concatenate([rng.choice(np.arange(1, 300), 25, replace=False), [1999]]))
+    x[copies] = x[0]
+    backend = TorchBackend([(0, x[:900]), (900, x[900:])], devices, dtype, block_rows=300)
+    q = x[:3] * np.float32(1.7)
+    for k in (1, 5, 20, 27):
+        s, i = backend.search(q, k)
+        want = [0, *copies][:k]
+        assert i[0].tolist() == want, k
+        assert len(set(s[0].tolist())) == 1
+        if dtype == "fp32":
+            np.testing.assert_allclose(s[0], 1.7 * float(x[0] @ x[0]), rtol=1e-6)
+    s, i = backend.search(q, 30)
+    assert i[0].tolist()[:27] == [0, *copies] and s[0][26] > s[0][27]
+
+
+def test_torch_backend_scores_do_not_depend_on_batch_or_layout(vectors):
+    x, q = vectors
+    one = TorchBackend([(0, x)], ["cpu"], "fp32")
+    s, i = one.search(q, 10)
+    for backend in (
+        TorchBackend([(0, x[:1000]), (1000, x[1000:])], ["cpu:0", "cpu:1"], "fp32", 100),
+        TorchBackend([(0, x)], ["cpu:0", "cpu:1"], "fp32", 333, shard=False),
+    ):
+        for r in range(0, len(q), 7):  # one by one: a 1-row batch is a gemv in BLAS
+            s1, i1 = backend.search(q[r : r + 1], 10)
+            assert i1[0].tolist() == i[r].tolist() and s1[0].tolist() == s[r].tolist()
 
 
 def test_torch_backend_same_ids_as_faiss_flat(vectors):
