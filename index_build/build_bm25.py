@@ -20,13 +20,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from retriever.bm25.analyzer import STEMMERS, Analyzer
+from retriever.bm25.analyzer import LANGUAGES, SEGMENTERS, STEMMERS, Analyzer
 from retriever.bm25.formula import METHODS
 from retriever.files import publish_dir, start_partial_dir
-from retriever.manifest import write_manifest
+from retriever.manifest import read_manifest, write_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class BM25Config:
     backend: str = "bm25s"
     name: str | None = None  # default: bm25 (bm25s) or bm25-lucene (pyserini)
-    analyzer: Analyzer = field(default_factory=Analyzer)
+    analyzer: Analyzer | None = None  # None: the corpus language's (Analyzer.for_language)
     k1: float = 0.9
     b: float = 0.4
     method: str = "lucene"
@@ -70,15 +70,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "are the corpus ids, instead of building one (implies --backend pyserini)",
     )
     p.add_argument(
+        "--language",
+        default="auto",
+        help="analyzer language: auto (default: the corpus's, from the dump's <siteinfo>; "
+        f"else English), or one of {', '.join(sorted(LANGUAGES))}",
+    )
+    p.add_argument(
         "--stemmer",
         choices=STEMMERS,
-        default="porter",
-        help="porter (default, as Lucene), english (Snowball) or none",
+        default=None,
+        help="override the language's stemmer: porter (English default, as Lucene), "
+        "a Snowball stemmer (english, german, ...) or none",
     )
     p.add_argument(
         "--stopwords",
-        default="lucene",
-        help="lucene (default, 33 words), english (179 words), none, or @FILE (one a line)",
+        default=None,
+        help="override the language's stopwords: lucene (English default, 33 words), english "
+        "(179 words), a language name (german, ...), none, or @FILE (one a line)",
+    )
+    p.add_argument(
+        "--segmenter",
+        choices=SEGMENTERS,
+        default=None,
+        help="override how CJK/Thai text is cut: jieba (Chinese default), bigram, standard",
     )
     p.add_argument("--no-lowercase", action="store_true", help="keep case")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, as pyserini)")
@@ -97,16 +111,32 @@ def _stopwords_arg(value: str):
     return value
 
 
+def analyzer_from_args(args: argparse.Namespace) -> Analyzer:
+    """The analyzer of ``--language`` (auto: the corpus manifest's ``language``) and overrides."""
+    language = args.language
+    if language == "auto":
+        language = read_manifest(Path(args.index) / CORPUS_DIR).get("language")
+    analyzer = Analyzer.for_language(
+        language,
+        stemmer=args.stemmer,
+        stopwords=None if args.stopwords is None else _stopwords_arg(args.stopwords),
+        lowercase=not args.no_lowercase,
+    )
+    if args.segmenter is not None and args.segmenter != analyzer.segmenter:
+        from retriever.bm25.analyzer import RUNS_PATTERN, STANDARD_PATTERN
+
+        pattern = STANDARD_PATTERN if args.segmenter == "standard" else RUNS_PATTERN
+        analyzer = replace(analyzer, segmenter=args.segmenter, pattern=pattern)
+    log.info("bm25 analyzer for language %s: %s", language or "en", analyzer.to_dict())
+    return analyzer
+
+
 def run(args: argparse.Namespace) -> int:
     backend = "pyserini" if args.lucene_index else args.backend
     config = BM25Config(
         backend=backend,
         name=args.name,
-        analyzer=Analyzer.create(
-            stemmer=args.stemmer,
-            stopwords=_stopwords_arg(args.stopwords),
-            lowercase=not args.no_lowercase,
-        ),
+        analyzer=analyzer_from_args(args),
         k1=args.k1,
         b=args.b,
         method=args.method,
@@ -135,6 +165,8 @@ def build_bm25(
     start = time.perf_counter()
     root = Path(root)
     store = DocStore.open(root / CORPUS_DIR)
+    if config.analyzer is None:
+        config = replace(config, analyzer=Analyzer.for_language(store.manifest.get("language")))
     final = root / config.folder_name
     partial = start_partial_dir(final)
     base = {

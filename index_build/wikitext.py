@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
+from functools import cached_property, partial
 
 import mwparserfromhell
 from mwparserfromhell.nodes import (
@@ -77,6 +79,30 @@ DROP_TAGS = {
     "script",
     "img",
 }
+MEDIA_NAMESPACES = ("file", "image", "media", "category")
+
+
+@dataclass(frozen=True)
+class MarkupRules:
+    """What a wiki's markup means: link prefixes that hide a link (``drop``: namespaces other
+    than articles) and, among them, those removed with their nested captions (``media``: files,
+    categories), lower-case with spaces; and which language variant ``-{...}-`` markup shows
+    (``variants``, most preferred first). A dump's ``<siteinfo>`` supplies its own
+    (``index_build.siteinfo``); the default is English Wikipedia's.
+    """
+
+    drop: frozenset[str] = frozenset(DROP_NAMESPACES)
+    media: frozenset[str] = frozenset(MEDIA_NAMESPACES)
+    variants: tuple[str, ...] = ("zh", "zh-hans", "zh-hant", "zh-cn", "zh-tw", "zh-hk", "zh-sg")
+
+    @cached_property
+    def media_link(self) -> re.Pattern:
+        names = sorted(self.media, key=len, reverse=True)
+        alts = "|".join(r"[ _]+".join(map(re.escape, n.split())) for n in names)
+        return re.compile(rf"\[\[\s*:?\s*(?:{alts})\s*:", re.I)
+
+
+ENGLISH_RULES = MarkupRules()
 BREAK_TAGS = {"br", "hr", "p", "li", "dd", "dt", "tr", "div"}
 DROP_SECTIONS = {
     "references",
@@ -93,7 +119,17 @@ DROP_SECTIONS = {
     "external link",
     "works cited",
     "gallery",
-}
+    # the same sections in other Wikipedias (compared lower-cased)
+    "参考资料", "参考資料", "参考文献", "参考来源", "參考來源", "外部链接", "外部連結", "参见",
+    "參見", "注释", "註釋", "脚注", "腳註", "出典", "関連項目", "外部リンク", "注釈",
+    "einzelnachweise", "weblinks", "literatur", "siehe auch", "anmerkungen",
+    "références", "notes et références", "liens externes", "voir aussi", "bibliographie",
+    "referencias", "enlaces externos", "véase también", "bibliografía", "notas",
+    "referências", "ligações externas", "ver também", "collegamenti esterni", "voci correlate",
+    "примечания", "ссылки", "литература", "см. также", "przypisy", "bibliografia",
+    "linki zewnętrzne", "zobacz też", "referenties", "externe links", "zie ook",
+    "อ้างอิง", "แหล่งข้อมูลอื่น", "ดูเพิ่ม", "각주", "외부 링크", "같이 보기", "참고 문헌",
+}  # fmt: skip
 _LANG_PREFIX = re.compile(r"^[a-z]{2,3}(-[a-z]+)*$")
 _MAGIC = re.compile(r"__[A-Z]+__")
 _QUOTES = re.compile(r"'{2,}")
@@ -105,14 +141,14 @@ _OPEN_PAREN_SPACE = re.compile(r"\( +")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]")
 
 
-def _visible_link(title: str, text: str | None) -> str:
+def _visible_link(title: str, text: str | None, rules: MarkupRules = ENGLISH_RULES) -> str:
     """What an internal link shows: its text, else its target; nothing for files, categories,
     other namespaces and interlanguage links."""
     title = title.strip()
     target = title.lstrip(":")
     if ":" in target and not title.startswith(":"):
-        prefix = target.split(":", 1)[0].strip().lower()
-        if prefix in DROP_NAMESPACES or (_LANG_PREFIX.match(prefix) and text is None):
+        prefix = " ".join(target.split(":", 1)[0].replace("_", " ").split()).lower()
+        if prefix in rules.drop or (_LANG_PREFIX.match(prefix) and text is None):
             return ""
     if text is not None:
         return text
@@ -155,14 +191,14 @@ def _template_text(name: str, values: list[str]) -> str:
     return ""
 
 
-def _render(code, parts: list[str] | None = None) -> str:
+def _render(code, parts: list[str] | None = None, rules: MarkupRules = ENGLISH_RULES) -> str:
     own = parts is None
     parts = [] if own else parts
     skip_level = 0
     for node in code.nodes:
         kind = type(node)
         if kind is Heading:
-            title = _render(node.title).strip()
+            title = _render(node.title, None, rules).strip()
             if skip_level and node.level > skip_level:
                 continue
             skip_level = node.level if title.lower() in DROP_SECTIONS else 0
@@ -174,8 +210,8 @@ def _render(code, parts: list[str] | None = None) -> str:
         if kind is Text:
             parts.append(node.value)
         elif kind is Wikilink:
-            text = None if node.text is None else _render(node.text)
-            parts.append(_visible_link(str(node.title), text))
+            text = None if node.text is None else _render(node.text, None, rules)
+            parts.append(_visible_link(str(node.title), text, rules))
         elif kind is Tag:
             name = str(node.tag).strip().lower()
             if name in DROP_TAGS or node.wiki_markup == "{|":
@@ -183,10 +219,10 @@ def _render(code, parts: list[str] | None = None) -> str:
             if name in BREAK_TAGS:
                 parts.append("\n")
             if node.contents is not None and not node.self_closing:
-                _render(node.contents, parts)
+                _render(node.contents, parts, rules)
         elif kind is ExternalLink:
             if node.title is not None:
-                parts.append(_render(node.title))
+                parts.append(_render(node.title, None, rules))
         elif kind is HTMLEntity:
             parts.append(node.normalize())
         elif kind in (Template, Comment, Argument):
@@ -197,13 +233,61 @@ def _render(code, parts: list[str] | None = None) -> str:
 
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_VARIANT_BLOCK = re.compile(r"-\{((?:(?!-\{).)*?)\}-", re.S)  # innermost first
+_VARIANT_FLAGS = re.compile(r"\s*[A-Za-z\-]{1,2}\s*(?:;\s*[A-Za-z\-]{1,2}\s*)*;?\s*")
+_VARIANT_RULE = re.compile(r"(?:^|;)\s*(?:[^;]*?=>\s*)?(zh|[a-z]{2,3}-[a-z]{2,4})\s*:")
+
+
+def variant_text(body: str, variants: tuple[str, ...] = MarkupRules.variants) -> str:
+    """What ``-{body}-`` language-variant markup shows: the text for the first of ``variants``
+    that it has (else its first), its plain text when it has no rules, nothing for hidden
+    rules (flags ``H``, ``T``, ``-``).
+
+    >>> variant_text("zh-hans:计算机; zh-hant:電腦;")
+    '计算机'
+    >>> variant_text("zh-hans:计算机; zh-hant:電腦;", ("zh-tw", "zh-hant"))
+    '電腦'
+    >>> variant_text("H|zh-cn:优盘; zh-tw:隨身碟;"), variant_text("R|C++"), variant_text("Linux")
+    ('', 'C++', 'Linux')
+    """
+    head, sep, rest = body.partition("|")
+    if sep and _VARIANT_FLAGS.fullmatch(head):
+        flags = {f.strip() for f in head.split(";")}
+        if flags & {"H", "T", "-"}:
+            return ""
+        if "R" in flags:
+            return rest
+        body = rest
+    marks = list(_VARIANT_RULE.finditer(body))
+    if not marks:
+        return body
+    texts: dict[str, str] = {}
+    for m, nxt in zip(marks, marks[1:] + [None]):
+        end = nxt.start() if nxt is not None else len(body)
+        texts.setdefault(m.group(1), body[m.end() : end].strip().rstrip(";").strip())
+    for code in variants:
+        if code in texts:
+            return texts[code]
+    return next(iter(texts.values()))
+
+
+def render_variants(text: str, variants: tuple[str, ...] = MarkupRules.variants) -> str:
+    """Replace every ``-{...}-`` block of ``text`` by what it shows (nested blocks too)."""
+    for _ in range(4):
+        if "-{" not in text:
+            break
+        text, n = _VARIANT_BLOCK.subn(lambda m: variant_text(m.group(1), variants), text)
+        if not n:
+            break
+    return text
+
+
 _REF_EMPTY = re.compile(r"<ref\b[^>]*/\s*>", re.I)
 _REF = re.compile(r"<ref\b[^>]*>.*?(?:</ref\s*>|\Z)", re.I | re.S)
 _BRACES = re.compile(r"\{\{|\}\}")
 _BRACKETS = re.compile(r"\[\[|\]\]")
 _TABLE = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
 _TEMPLATE_NAME = re.compile(r"\{\{\s*([^|}]*)")
-_MEDIA_LINK = re.compile(r"\[\[\s*:?\s*(file|image|media|category)\s*:", re.I)
 
 
 def _drop_nested(text: str, tokens: re.Pattern, keep) -> str:
@@ -227,24 +311,24 @@ def _drop_nested(text: str, tokens: re.Pattern, keep) -> str:
     return "".join(out)
 
 
-def _template_span(span: str) -> str:
+def _template_span(span: str, rules: MarkupRules = ENGLISH_RULES) -> str:
     name = _TEMPLATE_NAME.match(span)
     name = name.group(1).strip().lower().replace("_", " ") if name else ""
     if not (name in _RENDERED or name.startswith("lang-")):
         return ""
     inner = span[2:-2]
     if "{{" in inner:  # nested templates: resolve the inner ones first
-        inner = _drop_nested(inner, _BRACES, _template_span)
+        inner = _drop_nested(inner, _BRACES, partial(_template_span, rules=rules))
     if "[[" in inner:  # links inside: let the parser split the parameters
         node = mwparserfromhell.parse("{{" + inner + "}}").nodes[0]
-        values = [_render(p.value).strip() for p in node.params if not p.showkey]
+        values = [_render(p.value, None, rules).strip() for p in node.params if not p.showkey]
     else:
         values = [p.strip() for p in inner.split("|")[1:] if "=" not in p]
     return _template_text(name, values)
 
 
-def _media_span(span: str) -> str | None:
-    return "" if _MEDIA_LINK.match(span) else None
+def _media_span(span: str, rules: MarkupRules = ENGLISH_RULES) -> str | None:
+    return "" if rules.media_link.match(span) else None
 
 
 def _drop_tables(text: str) -> str:
@@ -263,17 +347,19 @@ def _drop_tables(text: str) -> str:
     return "".join(out)
 
 
-def pre_strip(wikitext: str) -> str:
+def pre_strip(wikitext: str, rules: MarkupRules = ENGLISH_RULES) -> str:
     """Cheap removal of comments, references, templates, tables and media links before parsing.
 
     These are most of an article's markup; cutting them first keeps the parser's work small.
     """
     text = _COMMENT.sub("", wikitext)
+    if "-{" in text:
+        text = render_variants(text, rules.variants)
     text = _REF_EMPTY.sub("", text)
     text = _REF.sub("", text)
-    text = _drop_nested(text, _BRACES, _template_span)
+    text = _drop_nested(text, _BRACES, partial(_template_span, rules=rules))
     text = _drop_tables(text)
-    return _drop_nested(text, _BRACKETS, _media_span)
+    return _drop_nested(text, _BRACKETS, partial(_media_span, rules=rules))
 
 
 _TAG_NAMES = "|".join(sorted(DROP_TAGS))
@@ -285,28 +371,28 @@ _EXT_LINK = re.compile(r"\[(?:https?:|ftp:|mailto:)?//[^\s\]]*(?:\s+([^\]]*))?\]
 _HEADING = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
 
 
-def _inline(text: str) -> str:
+def _inline(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
     """Tags, links and external links of text that ``pre_strip`` already cleaned."""
     text = _DROP_BLOCK.sub("", text)
     text = _BREAK_TAG.sub("\n", text)
     text = _ANY_TAG.sub("", text)
     for _ in range(3):  # links inside link text
-        text, n = _LINK.subn(lambda m: _visible_link(m.group(1), m.group(2)), text)
+        text, n = _LINK.subn(lambda m: _visible_link(m.group(1), m.group(2), rules), text)
         if not n:
             break
     return _EXT_LINK.sub(lambda m: m.group(1) or "", text)
 
 
-def _render_fast(text: str) -> str:
+def _render_fast(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
     """The regex renderer: same output as ``_render`` on pre-stripped text, several times faster."""
     parts: list[str] = []
     last = 0
     skip_level = 0
     for m in _HEADING.finditer(text):
         if not skip_level:
-            parts.append(_inline(text[last : m.start()]))
+            parts.append(_inline(text[last : m.start()], rules))
         level = len(m.group(1))
-        title = _inline(m.group(2)).strip()
+        title = _inline(m.group(2), rules).strip()
         last = m.end()
         if skip_level and level > skip_level:
             continue
@@ -314,7 +400,7 @@ def _render_fast(text: str) -> str:
         if not skip_level:
             parts.append(f"\n\n{title}\n\n")
     if not skip_level:
-        parts.append(_inline(text[last:]))
+        parts.append(_inline(text[last:], rules))
     return "".join(parts)
 
 
@@ -341,15 +427,18 @@ def _tidy(raw: str) -> str:
     return "\n\n".join(paragraphs)
 
 
-def wikitext_to_text(wikitext: str, parser: str = "fast") -> str:
+def wikitext_to_text(
+    wikitext: str, parser: str = "fast", rules: MarkupRules = ENGLISH_RULES
+) -> str:
     """Plain text of an article's wikitext: paragraphs separated by blank lines.
 
     ``parser="mwparserfromhell"`` renders the pre-stripped text through mwparserfromhell's tree
-    instead of the regex renderer: the reference the fast path is tested against.
+    instead of the regex renderer: the reference the fast path is tested against. ``rules``
+    name the wiki's namespaces (its dump's ``<siteinfo>``) and the variant to show.
     """
-    text = pre_strip(wikitext)
+    text = pre_strip(wikitext, rules)
     if parser == "fast":
-        return _tidy(_render_fast(text))
+        return _tidy(_render_fast(text, rules))
     if parser == "mwparserfromhell":
-        return _tidy(_render(mwparserfromhell.parse(text, skip_style_tags=True)))
+        return _tidy(_render(mwparserfromhell.parse(text, skip_style_tags=True), None, rules))
     raise ValueError(f"parser must be 'fast' or 'mwparserfromhell', got {parser!r}")

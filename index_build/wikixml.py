@@ -1,8 +1,12 @@
 """MediaWiki XML dumps (``pages-articles``, plain, ``.bz2``, or multistream with its index).
 
-Pages of the main namespace become ``Doc`` records with clean text; redirects become
-``Redirect`` records. Wikitext cleaning runs in worker processes. A multistream ``.bz2`` with
-its ``-index.txt.bz2`` beside it is read stream by stream, in parallel.
+The dump's ``<siteinfo>`` comes first as a ``SiteInfo`` record: its namespaces drive the
+cleaner's link rules and its ``<base>`` the page URLs, in any language. Pages of the main
+namespace (``<ns>0</ns>``) become ``Doc`` records with clean text; pages with ``<redirect>``
+become ``Redirect`` records. Wikitext cleaning runs in worker processes. A multistream ``.bz2``
+with its ``-index.txt.bz2`` beside it is read stream by stream, in parallel. With
+``on_error="skip"`` a page holding bytes that are not UTF-8 is skipped and counted
+(``invalid_utf8``); the pages after it are read as usual.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import os
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from retriever.errors import CorpusInputError
 
 from .readers import Counts, Doc, Progress, Redirect, _magic_open
-from .wikitext import wikitext_to_text
+from .siteinfo import XML_LANG, SiteInfo, parse_siteinfo, siteinfo_from_header
+from .utf8 import Utf8Repair
+from .wikitext import MarkupRules, wikitext_to_text
 
 log = logging.getLogger(__name__)
 BATCH = 32
@@ -51,47 +58,99 @@ def _page_fields(elem: ET.Element) -> tuple[str, str, str, str | None, str]:
     return ns, pid, title, redirect, text
 
 
-def _clean_batch(batch: list[tuple[str, str, str | None, str]]) -> list:
+@dataclass(frozen=True)
+class XmlOptions:
+    """How pages are cleaned: the dump's site (namespaces, URLs) and an optional Chinese script."""
+
+    site: SiteInfo = SiteInfo()
+    chinese_script: str | None = None
+
+    def rules(self) -> MarkupRules:
+        if self.chinese_script is None:
+            return self.site.markup_rules()
+        from .chinese import variants_for
+
+        return self.site.markup_rules(variants_for(self.chinese_script))
+
+
+# A page as read: (id, title, redirect target or None, wikitext, has bytes that were not UTF-8)
+Page = tuple[str, str, "str | None", str, bool]
+
+
+def _clean_task(item: tuple[XmlOptions, list[Page]] | SiteInfo) -> list:
     """Worker: wikitext of a batch of main-namespace pages to records (order kept)."""
+    if isinstance(item, SiteInfo):
+        return [item]
+    options, batch = item
+    rules = options.rules()
+    convert = None
+    if options.chinese_script is not None:
+        from .chinese import converter
+
+        convert = converter(options.chinese_script)
     out: list = []
-    for pid, title, redirect, wikitext in batch:
+    for pid, title, redirect, wikitext, bad in batch:
+        if bad:
+            out.append(("invalid_utf8", pid, title, "holds bytes that are not UTF-8"))
+            continue
+        shown = convert(title) if convert else title
         if redirect is not None:
-            out.append(Redirect(title=title, target=redirect))
+            out.append(Redirect(title=shown, target=convert(redirect) if convert else redirect))
             continue
         if wikitext.lstrip().lower().startswith("#redirect"):
             continue  # a redirect without the <redirect/> element: nothing to index
         try:
-            text = wikitext_to_text(wikitext)
+            text = wikitext_to_text(wikitext, rules=rules)
         except Exception as exc:  # mwparserfromhell can fail on pathological markup
             out.append(("error", pid, title, repr(exc)))
             continue
-        out.append(Doc(id=pid, title=title, text=text) if text else ("empty", pid, title, ""))
+        if convert and text:
+            text = convert(text)
+        url = options.site.page_url(title) if options.site.base else None
+        out.append(
+            Doc(id=pid, title=shown, text=text, url=url, keep_title=True)
+            if text
+            else ("empty", pid, title, "")
+        )
     return out
 
 
-def _iter_pages(
-    stream, path: Path, progress_cb=None
-) -> Iterator[tuple[str, str, str, str | None, str]]:
-    """Stream ``<page>`` elements of one XML document, freeing each after use."""
-    context = ET.iterparse(stream, events=("start", "end"))
+def _iter_pages(stream, path: Path, progress_cb=None) -> Iterator:
+    """Stream a dump: its ``SiteInfo`` first, then ``(ns, id, title, redirect, text, bad)`` per
+    ``<page>``, freeing each element after use."""
+    repair = Utf8Repair(stream)
+    context = ET.iterparse(repair, events=("start", "end"))
     root = None
     n = 0
     last_id = "-"
+    site_seen = False
     try:
         for event, elem in context:
             if root is None and event == "start":
                 root = elem
-            if event != "end" or _local(elem.tag) != "page":
+            if event != "end":
                 continue
-            fields = _page_fields(elem)
+            tag = _local(elem.tag)
+            if tag == "siteinfo" and not site_seen:
+                site_seen = True
+                yield parse_siteinfo(elem, root.get(XML_LANG, "") if root is not None else "")
+                continue
+            if tag != "page":
+                continue
+            if not site_seen:
+                site_seen = True
+                yield SiteInfo(language=root.get(XML_LANG, "") if root is not None else "")
+            ns, pid, title, redirect, text = _page_fields(elem)
             n += 1
-            last_id = fields[1]
-            yield fields
+            last_id = pid
+            yield ns, pid, title, redirect, text, repair.take(elem)
             elem.clear()
             if root is not None:
                 root.clear()
             if progress_cb is not None and n % 64 == 0:
                 progress_cb()
+        if repair.pending:
+            log.warning("%s: %d bytes that are not UTF-8 outside pages", path, repair.pending)
     except ET.ParseError as exc:
         line, col = exc.position
         raise CorpusInputError(
@@ -130,10 +189,21 @@ def _stream_offsets(index: Path, size: int) -> list[int]:
     return sorted(o for o in offsets if o < size) + [size]
 
 
-def _read_streams(args: tuple[str, list[tuple[int, int]]]) -> list:
+def _parse_stream(doc: bytes) -> tuple[ET.Element, bool]:
+    """A stream's pages; bytes that are not UTF-8 become U+FFFD (then ``True``)."""
+    try:
+        return ET.fromstring(doc), False
+    except ET.ParseError:
+        fixed = doc.decode("utf-8", "replace").encode("utf-8")
+        if fixed == doc:
+            raise
+        return ET.fromstring(fixed), True
+
+
+def _read_streams(args: tuple[str, list[tuple[int, int]], XmlOptions]) -> list:
     """Worker: decompress a few streams of a multistream dump, parse and clean their pages."""
-    path, spans = args
-    pages = []
+    path, spans, options = args
+    pages: list[Page] = []
     with open(path, "rb") as f:
         for start, end in spans:
             f.seek(start)
@@ -146,15 +216,18 @@ def _read_streams(args: tuple[str, list[tuple[int, int]]]) -> list:
                 xml = xml[: -len(b"</mediawiki>")]
             doc = b"<mediawiki>" + xml + b"</mediawiki>"
             try:
-                root = ET.fromstring(doc)
+                root, repaired = _parse_stream(doc)
             except ET.ParseError as exc:
                 return [("fatal", "", "", f"stream at byte {start}: malformed XML: {exc}")]
             for elem in root.iter():
                 if _local(elem.tag) == "page":
                     ns, pid, title, redirect, text = _page_fields(elem)
+                    if ns == "" and title:
+                        ns = str(options.site.namespace_of(title))
                     if ns == "0":
-                        pages.append((pid, title, redirect, text))
-    return _clean_batch(pages)
+                        bad = repaired and any("\ufffd" in f for f in (title, text, redirect or ""))
+                        pages.append((pid, title, redirect, text, bad))
+    return _clean_task((options, pages))
 
 
 def _bounded_imap(pool, fn, items, window: int) -> Iterator:
@@ -176,6 +249,9 @@ def _pool(workers: int):
     return mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers)
 
 
+_ERROR_COUNT = {"error": "malformed", "invalid_utf8": "invalid_utf8"}
+
+
 def _emit(results, path: Path, on_error: str, counts: Counts) -> Iterator:
     for rec in results:
         if isinstance(rec, tuple):
@@ -188,18 +264,31 @@ def _emit(results, path: Path, on_error: str, counts: Counts) -> Iterator:
             )
             if on_error == "raise":
                 raise err
-            counts["malformed" if kind == "error" else "truncated"] += 1
+            counts[_ERROR_COUNT.get(kind, "truncated")] += 1
+            if kind == "invalid_utf8":
+                log.warning(
+                    "%s: skipped page id %s (%r): bytes that are not UTF-8", path, pid, title
+                )
             continue
         yield rec
 
 
 def read_wiki_xml(
-    path: Path, on_error: str, counts: Counts, progress: Progress, workers: int = 0
+    path: Path,
+    on_error: str,
+    counts: Counts,
+    progress: Progress,
+    workers: int = 0,
+    chinese_script: str | None = None,
 ) -> Iterator:
-    """Yield ``Doc`` and ``Redirect`` records of a dump's main-namespace pages, in dump order."""
+    """Yield the dump's ``SiteInfo``, then ``Doc`` and ``Redirect`` records of its
+    main-namespace pages, in dump order. ``chinese_script``: convert Chinese text to
+    ``simplified`` or ``traditional`` (OpenCC)."""
     index = multistream_index(path)
     if index is not None:
-        yield from _read_multistream(path, index, on_error, counts, progress, workers)
+        yield from _read_multistream(
+            path, index, on_error, counts, progress, workers, chinese_script
+        )
         return
     stream, raw = _magic_open(path)
     last = [0]
@@ -209,16 +298,24 @@ def read_wiki_xml(
         progress.update(pos - last[0])
         last[0] = pos
 
-    def batches() -> Iterator[list]:
-        batch = []
+    def batches() -> Iterator:
+        options = XmlOptions(chinese_script=chinese_script)
+        batch: list[Page] = []
         try:
-            for ns, pid, title, redirect, text in _iter_pages(stream, path, report):
+            for item in _iter_pages(stream, path, report):
+                if isinstance(item, SiteInfo):
+                    options = XmlOptions(site=item, chinese_script=chinese_script)
+                    yield item
+                    continue
+                ns, pid, title, redirect, text, bad = item
+                if ns == "" and title:  # very old dumps: no <ns>, the title's prefix decides
+                    ns = str(options.site.namespace_of(title))
                 if ns != "0":
                     counts["other_namespace"] += 1
                     continue
-                batch.append((pid, title, redirect, text))
+                batch.append((pid, title, redirect, text, bad))
                 if len(batch) >= BATCH:
-                    yield batch
+                    yield options, batch
                     batch = []
         except CorpusInputError:
             if on_error == "raise":
@@ -226,14 +323,14 @@ def read_wiki_xml(
             counts["truncated"] += 1
             log.warning("%s: stopped at a damaged part; pages read so far are kept", path)
         if batch:
-            yield batch
+            yield options, batch
 
     pool = _pool(workers)
     try:
         results = (
-            _bounded_imap(pool, _clean_batch, batches(), 4 * (workers or os.cpu_count() or 1))
+            _bounded_imap(pool, _clean_task, batches(), 4 * (workers or os.cpu_count() or 1))
             if pool
-            else map(_clean_batch, batches())
+            else map(_clean_task, batches())
         )
         for recs in results:
             yield from _emit(recs, path, on_error, counts)
@@ -246,15 +343,33 @@ def read_wiki_xml(
 
 
 def _read_multistream(
-    path: Path, index: Path, on_error: str, counts: Counts, progress: Progress, workers: int
+    path: Path,
+    index: Path,
+    on_error: str,
+    counts: Counts,
+    progress: Progress,
+    workers: int,
+    chinese_script: str | None = None,
 ) -> Iterator:
     size = path.stat().st_size
     offsets = _stream_offsets(index, size)
     if not offsets or offsets[0] == 0:
         raise CorpusInputError(str(index), "line 1", "index does not list page streams")
+    with open(path, "rb") as f:
+        try:  # the first stream holds <mediawiki> and <siteinfo>
+            header = bz2.decompress(f.read(offsets[0]))
+        except (OSError, EOFError, ValueError) as exc:
+            raise CorpusInputError(str(path), "byte 0", f"cannot decompress: {exc}") from exc
+    try:
+        site = siteinfo_from_header(header)
+    except ET.ParseError as exc:
+        raise CorpusInputError(str(path), "first stream", f"malformed <siteinfo>: {exc}") from exc
+    yield site
+    options = XmlOptions(site=site, chinese_script=chinese_script)
     spans = list(zip(offsets[:-1], offsets[1:]))
     tasks = [
-        (str(path), spans[i : i + STREAMS_PER_TASK]) for i in range(0, len(spans), STREAMS_PER_TASK)
+        (str(path), spans[i : i + STREAMS_PER_TASK], options)
+        for i in range(0, len(spans), STREAMS_PER_TASK)
     ]
     log.info("%s: %d streams in %d tasks (index %s)", path, len(spans), len(tasks), index)
     pool = _pool(workers)

@@ -352,7 +352,7 @@ def test_failed_build_keeps_previous_store_and_rerun_works(tmp_path, monkeypatch
     )
     build_corpus([src], tmp_path / "o")
     before = DocStore.open(tmp_path / "o").checksum
-    import index_build.corpus as corpus_mod
+    import index_build.chunking as corpus_mod  # passages are cut there
 
     real = corpus_mod.split_words
     calls = {"n": 0}

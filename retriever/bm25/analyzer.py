@@ -12,10 +12,20 @@ engine and the Lucene backend in agreement.
 []
 >>> Analyzer(stemmer=None, stopwords=()).terms("The Cats")
 ['the', 'cats']
+
+Other languages (``Analyzer.for_language``): Snowball stemmers through PyStemmer with their
+stopword lists; Chinese segmented into words by jieba; Japanese, Korean and Thai cut into
+overlapping character bigrams, as Lucene's CJK analyzer does.
+
+>>> Analyzer.for_language("de").terms("Die Katzen liefen über die Straßen")
+['katz', 'lief', 'strass']
+>>> Analyzer.for_language("ja").terms("東京都に住む")
+['東京', '京都', '都に', 'に住', '住む']
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import asdict, dataclass
@@ -38,7 +48,52 @@ _W = rf"[^\W{_CJK}]"
 # (don't, o'neil, u.s); CJK characters stand alone.
 STANDARD_PATTERN = rf"\d+(?:[.,]\d+)+|{_W}+(?:['’.]{_W}+)*|[{_CJK}]"
 
-STEMMERS = ("porter", "english", "none")
+# CJK ideographs, kana, hangul, and the scripts of South-East Asia written without spaces: in
+# the bigram and jieba segmenters a run of these is cut apart, not kept as one word.
+_RUNS = (
+    _CJK + "\u30a0-\u30ff\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+)
+_WR = rf"[^\W{_RUNS}]"
+RUNS_PATTERN = rf"\d+(?:[.,]\d+)+|{_WR}+(?:['’.]{_WR}+)*|[{_RUNS}]+"
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_RUN = re.compile(f"[{_RUNS}]")
+SEGMENTERS = ("standard", "bigram", "jieba")
+
+try:
+    import Stemmer as _Stemmer
+
+    STEMMERS = tuple(dict.fromkeys(["porter", "english", "none", *_Stemmer.algorithms()]))
+except ImportError:  # PyStemmer is a dependency; without it only "none" can work
+    STEMMERS = ("porter", "english", "none")
+
+# language code -> (Snowball stemmer or None, stopword list name, segmenter). Stopword lists are
+# bm25s's (NLTK's Snowball-derived lists); languages without one keep every word.
+LANGUAGES: dict[str, tuple[str | None, str, str]] = {
+    "en": ("porter", "lucene", "standard"),
+    "ar": ("arabic", "none", "standard"), "hy": ("armenian", "none", "standard"),
+    "eu": ("basque", "none", "standard"), "ca": ("catalan", "none", "standard"),
+    "cs": ("czech", "none", "standard"), "da": ("danish", "danish", "standard"),
+    "nl": ("dutch", "dutch", "standard"), "eo": ("esperanto", "none", "standard"),
+    "et": ("estonian", "none", "standard"), "fi": ("finnish", "none", "standard"),
+    "fr": ("french", "french", "standard"), "de": ("german", "german", "standard"),
+    "el": ("greek", "none", "standard"), "hi": ("hindi", "none", "standard"),
+    "hu": ("hungarian", "none", "standard"), "id": ("indonesian", "none", "standard"),
+    "ga": ("irish", "none", "standard"), "it": ("italian", "italian", "standard"),
+    "lt": ("lithuanian", "none", "standard"), "ne": ("nepali", "none", "standard"),
+    "no": ("norwegian", "norwegian", "standard"), "nb": ("norwegian", "norwegian", "standard"),
+    "nn": ("norwegian", "norwegian", "standard"), "fa": ("persian", "none", "standard"),
+    "pl": ("polish", "none", "standard"), "pt": ("portuguese", "portuguese", "standard"),
+    "ro": ("romanian", "none", "standard"), "ru": ("russian", "russian", "standard"),
+    "sr": ("serbian", "none", "standard"), "st": ("sesotho", "none", "standard"),
+    "es": ("spanish", "spanish", "standard"), "sv": ("swedish", "swedish", "standard"),
+    "ta": ("tamil", "none", "standard"), "tr": ("turkish", "turkish", "standard"),
+    "yi": ("yiddish", "none", "standard"),
+    "zh": (None, "none", "jieba"), "ja": (None, "none", "bigram"),
+    "ko": (None, "none", "bigram"), "th": (None, "none", "bigram"),
+    "lo": (None, "none", "bigram"), "km": (None, "none", "bigram"),
+    "my": (None, "none", "bigram"),
+}  # fmt: skip
 
 
 def _stopword_list(name_or_words: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -48,13 +103,34 @@ def _stopword_list(name_or_words: str | tuple[str, ...] | list[str]) -> tuple[st
         return LUCENE_STOPWORDS
     if name_or_words == "none":
         return ()
-    if name_or_words == "english":
-        from bm25s.stopwords import STOPWORDS_EN_PLUS
+    import bm25s.stopwords as lists
 
-        return tuple(STOPWORDS_EN_PLUS)
-    raise ValueError(
-        f"unknown stopword list {name_or_words!r}: use lucene, english, none or a list of words"
-    )
+    name = "EN_PLUS" if name_or_words == "english" else name_or_words.upper()
+    words = getattr(lists, f"STOPWORDS_{name}", None)
+    if words is None or not name.isalpha():
+        raise ValueError(
+            f"unknown stopword list {name_or_words!r}: use lucene, english, none, a language "
+            "(german, french, spanish, ...) or a list of words"
+        )
+    return tuple(words)
+
+
+def _bigrams(run: str) -> list[str]:
+    """Overlapping character pairs of a run (the character itself when it stands alone)."""
+    return [run] if len(run) < 2 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def _jieba_words(run: str) -> list[str]:
+    """Chinese words of a run of ideographs (jieba, precise mode, loaded once per process)."""
+    try:
+        import jieba
+    except ImportError as exc:
+        raise ImportError(
+            "the jieba segmenter needs jieba: pip install -c constraints.txt '.[lang]' "
+            "(or build with --segmenter bigram)"
+        ) from exc
+    jieba.setLogLevel(logging.WARNING)
+    return [w for w in jieba.lcut(run, HMM=True) if w.strip()]
 
 
 @dataclass(frozen=True)
@@ -66,8 +142,14 @@ class Analyzer:
     stopwords: tuple[str, ...] = LUCENE_STOPWORDS
     pattern: str = STANDARD_PATTERN
     possessive: bool = True
+    segmenter: str = "standard"  # standard | bigram | jieba: how runs of CJK/Thai text split
+    language: str | None = None  # informational: the language the settings were chosen for
 
     def __post_init__(self):
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(
+                f"unknown segmenter {self.segmenter!r}: use one of {', '.join(SEGMENTERS)}"
+            )
         if self.stemmer == "none":
             object.__setattr__(self, "stemmer", None)
         if self.stemmer is not None and self.stemmer not in STEMMERS:
@@ -80,6 +162,29 @@ class Analyzer:
     ) -> Analyzer:
         """Build from CLI-style names (``stopwords``: lucene, english, none, or a list of words)."""
         return cls(lowercase=lowercase, stemmer=stemmer, stopwords=_stopword_list(stopwords))
+
+    @classmethod
+    def for_language(
+        cls, language: str | None, stemmer: str | None = None, stopwords=None, **kw
+    ) -> Analyzer:
+        """The analyzer of a language code (``de``, ``zh``, ``pt-br``); English's for ``en`` or
+        None; no stemmer and no stopwords for a language without a Snowball stemmer.
+        ``stemmer``/``stopwords`` given here override the language's own."""
+        code = (language or "en").lower().replace("_", "-")
+        stem, stop, seg = LANGUAGES.get(code, LANGUAGES.get(code.split("-")[0], (None, "none", "")))
+        if not seg:  # unknown language: plain words, CJK runs as bigrams, nothing removed
+            seg = "bigram"
+        if code.split("-")[0] == "en":
+            return cls.create(stemmer or stem, stopwords or stop, **kw)
+        return cls(
+            stemmer=stemmer if stemmer is not None else stem,
+            stopwords=_stopword_list(stopwords if stopwords is not None else stop),
+            pattern=STANDARD_PATTERN if seg == "standard" else RUNS_PATTERN,
+            possessive=False,
+            segmenter=seg,
+            language=code,
+            **kw,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,6 +200,8 @@ class Analyzer:
                 stopwords=tuple(d["stopwords"]),
                 pattern=d["pattern"],
                 possessive=bool(d.get("possessive", True)),
+                segmenter=d.get("segmenter", "standard"),
+                language=d.get("language"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"bad analyzer settings in the index manifest: {exc}") from exc
@@ -122,7 +229,25 @@ class Analyzer:
 
     def words(self, text: str) -> list[str]:
         """The raw tokens of ``text`` (lowercased when configured), before ``word_terms``."""
-        return self._regex.findall(text.lower() if self.lowercase else text)
+        found = self._regex.findall(text.lower() if self.lowercase else text)
+        if self.segmenter == "standard":
+            return found
+        out: list[str] = []
+        for w in found:
+            if not _RUN.match(w):
+                out.append(w)
+            elif self.segmenter == "bigram":
+                out.extend(_bigrams(w))
+            else:  # jieba for ideographs, bigrams for kana, hangul and Thai between them
+                last = 0
+                for m in _HAN.finditer(w):
+                    if m.start() > last:
+                        out.extend(_bigrams(w[last : m.start()]))
+                    out.extend(_jieba_words(m.group()))
+                    last = m.end()
+                if last < len(w):
+                    out.extend(_bigrams(w[last:]))
+        return out
 
     def word_terms(self, words: list[str]) -> list[str | None]:
         """The term of each raw token, None for a stopword. A pure per-token function, so an

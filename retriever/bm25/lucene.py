@@ -77,6 +77,11 @@ def lucene_analyzer_settings(analyzer: Analyzer) -> dict:
         )
     if not analyzer.lowercase:
         raise RetrieverError("the pyserini backend always lowercases: drop --no-lowercase")
+    if analyzer.segmenter != "standard":
+        raise RetrieverError(
+            f"the pyserini backend cannot segment with {analyzer.segmenter!r}: use the bm25s "
+            "backend for Chinese, Japanese, Korean and Thai (or --segmenter standard)"
+        )
     return {
         "lucene": "DefaultEnglishAnalyzer",
         "stemmer": analyzer.stemmer or "none",

@@ -80,6 +80,17 @@ PRESETS: dict[str, dict] = {
         normalize=True,
         max_length=512,
     ),
+    # multilingual: XLM-RoBERTa encoders; recognised from the model's own files (below)
+    "multilingual-e5": dict(
+        query_prefix="query: ",
+        passage_prefix="passage: ",
+        pooling="mean",
+        normalize=True,
+        max_length=512,
+    ),
+    "bge-m3": dict(
+        query_prefix="", passage_prefix="", pooling="cls", normalize=True, max_length=8192
+    ),
     "minilm": dict(
         query_prefix="", passage_prefix="", pooling="mean", normalize=True, max_length=256
     ),
@@ -173,6 +184,42 @@ def sentence_transformers_settings(model: str) -> dict:
     return found
 
 
+# Presets recognised from what a model's own files declare (config.json and its
+# sentence-transformers modules), never from its name. multilingual-e5 and bge-m3 are both
+# XLM-RoBERTa; e5 mean-pools (514 positions) and needs "query: "/"passage: " prefixes that its
+# config does not state; bge-m3 takes the CLS vector over 8,194 positions. Both normalise.
+RECOGNISED = (
+    ("bge-m3", {"model_type": "xlm-roberta", "pooling": "cls", "normalize": True}, 8194, None),
+    (
+        "multilingual-e5",
+        {"model_type": "xlm-roberta", "pooling": "mean", "normalize": True},
+        0,
+        514,
+    ),
+)
+
+
+def recognise_preset(model: str, declared: dict) -> str | None:
+    """The preset whose architecture facts the model's config and declared settings match.
+
+    A model that declares its own prompts needs no preset.
+    """
+    if declared.get("query_prefix") or declared.get("passage_prefix"):
+        return None
+    config = _read_json(model_file(model, "config.json")) or {}
+    positions = int(config.get("max_position_embeddings") or 0)
+    facts = {
+        "model_type": config.get("model_type"),
+        "pooling": declared.get("pooling"),
+        "normalize": declared.get("normalize"),
+    }
+    for name, want, min_positions, max_positions in RECOGNISED:
+        if all(facts[k] == v for k, v in want.items()) and positions >= min_positions:
+            if max_positions is None or positions <= max_positions:
+                return name
+    return None
+
+
 def resolve_config(model: str, preset: str | None = None, **overrides) -> EncoderConfig:
     """Encoder settings: the preset (or the model's own config), then the non-None overrides."""
     if preset is not None:
@@ -182,6 +229,13 @@ def resolve_config(model: str, preset: str | None = None, **overrides) -> Encode
     else:
         settings = sentence_transformers_settings(model)
         settings.pop("subfolder", None)
+        preset = recognise_preset(model, settings)
+        if preset is not None:
+            log.info("%s: recognised as %s from its config", model, preset)
+            declared_length = settings.get("max_length")
+            settings = dict(PRESETS[preset])
+            if declared_length:
+                settings["max_length"] = declared_length
         if "pooling" not in settings and overrides.get("pooling") is None:
             raise BadRequestError(
                 f"model {model} declares no pooling (no sentence-transformers modules.json): "
