@@ -263,20 +263,21 @@ def retrieve_response(
     """Search-R1's shapes: docs, or ``{"document": doc, "score": s}`` items; plus rLLM's
     ``results`` (each item the document's fields, ``content``, ``score`` and ``document``)
     when one ``query`` string was sent."""
-    docs = [[p.passage.to_dict() for p in hits] for hits in results]
+    # one pass, no intermediate lists: this runs for every hit of every request
     if request.return_scores:
         result: list = [
-            [{"document": d, "score": float(p.score)} for d, p in zip(ds, hits)]
-            for ds, hits in zip(docs, results)
+            [{"document": p.to_dict(), "score": float(s)} for p, s in hits] for hits in results
         ]
+        docs = [[item["document"] for item in hits] for hits in result[:1]]
     else:
-        result = docs
+        result = [[p.to_dict() for p, _ in hits] for hits in results]
+        docs = result[:1]
     out: dict[str, Any] = {"result": result}
     if request.single:
         out["query"] = request.queries[0]
         out["results"] = [
-            {**d, "content": d["contents"], "score": float(p.score), "document": d}
-            for d, p in zip(docs[0], results[0])
+            {**d, "content": d["contents"], "score": float(s), "document": d}
+            for d, (_, s) in zip(docs[0], results[0])
         ]
         out["num_results"] = len(docs[0])
     return out

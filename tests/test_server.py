@@ -302,3 +302,42 @@ def test_import_client_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+def test_every_documented_flag_still_parses():
+    """Flags are generated from ServiceConfig / DeploymentOptions now; the names users type
+    (README, scripts) must keep working, with the dataclass defaults when not given."""
+    from retriever.cli import config_from_args as from_flags
+    from retriever.server.app import build_parser, config_from_args
+    from retriever.server.ray_serve import DeploymentOptions
+    from retriever.server.ray_serve import build_parser as ray_parser
+
+    argv = (
+        "--index X --host 0.0.0.0 --port 9 --device cuda:0,1 --dense-mode replicated "
+        "--dense-backend torch --search-threads 2 --retrievers bm25,dense-e5 "
+        "--default-retriever bm25 --max-batch 8 --max-wait-ms 1.5 --queue-size 5 --cache-size 0 "
+        "--default-topk 4 --max-topk 40 --max-queries-per-request 9 --max-body-bytes 100 "
+        "--hybrid-k-rrf 30 --hybrid-depth 20 --token t --no-warmup --log-level warning "
+        "--save-address-to /tmp/addr"
+    ).split()
+    args = build_parser().parse_args(argv)
+    assert config_from_args(args) == ServiceConfig(
+        index="X", retrievers=("bm25", "dense-e5"), default_retriever="bm25",
+        device="cuda:0,1", dense_mode="replicated", dense_backend="torch", search_threads=2,
+        max_batch=8, max_wait_ms=1.5, queue_size=5, cache_size=0, default_topk=4, max_topk=40,
+        max_queries_per_request=9, max_body_bytes=100, hybrid_k_rrf=30.0, hybrid_depth=20,
+        token="t", warmup=False,
+    )  # fmt: skip
+    assert (args.host, args.port, args.save_address_to) == ("0.0.0.0", 9, "/tmp/addr")
+    assert config_from_args(build_parser().parse_args(["--index", "X"])) == ServiceConfig(index="X")
+    ray = ray_parser().parse_args(
+        argv[:2]
+        + "--replicas 3 --num-cpus-per-replica 2 --num-gpus-per-replica 0.5 "
+        "--max-ongoing-requests 10 --health-check-period-s 3 --name w --route-prefix /w "
+        "--address auto --no-ship-code --detach".split()
+    )
+    assert from_flags(DeploymentOptions, ray) == DeploymentOptions(
+        replicas=3, num_cpus=2.0, num_gpus=0.5, max_ongoing_requests=10,
+        health_check_period_s=3.0, name="w", route_prefix="/w",
+    )  # fmt: skip
+    assert (ray.address, ray.no_ship_code, ray.detach) == ("auto", True, True)
