@@ -92,7 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--segmenter",
         choices=SEGMENTERS,
         default=None,
-        help="override how CJK/Thai text is cut: jieba (Chinese default), bigram, standard",
+        help="override how CJK/Thai text is cut: bigram (default for zh/ja/ko/th), jieba "
+        "(Chinese words; the lang extra), standard (one term per CJK character)",
     )
     p.add_argument("--no-lowercase", action="store_true", help="keep case")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, as pyserini)")
@@ -120,13 +121,9 @@ def analyzer_from_args(args: argparse.Namespace) -> Analyzer:
         language,
         stemmer=args.stemmer,
         stopwords=None if args.stopwords is None else _stopwords_arg(args.stopwords),
+        segmenter=args.segmenter,
         lowercase=not args.no_lowercase,
     )
-    if args.segmenter is not None and args.segmenter != analyzer.segmenter:
-        from retriever.bm25.analyzer import RUNS_PATTERN, STANDARD_PATTERN
-
-        pattern = STANDARD_PATTERN if args.segmenter == "standard" else RUNS_PATTERN
-        analyzer = replace(analyzer, segmenter=args.segmenter, pattern=pattern)
     log.info("bm25 analyzer for language %s: %s", language or "en", analyzer.to_dict())
     return analyzer
 

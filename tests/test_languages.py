@@ -232,7 +232,18 @@ def test_analyzers_per_language():
     unknown = Analyzer.for_language("xx")
     assert unknown.stemmer is None and unknown.stopwords == ()
     zh = Analyzer.for_language("zh")
-    assert zh.terms("中华人民共和国的首都是北京") == ["中华人民共和国", "的", "首都", "是", "北京"]
+    assert zh.segmenter == "bigram" and zh.terms("首都是北京") == ["首都", "都是", "是北", "北京"]
+    words = Analyzer.for_language("zh", segmenter="jieba")
+    assert words.terms("中华人民共和国的首都是北京") == [
+        "中华人民共和国",
+        "的",
+        "首都",
+        "是",
+        "北京",
+    ]
+    # ideographs to jieba, kana between them to bigrams, Latin words as words
+    assert words.terms("Python和ひらがな") == ["python", "和", "ひら", "らが", "がな"]
+    assert Analyzer.from_dict(words.to_dict()) == words
     th = Analyzer.for_language("th").terms("ภาษาไทย")
     assert th == ["ภา", "าษ", "ษา", "าไ", "ไท", "ทย"]
     ja = Analyzer.for_language("ja")
