@@ -15,12 +15,13 @@ Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexFormatError
+from ..errors import CorruptStoreError, IndexFormatError
 from ..manifest import read_manifest
 from ..types import Page, Passage
 from .keyindex import KeyIndex
@@ -28,6 +29,7 @@ from .rows import STORE_FORMAT, parse_row
 from .titles import lookup_key, title_to_url
 
 CORPUS_DIR = "corpus"
+_PAIR = struct.Struct("<QQ")  # a row's start and end in an offsets table
 
 
 class RowFile:
@@ -41,7 +43,7 @@ class RowFile:
         self._fd = os.open(data, os.O_RDONLY)
         self._off_fd = os.open(offsets, os.O_RDONLY)
         header = np.load(offsets, mmap_mode="r")
-        if header.dtype != np.uint64 or header.ndim != 1:
+        if header.dtype.str != "<u8" or header.ndim != 1:
             raise IndexFormatError(f"{offsets} is not a uint64 offsets table")
         self.num_rows = len(header) - 1
         self._base = header.offset
@@ -50,7 +52,9 @@ class RowFile:
     def read(self, row: int) -> bytes:
         """The row's line (without lines skipped after it, which its slice may run on to)."""
         pair = os.pread(self._off_fd, 16, self._base + 8 * row)
-        start, end = np.frombuffer(pair, dtype=np.uint64).tolist()
+        if len(pair) != 16:
+            raise CorruptStoreError(f"row {row} is past the end of the offsets table")
+        start, end = _PAIR.unpack(pair)
         raw = os.pread(self._fd, max(0, end - start), start)
         cut = raw.find(b"\n")
         return raw if cut < 0 or cut == len(raw) - 1 else raw[: cut + 1]
