@@ -74,7 +74,8 @@ def add_config_arguments(
 ) -> None:
     """A ``--kebab-case`` flag for every field of the dataclass ``config`` (except ``skip``).
 
-    Booleans that default to True get ``--no-NAME``, others ``--NAME``; ``X | None`` fields
+    Booleans that default to True get ``--no-NAME``, others ``--NAME``, ``bool | None = None``
+    both (``--NAME/--no-NAME``, unset when neither is given); ``X | None`` fields
     default to None; tuples take comma-separated values; ``metadata={"help": ..., "choices":
     [...], "flag": "--other-name"}`` on a field sets the help, the choices and the flag's name
     (when it differs from the field's). Defaults are left to the dataclass
@@ -87,9 +88,17 @@ def add_config_arguments(
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
-        hint, _ = _unwrap(hints[f.name])
+        hint, nullable = _unwrap(hints[f.name])
         if hint is bool:
-            if default is True:
+            if nullable and default is None:  # None: "not said", e.g. left to a preset
+                parser.add_argument(
+                    flag,
+                    dest=f.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            elif default is True:
                 parser.add_argument(
                     "--no-" + f.name.replace("_", "-"),
                     dest=f.name,
