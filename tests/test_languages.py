@@ -444,3 +444,24 @@ def test_inspect_sample_shows_clean_prose(roots, capsys):
     assert len(rows) == 8
     for row in rows:
         assert RESIDUE.search(row["text"]) is None and re.search("[\u4e00-\u9fff]", row["text"])
+
+
+def test_dump_without_ns_elements_uses_its_namespace_names(tmp_path):
+    """Very old dumps carry no <ns>: the title's prefix, read with the dump's own names."""
+    src = tmp_path / "old.xml"
+    pages = [("Berlin", "Berlin ist die Hauptstadt Deutschlands."), ("Kategorie:Stadt", "x y z")]
+    pages.append(("Bild:Karte.png", "eine Karte"))
+    body = "".join(
+        f"<page><title>{t}</title><id>{i}</id><revision><text>{x}</text></revision></page>"
+        for i, (t, x) in enumerate(pages, 1)
+    )
+    src.write_text(
+        '<mediawiki xml:lang="de"><siteinfo><base>https://de.wikipedia.org/wiki/Hauptseite</base>'
+        '<namespaces><namespace key="14">Kategorie</namespace></namespaces></siteinfo>'
+        + body
+        + "</mediawiki>",
+        encoding="utf-8",
+    )
+    m = build_corpus([src], tmp_path / "o", CorpusConfig(workers=1))
+    assert m["num_docs"] == 1 and m["skipped"] == {"other_namespace": 2}
+    assert DocStore.open(tmp_path / "o").get(0).url == "https://de.wikipedia.org/wiki/Berlin"
