@@ -11,9 +11,10 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from retriever.cli import add_config_arguments, config_from_args
 from retriever.errors import BadRequestError, CorpusInputError
 from retriever.files import building_dir
 from retriever.manifest import write_manifest
@@ -31,17 +32,66 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    format: str = "auto"
-    passage_words: int = 100
-    passage_stride: int | None = None
-    on_error: str = "raise"
-    in_place: str = "auto"
-    workers: int = 0  # 0: one per core
-    keep_pages: bool = True
-    pages: str | None = None  # a page JSONL (ASearcher's wiki_webpages.jsonl), indexed in place
-    passage_unit: str = "auto"  # words | chars | auto (chars for scripts without spaces)
-    passage_chars: int | None = None  # None: passage_words x the script's characters per word
-    chinese_script: str | None = None  # simplified | traditional: convert with OpenCC
+    """How input files become the passage store; ``--kebab-case`` flags are generated from it."""
+
+    format: str = field(
+        default="auto", metadata={"help": "input format (auto: detect)", "choices": FORMATS}
+    )
+    passage_words: int = field(default=100, metadata={"help": "words per passage"})
+    passage_stride: int | None = field(
+        default=None, metadata={"help": "words between passage starts (default: no overlap)"}
+    )
+    passage_unit: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: characters for articles mostly in scripts without spaces "
+            "(Chinese, Japanese, Thai), words otherwise",
+            "choices": UNITS,
+        },
+    )
+    passage_chars: int | None = field(
+        default=None,
+        metadata={
+            "help": "characters per passage for those scripts (default: 2 per word for CJK, "
+            "5 for Thai)"
+        },
+    )
+    chinese_script: str | None = field(
+        default=None,
+        metadata={
+            "help": "convert Chinese text of an XML dump to one script (OpenCC; the lang extra)",
+            "choices": SCRIPTS,
+        },
+    )
+    on_error: str = field(
+        default="raise",
+        metadata={
+            "help": "stop at the first bad record, or skip and count it",
+            "choices": ("raise", "skip"),
+        },
+    )
+    in_place: str = field(
+        default="auto",
+        metadata={
+            "help": "index a single passage JSONL where it lies instead of copying it "
+            "(auto: for Search-R1/FlashRAG/ASearcher passage files)",
+            "choices": ("auto", "yes", "no"),
+        },
+    )
+    workers: int = field(
+        default=0, metadata={"help": "processes for wikitext parsing (0: one per core)"}
+    )
+    keep_pages: bool = field(
+        default=True,
+        metadata={"help": "do not keep full articles for the access tool", "flag": "--no-pages"},
+    )
+    pages: str | None = field(
+        default=None,
+        metadata={
+            "help": "full pages for the access tool from a page JSONL indexed where it lies "
+            "(ASearcher's wiki_webpages.jsonl: url, contents), beside a passage file"
+        },
+    )
 
     def __post_init__(self):
         if self.passage_words <= 0:
@@ -72,75 +122,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, metavar="ROOT", help="index root to write ROOT/corpus into"
     )
-    p.add_argument(
-        "--format", choices=FORMATS, default="auto", help="input format (default: detect)"
-    )
-    p.add_argument("--passage-words", type=int, default=100, help="words per passage (default 100)")
-    p.add_argument(
-        "--passage-stride",
-        type=int,
-        default=None,
-        help="words between passage starts (default: no overlap)",
-    )
-    p.add_argument(
-        "--passage-unit",
-        choices=UNITS,
-        default="auto",
-        help="auto (default): characters for articles mostly in scripts without spaces "
-        "(Chinese, Japanese, Thai), words otherwise",
-    )
-    p.add_argument(
-        "--passage-chars",
-        type=int,
-        default=None,
-        help="characters per passage for those scripts (default: 2 per word for CJK, 5 for Thai)",
-    )
-    p.add_argument(
-        "--chinese-script",
-        choices=SCRIPTS,
-        default=None,
-        help="convert Chinese text of an XML dump to one script (OpenCC; the lang extra)",
-    )
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="stop at the first bad record (default) or skip and count it",
-    )
-    p.add_argument(
-        "--in-place",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="index a single passage JSONL where it lies instead of copying it (auto: for Search-R1/FlashRAG/ASearcher passage files)",
-    )
-    p.add_argument(
-        "--workers", type=int, default=0, help="processes for wikitext parsing (0: one per core)"
-    )
-    p.add_argument(
-        "--no-pages", action="store_true", help="do not keep full articles for the access tool"
-    )
-    p.add_argument(
-        "--pages",
-        metavar="FILE",
-        help="full pages for the access tool from a page JSONL indexed where it lies "
-        "(ASearcher's wiki_webpages.jsonl: url, contents), beside a passage file",
-    )
+    add_config_arguments(p, CorpusConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = CorpusConfig(
-        format=args.format,
-        passage_words=args.passage_words,
-        passage_stride=args.passage_stride,
-        on_error=args.on_error,
-        in_place=args.in_place,
-        workers=args.workers,
-        keep_pages=not args.no_pages,
-        pages=args.pages,
-        passage_unit=args.passage_unit,
-        passage_chars=args.passage_chars,
-        chinese_script=args.chinese_script,
-    )
+    config = config_from_args(CorpusConfig, args)
     manifest = build_corpus(args.input, args.out, config, show_progress=not args.no_progress)
     print(summary_line(manifest))
     return 0

@@ -10,19 +10,17 @@ import argparse
 import logging
 import time
 
-from .readers import FORMATS
+from retriever.cli import add_config_arguments, config_from_args
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .corpus import CorpusConfig
+
     p.add_argument("--input", nargs="+", required=True, metavar="PATH")
     p.add_argument("--out", required=True, metavar="ROOT")
-    p.add_argument("--format", choices=FORMATS, default="auto")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
-    p.add_argument(
-        "--pages", metavar="FILE", help="full pages for the access tool (see `corpus --pages`)"
-    )
+    add_config_arguments(p, CorpusConfig)  # the same flags as `corpus`
     p.add_argument("--bm25-backend", choices=["bm25s", "pyserini"], default="bm25s")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 stage")
     p.add_argument(
@@ -38,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from . import corpus
 
     show = not args.no_progress
-    config = corpus.CorpusConfig(format=args.format, on_error=args.on_error, pages=args.pages)
+    config = config_from_args(corpus.CorpusConfig, args)
     log.info("stage: corpus")
     print(corpus.summary_line(corpus.build_corpus(args.input, args.out, config, show)))
     if not args.no_bm25:

@@ -100,7 +100,7 @@ def add_config_arguments(
                 )
             elif default is True:
                 parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"),
+                    f.metadata.get("flag") or "--no-" + f.name.replace("_", "-"),
                     dest=f.name,
                     action="store_false",
                     default=argparse.SUPPRESS,
