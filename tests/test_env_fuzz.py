@@ -169,3 +169,164 @@ def test_parser_tag_soup(text, style):
     action = parse_action(text, style)
     if action.kind == "search":
         assert action.arg and action.arg == action.arg.strip()
+
+
+# ---- issue 13: nothing a policy writes raises, through either client, in a batched step ------
+
+BUDGET = 600
+HOSTILE = [
+    "<access>University of Kansas#page=999999999999999999999</access>",
+    "<access>Kansas Song#page=" + "9" * 5000 + "</access>",
+    "<access>Kansas Song#page=0</access>",
+    "<access>University of Kansas | page 100000</access>",
+    "<access>https://en.wikipedia.org/wiki/University_of_Kansas#page=2</access>",
+    "<access>" + "https://en.wikipedia.org/wiki/" + "A" * 3000 + "</access>",
+    "<access>index.php?title=" + "%" * 500 + "</access>",
+    '<tool_call>{"name": "access", "arguments": {"url": "Kansas Song", "page": 99999999999999999999}}</tool_call>',
+    '<tool_call>{"name": "access", "arguments": {"url": "Kansas Song", "page": -1}}</tool_call>',
+    '<tool_call>{"name": "access", "arguments": {"url": "Kansas Song", "page": 100000}}</tool_call>',
+    '<tool_call>{"name": "search", "arguments": {"query": '
+    + json.dumps("q " * 999)
+    + "}}</tool_call>",
+    '<tool_call>{"name": "search", "arguments": "{\\"query\\": 5}"}</tool_call>',
+    "<search>" + "\u200b" * 50 + "</search>",
+    "<search>" + "x" * 1999 + "</search>",
+    "<answer>" + "z" * 1_000_000 + "</answer>",
+    "<search>" + "w" * 1_000_000,
+    "<access>" + "v" * 1_000_000 + "</access>",
+]
+
+
+def action_stream(rng: random.Random):
+    """Random and adversarial turns: tag soup, hostile pages and sizes, valid calls."""
+    pieces = [
+        "<search>", "</search>", "<access>", "</access>", "<answer>", "</answer>",
+        "<tool_call>", "</tool_call>", "<think>", "</think>", "#page=", "| page ",
+        '{"name": "search", "arguments": {"query": "', '{"name": "access", "arguments": {"url": "',
+        '", "page": ', '"}}', "}", "Kansas", "9999999999999999999999", "\x00", "\ud800", " ", "\n",
+    ]  # fmt: skip
+    while True:
+        r = rng.random()
+        if r < 0.1:
+            yield rng.choice(HOSTILE)
+        elif r < 0.2:
+            yield rng.choice(ADVERSARIAL)
+        elif r < 0.35:
+            yield rng.choice(VALID_ISH)
+        elif r < 0.45:
+            page = rng.choice([1, 2, 3, 7, 10**6, 10**21, -3, 0])
+            yield rng.choice(
+                [
+                    f"<access>University of Kansas#page={page}</access>",
+                    f'<tool_call>{{"name": "access", "arguments": {{"url": "Kansas Song", "page": {page}}}}}</tool_call>',
+                ]
+            )
+        else:
+            yield "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+
+
+@pytest.fixture(scope="module")
+def http_client(hotpot_root):
+    """The real HTTP client against the real server app over the same index."""
+    from env_support import ensure_bm25
+    from policy_server import ServerThread
+
+    from retriever.client import HTTPClient
+    from retriever.server.app import create_app
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    service = RetrievalService(ServiceConfig(index=str(ensure_bm25(hotpot_root)), warmup=False))
+    with ServerThread(create_app(service, background=False)) as url:
+        c = HTTPClient(url, retries=1, backoff=0.01)
+        yield c
+        c.close()
+
+
+@pytest.fixture(params=["inprocess", "http"])
+def any_client(request, client, http_client):
+    return client if request.param == "inprocess" else http_client
+
+
+def fuzz(client, style: str, n_actions: int, num_envs: int, seed: int) -> int:
+    """Step ``num_envs`` episodes with ``n_actions`` turns in all; every observation must fit the
+    budget and every step must return. Returns how many steps ended an episode."""
+    rng = random.Random(seed)
+    stream = action_stream(rng)
+    tasks = hotpot_tasks(num_envs)
+    benv = BatchedSearchEnv(
+        client, num_envs=num_envs, style=style, max_turns=6, obs_max_chars=BUDGET, topk=3
+    )
+    benv.reset(options=[t.options() for t in tasks])
+    sent = ended = 0
+    while sent < n_actions:
+        actions = [next(stream) for _ in range(num_envs)]
+        sent += num_envs
+        obs, rewards, terminated, truncated, infos = benv.step(actions)
+        for out in zip(obs, rewards, terminated, truncated, infos):
+            assert len(out[0]) <= BUDGET, out[0][:200]
+            ended += check_step(out)
+        done = [i for i, ep in enumerate(benv.episodes) if ep.done]
+        if done:
+            benv.reset(options=[tasks[i].options() for i in done], indices=done)
+    return ended
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_hostile_actions_never_raise(any_client, style):
+    """The ``#page=999999999999999999999`` access that raised TypeError through the HTTP client,
+    and every other hostile turn, are observations, in the sync, async and batched steps."""
+    task = hotpot_tasks(1)[0]
+    env = SearchEnv(any_client, style=style, max_turns=10**6, obs_max_chars=BUDGET)
+    env.reset(options=task.options())
+    for text in HOSTILE:
+        obs, _, terminated, truncated, info = env.step(text)
+        assert len(obs) <= BUDGET and (info["error"] is None or len(info["error"]) <= 501)
+        if terminated or truncated:
+            env.reset(options=task.options())
+    fuzz(any_client, style, n_actions=2_000, num_envs=200, seed=7)
+
+
+async def test_hostile_actions_never_raise_async(http_client):
+    import asyncio
+
+    task = hotpot_tasks(1)[0]
+    env = SearchEnv(http_client, style="asearcher", max_turns=10**6)
+    env.reset(options=task.options())
+    for text in HOSTILE:
+        if (await env.astep(text))[2]:
+            env.reset(options=task.options())
+    benv = BatchedSearchEnv(http_client, num_envs=len(HOSTILE), style="asearcher")
+    benv.reset(options=[task.options()] * len(HOSTILE))
+    outs = await asyncio.gather(*(benv.astep_one(i, t) for i, t in enumerate(HOSTILE)))
+    assert all(isinstance(o[0], str) for o in outs)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_batched_step_equals_one_by_one(any_client, style):
+    """One episode's action never changes another's: each observation of a batched first turn
+    equals the same action stepped alone."""
+    rng = random.Random(99)
+    stream = action_stream(rng)
+    actions = [next(stream) for _ in range(120)] + HOSTILE + ["<answer>Kansas</answer>"]
+    task = hotpot_tasks(1)[0]
+    benv = BatchedSearchEnv(any_client, num_envs=len(actions), style=style, obs_max_chars=BUDGET)
+    benv.reset(options=[task.options()] * len(actions))
+    batched = benv.step(actions)
+    assert batched[2][-1] is True  # the answer in a batch full of hostile turns still counts
+    for j, action in enumerate(actions):
+        env = SearchEnv(any_client, style=style, obs_max_chars=BUDGET)
+        env.reset(options=task.options())
+        alone = env.step(action)
+        assert alone[0] == batched[0][j], action[:200]
+        assert (alone[2], alone[3], alone[4]["error"]) == (
+            batched[2][j],
+            batched[3][j],
+            batched[4][j]["error"],
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", STYLES)
+def test_fuzz_100k_actions(any_client, style):
+    """100,000 random and adversarial turns per style and client, 500 episodes a step."""
+    assert fuzz(any_client, style, n_actions=100_000, num_envs=500, seed=2026) > 0
