@@ -9,7 +9,7 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import BadRequestError, IndexFormatError
@@ -128,9 +128,11 @@ class Index:
         self, queries: Sequence[str], k: int = 10, retriever: str = "bm25"
     ) -> list[list[ScoredPassage]]:
         """Search and fetch the passages of the hits (only those) from the store."""
-        return self.passages(self.retriever(retriever).search(queries, k))
+        return list(self.passages(self.retriever(retriever).search(queries, k)))
 
-    def passages(self, results: Sequence[Sequence[Hit]]) -> list[list[ScoredPassage]]:
-        """Hit lists (rows and scores) to scored passages read from the store."""
+    def passages(self, results: Iterable[Sequence[Hit]]) -> Iterator[list[ScoredPassage]]:
+        """Hit lists (rows and scores) to scored passages read from the store, one query at a
+        time: a server answer of thousands of queries never holds every passage at once."""
         get = self.store.get
-        return [[ScoredPassage(get(h.row), h.score) for h in hits] for hits in results]
+        for hits in results:
+            yield [ScoredPassage(get(h.row), h.score) for h in hits]

@@ -15,6 +15,7 @@ without a Content-Type) and answered in the same encoding.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -92,6 +93,14 @@ class RetrieveRequest(_Request):
             raise ValueError("send either 'queries' (a list) or 'query' (a string), not both")
         if "queries" not in body and "query" not in body:
             raise ValueError("missing 'queries' (a list of strings) or 'query' (a string)")
+        if (  # the common body (Search-R1, verl, SkyRL, ASearcher, GEM): nothing to rewrite
+            "query" not in body
+            and "top_k" not in body
+            and "k" not in body
+            and "single" not in body
+            and body.get("topk", 1) != 0
+        ):
+            return body
         given = {n: body[n] for n in _TOPK_NAMES if body.get(n) is not None}
         if len(set(map(repr, given.values()))) > 1:
             raise ValueError(f"conflicting result counts {given}: send one of topk, top_k, k")
@@ -258,26 +267,28 @@ def parse(model: type[_Request], body: dict) -> Any:
 
 # ---- responses ------------------------------------------------------------------------------
 def retrieve_response(
-    results: list[list[ScoredPassage]], request: RetrieveRequest
+    results: Iterable[Sequence[ScoredPassage]], request: RetrieveRequest
 ) -> dict[str, Any]:
     """Search-R1's shapes: docs, or ``{"document": doc, "score": s}`` items; plus rLLM's
     ``results`` (each item the document's fields, ``content``, ``score`` and ``document``)
-    when one ``query`` string was sent."""
-    # one pass, no intermediate lists: this runs for every hit of every request
-    if request.return_scores:
-        result: list = [
-            [{"document": p.to_dict(), "score": float(s)} for p, s in hits] for hits in results
-        ]
-        docs = [[item["document"] for item in hits] for hits in result[:1]]
-    else:
-        result = [[p.to_dict() for p, _ in hits] for hits in results]
-        docs = result[:1]
+    when one ``query`` string was sent. ``results`` may be lazy (one query's hits at a time):
+    a response of thousands of queries then never holds every passage object at once."""
+    result: list = []
+    first: Sequence[ScoredPassage] = ()
+    for hits in results:  # one pass: this runs for every hit of every request
+        if not result:
+            first = hits
+        if request.return_scores:
+            result.append([{"document": p.to_dict(), "score": float(s)} for p, s in hits])
+        else:
+            result.append([p.to_dict() for p, _ in hits])
     out: dict[str, Any] = {"result": result}
     if request.single:
+        docs = [item["document"] for item in result[0]] if request.return_scores else result[0]
         out["query"] = request.queries[0]
         out["results"] = [
             {**d, "content": d["contents"], "score": float(s), "document": d}
-            for d, (_, s) in zip(docs[0], results[0])
+            for d, (_, s) in zip(docs, first)
         ]
-        out["num_results"] = len(docs[0])
+        out["num_results"] = len(docs)
     return out

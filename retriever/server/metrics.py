@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -91,8 +92,18 @@ class Metrics:
         self.rejected = Counter(
             f"{p}_rejected", "Requests refused with 429, by retriever", ["retriever"], registry=r
         )
+        self._children: dict[tuple, Any] = {}
         self._gauges = _Gauges()
         r.register(self._gauges)
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, remembered: the per-request path skips the library's
+        label lookup and its lock."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def add_gauge(self, name: str, help_text: str, read: GaugeRead) -> None:
         self._gauges.add(name, help_text, read)
@@ -106,11 +117,11 @@ class Metrics:
         error: BaseException | None,
     ) -> None:
         """The ``Batcher`` observer hook."""
-        self.batch_size.labels(retriever).observe(queries)
-        self.batch_requests.labels(retriever).observe(requests)
-        self.batch_seconds.labels(retriever).observe(seconds)
+        self.child(self.batch_size, retriever).observe(queries)
+        self.child(self.batch_requests, retriever).observe(requests)
+        self.child(self.batch_seconds, retriever).observe(seconds)
         if error is not None:
-            self.batch_errors.labels(retriever).inc()
+            self.child(self.batch_errors, retriever).inc()
 
     def value(self, sample: str, **labels: str) -> float:
         """One sample's current value (0 when it has not been recorded), e.g.

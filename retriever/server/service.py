@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from .. import __version__
@@ -347,7 +346,7 @@ class RetrievalService:
         name = self.resolve(retriever)
         queries, k = self.check_queries(queries, topk)
         k = min(k, len(self.index.store))
-        self.metrics.queries.labels(name).inc(len(queries))
+        self.metrics.child(self.metrics.queries, name).inc(len(queries))
         results: list = [None] * len(queries)
         missing: dict[str, list[int]] = {}
         for i, q in enumerate(queries):
@@ -358,12 +357,12 @@ class RetrievalService:
                 missing.setdefault(q, []).append(i)
         hits = len(queries) - sum(len(v) for v in missing.values())
         if hits:
-            self.metrics.cache_hits.labels(name).inc(hits)
+            self.metrics.child(self.metrics.cache_hits, name).inc(hits)
         outer: Future = Future()
         if not missing:
             outer.set_result(results)
             return outer
-        self.metrics.cache_misses.labels(name).inc(len(queries) - hits)
+        self.metrics.child(self.metrics.cache_misses, name).inc(len(queries) - hits)
         todo = list(missing)
         inner = self._search_uncached(name, todo, k, block)
 
@@ -419,32 +418,35 @@ class RetrievalService:
     ) -> list[list[Hit]]:
         """Blocking search (waits for queue room instead of raising ``QueueFullError``)."""
         future = self.submit(queries, topk, retriever, block=True)
-        with self._failed_batch(retriever):
+        try:
             return [list(h) for h in future.result()]
+        except RetrieverError:
+            raise
+        except Exception as exc:
+            raise self._batch_error(retriever, exc) from exc
 
     async def asearch(
         self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[Hit]]:
         """Search from a coroutine; raises ``QueueFullError`` when the queue is full."""
         future = self.submit(queries, topk, retriever)
-        with self._failed_batch(retriever):
-            found = await asyncio.wrap_future(future)
-        return [list(h) for h in found]
-
-    @contextmanager
-    def _failed_batch(self, retriever: str | None) -> Iterator[None]:
-        """A retriever's own exception (not one of ours) becomes a ``BatchError`` that names
-        the retriever and the cause (HTTP 500 with that message)."""
         try:
-            yield
+            found = await asyncio.wrap_future(future)
         except RetrieverError:
             raise
         except Exception as exc:
-            name = retriever or self.default_retriever
-            raise BatchError(f"search on retriever {name!r} failed: {exc!r}") from exc
+            raise self._batch_error(retriever, exc) from exc
+        return [list(h) for h in found]
 
-    def passages(self, results: list[list[Hit]]) -> list[list[ScoredPassage]]:
-        """Hit lists to scored passages read from the store."""
+    def _batch_error(self, retriever: str | None, exc: Exception) -> BatchError:
+        """A retriever's own exception (not one of ours) becomes a ``BatchError`` that names
+        the retriever and the cause (HTTP 500 with that message)."""
+        name = retriever or self.default_retriever
+        return BatchError(f"search on retriever {name!r} failed: {exc!r}")
+
+    def passages(self, results: list[list[Hit]]) -> Iterator[list[ScoredPassage]]:
+        """Hit lists to scored passages read from the store, one query at a time (a response
+        of thousands of queries never holds every passage object at once)."""
         return self.index.passages(results)
 
     def documents(self, results: list[list[Hit]]) -> list[list[dict]]:

@@ -93,7 +93,6 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.endpoints = endpoints
-        self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path")
@@ -112,12 +111,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            counter = self._counters.get((path, status))
-            if counter is None:
-                counter = self.metrics.requests.labels(endpoint=path, code=str(status))
-                self._counters[(path, status)] = counter
-            counter.inc()
-            self.metrics.request_seconds.labels(endpoint=path).observe(time.perf_counter() - start)
+            metrics = self.metrics
+            metrics.child(metrics.requests, path, str(status)).inc()
+            metrics.child(metrics.request_seconds, path).observe(time.perf_counter() - start)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
