@@ -34,16 +34,21 @@ def add_dense(root: Path) -> None:
     assert build(["faiss", "--index", str(root), "--name", "minilm", "--no-progress"]) == 0
 
 
-def traffic(base: str, stop: threading.Event) -> None:
-    """A few clients' worth of searches so the stats page has something to draw."""
+def traffic(base: str, names: list[str], stop: threading.Event) -> None:
+    """A few clients' worth of searches (new queries, so they miss the cache) over every
+    retriever, so the stats page has something to draw."""
     import httpx
 
     words = ["kansas", "airport", "apple remote", "song", "university", "river", "film", "band"]
     with httpx.Client(base_url=base, timeout=30) as client:
         i = 0
         while not stop.is_set():
-            batch = [f"{words[(i + j) % len(words)]} {i % 13}" for j in range(1 + i % 4)]
-            client.post("/retrieve", json={"queries": batch, "topk": 5})
+            batch = [f"{words[(i + j) % len(words)]} {i}" for j in range(1 + i % 4)]
+            body = {"queries": batch, "topk": 5, "retriever": names[i % len(names)]}
+            try:
+                client.post("/retrieve", json=body)
+            except httpx.HTTPError:
+                return  # the server is shutting down
             i += 1
             time.sleep(0.01)
 
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 names = service.names
                 other = next((n for n in names if n.startswith("dense-")), "bm25")
-                b.open(f"{base}/ui?q={QUERY.replace(' ', '+')}&retriever=bm25&k=5&compare={other}")
+                b.open(
+                    f"{base}/ui?q={QUERY.replace(' ', '+')}&retriever=bm25&k=5&compare={other}&chars=300"
+                )
                 b.screenshot(out / "search.png")
                 b.click("#col-0 .hit .title")
                 b.wait_for("!document.getElementById('reader').hidden")
@@ -104,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                 line = next(i + 1 for i, r in enumerate(records) if r["counts"].get("access"))
                 b.open(f"{base}/ui/trajectories?file=0&episode={line}")
                 b.screenshot(out / "episode.png")
-                threading.Thread(target=traffic, args=(base, stop), daemon=True).start()
+                threading.Thread(target=traffic, args=(base, names, stop), daemon=True).start()
                 b.open(f"{base}/ui/stats?every=1", ready="+document.body.dataset.polls >= 12")
                 b.screenshot(out / "stats.png")
+                stop.set()
                 if b.errors:
                     log.error("the pages reported errors: %s", b.errors)
                     return 1

@@ -98,7 +98,7 @@
     $("reader-title").textContent = page.title;
     $("reader-url").textContent = page.url || "";
     $("reader-page").textContent = `Page ${s.p} of ${n}`;
-    $("reader-text").textContent = s.p > n ? `(the page has ${n} page(s))` : page.contents;
+    $("reader-text").replaceChildren(s.p > n ? `(the page has ${n} page(s))` : highlight(page.contents, terms(s.q)));
     $("reader-prev").disabled = s.p <= 1;
     $("reader-next").disabled = s.p >= n;
     $("reader-prev").onclick = () => openPage(s.open, s.p - 1);
