@@ -22,6 +22,7 @@ import re
 from .types import ACCESS, ANSWER, INVALID, SEARCH, Action
 
 MAX_QUERY_CHARS = 2000
+MAX_URL_CHARS = 2000  # longer than any URL or title; checked before the page-suffix regex
 # a page number beyond any page (4,000-character chunks: 400M characters) is a mistake, and
 # an unbounded one overflows the 64-bit offset a server takes
 MAX_PAGE = 100_000
@@ -114,6 +115,12 @@ def make_action(kind: str, arg, page=None) -> Action:
             )
         return Action(kind=SEARCH, arg=arg)
     if kind == ACCESS:
+        if len(arg) > MAX_URL_CHARS:
+            return invalid(
+                "long_url",
+                f"the access URL has {len(arg)} characters; use a URL or title from the search "
+                f"results (at most {MAX_URL_CHARS})",
+            )
         if page is None:
             arg, page = _page_arg(arg)
         if not arg:
@@ -205,6 +212,7 @@ def parse_action(text: object, style="asearcher") -> Action:
 __all__ = [
     "MAX_PAGE",
     "MAX_QUERY_CHARS",
+    "MAX_URL_CHARS",
     "clean_text",
     "invalid",
     "make_action",

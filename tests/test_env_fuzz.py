@@ -191,10 +191,14 @@ HOSTILE = [
     '<tool_call>{"name": "search", "arguments": "{\\"query\\": 5}"}</tool_call>',
     "<search>" + "\u200b" * 50 + "</search>",
     "<search>" + "x" * 1999 + "</search>",
+]
+HUGE = [
     "<answer>" + "z" * 1_000_000 + "</answer>",
     "<search>" + "w" * 1_000_000,
     "<access>" + "v" * 1_000_000 + "</access>",
+    "<think>" + "<search>u</search>" * 50_000,
 ]
+HOSTILE += HUGE
 
 
 def action_stream(rng: random.Random):
@@ -207,8 +211,10 @@ def action_stream(rng: random.Random):
     ]  # fmt: skip
     while True:
         r = rng.random()
-        if r < 0.1:
-            yield rng.choice(HOSTILE)
+        if r < 0.002:  # a megabyte turn now and then: sizes are checked, never scanned twice
+            yield rng.choice(HUGE)
+        elif r < 0.1:
+            yield rng.choice(HOSTILE[: -len(HUGE)])
         elif r < 0.2:
             yield rng.choice(ADVERSARIAL)
         elif r < 0.35:
