@@ -35,8 +35,8 @@ from retriever.store.docstore import DocStore
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 20_000  # passages per tokenizing task
-RUN_POSTINGS = 1 << 24  # triples buffered before a run is spilled (16M: ~200 MB)
-MERGE_POSTINGS = 1 << 24  # postings per merge range
+RUN_POSTINGS = 1 << 23  # triples buffered before a run is spilled (8M: ~100 MB)
+MERGE_POSTINGS = 1 << 23  # postings per merge range
 
 
 # ---- 1. tokenize ------------------------------------------------------------------------------

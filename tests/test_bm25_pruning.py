@@ -83,7 +83,11 @@ def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
         for k in (1, 2, 5, 17, 100, num_docs + 3):
             want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
             args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k)
-            for got in (pruned.search_serial(*args), pruned.search_parallel(*args)):
+            serial = pruned.search_serial(*args, acc, seen)
+            parallel = pruned.search_parallel(*args, np.zeros((3, num_docs), np.float32),
+                                              np.zeros((3, num_docs), np.bool_))  # fmt: skip
+            assert not acc.any() and not seen.any()  # scratch left zeroed
+            for got in (serial, parallel):
                 for w, g in zip(want, got):
                     np.testing.assert_array_equal(g, w, err_msg=f"block {bsize}, k {k}")
 

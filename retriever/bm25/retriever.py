@@ -260,15 +260,12 @@ class BM25Retriever:
         if parallel is None:
             parallel = self.threads > 1 and nq >= 2 * self.threads
         if self._blocks is not None:
-            pruned = _get_kernels(pruning=True)
+            kernels = _get_kernels(pruning=True)
             args = (qptr, tids, tw, self._data, self._indices, self._indptr, *self._blocks)
             args = (*args, self._block_size, k)
-            if parallel:
-                with _PARALLEL_LOCK:
-                    return pruned.search_parallel(*args)
-            return pruned.search_serial(*args)
-        kernels = _get_kernels()
-        args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
+        else:
+            kernels = _get_kernels()
+            args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
         if parallel:
             with _PARALLEL_LOCK:
                 return kernels.search_parallel(*args, *self._scratch(self.threads))

@@ -1,0 +1,371 @@
+"""BM25 at scale: ours (pruned and exhaustive) vs pyserini 0.25 on the 30k corpus repeated.
+
+The ~666k passages of ``../shared/data/wikiextractor-enwiki-30k.txt.gz`` are written ``--factor``
+times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"`` is titled
+``"T (c)"``), so term statistics scale as in a larger corpus: factor 8 gives 5.3M passages,
+32 gives 21M (wiki-18's count; about 40 GB of disk). Records, in one run on one machine:
+
+- corpus build (in place over the JSONL), ours and Lucene BM25 builds: wall time, peak RSS of
+  the largest process and of the whole process tree (sampled), index size;
+- index open in a fresh process (incl. first query) and server time-to-ready, with RSS;
+- queries/s, p50/p99 at k = 3, 5, 10 for single queries and batches of 64, one thread each:
+  ours pruned, ours exhaustive (the in-run baseline) and Lucene (raw ``SimpleSearcher.search``
+  for single queries, ``batch_search`` with one thread for batches), alternating per repeat;
+- answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene.
+
+Stages are skipped when their output exists (``--rebuild`` redoes the BM25 builds), so an
+interrupted run continues. Prints a table and one JSON line; appends to BENCHMARKS.md.
+
+    .venv/bin/python scripts/bench/bm25_scale.py --factor 8 [--work /tmp/bm25-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # before this folder, whose env.py would shadow the env package
+from common import append_section, machine  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
+NQ = SHARED / "qa" / "nq-test.tsv"
+PY = sys.executable
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(REPO),
+    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused"),
+    "NUMBA_THREADING_LAYER": "workqueue",
+}
+GB_PER_COPY = 1.6  # JSONL + store keys + bm25 + Lucene collection and index, per 666k passages
+
+
+def run_sampled(cmd: list[str]) -> dict:
+    """Run ``cmd``; wall seconds, peak RSS of the largest process (ru_maxrss of the children)
+    and peak RSS summed over the process tree (sampled every 0.2 s), in MB."""
+    import resource
+
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL)
+    ps = psutil.Process(proc.pid)
+    peak_tree = 0
+    while proc.poll() is None:
+        try:
+            procs = [ps, *ps.children(recursive=True)]
+            peak_tree = max(peak_tree, sum(p.memory_info().rss for p in procs))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": largest, "peak_tree_rss_mb": peak_tree / 2**20}
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def write_repeated(base: Path, out: Path, factor: int) -> int:
+    """The base store's passages ``factor`` times as a Search-R1 style JSONL (id, contents)."""
+    import orjson
+
+    from retriever.store.docstore import DocStore
+
+    store = DocStore.open(base / "corpus")
+    tmp = out.with_suffix(".tmp")
+    n = 0
+    with open(tmp, "wb", buffering=1 << 22) as f:
+        for c in range(factor):
+            for row in range(len(store)):
+                p = store.get(row)
+                title = p.title if c == 0 else f"{p.title} ({c})"
+                pid = p.id if c == 0 else f"{p.id}-{c}"
+                f.write(orjson.dumps({"id": pid, "contents": f'"{title}"\n{p.text}'}) + b"\n")
+                n += 1
+    os.replace(tmp, out)
+    return n
+
+
+LOAD_PROBE = r"""
+import json, sys, time, psutil
+root, name = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+from retriever.index import Index
+r = Index.open(root).retriever(name, threads=1)
+r.search(["who wrote hamlet"], 10)
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "rss_mb": psutil.Process().memory_info().rss / 2**20}))
+"""
+
+
+def probe_load(root: Path, name: str) -> dict:
+    out = subprocess.run(
+        [PY, "-c", LOAD_PROBE, str(root), name], check=True, env=ENV, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def server_ready(root: Path, port: int = 18931) -> dict:
+    """Seconds from starting ``python -m retriever.server`` (bm25 only) to /health 200; RSS."""
+    import psutil
+
+    cmd = [PY, "-m", "retriever.server", "--index", str(root), "--port", str(port)]
+    cmd += ["--retrievers", "bm25", "--log-level", "warning"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - start < 600:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        seconds = time.perf_counter() - start
+                        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+                        return {"seconds": seconds, "rss_mb": rss}
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("server not ready after 600 s")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def measure(fn, queries: list[str], k: int, batch: int) -> dict:
+    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
+    fn(queries[:batch], k)  # warm up
+    lat = []
+    start = time.perf_counter()
+    for lo in range(0, len(queries), batch):
+        t = time.perf_counter()
+        fn(queries[lo : lo + batch], k)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    lat_ms = np.array(lat) * 1e3
+    return {
+        "qps": len(queries) / total,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+    }
+
+
+def answer_recall(store, results, answers, normalize) -> float:
+    """Share of questions with an answer string inside one of its hits' passages."""
+    found = 0
+    for hits, golds in zip(results, answers):
+        texts = [" " + normalize(store.get(h.row).contents) + " " for h in hits]
+        golds = [" " + normalize(a) + " " for a in golds if normalize(a)]
+        found += any(g in t for g in golds for t in texts)
+    return found / max(len(results), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--factor", type=int, default=8, help="copies of the 666k corpus (8: 5.3M)")
+    p.add_argument("--work", default="/tmp/bm25-scale", help="folder for corpora and indexes")
+    p.add_argument("--input", default=str(CORPUS_INPUT), help="base corpus (any corpus format)")
+    p.add_argument("--single", type=int, default=500, help="queries for one-at-a-time runs")
+    p.add_argument("--batched", type=int, default=1024, help="queries for batch-of-64 runs")
+    p.add_argument("--recall", type=int, default=1000, help="NQ questions for answer recall")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs (median kept)")
+    p.add_argument("--workers", type=int, default=0, help="tokenizing processes (0: all cores)")
+    p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
+    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--build-only", action="store_true", help="stop after the builds")
+    args = p.parse_args(argv)
+
+    from env.rewards import normalize_answer
+    from retriever.queries import answers_of, iter_qa_rows, question_of
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base, root = work / "base", work / f"x{args.factor}"
+    need_gb = GB_PER_COPY * args.factor + 1
+    free_gb = shutil.disk_usage(work).free / 1e9
+    print(f"disk: {free_gb:.0f} GB free under {work}, about {need_gb:.0f} GB needed", flush=True)
+    if not (root / "bm25" / "manifest.json").is_file() and free_gb < need_gb:
+        print(f"not enough disk for factor {args.factor}: free space or lower --factor")
+        return 1
+    saved = work / f"stats-x{args.factor}.json"  # build figures survive a rerun that skips them
+    stats: dict = json.loads(saved.read_text()) if saved.is_file() else {"factor": args.factor}
+    if not (base / "corpus" / "manifest.json").is_file():
+        cmd = [PY, "-m", "index_build", "corpus", "--input", args.input]
+        subprocess.run([*cmd, "--out", str(base), "--no-progress"], check=True, env=ENV)
+    jsonl = work / f"passages-x{args.factor}.jsonl"
+    if not jsonl.is_file():
+        t = time.perf_counter()
+        n = write_repeated(base, jsonl, args.factor)
+        print(f"wrote {n} passages to {jsonl} in {time.perf_counter() - t:.0f} s", flush=True)
+    if not (root / "corpus" / "manifest.json").is_file():
+        cmd = [PY, "-m", "index_build", "corpus", "--input", str(jsonl), "--out", str(root)]
+        stats["corpus"] = run_sampled([*cmd, "--no-progress"])
+        print("corpus", stats["corpus"], flush=True)
+        saved.write_text(json.dumps(stats))
+    use_lucene = not args.no_pyserini
+    if use_lucene:
+        from retriever.bm25.lucene import java_available
+
+        use_lucene = java_available() is not None
+    builds = [("bm25", [])] + ([("bm25-lucene", ["--backend", "pyserini"])] if use_lucene else [])
+    for name, extra in builds:
+        if args.rebuild or not (root / name / "manifest.json").is_file():
+            cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress"]
+            cmd += ["--workers", str(args.workers)] if name == "bm25" else []
+            stats[f"build {name}"] = {**run_sampled([*cmd, *extra]), "mb": 0.0}
+            stats[f"build {name}"]["mb"] = folder_mb(root / name)
+            print(name, stats[f"build {name}"], flush=True)
+            saved.write_text(json.dumps(stats))
+    if args.build_only:
+        return 0
+    n_docs = json.loads((root / "corpus" / "manifest.json").read_text())["num_docs"]
+    stats["load bm25"] = probe_load(root, "bm25")
+    if use_lucene:
+        stats["load bm25-lucene"] = probe_load(root, "bm25-lucene")
+    stats["server bm25"] = server_ready(root)
+    print({k: v for k, v in stats.items() if k.startswith(("load", "server"))}, flush=True)
+
+    from retriever.bm25.retriever import BM25Retriever
+    from retriever.index import Index
+
+    rows_qa = [r for _, r in iter_qa_rows(NQ)]
+    queries = [question_of(r) for r in rows_qa]
+    answers = [answers_of(r) for r in rows_qa]
+    index = Index.open(root)
+    ours = BM25Retriever(root / "bm25", threads=1)
+    exhaustive = BM25Retriever(root / "bm25", threads=1, pruning=False)
+    assert ours.pruning, "the bm25 part has no block maxima: rebuild it"
+    systems = {"ours pruned": ours.search, "ours exhaustive": exhaustive.search}
+    if use_lucene:
+        lucene = index.retriever("bm25-lucene", threads=1)
+        raw = lucene._searcher  # the pyserini SimpleSearcher the part wraps
+
+        def lucene_fn(qs, k):
+            if len(qs) == 1:  # the raw single-query call, no mapping: the peer's own speed
+                return [raw.search(qs[0], k)]
+            return lucene.search(qs, k)
+
+        systems["pyserini (Lucene)"] = lucene_fn
+    rows = []
+    for k in (3, 5, 10):
+        for batch, qs in ((1, queries[: args.single]), (64, queries[: args.batched])):
+            runs: dict[str, list[dict]] = {n: [] for n in systems}
+            for _ in range(args.repeats):
+                for name, fn in systems.items():  # alternating: load hits all alike
+                    runs[name].append(measure(fn, qs, k, batch))
+            for name in systems:
+                r = sorted(runs[name], key=lambda x: x["qps"])[len(runs[name]) // 2]
+                rows.append({"system": name, "k": k, "batch": batch, **r})
+                print(
+                    f"  {name:20s} k={k:<2d} batch={batch:<3d} {r['qps']:8.0f} q/s  "
+                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
+                    flush=True,
+                )
+
+    def qps(system, k, batch):
+        return next(
+            r["qps"] for r in rows if (r["system"], r["k"], r["batch"]) == (system, k, batch)
+        )
+
+    ratios = {}
+    for k in (3, 5, 10):
+        for batch in (1, 64):
+            ratios[f"pruned/exhaustive k={k} b={batch}"] = qps("ours pruned", k, batch) / qps(
+                "ours exhaustive", k, batch
+            )
+            if use_lucene:
+                ratios[f"pruned/pyserini k={k} b={batch}"] = qps("ours pruned", k, batch) / qps(
+                    "pyserini (Lucene)", k, batch
+                )
+    qa = list(zip(queries, answers))[: args.recall]
+    qtexts, golds = [q for q, _ in qa], [a for _, a in qa]
+    recall = {}
+    for k in (3, 5, 10):
+        recall[f"ours@{k}"] = answer_recall(
+            index.store, ours.search(qtexts, k), golds, normalize_answer
+        )
+        if use_lucene:
+            recall[f"pyserini@{k}"] = answer_recall(
+                index.store, lucene.search(qtexts, k), golds, normalize_answer
+            )
+    same = ours.search(qtexts, 10) == exhaustive.search(qtexts, 10)
+
+    header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
+    table = [
+        [
+            r["system"],
+            r["k"],
+            r["batch"],
+            f"{r['qps']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+        ]
+        for r in rows
+    ]
+    notes = [f"{n_docs} passages (wikiextractor-enwiki-30k x{args.factor}, new ids and titles)."]
+    for key in ("corpus", "build bm25", "build bm25-lucene"):
+        if key in stats:
+            s = stats[key]
+            size = f", size {s['mb'] / 1e3:.2f} GB" if "mb" in s else ""
+            notes.append(
+                f"- {key}: {s['seconds']:.0f} s, peak RSS {s['peak_rss_mb']:.0f} MB (largest "
+                f"process), {s['peak_tree_rss_mb']:.0f} MB (process tree){size}"
+            )
+    for key in ("load bm25", "load bm25-lucene", "server bm25"):
+        if key in stats:
+            what = "time-to-ready" if key.startswith("server") else "open + first query"
+            notes.append(
+                f"- {key} ({what}): {stats[key]['seconds']:.2f} s, RSS {stats[key]['rss_mb']:.0f} MB"
+            )
+    notes.append(
+        "- answer recall on "
+        f"{len(qa)} NQ test questions: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items())
+    )
+    notes.append(f"- pruned == exhaustive (rows and scores, k=10, {len(qa)} questions): {same}")
+    notes.append(
+        "- ratios (median of alternating runs, one thread each): "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+    )
+    print("\n".join(notes))
+    print(
+        json.dumps(
+            {
+                "bench": "bm25_scale",
+                "machine": machine(),
+                "num_docs": n_docs,
+                "stats": stats,
+                "rows": rows,
+                "ratios": ratios,
+                "recall": recall,
+                "pruned_equals_exhaustive": same,
+            }
+        )
+    )
+    if not args.no_record:
+        append_section(
+            f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini",
+            f"python scripts/bench/bm25_scale.py --factor {args.factor}",
+            table,
+            header,
+            notes="\n".join(notes),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
