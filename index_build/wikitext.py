@@ -405,12 +405,14 @@ def _render_fast(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
 
 
 _LIST_MARK_M = re.compile(r"^[ \t]*[*#:;]+[ \t]*", re.M)
+_RULE_M = re.compile(r"^[ \t]*-{4,}[ \t]*", re.M)  # "----": a horizontal rule
 _TABLE_LINE_M = re.compile(r"^[ \t]*(?:\{\||\|\}|\|-|\||!).*$", re.M)
 
 
 def _tidy(raw: str) -> str:
     text = html.unescape(_MAGIC.sub("", raw))
     text = _TABLE_LINE_M.sub("", text)
+    text = _RULE_M.sub("", text)
     text = _LIST_MARK_M.sub("", text)
     text = _QUOTES.sub("", text)
     text = _LEFTOVER.sub("", text)

@@ -92,7 +92,7 @@ def _decorate(lang: str, table: dict, title: str, paragraphs: list[str], n: int)
                 "软件", "-{zh-hans:软件;zh-hant:軟體;}-", 1
             )
         if i == 4:
-            parts.append("== " + p[:8].strip() + " ==")
+            parts.append("== " + p.lstrip("-*: ")[:8].strip() + " ==")
         parts.append(p)
     parts += [
         f"== {SECTION[lang]} ==",

@@ -34,7 +34,7 @@ LANGS = ("zh", "ja", "th", "de")
 ENGLISH = DATA / "enwiki-sample-pages-articles.xml.bz2"
 # what an unclean passage shows: image-link residue, links, templates, variant markup
 RESIDUE = re.compile(
-    r"thumb|\d+px|upright|Sample|\[\[|\]\]|\{\{|\}\}|-\{|\}-|<ref|'''|Infobox|"
+    r"thumb|\d+px|upright|Sample|----|\[\[|\]\]|\{\{|\}\}|-\{|\}-|<ref|'''|Infobox|"
     r"(?:File|Image|Category|Kategorie|Datei|Bild|分类|文件|图像|ファイル|画像|カテゴリ|ไฟล์|ภาพ|หมวดหมู่)\s*:",
     re.I,
 )
