@@ -6,6 +6,9 @@ clients sending single-query ``/retrieve`` requests at each concurrency, with th
 questions as queries and the result cache off. Then one request of 2,560 queries (how Search-R1's
 trainer calls). Prints a table and one JSON line; appends the rows to BENCHMARKS.md.
 
+``--baseline-repo DIR`` compares this checkout's server with another checkout's instead (both
+coalesced, same flags and index, alternating runs): the before/after of a change to the server.
+
     .venv/bin/python scripts/bench/server.py --index /tmp/h5/wx --retriever bm25
 """
 
@@ -39,14 +42,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: str, retriever: str, max_batch: int, extra: list[str]) -> tuple:
+def start_server(
+    index: str, retriever: str, max_batch: int, extra: list[str], repo: Path = REPO
+) -> tuple:
+    """A server process running the code of ``repo`` (this checkout, or a baseline copy)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "retriever.server", "--index", index, "--port", str(port),
         "--retrievers", retriever, "--max-batch", str(max_batch), "--cache-size", "0",
         "--queue-size", "4096", "--log-level", "warning", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(cmd, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     import httpx
 
     t0 = time.perf_counter()
@@ -177,18 +183,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=1, help="load-generator processes")
     ap.add_argument("--max-batch", type=int, default=64, help="coalesced mode's batch size")
     ap.add_argument("--server-arg", action="append", default=[], help="extra server flag")
+    ap.add_argument(
+        "--baseline-repo",
+        type=Path,
+        help="instead of max-batch 1, compare against a server running the code of this "
+        "checkout (e.g. `git archive REV | tar -x -C DIR`), same flags, same index",
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="runs per point (median reported)")
     ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = ap.parse_args(argv)
     queries = load_queries()
     levels = [int(c) for c in args.concurrency.split(",")]
-    modes = {"coalesced": args.max_batch, "max-batch 1": 1}
+    if args.baseline_repo:
+        modes = {
+            "this tree": (args.max_batch, REPO),
+            "baseline": (args.max_batch, args.baseline_repo),
+        }
+    else:
+        modes = {"coalesced": (args.max_batch, REPO), "max-batch 1": (1, REPO)}
+    first, second = list(modes)
     rows, out = [], {"retriever": args.retriever, "index": args.index, "machine": machine()}
     # Both servers run side by side (an idle one costs no CPU) and the modes alternate at each
     # concurrency, so drift in the machine's load does not favour the mode measured last.
     servers = {}
     try:
-        for mode, max_batch in modes.items():
-            proc, url, ready, rss = start_server(args.index, args.retriever, max_batch, args.server_arg)
+        for mode, (max_batch, repo) in modes.items():
+            proc, url, ready, rss = start_server(
+                args.index, args.retriever, max_batch, args.server_arg, repo
+            )
             servers[mode] = (proc, url)
             out[f"{mode} ready_s"] = round(ready, 2)
             out[f"{mode} rss_mb"] = round(rss / 2**20)
@@ -197,49 +219,65 @@ def main(argv: list[str] | None = None) -> int:
                 big_request(url, args.retriever, queries[i : i + 512], repeats=1)
             drive(url, args.retriever, queries[-200:], 8, 1.5, args.procs)
         for c in levels:
-            for mode, (_, url) in servers.items():
-                r = drive(url, args.retriever, queries, c, args.seconds, args.procs)
+            runs: dict[str, list[dict]] = {mode: [] for mode in servers}
+            for _ in range(args.repeats):  # alternate: drift hits both modes alike
+                for mode, (_, url) in servers.items():
+                    runs[mode].append(
+                        drive(url, args.retriever, queries, c, args.seconds, args.procs)
+                    )
+            for mode in servers:
+                r = {k: median([run[k] for run in runs[mode]]) for k in runs[mode][0]}
                 rows.append(
-                    [mode, c, f"{r['qps']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", r["errors"]]
+                    [
+                        mode,
+                        c,
+                        f"{r['qps']:.0f}",
+                        f"{r['p50_ms']:.1f}",
+                        f"{r['p99_ms']:.1f}",
+                        r["errors"],
+                    ]
                 )
                 out[f"{mode} c={c}"] = {k: round(v, 2) for k, v in r.items()}
                 print(
                     f"{mode:12s} c={c:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}",
                     flush=True,
                 )
-        t = big_request(servers["coalesced"][1], args.retriever, queries)
-        out["2560 queries in one request s"] = round(t, 3)
-        print(f"one request of 2,560 queries: {t:.2f} s ({2560 / t:.0f} q/s)", flush=True)
+        for mode, (_, url) in servers.items():
+            t = big_request(url, args.retriever, queries)
+            out[f"{mode} 2560 queries in one request s"] = round(t, 3)
+            print(
+                f"{mode}: one request of 2,560 queries: {t:.2f} s ({2560 / t:.0f} q/s)", flush=True
+            )
     finally:
         for proc, _ in servers.values():
             stop_server(proc)
     ratios = {}
     for c in levels:
-        a, b = out[f"coalesced c={c}"]["qps"], out[f"max-batch 1 c={c}"]["qps"]
+        a, b = out[f"{first} c={c}"]["qps"], out[f"{second} c={c}"]["qps"]
         ratios[c] = a / b if b else float("inf")
     out["speedup"] = {str(c): round(v, 2) for c, v in ratios.items()}
+    big = out[f"{first} 2560 queries in one request s"]
 
     header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "errors"]
     print()
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(x) for x in row))
-    print(
-        "speedup coalesced / max-batch 1: "
-        + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
-    )
+    print(f"req/s {first} / {second}: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items()))
     print(json.dumps({"bench": "server", **out}))
     if not args.no_record:
+        what = "this tree vs baseline" if args.baseline_repo else "coalescing"
         notes = (
             f"Retriever `{args.retriever}` on `{args.index}`; single-query requests, topk 3, cache off, "
-            f"{args.procs} load-generator processes, {args.seconds:.0f} s per point. Speedup of coalescing "
-            "(req/s ratio): "
+            f"{args.procs} load-generator processes, {args.seconds:.0f} s per point, median of "
+            f"{args.repeats} alternating run(s). Req/s ratio of {what} ({first} / {second}): "
             + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
-            + f". One request of 2,560 queries: {out['2560 queries in one request s']:.2f} s. "
-            f"Time-to-ready {out['coalesced ready_s']} s, RSS {out['coalesced rss_mb']} MB."
+            + f". One request of 2,560 queries: {big:.2f} s ({first}), "
+            f"{out[f'{second} 2560 queries in one request s']:.2f} s ({second}). "
+            f"Time-to-ready {out[f'{first} ready_s']} s, RSS {out[f'{first} rss_mb']} MB."
         )
         append_section(
-            f"Server: coalesced vs max-batch 1 ({args.retriever})",
+            f"Server: {first} vs {second} ({args.retriever})",
             "python scripts/bench/server.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
             rows,
