@@ -4,8 +4,8 @@ Both ways of opening a user's passage file use it, so they cannot disagree: copy
 store (``index_build corpus --in-place no``) and indexing it where it lies (read at query
 time). Layouts: Search-R1 / FlashRAG (``id``, ``contents`` = ``"Title"\\ntext``), ASearcher
 (``contents``, ``wikipedia_title``, ``url``; its ``wiki_webpages.jsonl`` pages have the same
-shape), WikiExtractor ``--json`` and others (``title``,
-``text``), and this package's own store rows.
+shape), WikiExtractor ``--json`` and others (``title``, ``text``), and this package's own
+store rows.
 
 >>> row_fields({"id": 7, "contents": '"T"\\n  body  '})
 ('7', 'T', 'body', None)
