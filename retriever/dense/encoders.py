@@ -217,6 +217,15 @@ def recognise_preset(model: str, declared: dict) -> str | None:
         if all(facts[k] == v for k, v in want.items()) and positions >= min_positions:
             if max_positions is None or positions <= max_positions:
                 return name
+    if facts["model_type"] == "xlm-roberta":
+        log.warning(
+            "%s: an XLM-RoBERTa model that is neither multilingual-e5 nor bge-m3 by its config "
+            "(pooling %s, normalize %s, %d positions); if it is one, pass --preset",
+            model,
+            facts["pooling"],
+            facts["normalize"],
+            positions,
+        )
     return None
 
 
