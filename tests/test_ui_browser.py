@@ -8,6 +8,7 @@ Skipped, with the reason, where no chromium is installed (``make setup`` install
 from __future__ import annotations
 
 import math
+import threading
 import urllib.parse
 
 import httpx
@@ -235,4 +236,20 @@ def test_a_missing_token_asks_for_one(site, browser):
         "document.getElementById('token-form') && !document.getElementById('token-form').hidden"
     )
     assert "needs its token" in browser.texts("#token-message")[0]
-    browser.errors.clear()  # the 401 itself is logged by the browser
+
+
+def test_search_page_waits_for_a_loading_server(site, browser):
+    _, ready_service, _ = site
+    root = ready_service.config.index
+    slow = FakeRetriever(len(ready_service.index.store), name="bm25")
+    slow.gate = threading.Event()  # the warm-up query (and so loading) waits for it
+    service = RetrievalService(ServiceConfig(index=root), retrievers={"bm25": slow})
+    with LiveServer(create_app(service)) as base:  # loads in the background: 503 meanwhile
+        browser.call("Page.navigate", url=f"{base}/ui?q=kansas&k=3")
+        browser.wait_for("document.getElementById('status').textContent.includes('loading')")
+        assert browser.texts(".hit") == []
+        slow.gate.set()
+        browser.wait_for("document.body.dataset.ready === '1'")
+        browser.wait_idle()
+        expected = service.retrieve(["kansas"], 3)[0]
+        assert browser.texts(".hit .title") == [d["title"] for d in expected]

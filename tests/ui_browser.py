@@ -158,14 +158,22 @@ class Browser:
         return result.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 30) -> Any:
-        """Poll ``expression`` until it is truthy; its value."""
+        """Poll ``expression`` until it is truthy (errors count as not yet); its value."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except BrowserError as exc:  # e.g. the element is not there yet mid-navigation
+                value, last = None, exc
+            else:
+                last = None
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"timed out waiting for {expression!r} (errors: {self.errors})")
+                raise BrowserError(
+                    f"timed out waiting for {expression!r} (last error: {last}; "
+                    f"page errors: {self.errors})"
+                )
             time.sleep(0.05)
 
     def open(self, url: str, ready: str = "document.body && document.body.dataset.ready") -> None:

@@ -147,11 +147,20 @@
   window.addEventListener("popstate", run);
 
   (async () => {
-    try {
-      info = await api("/info");
-    } catch (err) {
-      showStatus(err.message, true);
-      return;
+    for (;;) {
+      try {
+        info = await api("/info");
+        if (info.state === "ready") break;
+        if (info.state === "failed") {
+          showStatus("the index failed to load: see the server's log", true);
+          return;
+        }
+        showStatus(`the server is ${info.state}; retrying…`);
+      } catch (err) {
+        showStatus(err.message, true);
+        if (err.status !== 503) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
     }
     const names = Object.keys(info.retrievers).sort();
     for (const select of [$("retriever"), $("compare")]) {
