@@ -10,6 +10,7 @@ import os
 import random
 
 import pytest
+from env_support import HOTPOT
 from fastapi.testclient import TestClient
 from ui_support import build_index, write_trajectories
 
@@ -305,3 +306,32 @@ def test_missing_trajectory_file_is_refused_up_front(ui_root, tmp_path):
     config = ServiceConfig(index=str(ui_root), trajectories=(str(tmp_path / "nope.jsonl"),))
     with pytest.raises(BadRequestError, match="nope.jsonl: no such file"):
         create_app(RetrievalService(config))
+
+
+def test_env_record_path_files_are_browsable_too(ui_root, tmp_path):
+    """The env's own recorder (``record_path``) writes episodes without ``dataset``/``task_id``:
+    they list under an empty dataset, and each row is its episode."""
+    from env_support import Oracle
+
+    from env.search_env import SearchEnv
+    from env.tasks import load_tasks
+    from retriever.client import InProcessClient
+
+    path = tmp_path / "recorded.jsonl"
+    questions = []
+    with InProcessClient(ui_root, warmup=False) as client:
+        env = SearchEnv(client, style="search-r1", topk=3, record_path=str(path))
+        for task in load_tasks(HOTPOT, limit=4):
+            oracle = Oracle(task, "search-r1")
+            obs, _ = env.reset(options=task.options())
+            for _ in range(6):
+                obs, _, terminated, truncated, _ = env.step(oracle.act(obs))
+                if terminated or truncated:
+                    break
+            questions.append(task.question)
+    f = TrajectoryFile(path)
+    assert f.refresh() == 4 and f.bad_count == 0
+    page = f.page(Query(sort="question"))
+    assert [r["question"] for r in page["rows"]] == sorted(questions, key=str.casefold)
+    assert {r["dataset"] for r in page["rows"]} == {""} and page["datasets"] == [""]
+    assert all(r["em"] == 1.0 and not r["failed"] for r in page["rows"])
