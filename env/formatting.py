@@ -44,6 +44,26 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
         return list(tokenizer.encode(text))
 
 
+class _token_prefix:
+    """``prefix(k)``: the text of the first ``k`` tokens. From the tokenizer's character offsets
+    when it has them (the original text, as written), else by decoding (which may normalise)."""
+
+    def __init__(self, tokenizer: Any, text: str):
+        self.text, self.ends = text, None
+        try:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            self.ends = [end for _, end in enc["offset_mapping"]]
+            self.count = len(self.ends)
+        except Exception:  # not a fast HF tokenizer: ids and decode
+            self.tokenizer, self.ids = tokenizer, _encode(tokenizer, text)
+            self.count = len(self.ids)
+
+    def __call__(self, k: int) -> str:
+        if self.ends is not None:
+            return self.text[: self.ends[k - 1]] if k > 0 else ""
+        return self.tokenizer.decode(self.ids[:k])
+
+
 def size_of(text: str, tokenizer: Any = None) -> int:
     """Length in tokens when a tokenizer is given, else in characters."""
     return len(text) if tokenizer is None else len(_encode(tokenizer, text))
@@ -94,11 +114,12 @@ class Budget:
         if self.max_chars is not None and len(text) > self.max_chars:
             text = text[: max(self.max_chars - len(ELLIPSIS), 0)]
         if self._tokens and len(text) > self.max_tokens - 1:
-            ids = _encode(self.tokenizer, text)
-            keep = min(len(ids), self.max_tokens - size_of(ELLIPSIS, self.tokenizer))
-            while keep > 0:  # decoding and encoding again may merge tokens: check, then shrink
-                text = self.tokenizer.decode(ids[:keep])
-                if self.fits(text + ELLIPSIS):
+            prefix = _token_prefix(self.tokenizer, text)
+            keep = min(prefix.count, self.max_tokens - size_of(ELLIPSIS, self.tokenizer))
+            while keep > 0:  # encoding the cut text again may merge tokens: check, then shrink
+                cut = prefix(keep)
+                if self.fits(cut + ELLIPSIS):
+                    text = cut
                     break
                 keep -= max(1, keep // 8)
             else:

