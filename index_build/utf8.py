@@ -7,7 +7,19 @@ first invalid byte, so the stream it reads replaces such bytes with U+FFFD first
 from __future__ import annotations
 
 import codecs
+import threading
 import xml.etree.ElementTree as ET
+
+_counts = threading.local()
+
+
+def _replace_and_count(exc: UnicodeDecodeError) -> tuple[str, int]:
+    _counts.n = getattr(_counts, "n", 0) + 1
+    return "\ufffd", exc.end
+
+
+ERRORS = "index_build.utf8-replace-count"
+codecs.register_error(ERRORS, _replace_and_count)
 
 
 class Utf8Repair:
@@ -20,28 +32,29 @@ class Utf8Repair:
 
     def __init__(self, stream):
         self.stream = stream
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.decoder = codecs.getincrementaldecoder("utf-8")(ERRORS)
         self.pending = 0  # replacements not yet matched to a page
         self.replaced = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        final = not data
-        try:
+        while True:
+            data = self.stream.read(n)
+            final = not data
             if not final and self.decoder.getstate()[0] == b"":
                 cut = _complete_prefix(data)
-                data[:cut].decode("utf-8")
-                tail = data[cut:]
-                if not tail:
-                    return data
-        except UnicodeDecodeError:
-            pass
-        text = self.decoder.decode(data, final=final)
-        bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
-        if bad > 0:
+                if cut == len(data):
+                    try:
+                        data.decode("utf-8")
+                        return data  # the common case: valid, whole characters
+                    except UnicodeDecodeError:
+                        pass
+            before = getattr(_counts, "n", 0)
+            out = self.decoder.decode(data, final=final).encode("utf-8")
+            bad = getattr(_counts, "n", 0) - before
             self.pending += bad
             self.replaced += bad
-        return text.encode("utf-8")
+            if out or final:  # never an empty read before the end: expat takes it for EOF
+                return out
 
     def take(self, elem: ET.Element) -> bool:
         """True when the element (a page) holds replaced bytes, which are then marked matched."""

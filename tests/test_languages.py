@@ -483,3 +483,28 @@ def test_multistream_equals_plain_for_a_chinese_dump(tmp_path):
     b = build_corpus([multi], tmp_path / "multi", config)
     assert a["sites"] == b["sites"] and a["language"] == b["language"] == "zh"
     assert a["checksum"] == b["checksum"] and a["num_redirects"] == b["num_redirects"]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 16384])
+def test_utf8_repair_equals_decoding_with_replacement(block):
+    """Reference equivalence: the repairing stream, read in blocks of any size (characters cut
+    at block ends), gives what ``bytes.decode(errors="replace")`` gives, and counts each
+    replacement once."""
+    import functools
+    import io
+    import random
+
+    from index_build.utf8 import Utf8Repair
+
+    rng = random.Random(block)
+    base = ("abc é 汉字 \U0001f600 ภาษา " * 60).encode()
+    for _ in range(40):
+        data = bytearray(base)
+        for _ in range(rng.randint(0, 3)):
+            data.insert(rng.randrange(len(data)), rng.choice([0xFF, 0xC3, 0x80, 0xE6]))
+        data = bytes(data)
+        stream = Utf8Repair(io.BytesIO(data))
+        out = b"".join(iter(functools.partial(stream.read, block), b""))
+        want = data.decode("utf-8", "replace")
+        assert out.decode("utf-8") == want
+        assert stream.replaced == want.count("\ufffd")
