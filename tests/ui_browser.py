@@ -44,7 +44,7 @@ class Browser:
         if self.binary is None:
             raise BrowserError("no chromium found: apt-get install chromium (or set $CHROMIUM)")
         self.width, self.height = width, height
-        self.errors: list[str] = []  # uncaught page exceptions and console errors
+        self.errors: list[str] = []  # page exceptions, console errors, CSP violations
         self._ids = itertools.count(1)
         self._proc: subprocess.Popen | None = None
         self._ws = None
@@ -89,7 +89,7 @@ class Browser:
         self._ws = self._stack.enter_context(
             connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
         )
-        for method in ("Page.enable", "Runtime.enable"):
+        for method in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.call(method)
         self.call(
             "Emulation.setDeviceMetricsOverride",
@@ -140,6 +140,12 @@ class Browser:
             details = params.get("exceptionDetails", {})
             text = details.get("exception", {}).get("description") or details.get("text")
             self.errors.append(f"exception: {text}")
+        elif method == "Log.entryAdded":
+            entry = params.get("entry", {})
+            # Content-Security-Policy violations and script errors; failed requests (the
+            # 401s and 503s some tests provoke) come as "network" entries and are expected
+            if entry.get("level") == "error" and entry.get("source") in ("security", "javascript"):
+                self.errors.append(f"{entry['source']}: {entry.get('text')}")
         elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
             args = [a.get("value", a.get("description")) for a in params.get("args", [])]
             self.errors.append(f"console.error: {args}")
