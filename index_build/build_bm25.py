@@ -25,7 +25,7 @@ from pathlib import Path
 
 from retriever.bm25.analyzer import LANGUAGES, SEGMENTERS, STEMMERS, Analyzer
 from retriever.bm25.formula import METHODS
-from retriever.files import publish_dir, start_partial_dir
+from retriever.files import file_table, publish_dir, start_partial_dir
 from retriever.manifest import read_manifest, write_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
@@ -201,6 +201,7 @@ def build_bm25(
                     show_progress,
                 )
             manifest = {**base, **extra}
+        manifest["files"] = file_table(partial)  # checked by index_build verify
         write_manifest(partial, manifest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from retriever.cli import add_config_arguments, config_from_args
 from retriever.errors import BadRequestError, CorpusInputError
-from retriever.files import building_dir
+from retriever.files import building_dir, file_table
 from retriever.manifest import write_manifest
 from retriever.store.docstore import CORPUS_DIR
 from retriever.store.titles import clean_title, title_to_url
-from retriever.store.writer import StoreWriter, file_table, index_in_place
+from retriever.store.writer import StoreWriter, index_in_place
 
 from .chinese import SCRIPTS
 from .chunking import UNITS, Chunker

@@ -41,6 +41,17 @@ def sha256_file(path: str | os.PathLike, progress: Callable[[int], None] | None 
     return h.hexdigest()
 
 
+def file_table(folder: str | os.PathLike, skip: tuple[str, ...] = ("manifest.json",)) -> dict:
+    """``{name: {"bytes", "sha256"}}`` of every file under ``folder`` (relative names), for a
+    manifest to record and ``index_build verify`` to check."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
 def partial_path(path: str | os.PathLike, unique: bool = False) -> Path:
     """``X.partial`` (``X.partial-PID`` when several processes may write ``X`` at once)."""
     path = Path(path)

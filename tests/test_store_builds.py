@@ -459,3 +459,20 @@ def test_an_unforeseen_failure_is_one_line_too(tmp_path, monkeypatch, capsys):
     )
     with pytest.raises(RuntimeError):
         main(["corpus", "--input", "x", "--out", str(tmp_path), "-vv"])
+
+
+def test_verify_checks_the_files_of_a_bm25_part(tmp_path):
+    src = _jsonl(
+        tmp_path / "a.jsonl", [{"title": f"T{i}", "text": f"word{i} x"} for i in range(40)]
+    )
+    build_corpus([src], tmp_path)
+    assert main(["bm25", "--index", str(tmp_path)]) == 0
+    files = json.loads((tmp_path / "bm25" / "manifest.json").read_text())["files"]
+    assert files and all(len(e["sha256"]) == 64 for e in files.values())
+    assert verify_root(tmp_path)["ok"]
+    name = max(files, key=lambda n: files[n]["bytes"])
+    _damage(tmp_path / "bm25" / name, files[name]["bytes"] - 1)
+    problems = verify_root(tmp_path)["problems"]
+    assert problems == [
+        f"bm25: {name} does not match its sha256 (damaged or changed): rebuild bm25"
+    ]

@@ -5,7 +5,7 @@ Two ways in, one set of tables (``keyindex.PassageTables``) and one row parser (
 indexes a user's passage or page JSONL where it lies. The caller fills a ``.partial`` folder
 and renames it into place; the manifest is written last, so a folder without one is never
 mistaken for a finished store. The caller records the size and sha256 of every file the
-store wrote (``file_table``) in the manifest for ``index_build verify``.
+store wrote (``retriever.files.file_table``) in the manifest for ``index_build verify``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import numpy as np
 import orjson
 
 from ..errors import CorpusInputError
-from ..files import sha256_file
-from ..manifest import MANIFEST, write_manifest
+from ..manifest import write_manifest
 from .keyindex import KeyIndex, PassageTables, save_key_index
 from .rows import STORE_FORMAT, row_fields
 from .titles import key_hash, lookup_key
@@ -35,16 +34,6 @@ def page_keys(pid: str | None, title: str, url: str) -> set[str]:
     if pid is not None:
         keys.add("id:" + pid)
     return keys
-
-
-def file_table(folder: str | os.PathLike) -> dict:
-    """``{name: {"bytes", "sha256"}}`` of every file in ``folder`` but the manifest."""
-    folder = Path(folder)
-    return {
-        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    }
 
 
 class StoreWriter:
