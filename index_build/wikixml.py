@@ -133,6 +133,11 @@ def _iter_pages(stream, path: Path, progress_cb=None) -> Iterator:
             tag = _local(elem.tag)
             if tag == "siteinfo" and not site_seen:
                 site_seen = True
+                if repair.pending:  # not a page's: say so, and match no page with them
+                    log.warning(
+                        "%s: %d bytes that are not UTF-8 in <siteinfo>", path, repair.pending
+                    )
+                    repair.pending = 0
                 yield parse_siteinfo(elem, root.get(XML_LANG, "") if root is not None else "")
                 continue
             if tag != "page":
