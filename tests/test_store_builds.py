@@ -476,3 +476,11 @@ def test_verify_checks_the_files_of_a_bm25_part(tmp_path):
     assert problems == [
         f"bm25: {name} does not match its sha256 (damaged or changed): rebuild bm25"
     ]
+
+
+def test_all_names_the_stage_that_failed(tmp_path, capsys):
+    src = _jsonl(tmp_path / "a.jsonl", [{"title": "A", "text": "x"}, "{bad"])
+    assert main(["all", "--input", str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: stage corpus: ") and "a.jsonl: line 2" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o" / "corpus").exists()
