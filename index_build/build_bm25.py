@@ -126,7 +126,9 @@ def analyzer_from_args(args: argparse.Namespace) -> Analyzer:
     )
     code = (language or "en").lower().replace("_", "-")
     if code not in LANGUAGES and code.split("-")[0] not in LANGUAGES:
-        log.warning("no stemmer or stopwords for language %r: terms are lower-cased words", language)
+        log.warning(
+            "no stemmer or stopwords for language %r: terms are lower-cased words", language
+        )
     log.info("bm25 analyzer for language %s: %s", language or "en", analyzer.to_dict())
     return analyzer
 
