@@ -508,3 +508,21 @@ def test_utf8_repair_equals_decoding_with_replacement(block):
         want = data.decode("utf-8", "replace")
         assert out.decode("utf-8") == want
         assert stream.replaced == want.count("\ufffd")
+
+
+def test_corpus_cli_language_flags(tmp_path, capsys):
+    root = tmp_path / "zh"
+    argv = ["corpus", "--input", str(dump("zh")), "--out", str(root), "--workers", "1"]
+    argv += ["--chinese-script", "simplified", "--passage-chars", "120", "--no-progress"]
+    assert build(argv) == 0
+    assert "passages" in capsys.readouterr().out
+    store = DocStore.open(root)
+    assert store.manifest["chunking"]["chars"] == {"cjk": 120, "sea": 120}
+    assert store.manifest["script_conversion"]["to"] == "simplified"
+    assert all(len(p.text) <= 120 for p in store.iter_passages())
+    words = tmp_path / "words"
+    argv = ["corpus", "--input", str(dump("zh")), "--out", str(words), "--passage-unit", "words"]
+    assert build([*argv, "--workers", "1", "--no-progress"]) == 0
+    assert set(DocStore.open(words).manifest["chunking"]["articles"]) == {"words"}
+    assert build([*argv, "--passage-chars", "0", "--no-progress"]) != 0
+    assert "--passage-chars must be positive" in capsys.readouterr().err
