@@ -484,3 +484,38 @@ def test_all_names_the_stage_that_failed(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: stage corpus: ") and "a.jsonl: line 2" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "o" / "corpus").exists()
+
+
+def test_asearcher_data_served_as_asearcher_reads_it(tmp_path):
+    """Search, then open the first hit's url, with the request and response shapes of
+    ASearcher's own tool (``queries``/``topk``; ``urls`` -> ``result[i]["contents"]``)."""
+    import requests
+    from retriever_fakes import LiveServer
+
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    corpus, pages = _asearcher_files(tmp_path)
+    root = tmp_path / "idx"
+    assert main(["corpus", "--input", str(corpus), "--pages", str(pages), "--out", str(root)]) == 0
+    assert main(["bm25", "--index", str(root)]) == 0
+    service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1, default_topk=3))
+    with LiveServer(service) as live:
+        r = requests.post(
+            f"{live.url}/retrieve",
+            json={"queries": ["AC/DC sentence 25"], "topk": 3, "return_scores": False},
+            timeout=60,
+        )
+        r.raise_for_status()
+        docs = r.json()["result"][0]
+        assert docs[0]["url"] == ASEARCHER_URL + "AC/DC"
+        assert "AC/DC sentence 25" in docs[0]["contents"]
+        r = requests.post(
+            f"{live.url}/access",
+            json={"urls": [docs[0]["url"], ASEARCHER_URL + "Nope"]},
+            timeout=60,
+        )
+        r.raise_for_status()
+        page, missing = r.json()["result"]
+    assert missing is None
+    assert page["contents"] == "\n".join(f"AC/DC sentence {j} of the article." for j in range(30))
+    assert page["url"] == ASEARCHER_URL + "AC/DC" and page["title"] == "AC/DC"
