@@ -34,6 +34,8 @@ from mwparserfromhell.nodes import (
     Wikilink,
 )
 
+from .chinese import DEFAULT_VARIANTS, render_variants
+
 DROP_NAMESPACES = {
     "file",
     "image",
@@ -93,7 +95,7 @@ class MarkupRules:
 
     drop: frozenset[str] = frozenset(DROP_NAMESPACES)
     media: frozenset[str] = frozenset(MEDIA_NAMESPACES)
-    variants: tuple[str, ...] = ("zh", "zh-hans", "zh-hant", "zh-cn", "zh-tw", "zh-hk", "zh-sg")
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
 
     @cached_property
     def media_link(self) -> re.Pattern:
@@ -233,55 +235,6 @@ def _render(code, parts: list[str] | None = None, rules: MarkupRules = ENGLISH_R
 
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_VARIANT_BLOCK = re.compile(r"-\{((?:(?!-\{).)*?)\}-", re.S)  # innermost first
-_VARIANT_FLAGS = re.compile(r"\s*[A-Za-z\-]{1,2}\s*(?:;\s*[A-Za-z\-]{1,2}\s*)*;?\s*")
-_VARIANT_RULE = re.compile(r"(?:^|;)\s*(?:[^;]*?=>\s*)?(zh|[a-z]{2,3}-[a-z]{2,4})\s*:")
-
-
-def variant_text(body: str, variants: tuple[str, ...] = MarkupRules.variants) -> str:
-    """What ``-{body}-`` language-variant markup shows: the text for the first of ``variants``
-    that it has (else its first), its plain text when it has no rules, nothing for hidden
-    rules (flags ``H``, ``T``, ``-``).
-
-    >>> variant_text("zh-hans:计算机; zh-hant:電腦;")
-    '计算机'
-    >>> variant_text("zh-hans:计算机; zh-hant:電腦;", ("zh-tw", "zh-hant"))
-    '電腦'
-    >>> variant_text("H|zh-cn:优盘; zh-tw:隨身碟;"), variant_text("R|C++"), variant_text("Linux")
-    ('', 'C++', 'Linux')
-    """
-    head, sep, rest = body.partition("|")
-    if sep and _VARIANT_FLAGS.fullmatch(head):
-        flags = {f.strip() for f in head.split(";")}
-        if flags & {"H", "T", "-"}:
-            return ""
-        if "R" in flags:
-            return rest
-        body = rest
-    marks = list(_VARIANT_RULE.finditer(body))
-    if not marks:
-        return body
-    texts: dict[str, str] = {}
-    for m, nxt in zip(marks, marks[1:] + [None]):
-        end = nxt.start() if nxt is not None else len(body)
-        texts.setdefault(m.group(1), body[m.end() : end].strip().rstrip(";").strip())
-    for code in variants:
-        if code in texts:
-            return texts[code]
-    return next(iter(texts.values()))
-
-
-def render_variants(text: str, variants: tuple[str, ...] = MarkupRules.variants) -> str:
-    """Replace every ``-{...}-`` block of ``text`` by what it shows (nested blocks too)."""
-    for _ in range(4):
-        if "-{" not in text:
-            break
-        text, n = _VARIANT_BLOCK.subn(lambda m: variant_text(m.group(1), variants), text)
-        if not n:
-            break
-    return text
-
-
 _REF_EMPTY = re.compile(r"<ref\b[^>]*/\s*>", re.I)
 _REF = re.compile(r"<ref\b[^>]*>.*?(?:</ref\s*>|\Z)", re.I | re.S)
 _BRACES = re.compile(r"\{\{|\}\}")
