@@ -39,7 +39,8 @@ class CorpusConfig:
     )
     passage_words: int = field(default=100, metadata={"help": "words per passage"})
     passage_stride: int | None = field(
-        default=None, metadata={"help": "words between passage starts (default: no overlap)"}
+        default=None,
+        metadata={"help": "words between word-passage starts (default: no overlap)"},
     )
     passage_unit: str = field(
         default="auto",
