@@ -335,3 +335,46 @@ def test_env_record_path_files_are_browsable_too(ui_root, tmp_path):
     assert [r["question"] for r in page["rows"]] == sorted(questions, key=str.casefold)
     assert {r["dataset"] for r in page["rows"]} == {""} and page["datasets"] == [""]
     assert all(r["em"] == 1.0 and not r["failed"] for r in page["rows"])
+
+
+def test_a_large_file_is_indexed_in_the_background(ui_root, records, tmp_path, monkeypatch):
+    """The first request for a file that takes long to index answers 503 "indexing N%" with
+    Retry-After instead of hanging; once indexed, pages come back."""
+    import time
+
+    import retriever.server.ui as ui
+
+    monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    path = tmp_path / "large.jsonl"
+    lines = big_file(path, records, 3000)
+    config = ServiceConfig(index=str(ui_root), warmup=False, trajectories=(str(path),))
+    service = RetrievalService(config).start()
+    try:
+        with TestClient(create_app(service)) as c:
+            r = c.get("/ui/api/trajectories/0?limit=3")
+            assert r.status_code == 503, r.text
+            assert "indexing large.jsonl" in r.json()["detail"] and r.headers["retry-after"] == "1"
+            deadline = time.monotonic() + 60
+            while r.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                r = c.get("/ui/api/trajectories/0?limit=3")
+            assert r.status_code == 200
+            assert r.json()["total"] == sum(isinstance(x, dict) for x in lines)
+            assert c.get("/ui/api/trajectories").json()["files"][0]["indexing"] is False
+    finally:
+        service.stop()
+
+
+def test_a_vanished_file_is_reported(ui_root, records, tmp_path):
+    path = tmp_path / "gone.jsonl"
+    path.write_text(json.dumps(records[0]) + "\n", encoding="utf-8")
+    config = ServiceConfig(index=str(ui_root), warmup=False, trajectories=(str(path),))
+    service = RetrievalService(config).start()
+    try:
+        with TestClient(create_app(service)) as c:
+            assert c.get("/ui/api/trajectories/0").json()["total"] == 1
+            path.unlink()
+            r = c.get("/ui/api/trajectories/0")
+            assert r.status_code == 422 and "cannot be read" in r.json()["detail"]
+    finally:
+        service.stop()

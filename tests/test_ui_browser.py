@@ -7,6 +7,7 @@ Skipped, with the reason, where no chromium is installed (``make setup`` install
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import urllib.parse
@@ -253,3 +254,27 @@ def test_search_page_waits_for_a_loading_server(site, browser):
         browser.wait_idle()
         expected = service.retrieve(["kansas"], 3)[0]
         assert browser.texts(".hit .title") == [d["title"] for d in expected]
+
+
+def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, monkeypatch):
+    import retriever.server.ui as ui
+
+    _, ready_service, records = site
+    monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    path = tmp_path / "large.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(6000):
+            f.write(json.dumps({**records[i % len(records)], "question": f"q{i}"}) + "\n")
+    config = ServiceConfig(index=ready_service.config.index, trajectories=(str(path),))
+    service = RetrievalService(config, retrievers={"bm25": FakeRetriever(10)}).start()
+    try:
+        with LiveServer(create_app(service)) as base:
+            browser.call("Page.navigate", url=f"{base}/ui/trajectories?sort=question&desc=1")
+            browser.wait_for("document.getElementById('status').textContent.includes('indexing')")
+            browser.wait_for("document.body.dataset.ready === '1'", timeout=60)
+            browser.wait_idle()
+            first = sorted((f"q{i}" for i in range(6000)), reverse=True)[:50]
+            assert browser.texts("#episodes tbody .question") == first
+            assert browser.texts("#range") == ["rows 1–50 of 6000"]
+    finally:
+        service.stop()

@@ -103,10 +103,15 @@ class TrajectoryFile:
         self.path = os.fspath(path)
         self.name = name or os.path.basename(self.path)
         self._lock = threading.Lock()
+        self._indexer: threading.Thread | None = None
+        self._indexer_lock = threading.Lock()  # not _lock: a scan holds that one throughout
+        self.error: Exception | None = None  # what the last background refresh raised
+        self.scanning = (0, 0)  # (bytes read, bytes to read) of the scan under way
         self._reset()
 
     def _reset(self) -> None:
         self._identity: tuple | None = None
+        self._size_seen = -1  # file size at the last refresh (a partial last line included)
         self._indexed = 0  # bytes of complete lines read so far
         self._lines = 0  # lines seen (1-based numbers of the rows are kept)
         self.offsets, self.lengths, self.line_numbers = array("q"), array("q"), array("q")
@@ -138,10 +143,49 @@ class TrajectoryFile:
                 self._identity = identity
             if st.st_size > self._indexed:
                 self._scan(st.st_size)
+            self._size_seen = st.st_size
             return len(self.offsets)
+
+    def refresh_in_background(self, wait: float = 0.0) -> bool:
+        """Start indexing in a thread (unless one runs); wait up to ``wait`` seconds for it.
+        True when the index is current. Lets a page say "indexing 40%" instead of hanging on
+        a first request for a GB-sized file."""
+        if not self.indexing and self._current():
+            return True
+        with self._indexer_lock:
+            if self._indexer is None or not self._indexer.is_alive():
+                self._indexer = threading.Thread(
+                    target=self._refresh_logged, name=f"index {self.name}", daemon=True
+                )
+                self._indexer.start()
+            indexer = self._indexer
+        indexer.join(wait)
+        return not indexer.is_alive()
+
+    def _current(self) -> bool:
+        """Whether the index covers the file as it is now (one ``stat``)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False  # the refresh says why
+        return (st.st_dev, st.st_ino) == self._identity and st.st_size == self._size_seen
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+            self.error = None
+        except Exception as exc:  # reported by the request that waits for it
+            self.error = exc
+            log.warning("indexing %s failed: %s", self.path, exc)
+
+    @property
+    def indexing(self) -> bool:
+        """True while a background scan runs (requests should not wait on its lock)."""
+        return self._indexer is not None and self._indexer.is_alive()
 
     def _scan(self, size: int) -> None:
         before = len(self.offsets)
+        self.scanning = (self._indexed, size)
         with open(self.path, "rb") as f:
             f.seek(self._indexed)
             pos, rest = self._indexed, b""
@@ -160,6 +204,7 @@ class TrajectoryFile:
                     self._add(data[start:stop], pos + start)
                     start = stop + 1
                 pos += end + 1
+                self.scanning = (pos, size)
                 rest = data[end + 1 :]
             self._indexed = pos  # a trailing line without newline waits for the next refresh
         self._orders.clear()
@@ -281,8 +326,11 @@ class TrajectoryFile:
         return {"total": total, "offset": query.offset, "rows": items, **self.describe()}
 
     def describe(self) -> dict:
+        done, size = self.scanning
         return {
             "name": self.name,
+            "indexing": self.indexing,
+            "indexed_fraction": 1.0 if not self.indexing or not size else round(done / size, 3),
             "episodes": len(self.offsets),
             "datasets": sorted(self.datasets),
             "bad_lines": self.bad_count,

@@ -35,6 +35,7 @@ from .trajectories import Query, TrajectoryFile, open_files
 
 log = logging.getLogger(__name__)
 
+INDEX_WAIT = 1.0  # seconds a request waits for indexing before answering 503 "indexing N%"
 PAGES = {"/ui": "search.html", "/ui/trajectories": "trajectories.html", "/ui/stats": "stats.html"}
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -143,7 +144,13 @@ def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
     )
 
 
+class Indexing(Exception):
+    """A trajectory file is being indexed in the background: 503, retry in a second."""
+
+
 def _error(exc: BaseException) -> Response:
+    if isinstance(exc, Indexing):
+        return _json({"error": "unavailable", "detail": str(exc)}, 503, {"Retry-After": "1"})
     if isinstance(exc, PermissionError):
         return _json(
             {"error": "unauthorized", "detail": str(exc)}, 401, {"WWW-Authenticate": "Bearer"}
@@ -226,12 +233,22 @@ def build_router(
         return serve(name)
 
     def file_at(file_id: str) -> TrajectoryFile:
+        """The file, indexed up to now (503 while a first, long scan runs in the background)."""
         if not file_id.isdigit() or int(file_id) >= len(files):
             raise BadRequestError(
                 f"no trajectory file {file_id!r}; this server has {len(files)} "
                 "(start it with --trajectories FILE)"
             )
-        return files[int(file_id)]
+        f = files[int(file_id)]
+        if not f.refresh_in_background(wait=INDEX_WAIT):
+            done, size = f.scanning
+            raise Indexing(
+                f"indexing {f.name}: {done / 2**20:.0f} of {size / 2**20:.0f} MB "
+                f"({100 * done / max(size, 1):.0f}%); retry shortly"
+            )
+        if f.error is not None:
+            raise f.error
+        return f
 
     async def guarded(request: Request, fn) -> Response:
         try:
@@ -243,20 +260,17 @@ def build_router(
     @router.get("/ui/api/trajectories")
     async def trajectory_files(request: Request) -> Response:
         def run():
-            out = []
-            for i, f in enumerate(files):
-                f.refresh()
-                out.append({"id": i, **f.describe()})
-            return {"files": out}
+            for f in files:  # large files index in the background meanwhile
+                f.refresh_in_background(wait=INDEX_WAIT / max(1, len(files)))
+            return {"files": [{"id": i, **f.describe()} for i, f in enumerate(files)]}
 
         return await guarded(request, run)
 
     @router.get("/ui/api/trajectories/{file_id}")
     async def trajectory_page(request: Request, file_id: str) -> Response:
         def run():
-            f = file_at(file_id)
             query = query_from_params(request.query_params)
-            f.refresh()
+            f = file_at(file_id)
             return {"id": int(file_id), **f.page(query)}
 
         return await guarded(request, run)
@@ -264,10 +278,9 @@ def build_router(
     @router.get("/ui/api/trajectories/{file_id}/{line}")
     async def trajectory_episode(request: Request, file_id: str, line: str) -> Response:
         def run():
-            f = file_at(file_id)
             if not line.isdigit():
                 raise BadRequestError(f"line must be a positive integer, got {line!r}")
-            f.refresh()
+            f = file_at(file_id)
             row = f.row_of_line(int(line))
             record = f.read(row)
             return {"id": int(file_id), "name": f.name, "line": int(line), "record": record}

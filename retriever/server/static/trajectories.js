@@ -8,6 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const LIMIT = 50;
   let files = [];
+  let retry = null;
 
   function state() {
     const p = params();
@@ -138,6 +139,12 @@
       else if (s.episode) await showEpisode(s);
       else await showTable(s);
     } catch (err) {
+      if (err.status === 503) { // a large file is being indexed: say how far, ask again
+        showStatus(err.message);
+        clearTimeout(retry);
+        retry = setTimeout(run, 1000);
+        return;
+      }
       showStatus(err.message, true);
     }
     document.body.dataset.busy = "0";
