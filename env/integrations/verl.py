@@ -1,0 +1,270 @@
+"""verl: a reward function with verl's signature, and search/access tools for its agent loop.
+
+Reward (``custom_reward_function`` of the verl config)::
+
+    reward:
+      custom_reward_function:
+        path: <site-packages or repo>/env/integrations/verl.py
+        name: compute_score
+        reward_kwargs: {reward: em}          # or f1, cover_em, format, asearcher
+
+Tools (``actor_rollout_ref.rollout.multi_turn.tool_config_path``): ``tool_config()`` writes the
+YAML; each tool calls ``python -m retriever.server`` over HTTP (Search-R1's ``/retrieve`` and
+ASearcher's ``/access``) and formats the result as the env does (``tool-call`` style).
+
+verl itself is not imported at module import: when it is installed the tools subclass its
+``BaseTool`` and answer ``ToolResponse`` objects; without it they are plain classes with the
+same methods (tests, other agent loops).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from ..errors import TaskFormatError
+from .scoring import answers_of, num_tool_calls, score_text_all
+
+log = logging.getLogger(__name__)
+
+try:  # verl's base class when verl is there; the agent loop duck-types tools otherwise
+    from verl.tools.base_tool import BaseTool as _BaseTool
+except Exception:  # verl missing or its own imports broken: plain classes
+    _BaseTool = object
+
+
+def _row_name(data_source: str, extra_info: dict | None) -> str:
+    extra = extra_info if isinstance(extra_info, dict) else {}
+    index = extra.get("index", extra.get("id"))
+    question = extra.get("question")
+    parts = [str(data_source or "row")]
+    if index is not None:
+        parts.append(f"index {index}")
+    if question:
+        parts.append(repr(str(question)[:60]))
+    return " ".join(parts)
+
+
+def compute_score_all(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None
+) -> dict[str, float]:
+    """Every reward of a response (``em``, ``cover_em``, ``f1``, ``format``, ``asearcher``) and
+    its number of tool calls (``searches``)."""
+    where = _row_name(data_source, extra_info)
+    if not isinstance(solution_str, str):
+        raise TaskFormatError(
+            f"{where}: solution_str must be text, got {type(solution_str).__name__}"
+        )
+    if ground_truth is None or ground_truth == "":
+        extra = extra_info if isinstance(extra_info, dict) else {}
+        ground_truth = extra.get("answer") or extra.get("golden_answers")
+    answers = answers_of(ground_truth, f"{where}: ground_truth")
+    scores = score_text_all(solution_str, answers)
+    scores["searches"] = float(num_tool_calls(solution_str))
+    return scores
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    reward: str = "em",
+    return_dict: bool = False,
+    **kwargs,
+) -> float | dict[str, float]:
+    """verl's reward-function signature. ``ground_truth``: a string, a list, or Search-R1's
+    ``{"target": [...]}``; ``reward`` names the score (``env.rewards.REWARDS``);
+    ``return_dict`` answers ``{"score": ..., <every reward>...}`` (verl logs the extra keys).
+    A row without a gold answer raises, naming the row."""
+    scores = compute_score_all(data_source, solution_str, ground_truth, extra_info)
+    if reward not in scores or reward == "searches":
+        from .scoring import check_reward_name
+
+        check_reward_name(reward)
+    if return_dict:
+        return {"score": scores[reward], **scores}
+    return scores[reward]
+
+
+# ---- tools of verl's multi-turn agent loop ---------------------------------------------------
+
+SEARCH_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "description": "Search the local Wikipedia; returns the top passages with their URLs.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "what to search for"},
+            },
+            "required": ["query"],
+        },
+    },
+}
+ACCESS_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "access",
+        "description": "Read a Wikipedia page by URL or title, one numbered chunk at a time.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "description": "a URL from the search results, or a title",
+                },
+                "page": {"type": "integer", "description": "which chunk to read (default 1)"},
+            },
+            "required": ["url"],
+        },
+    },
+}
+
+
+def _schema_object(schema: dict):
+    if _BaseTool is object:
+        return schema
+    from verl.tools.schemas import OpenAIFunctionToolSchema
+
+    return OpenAIFunctionToolSchema.model_validate(schema)
+
+
+def _response(text: str):
+    if _BaseTool is object:
+        return {"text": text}
+    from verl.tools.schemas import ToolResponse
+
+    return ToolResponse(text=text)
+
+
+class _ServerTool(_BaseTool):
+    """Shared part: config, one HTTP client per tool object, a health check at start-up (a dead
+    server fails the worker at once, naming the URL, instead of feeding errors to the model)."""
+
+    default_schema: dict = {}
+    tool_name = ""
+
+    def __init__(self, config: dict, tool_schema=None):
+        from retriever.client import HTTPClient
+
+        self.config = dict(config or {})
+        self.tool_schema = (
+            tool_schema if tool_schema is not None else _schema_object(self.default_schema)
+        )
+        self.name = self.tool_name
+        url = self.config.get("retrieval_service_url") or self.config.get("url")
+        if not url:
+            raise TaskFormatError(
+                f"{type(self).__name__}: config needs retrieval_service_url (the search server)"
+            )
+        self.url = url.removesuffix("/retrieve").removesuffix("/access")
+        self.client = HTTPClient(self.url, timeout=float(self.config.get("timeout", 60)))
+        if self.config.get("check_server", True):
+            self.client.health()  # raises ServiceUnavailableError naming the URL
+        settings = {
+            "style": "tool-call",
+            "topk": int(self.config.get("topk", 3)),
+            "obs_max_chars": self.config.get("max_chars", 6000),
+            "page_chars": int(self.config.get("page_chars", 4000)),
+            "max_turns": 1 << 30,
+        }
+        if self.config.get("retriever"):
+            settings["retriever"] = self.config["retriever"]
+        self._settings = settings
+        self._instances: dict[str, Any] = {}
+
+    def get_openai_tool_schema(self):
+        return self.tool_schema
+
+    def _new_env(self):
+        from ..search_env import SearchEnv
+
+        env = SearchEnv(self.client, **self._settings)
+        env.reset(options={"question": "(verl tool call)", "answers": []})
+        return env
+
+    async def create(self, instance_id: str | None = None, **kwargs) -> tuple[str, Any]:
+        instance_id = instance_id or str(uuid.uuid4())
+        self._instances[instance_id] = self._new_env()
+        return instance_id, _response("")
+
+    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs):
+        """(response, step reward 0, metrics). Server failures are logged with the URL and
+        raised (the agent loop reports them); bad arguments come back as text."""
+        env = self._instances.get(instance_id) or self._new_env()
+        arguments = self._arguments(parameters)
+        if isinstance(arguments, str):
+            return _response(arguments), 0.0, {"tool_error": 1}
+        text = (
+            "<tool_call>"
+            + json.dumps({"name": self.tool_name, "arguments": arguments})
+            + "</tool_call>"
+        )
+        try:
+            obs, _, _, _, info = await env.astep(text)
+        except Exception as exc:
+            log.error("%s: search server %s failed: %s", self.tool_name, self.url, exc)
+            raise
+        return _response(obs), 0.0, {"tool_error": int(bool(info.get("error")))}
+
+    async def calc_reward(self, instance_id: str, **kwargs) -> float:
+        return 0.0
+
+    async def release(self, instance_id: str, **kwargs) -> None:
+        self._instances.pop(instance_id, None)
+
+    def _arguments(self, parameters: dict) -> dict | str:
+        raise NotImplementedError
+
+
+class SearchTool(_ServerTool):
+    """``search(query)`` over ``POST /retrieve``; config: ``retrieval_service_url``, ``topk``,
+    ``retriever``, ``max_chars``, ``timeout``. Also takes Search-R1's ``query_list``."""
+
+    default_schema = SEARCH_SCHEMA
+    tool_name = "search"
+
+    def _arguments(self, parameters: dict) -> dict | str:
+        query = parameters.get("query")
+        if query is None and isinstance(parameters.get("query_list"), list):
+            query = " ".join(str(q) for q in parameters["query_list"])
+        if not isinstance(query, str) or not query.strip():
+            return "Error: search needs a non-empty 'query' string."
+        return {"query": query}
+
+
+class AccessTool(_ServerTool):
+    """``access(url, page)`` over ``POST /access``: one ``page_chars`` chunk of a page."""
+
+    default_schema = ACCESS_SCHEMA
+    tool_name = "access"
+
+    def _arguments(self, parameters: dict) -> dict | str:
+        url = parameters.get("url")
+        if not isinstance(url, str) or not url.strip():
+            return "Error: access needs a 'url' (a URL from the search results, or a title)."
+        arguments: dict[str, Any] = {"url": url}
+        if parameters.get("page") not in (None, ""):
+            arguments["page"] = parameters["page"]
+        return arguments
+
+
+def tool_config(url: str, *, topk: int = 3, access: bool = True, max_chars: int = 6000) -> str:
+    """The YAML of verl's ``tool_config_path`` for our tools against the server at ``url``."""
+    tools = [("SearchTool", SEARCH_SCHEMA)] + ([("AccessTool", ACCESS_SCHEMA)] if access else [])
+    lines = ["tools:"]
+    for cls, schema in tools:
+        lines += [
+            f"  - class_name: env.integrations.verl.{cls}",
+            "    config:",
+            "      type: native",
+            f"      retrieval_service_url: {url}",
+            f"      topk: {topk}",
+            f"      max_chars: {max_chars}",
+            f"    tool_schema: {json.dumps(schema)}",
+        ]
+    return "\n".join(lines) + "\n"
