@@ -231,12 +231,21 @@ def snap_names(snap) -> set:
 
 def test_a_missing_token_asks_for_one(site, browser):
     base, _, _ = site
+    browser.call("Page.navigate", url=f"{base}/health")  # same origin, to reach its storage
+    browser.wait_for("location.pathname === '/health' && document.readyState === 'complete'")
     browser.evaluate("sessionStorage.clear()")
     browser.call("Page.navigate", url=f"{base}/ui?q=kansas")
     browser.wait_for(
         "document.getElementById('token-form') && !document.getElementById('token-form').hidden"
     )
     assert "needs its token" in browser.texts("#token-message")[0]
+    assert browser.texts(".hit") == []
+    browser.evaluate(f"document.getElementById('token-input').value = {TOKEN!r}")
+    browser.click("#token-form button")  # stored for this tab, then the page reloads
+    browser.wait_for("document.querySelectorAll('.hit').length > 0")
+    browser.wait_idle()
+    assert browser.evaluate("document.getElementById('token-form').hidden") is True
+    assert TOKEN not in browser.evaluate("location.href")
 
 
 def test_search_page_waits_for_a_loading_server(site, browser):
