@@ -238,6 +238,8 @@ def test_pages_are_served_without_token_with_a_strict_policy(client):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in r.headers["content-security-policy"]
         assert "unsafe-inline" not in r.headers["content-security-policy"]
+    r = client.get("/ui?page=search.js&name=x")  # the query string is the page's, not ours
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     r = client.get("/ui/static/search.js")
     assert r.status_code == 200 and "javascript" in r.headers["content-type"]
     assert client.get("/ui/static/nope.js").status_code == 404

@@ -224,9 +224,15 @@ def build_router(
             headers=SECURITY_HEADERS,
         )
 
-    for path, page in PAGES.items():
-        router.add_api_route(path, lambda page=page: serve(page), methods=["GET"])
-    router.add_api_route("/ui/", lambda: serve("search.html"), methods=["GET"])
+    def page_route(name: str):
+        async def page() -> Response:  # no parameters: the query string is the page's own
+            return serve(name)
+
+        return page
+
+    for path, name in PAGES.items():
+        router.add_api_route(path, page_route(name), methods=["GET"])
+    router.add_api_route("/ui/", page_route(PAGES["/ui"]), methods=["GET"])
 
     @router.get("/ui/static/{name}")
     async def static_file(name: str) -> Response:
