@@ -5,7 +5,8 @@ transformers; no hub). Episodes run through ``env.integrations.trl_rollout.Searc
 against an index (default: the demo index, built from the bundled Wikipedia sample when
 missing) or a running server (``--server URL``), on QA rows (default: the bundled HotpotQA rows).
 Each optimizer step writes one JSON line to ``OUT/steps.jsonl``: step, mean reward, EM, F1,
-format rate, searches per episode, seconds.
+format rate, searches per episode, seconds; every episode the env ended (answered or out of
+turns) goes to ``OUT/trajectories.jsonl``.
 
     python scripts/train/grpo_trl.py --steps 2 --out /tmp/grpo
 """
@@ -209,6 +210,7 @@ def build_trainer(cfg: TrainConfig, client, tasks):
         obs_max_chars=cfg.obs_chars,
         topk=cfg.topk,
         reward=names[0],
+        record_path=str(Path(cfg.out) / "trajectories.jsonl"),  # every episode the env ended
     )
     model, tok = load_model(cfg.threads)
     batch = cfg.prompts_per_step * cfg.generations
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "steps.jsonl").unlink(missing_ok=True)
+    (out / "trajectories.jsonl").unlink(missing_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     tasks = load_tasks(cfg.qa, shuffle_seed=cfg.seed, limit=cfg.limit)
     if not tasks:
