@@ -522,3 +522,16 @@ def test_asearcher_data_served_as_asearcher_reads_it(tmp_path):
     assert missing is None
     assert page["contents"] == "\n".join(f"AC/DC sentence {j} of the article." for j in range(30))
     assert page["url"] == ASEARCHER_URL + "AC/DC" and page["title"] == "AC/DC"
+
+
+def test_title_to_url_fast_path_equals_quote():
+    from urllib.parse import quote
+
+    from retriever.store.titles import WIKI_BASE, clean_title, title_to_url
+
+    titles = {"AC/DC", "Café", "C++", "100%", "x?y", "x#y", "a&b", "tab\there", " sp  aced "}
+    for line in (DATA / "hotpotqa-distractor-500.jsonl").open():
+        titles.update(t for t, _ in json.loads(line)["context"])
+    for t in titles:
+        path = clean_title(t).replace(" ", "_")
+        assert title_to_url(t) == WIKI_BASE + quote(path, safe="/:(),'!;@$*+=-._~"), t
