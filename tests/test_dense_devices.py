@@ -76,10 +76,10 @@ def test_dense_mode_flag_reaches_the_service_config():
 def minilm_root(tmp_path_factory):
     """A 60-passage corpus encoded with the packaged MiniLM (a few seconds on CPU)."""
     import orjson
+    from retriever_fakes import HOTPOT
 
     from index_build.__main__ import main
     from retriever.dense.encoders import packaged_model_path
-    from tests.retriever_fakes import HOTPOT
 
     src = tmp_path_factory.mktemp("dense-devices")
     lines = []

@@ -14,12 +14,12 @@ import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
 import orjson
 import pytest
+from retriever_fakes import HOTPOT
 
 from index_build.__main__ import main
 from retriever.dense.encoders import packaged_model_path
 from retriever.errors import ManifestMismatchError
 from retriever.index import Index
-from tests.retriever_fakes import HOTPOT
 
 log = logging.getLogger(__name__)
 
