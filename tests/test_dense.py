@@ -209,8 +209,9 @@ def test_parse_devices():
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
+    from retriever_fakes import HOTPOT
+
     from index_build.__main__ import main
-    from tests.retriever_fakes import HOTPOT
 
     src = tmp_path_factory.mktemp("fake-dense")
     lines = []
@@ -297,3 +298,19 @@ def test_gpu_backends_say_what_to_do_without_a_gpu(fake_root):
             device="cuda:0",
             encoder=HashEncoder(),
         )
+
+
+def test_torch_backend_uses_device_tensors_in_place(vectors):
+    """Parts that already are tensors on the device in the backend's dtype are used as they are
+    (the GPU check builds 21M x 768 on the GPU: a second copy would not fit)."""
+    import torch
+
+    x, q = vectors
+    t = torch.from_numpy(x.copy())
+    backend = TorchBackend([(0, t[:1200]), (1200, t[1200:])], ["cpu:0", "cpu:1"], "fp32", 500)
+    assert backend.segments[0][0][1].data_ptr() == t.data_ptr()
+    want_s, want_i = TorchBackend([(0, x)], ["cpu"], "fp32").search(q, 10)
+    got_s, got_i = backend.search(q, 10)
+    assert got_i.tolist() == want_i.tolist() and got_s.tolist() == want_s.tolist()
+    half = TorchBackend([(0, t)], ["cpu"], "fp16")  # another dtype: converted, not shared
+    assert half.segments[0][0][1].dtype == torch.float16

@@ -103,8 +103,15 @@ class TorchBackend:
         )
 
     def _place(self, parts, lo: int, hi: int, device: str, torch) -> list[tuple[int, object]]:
-        """Rows ``[lo, hi)`` on ``device``: zero-copy views (CPU fp32) or one converted tensor."""
-        if device.startswith("cpu") and self.dtype == torch.float32:
+        """Rows ``[lo, hi)`` on ``device``: views of the parts where they already are there in
+        ``dtype`` (CPU fp32 shard files; tensors a caller built on the device), else one tensor
+        filled chunk by chunk."""
+        if all(
+            (_on(a, device, torch) and a.dtype == self.dtype)
+            if isinstance(a, torch.Tensor)
+            else (device.startswith("cpu") and self.dtype == torch.float32)
+            for _, a in parts
+        ):
             return [(first, _host(a, self.dtype, torch)) for first, a in _slices(parts, lo, hi)]
         store = torch.empty((hi - lo, self.dim), dtype=self.dtype, device=device)
         for first, a in _slices(parts, lo, hi, UPLOAD_ROWS):
@@ -208,8 +215,9 @@ def _rows(segments, ids):
     if len(segments) == 1:
         first, seg = segments[0]
         return seg[ids - first]
-    out = torch.empty((*ids.shape, segments[0][1].shape[1]), dtype=segments[0][1].dtype)
-    for first, seg in segments:  # several segments only on CPU (zero-copy shard views)
+    seg0 = segments[0][1]
+    out = torch.empty((*ids.shape, seg0.shape[1]), dtype=seg0.dtype, device=seg0.device)
+    for first, seg in segments:  # several segments: views of several shard files or tensors
         mask = (ids >= first) & (ids < first + seg.shape[0])
         out[mask] = seg[ids[mask] - first]
     return out
@@ -223,8 +231,22 @@ def _gather(pending, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (*merge_topk(scores, ids, k), floor)
 
 
-def _host(array: np.ndarray, dtype, torch):
-    """A host tensor of ``array`` in ``dtype`` (a view when it already is contiguous fp32/fp16)."""
+def _on(tensor, device: str, torch) -> bool:
+    """Whether ``tensor`` lies on ``device`` (``cuda`` means the current GPU; CPUs are one)."""
+    want = torch.device(device)
+    if tensor.device.type != want.type:
+        return False
+    if want.type != "cuda":
+        return True
+    return tensor.device.index == (
+        torch.cuda.current_device() if want.index is None else want.index
+    )
+
+
+def _host(array, dtype, torch):
+    """A tensor of ``array`` in ``dtype`` (a view when it already is contiguous fp32/fp16)."""
+    if isinstance(array, torch.Tensor):
+        return array.to(dtype)
     np_dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(dtype)
     with warnings.catch_warnings():  # read-only memmap views: we never write to them
         warnings.simplefilter("ignore", UserWarning)
