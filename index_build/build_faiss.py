@@ -110,14 +110,45 @@ def factory_file(factory: str) -> str:
 
 
 def sample_rows(parts, n: int, seed: int = 0) -> np.ndarray:
-    """A seeded sample of ``n`` rows (sorted, read from the memory-mapped parts) as float32."""
+    """A seeded sample of ``n`` rows (sorted, read from the parts' files) as float32."""
     total = sum(len(a) for _, a in parts)
     rows = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
     out = np.empty((len(rows), parts[0][1].shape[1]), dtype=np.float32)
     for first, array in parts:
         sel = (rows >= first) & (rows < first + len(array))
-        out[sel] = array[rows[sel] - first]
+        if sel.any():
+            out[sel] = read_rows(array, rows[sel] - first)
     return out
+
+
+def read_rows(array: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """``array[rows]`` as float32; for a memory-mapped shard, read with ``pread``.
+
+    Pages touched through a mapping stay in the process's resident set until the kernel needs
+    them back, so a build that walked 21M rows through ``np.memmap`` would report (and, under
+    memory pressure, fight for) tens of GB. Plain reads keep the resident set at one chunk.
+    """
+    if not isinstance(array, np.memmap) or array.filename is None or not array.flags.c_contiguous:
+        return np.ascontiguousarray(array[rows], dtype=np.float32)
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(len(array))
+        rows = np.arange(start, max(start, stop))
+        runs = [(start, len(rows))]
+    else:
+        rows = np.asarray(rows)
+        runs = [(int(r), 1) for r in rows.tolist()]
+    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    with open(array.filename, "rb", buffering=0) as f:
+        at = 0
+        for first, count in runs:
+            want = count * row_bytes
+            f.seek(array.offset + first * row_bytes)
+            if f.readinto(view[at : at + want]) != want:
+                raise OSError(f"{array.filename} is shorter than its header says: re-encode it")
+            at += want
+    return out.astype(np.float32, copy=False)
 
 
 def build_index(
@@ -158,9 +189,21 @@ def build_index(
         index.train(sample)
         del sample
     t1 = time.perf_counter()
+    total, done, next_report = sum(len(a) for _, a in parts), 0, t1 + 30
     for first, array in parts:
         for s in range(0, len(array), ADD_ROWS):
-            index.add(np.ascontiguousarray(array[s : s + ADD_ROWS], dtype=np.float32))
+            index.add(read_rows(array, slice(s, s + ADD_ROWS)))
+            done += min(ADD_ROWS, len(array) - s)
+            if time.perf_counter() > next_report:  # a long add says how far it got
+                elapsed = time.perf_counter() - t1
+                log.info(
+                    "added %d/%d vectors (%.0f/s, about %.0f s left)",
+                    done,
+                    total,
+                    done / elapsed,
+                    (total - done) * elapsed / done,
+                )
+                next_report = time.perf_counter() + 30
         log.debug("added rows %d..%d", first, first + len(array))
     t2 = time.perf_counter()
     filename = factory_file(factory)
