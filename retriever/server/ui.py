@@ -17,7 +17,6 @@ stable interface to the metrics whatever library renders them.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 import re
@@ -26,12 +25,12 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import BadRequestError
+from ..errors import BadRequestError, ServiceUnavailableError
 from .trajectories import Query, TrajectoryFile, open_files
+from .web import bearer_dependency, error_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -138,29 +137,6 @@ def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
 
 
 # ---- HTTP -----------------------------------------------------------------------------------
-def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(
-        orjson.dumps(obj), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-class Indexing(Exception):
-    """A trajectory file is being indexed in the background: 503, retry in a second."""
-
-
-def _error(exc: BaseException) -> Response:
-    if isinstance(exc, Indexing):
-        return _json({"error": "unavailable", "detail": str(exc)}, 503, {"Retry-After": "1"})
-    if isinstance(exc, PermissionError):
-        return _json(
-            {"error": "unauthorized", "detail": str(exc)}, 401, {"WWW-Authenticate": "Bearer"}
-        )
-    if isinstance(exc, BadRequestError):
-        return _json({"error": "bad_request", "detail": str(exc)}, 422)
-    log.error("ui request failed: %r", exc)
-    return _json({"error": "internal_error", "detail": str(exc) or repr(exc)}, 500)
-
-
 def _int(params, name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
@@ -206,17 +182,13 @@ def build_router(
     static = _static_files()
     files = list(trajectories)
 
-    def check(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise PermissionError("missing or wrong bearer token (Authorization: Bearer ...)")
+    # the server's own token check (a 401 through its exception handlers), on the data only
+    guard = [Depends(bearer_dependency(token))] if token else []
 
     def serve(name: str) -> Response:
         item = static.get(name)
         if item is None:
-            return _json({"error": "not_found", "detail": f"no UI file {name!r}"}, 404)
+            return json_response({"error": "not_found", "detail": f"no UI file {name!r}"}, 404)
         suffix = name[name.rfind(".") :]
         return Response(
             item.read_bytes(),
@@ -248,40 +220,40 @@ def build_router(
         f = files[int(file_id)]
         if not f.refresh_in_background(wait=INDEX_WAIT):
             done, size = f.scanning
-            raise Indexing(
+            raise ServiceUnavailableError(
                 f"indexing {f.name}: {done / 2**20:.0f} of {size / 2**20:.0f} MB "
-                f"({100 * done / max(size, 1):.0f}%); retry shortly"
+                f"({100 * done / max(size, 1):.0f}%); retry shortly",
+                retry_after=1.0,
             )
         if f.error is not None:
             raise f.error
         return f
 
-    async def guarded(request: Request, fn) -> Response:
+    async def answer(fn) -> Response:
         try:
-            check(request)
-            return _json(await run_in_threadpool(fn))
+            return json_response(await run_in_threadpool(fn))
         except Exception as exc:  # every error is a JSON answer with what was wrong
-            return _error(exc)
+            return error_response(exc)
 
-    @router.get("/ui/api/trajectories")
-    async def trajectory_files(request: Request) -> Response:
+    @router.get("/ui/api/trajectories", dependencies=guard)
+    async def trajectory_files() -> Response:
         def run():
             for f in files:  # large files index in the background meanwhile
                 f.refresh_in_background(wait=INDEX_WAIT / max(1, len(files)))
             return {"files": [{"id": i, **f.describe()} for i, f in enumerate(files)]}
 
-        return await guarded(request, run)
+        return await answer(run)
 
-    @router.get("/ui/api/trajectories/{file_id}")
+    @router.get("/ui/api/trajectories/{file_id}", dependencies=guard)
     async def trajectory_page(request: Request, file_id: str) -> Response:
         def run():
             query = query_from_params(request.query_params)
             f = file_at(file_id)
             return {"id": int(file_id), **f.page(query)}
 
-        return await guarded(request, run)
+        return await answer(run)
 
-    @router.get("/ui/api/trajectories/{file_id}/{line}")
+    @router.get("/ui/api/trajectories/{file_id}/{line}", dependencies=guard)
     async def trajectory_episode(request: Request, file_id: str, line: str) -> Response:
         def run():
             if not line.isdigit():
@@ -291,10 +263,10 @@ def build_router(
             record = f.read(row)
             return {"id": int(file_id), "name": f.name, "line": int(line), "record": record}
 
-        return await guarded(request, run)
+        return await answer(run)
 
-    @router.get("/ui/api/stats")
-    async def stats(request: Request) -> Response:
+    @router.get("/ui/api/stats", dependencies=guard)
+    async def stats() -> Response:
         def run():
             return {
                 "time": time.time(),
@@ -302,7 +274,7 @@ def build_router(
                 **parse_metrics(service.metrics_text()),
             }
 
-        return await guarded(request, run)
+        return await answer(run)
 
     return router
 
@@ -312,3 +284,5 @@ def mount_ui(app: FastAPI, service, trajectories: Sequence[str] = ()) -> None:
     (missing files are refused now, not on the first page view)."""
     files = open_files(trajectories)
     app.include_router(build_router(service, files, service.config.token))
+    if files:
+        log.info("/ui/trajectories: %s", ", ".join(f.path for f in files))
