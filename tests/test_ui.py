@@ -380,3 +380,41 @@ def test_a_vanished_file_is_reported(ui_root, records, tmp_path):
             assert r.status_code == 422 and "cannot be read" in r.json()["detail"]
     finally:
         service.stop()
+
+
+def test_what_env_evaluate_writes_is_browsable(ui_root, tmp_path, monkeypatch):
+    """``python -m env.evaluate``'s own trajectories.jsonl (here with the policy server down,
+    so every episode ends in a policy error) through the viewer's API."""
+    import socket
+
+    import env.policy as policy
+    from env.evaluate import main as evaluate
+
+    real = policy.OpenAIClient.__init__
+    monkeypatch.setattr(
+        policy.OpenAIClient, "__init__", lambda self, *a, **k: real(self, *a, **{**k, "retries": 0})
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "eval"
+    argv = ["--index", str(ui_root), "--policy-url", f"http://127.0.0.1:{port}", "--model", "m"]
+    argv += ["--data", str(HOTPOT), "--limit", "3", "--out", str(out), "--concurrency", "1"]
+    assert evaluate(argv) == 0
+    config = ServiceConfig(
+        index=str(ui_root), warmup=False, trajectories=(str(out / "trajectories.jsonl"),)
+    )
+    service = RetrievalService(config).start()
+    try:
+        with TestClient(create_app(service)) as c:
+            page = c.get("/ui/api/trajectories/0?failed=1").json()
+            assert page["total"] == 3 and page["datasets"] == ["hotpotqa-distractor-500"]
+            assert all(r["policy_error"] and r["prediction"] is None for r in page["rows"])
+            lines = (out / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
+            assert {r["question"] for r in page["rows"]} == {
+                json.loads(line)["question"] for line in lines
+            }
+            one = c.get("/ui/api/trajectories/0/2").json()["record"]
+            assert one == json.loads(lines[1]) and "messages" in one and "task_id" in one
+    finally:
+        service.stop()
