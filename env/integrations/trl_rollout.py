@@ -181,7 +181,9 @@ class SearchRollout:
                     do_sample=True,
                     temperature=trainer.temperature,
                     top_p=trainer.top_p,
-                    top_k=trainer.top_k or None,
+                    top_k=trainer.top_k,  # TRL's 0: no top-k cut (not the model's default 50)
+                    min_p=trainer.min_p,
+                    repetition_penalty=trainer.repetition_penalty,
                     pad_token_id=pad,
                     eos_token_id=eos,
                     stop_strings=list(STOP_STRINGS),
