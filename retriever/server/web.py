@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     AuthError,
@@ -122,9 +123,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BadRequestError(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequestError(f"body is over the limit of {limit} bytes: split the request")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequestError(f"body is over the limit of {limit} bytes: split the request")
+            chunks.append(chunk)
+    except ClientDisconnect:  # closed mid-body (or by the request timeout): no traceback
+        raise BadRequestError("the connection closed before the whole body arrived") from None
     return b"".join(chunks)

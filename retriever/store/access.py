@@ -38,8 +38,11 @@ def access_pages(
     ids: Sequence[str] = (),
     offset: int = 0,
     max_chars: int | None = None,
+    max_total_chars: int | None = None,
 ) -> list[dict | None]:
-    """One page dict (or None when unknown) per requested url, then title, then id, in order."""
+    """One page dict (or None when unknown) per requested url, then title, then id, in order;
+    ``BadRequestError`` as soon as the windows together pass ``max_total_chars`` (a server's
+    bound: memory and time stay small however many large pages one request names)."""
     if isinstance(urls, str) or isinstance(titles, str) or isinstance(ids, str):
         raise BadRequestError("urls, titles and ids must be lists of strings")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -49,14 +52,29 @@ def access_pages(
     ):
         raise BadRequestError(f"max_chars must be a positive integer, got {max_chars!r}")
     out: list[dict | None] = []
+    total = 0
+
+    def add(page: Page | None) -> None:
+        nonlocal total
+        if page is None:
+            out.append(None)
+            return
+        d = page_dict(page, offset, max_chars)
+        total += len(d["contents"])
+        if max_total_chars is not None and total > max_total_chars:
+            raise BadRequestError(
+                f"this request asks for more than {max_total_chars} characters of page text "
+                f"(the limit, --max-access-chars; {len(out) + 1} pages read so far): "
+                "ask for fewer pages or a smaller max_chars"
+            )
+        out.append(d)
+
     for name in [*urls, *titles]:
         if not isinstance(name, str):
             raise BadRequestError(f"page names must be strings, got {name!r}")
-        page = store.page(name) if name.strip() else None
-        out.append(None if page is None else page_dict(page, offset, max_chars))
+        add(store.page(name) if name.strip() else None)
     for pid in ids:
         if not isinstance(pid, str):
             raise BadRequestError(f"ids must be strings, got {pid!r}")
-        page = store.page_by_id(pid)
-        out.append(None if page is None else page_dict(page, offset, max_chars))
+        add(store.page_by_id(pid))
     return out

@@ -1,0 +1,246 @@
+"""The server's connections and shutdown: no idle socket, half request or signal can stall it.
+
+uvicorn alone keeps a connection that never sends a byte (or sends half a request) open for
+ever, refuses clients once file descriptors run out, and on SIGTERM cancels requests that
+outlast its grace time (plain-text 500s, tracebacks). Here:
+
+- ``guarded_protocol``: a request's head and body must arrive within ``request_timeout`` of the
+  connection opening (or of its first byte after a response), else the connection is closed;
+  past ``max_connections`` open connections a new one is answered ``503`` JSON with
+  ``Retry-After`` and closed, and that is logged;
+- ``Server``: on SIGTERM new requests get 503, queued ones are served for ``drain_seconds``,
+  then every request still waiting is answered 503 with ``Retry-After`` and connections still
+  sending a request are closed, so the process exits within about ``drain_seconds + 5``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0  # after the drain: time to send the 503s before uvicorn cancels tasks
+
+
+def _opt(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per-connection bounds; every field is a flag of ``python -m retriever.server``."""
+
+    request_timeout: float = _opt(
+        20.0, "seconds a request's head and body may take to arrive (else the connection closes)"
+    )
+    keep_alive: float = _opt(5.0, "seconds an idle keep-alive connection stays open")
+    max_connections: int = _opt(
+        1000, "open connections; past it a new one gets 503 with Retry-After"
+    )
+    drain_seconds: float = _opt(
+        10.0, "on SIGTERM: seconds queued requests may still finish before they get 503"
+    )
+
+    def __post_init__(self):
+        for name in ("request_timeout", "keep_alive", "drain_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+
+
+def fit_to_file_limit(max_connections: int, reserve: int = 64) -> int:
+    """Raise the soft open-file limit toward the hard one so ``max_connections`` sockets fit
+    (a refused accept is silent to the client); if they still do not, lower the cap."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return max_connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + reserve
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < want:
+        fitted = max(1, soft - reserve)
+        log.warning(
+            "open-file limit %d: serving at most %d connections (not %d)",
+            soft,
+            fitted,
+            max_connections,
+        )
+        return fitted
+    return max_connections
+
+
+def _busy_response(limit: int) -> bytes:
+    body = orjson.dumps(
+        {
+            "error": "unavailable",
+            "detail": f"the server has {limit} open connections, its limit "
+            "(--max-connections): retry after Retry-After seconds",
+        }
+    )
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _RateLimitedLog:
+    """One log line per ``every`` seconds at most, with the count since the last one."""
+
+    def __init__(self, level: int, every: float = 10.0):
+        self.level, self.every = level, every
+        self.count = self.total = 0
+        self.last = -float("inf")
+
+    def note(self, message: str, *args) -> None:
+        self.count += 1
+        self.total += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            log.log(self.level, message + " (%d since the last report, %d in all)", *args,
+                    self.count, self.total)  # fmt: skip
+            self.count, self.last = 0, now
+
+
+def guarded_protocol(request_timeout: float, max_connections: int) -> type:
+    """uvicorn's HTTP protocol class (httptools or h11) with a request timer and a cap on
+    open connections."""
+    base = AutoHTTPProtocol
+    busy = _busy_response(max_connections)
+    closed_log = _RateLimitedLog(logging.INFO, 60.0)
+    refused_log = _RateLimitedLog(logging.WARNING)
+
+    class GuardedProtocol(base):
+        _timer: asyncio.TimerHandle | None = None
+        _refused = False
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self._refused = True
+                refused_log.note(
+                    "connection limit %d reached: new connections get 503", max_connections
+                )
+                # answer once the request arrives (a reply before it may be lost to a reset)
+                self._timer = self.loop.call_later(1.0, self._refuse)
+                return
+            self._arm()
+
+        def _refuse(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(busy)
+                self.transport.close()
+
+        def _waiting_for_request(self) -> bool:
+            """No request, or one whose head or body has not all arrived."""
+            cycle = self.cycle
+            return cycle is None or cycle.response_complete or cycle.more_body
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(request_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self._waiting_for_request() and not self.transport.is_closing():
+                closed_log.note(
+                    "closed connections idle or sending a request for over %gs", request_timeout
+                )
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                self._disarm()
+                self._refuse()
+                return
+            super().data_received(data)
+            if self.transport.is_closing():
+                self._disarm()
+            elif self._waiting_for_request():
+                self._arm()
+            else:  # the whole request is in: the app has it, no timer while it works
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._disarm()  # idle again: uvicorn's keep-alive timer takes over
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def close_if_incomplete(self) -> bool:
+            """Close the connection when it is still sending a request (shutdown)."""
+            if self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
+                self.transport.close()
+                return True
+            return False
+
+    return GuardedProtocol
+
+
+def server_config(app, host: str, port: int, limits: ConnectionLimits, **options) -> uvicorn.Config:
+    """A ``uvicorn.Config`` with the guarded protocol, the keep-alive time and the grace time."""
+    cap = fit_to_file_limit(limits.max_connections)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(limits.request_timeout, cap),
+        timeout_keep_alive=max(1, round(limits.keep_alive)),
+        timeout_graceful_shutdown=round(limits.drain_seconds + GRACE_SECONDS),
+        **options,
+    )
+
+
+class Server(uvicorn.Server):
+    """``uvicorn.Server`` whose shutdown drains the service, then answers what is left 503."""
+
+    def __init__(self, config: uvicorn.Config, service, drain_seconds: float):
+        super().__init__(config)
+        self.service = service
+        self.drain_seconds = drain_seconds
+
+    async def shutdown(self, sockets=None) -> None:
+        self.service.begin_shutdown()
+        loop = asyncio.get_running_loop()
+        abort = loop.call_later(self.drain_seconds, self._abort)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            abort.cancel()
+
+    def _abort(self) -> None:
+        answered = self.service.abort_waiting()
+        closed = 0
+        for connection in list(self.server_state.connections):
+            close = getattr(connection, "close_if_incomplete", None)
+            if close is not None and close():
+                closed += 1
+        log.warning(
+            "drain time %gs over: %d waiting requests answered 503, %d connections still "
+            "sending a request closed",
+            self.drain_seconds,
+            answered,
+            closed,
+        )

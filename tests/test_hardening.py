@@ -1,0 +1,353 @@
+"""Issue 13, the server: no single request, connection or signal can stall, crash or bloat it.
+
+Every test is bounded in time and count and talks only to 127.0.0.1: oversized /access and
+queries get a 422 naming the limit, page reads run off the event loop, the result cache is
+bounded in bytes, idle and half-sent connections are closed, past the connection cap a client
+gets 503 JSON, SIGTERM answers every request with JSON, and a failed load exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from retriever_fakes import FakeRetriever, build_root, free_port
+
+from retriever.index import Index
+from retriever.server.app import create_app
+from retriever.server.cache import LRUCache
+from retriever.server.lifecycle import ConnectionLimits, Server, server_config
+from retriever.server.service import RetrievalService, ServiceConfig
+from retriever.store.access import access_pages
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return build_root(tmp_path_factory.mktemp("hard"), bm25=False)
+
+
+@pytest.fixture(scope="module")
+def bm25_root(tmp_path_factory):
+    return build_root(tmp_path_factory.mktemp("hard-bm25"), bm25=True)
+
+
+def client_for(root, **config):
+    n = len(Index.open(root).store)
+    service = RetrievalService(
+        ServiceConfig(index=root, max_wait_ms=1, **config), {"bm25": FakeRetriever(n, "bm25")}
+    )
+    return service, TestClient(create_app(service, background=False))
+
+
+def some_titles(root, n: int) -> list[str]:
+    store = Index.open(root).store
+    return [store.get(r).title for r in range(n)]
+
+
+# ---- 1. /access: a bound on characters, reads off the event loop --------------------------
+def test_access_over_the_character_limit_is_422_naming_it(root):
+    titles = some_titles(root, 40)
+    service, client = client_for(root, max_access_chars=2000)
+    with client:
+        small = client.post("/access", json={"titles": titles[:3], "max_chars": 100})
+        big = client.post("/access", json={"titles": titles * 250, "max_chars": 100})
+    assert small.status_code == 200
+    # the same pages as the library reads them (reference)
+    assert small.json()["result"] == access_pages(service.index.store, (), titles[:3], (), 0, 100)
+    assert big.status_code == 422, big.text
+    detail = big.json()["detail"]
+    assert "2000 characters" in detail and "--max-access-chars" in detail
+
+
+def test_access_reads_pages_off_the_event_loop(root):
+    service, client = client_for(root)
+    seen = []
+    plain = service.access
+
+    def access(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        return plain(*args, **kwargs)
+
+    service.access = access
+    with client:
+        r = client.post("/access", json={"titles": some_titles(root, 2)})
+    assert r.status_code == 200 and seen == ["worker thread"]
+
+
+# ---- 2. queries: a length limit, a cut before tokenizing, a cache bounded in bytes -------
+def test_query_over_the_length_limit_is_422_naming_it(root):
+    _, client = client_for(root, max_query_chars=50)
+    with client:
+        ok = client.post("/retrieve", json={"queries": ["x" * 50]})
+        long = client.post("/retrieve", json={"queries": ["fine", "x" * 51]})
+    assert ok.status_code == 200
+    assert long.status_code == 422
+    detail = long.json()["detail"]
+    assert "query 1 has 51 characters" in detail and "limit is 50" in detail
+
+
+def test_cache_is_bounded_in_bytes_and_keeps_answers(root):
+    n = len(Index.open(root).store)
+    cached = RetrievalService(
+        ServiceConfig(index=root, cache_bytes=300_000), {"bm25": FakeRetriever(n, "bm25")}
+    ).start()
+    plain = RetrievalService(
+        ServiceConfig(index=root, cache_size=0), {"bm25": FakeRetriever(n, "bm25")}
+    ).start()
+    try:
+        queries = [f"{i} " + "long query " * 900 for i in range(120)]  # ~10 KB each
+        for q in queries:
+            assert cached.search([q], 3) == plain.search([q], 3)
+        assert cached.cache.nbytes <= 300_000
+        assert 0 < len(cached.cache) < 40  # 120 entries of 10 KB do not fit
+        assert cached.search(queries[-1:], 3) == plain.search(queries[-1:], 3)
+        assert cached.cache.hits == 1
+    finally:
+        cached.stop()
+        plain.stop()
+
+
+def test_lru_cache_evicts_oldest_by_bytes():
+    c = LRUCache(100, max_bytes=1000)
+    for i in range(10):
+        c.put(("r", f"{i:03d}" + "x" * 200, 3), ())
+    assert 0 < len(c) < 10 and c.nbytes <= 1000
+    assert c.get(("r", "009" + "x" * 200, 3)) == ()  # the newest stays
+    assert c.get(("r", "000" + "x" * 200, 3)) is None  # the oldest went
+    c.put(("r", "y" * 5000, 3), ())  # bigger than the whole cache: not kept, nothing evicted
+    assert c.get(("r", "y" * 5000, 3)) is None and len(c) > 0
+    c.clear()
+    assert c.nbytes == 0 and c.stats()["bytes"] == 0
+
+
+def test_encoder_cuts_a_huge_query_before_tokenizing():
+    from retriever.dense import encoders
+
+    enc = encoders.load_encoder(encoders.resolve_config(str(encoders.packaged_model_path())))
+    lengths = []
+    tokenizer = enc.tokenizer
+
+    def spy(texts, **kwargs):
+        lengths.extend(len(t) for t in texts)
+        return tokenizer(texts, **kwargs)
+
+    enc.tokenizer = spy
+    huge = "the history of wikipedia " * 400_000  # 10 MB
+    ids = enc.tokenize([huge, "who wrote hamlet"])
+    limit = enc.config.max_length * encoders.MAX_CHARS_PER_TOKEN
+    assert max(lengths) <= limit
+    # the same tokens as tokenizing the whole string (reference), cut to max_length
+    whole = tokenizer([huge[: limit * 4]], truncation=True, max_length=enc.config.max_length)
+    assert ids[0] == whole["input_ids"][0] and len(ids[0]) == enc.config.max_length
+    assert ids[1] == tokenizer(["who wrote hamlet"])["input_ids"][0]
+
+
+# ---- 3. connections: idle and half requests closed, a cap answered 503 JSON ---------------
+class Subprocess:
+    """``python -m retriever.server`` on a free port, its log in a file."""
+
+    def __init__(self, root, tmp_path, *flags: str):
+        self.port = free_port()
+        self.log_path = tmp_path / "server.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "retriever.server", "--index", str(root),
+               "--port", str(self.port), "--no-ui", *flags]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=self.log)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready: {self.text()}")
+
+    def text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> tuple[int, float]:
+        t = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.log.close()
+        return code, time.monotonic() - t
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_root, tmp_path):
+    server = Subprocess(bm25_root, tmp_path, "--request-timeout", "1", "--max-connections", "6")
+    try:
+        server.wait_ready()
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        half = socket.create_connection(("127.0.0.1", server.port))
+        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+        head_only = socket.create_connection(("127.0.0.1", server.port))
+        head_only.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        for s in (idle, half, head_only):
+            assert closed_within(s, 6), "a connection stayed open past the request timeout"
+            s.close()
+
+        # the cap: six open connections, the seventh is answered 503 JSON and closed
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(6)]
+        r = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "6 open connections" in r.json()["detail"]
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        assert httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5).status_code == 200
+        # a keep-alive client that keeps sending is never cut
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+            for _ in range(4):
+                assert c.post("/retrieve", json={"queries": ["hamlet"]}).status_code == 200
+                time.sleep(0.4)
+        code, seconds = server.stop()
+        assert code == 0 and seconds < 20
+        log = server.text()
+        assert "connection limit 6 reached" in log
+        assert "Traceback" not in log
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+# ---- 4. SIGTERM while requests outlast the drain time ------------------------------------
+def test_shutdown_answers_every_request_with_json_in_bounded_time(root, caplog):
+    n = len(Index.open(root).store)
+    slow = FakeRetriever(n, "bm25", delay=0.5)
+    service = RetrievalService(
+        ServiceConfig(index=root, max_batch=1, max_wait_ms=0), {"bm25": slow}
+    )
+    service.start()
+    port = free_port()
+    limits = ConnectionLimits(drain_seconds=1.0)
+    config = server_config(
+        create_app(service), "127.0.0.1", port, limits, log_config=None, access_log=False
+    )
+    server = Server(config, service, limits.drain_seconds)
+    thread = threading.Thread(target=server.run, daemon=True)
+    caplog.set_level(logging.INFO)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+
+    def ask(i: int):
+        try:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/retrieve", json={"queries": [f"q{i}"]}, timeout=30
+            )
+        except httpx.HTTPError as exc:
+            return "io", repr(exc), None
+        return r.status_code, r.json(), r.headers.get("retry-after")
+
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(ask, i) for i in range(12)]  # 6 s of work, 1 s of drain
+        deadline = time.monotonic() + 20  # all twelve in: one searching, the rest queued
+        while service.health()["retrievers"]["bm25"]["queue_depth"] < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)  # what uvicorn does on SIGTERM
+        thread.join(20)
+        stopped = time.monotonic() - t
+        answers = [f.result() for f in futures]
+    assert not thread.is_alive() and stopped < limits.drain_seconds + 6
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {200, 503}, answers
+    assert 200 in statuses and 503 in statuses
+    for status, body, retry in answers:
+        if status == 503:
+            assert body["error"] == "unavailable" and retry is not None
+        else:
+            assert len(body["result"]) == 1
+    logs = caplog.text
+    assert "Traceback" not in logs and "Exception in ASGI" not in logs
+    assert "Cancel" not in logs  # uvicorn never had to cancel a request
+    service.stop()
+
+
+def test_sigterm_exits_zero_promptly_with_a_half_sent_request(bm25_root, tmp_path):
+    server = Subprocess(bm25_root, tmp_path, "--drain-seconds", "1")
+    try:
+        server.wait_ready()
+        half = socket.create_connection(("127.0.0.1", server.port))
+        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+        time.sleep(0.3)
+        code, seconds = server.stop()
+        half.close()
+        assert code == 0 and seconds < 15, server.text()
+        assert "Traceback" not in server.text()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+# ---- 5. an index that fails to load -------------------------------------------------------
+def test_a_failed_load_exits_non_zero_with_the_error_line(bm25_root, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bm25_root, broken)
+    for f in (broken / "bm25").glob("*.npy"):
+        f.write_bytes(b"not an array")
+    server = Subprocess(broken, tmp_path, "--no-warmup")
+    try:
+        code = server.proc.wait(90)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+        server.log.close()
+    text = server.log_path.read_text(errors="replace")
+    assert code not in (None, 0), text
+    assert "error: the index failed to load" in text
+    assert "Traceback" not in text
+
+
+def test_connection_limits_refuse_bad_values():
+    with pytest.raises(ValueError, match="request_timeout"):
+        ConnectionLimits(request_timeout=0)
+    with pytest.raises(ValueError, match="max_connections"):
+        ConnectionLimits(max_connections=0)
