@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ADD_ROWS = 1 << 16
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
+DEFAULT_RERANK = 100  # candidates re-scored from the shards when the codes are lossy (PQ, SQ)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--train-sample", type=int, default=262_144, help="rows to train on (default 262144)"
+    )
+    p.add_argument(
+        "--rerank",
+        type=int,
+        help=f"candidates re-scored exactly from the shards at search time (default "
+        f"{DEFAULT_RERANK} for PQ/SQ codes, 0 otherwise)",
     )
     p.add_argument(
         "--device", default="cpu", help="cpu, or cuda to train k-means on GPU (faiss-gpu)"
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         ef_search=args.ef_search,
         train_sample=args.train_sample,
         device=args.device,
+        rerank=args.rerank,
     )
     print(
         f"faiss: {entry['factory']} over {entry['ntotal']} vectors in {time.perf_counter() - start:.1f} s "
@@ -159,6 +167,7 @@ def build_index(
     ef_search: int | None = None,
     train_sample: int = 262_144,
     device: str = "cpu",
+    rerank: int | None = None,
 ) -> dict:
     """Build ``factory`` over ``root/dense-name``'s shards; returns the manifest's faiss entry."""
     import faiss
@@ -220,6 +229,7 @@ def build_index(
         "ntotal": int(index.ntotal),
         "nprobe": (nprobe or DEFAULT_NPROBE) if has_ivf else None,
         "ef_search": (ef_search or DEFAULT_EF_SEARCH) if "HNSW" in factory else None,
+        "rerank": default_rerank(factory) if rerank is None else rerank,
         "train_sample": min(train_sample, int(index.ntotal)) if t1 > t0 + 1e-3 else 0,
         "train_seconds": t1 - t0,
         "add_seconds": t2 - t1,
@@ -228,6 +238,15 @@ def build_index(
     manifest["faiss"] = entry
     write_manifest(folder, manifest)
     return entry
+
+
+def default_rerank(factory: str) -> int:
+    """Lossy codes (PQ, SQ, LSH) are re-scored from the shards by default; exact ones are not.
+
+    >>> default_rerank("IVF4096,PQ64"), default_rerank("HNSW32"), default_rerank("HNSW32,SQ8")
+    (100, 0, 100)
+    """
+    return DEFAULT_RERANK if re.search(r"PQ|SQ|LSH|RQ", factory) else 0
 
 
 def _has_ivf(index) -> bool:

@@ -354,3 +354,64 @@ def test_ann_built_from_shards_finds_the_exact_scores(fake_root, tmp_path, facto
     exact = load(folder, idx.store, backend="torch", encoder=HashEncoder())
     for a, b in zip(ann.search(qs, 5), exact.search(qs, 5)):
         np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+
+
+def test_exact_rerank_scores_candidates_from_the_shards(vectors):
+    from retriever.dense.faiss_backend import exact_rerank
+
+    x, q = vectors
+    parts = [(0, x[:1000]), (1000, x[1000:])]
+    rng = np.random.default_rng(4)
+    others = np.setdiff1d(np.arange(len(x)), np.r_[10:20, 1500:1510])
+    ids = np.stack([rng.choice(others, 30, replace=False) for _ in q])  # distinct, as faiss's
+    ids[:10, 0], ids[:10, 1] = np.arange(1500, 1510), np.arange(10, 20)  # the duplicate pairs
+    ids[5, -3:] = -1  # faiss pads with -1
+    for metric in ("ip", "l2"):
+        s, i = exact_rerank(q, ids, parts, 8, metric)
+        for r in range(len(q)):
+            cand = ids[r][ids[r] >= 0]
+            exact = x[cand].astype(np.float64) @ q[r].astype(np.float64)
+            if metric == "l2":
+                exact = -((x[cand].astype(np.float64) - q[r]) ** 2).sum(1)
+            order = np.lexsort((cand, -exact.astype(np.float32)))[:8]
+            assert i[r].tolist() == cand[order].tolist()
+            np.testing.assert_allclose(s[r], exact[order], rtol=1e-6)
+        assert [i[r][:2].tolist() for r in range(10)] == [[10 + r, 1500 + r] for r in range(10)]
+    s, i = exact_rerank(q[:1], np.array([[3, -1, -1]]), parts, 3)
+    assert i.tolist() == [[3, -1, -1]] and np.isinf(s[0, 1:]).all()
+
+
+def test_ivfpq_part_reranks_from_the_shards_by_default(fake_root, tmp_path):
+    import shutil
+
+    from index_build.build_faiss import build_index
+    from retriever.dense.retriever import load
+
+    root = tmp_path / "root"
+    shutil.copytree(fake_root, root)
+    entry = build_index(root, "fake", "IVF4,PQ8x4", nprobe=4, train_sample=500)
+    assert entry["rerank"] == 100
+    idx = Index.open(root)
+    qs = [idx.store.get(i).title + " river" for i in range(0, len(idx.store), 7)]
+    folder = root / "dense-fake"
+    exact = load(folder, idx.store, backend="torch", encoder=HashEncoder()).search(qs, 5)
+    every = load(folder, idx.store, backend="faiss", encoder=HashEncoder(), rerank=len(idx.store))
+    rows = [[h.row for h in a] for a in every.search(qs, 5)]
+    assert rows == [[h.row for h in a] for a in exact]  # all candidates re-scored: exact
+    default = load(folder, idx.store, backend="faiss", encoder=HashEncoder()).search(qs, 5)
+    codes = load(folder, idx.store, backend="faiss", encoder=HashEncoder(), rerank=0).search(qs, 5)
+
+    def recall(found):
+        return np.mean(
+            [len({h.row for h in a} & {h.row for h in b}) / 5 for a, b in zip(found, exact)]
+        )
+
+    assert recall(default) > recall(codes) and recall(default) >= 0.9, (
+        recall(default),
+        recall(codes),
+    )
+    for a, b in zip(default, exact):  # re-scored hits carry their exact scores
+        want = {h.row: h.score for h in b}
+        assert all(abs(h.score - want[h.row]) < 1e-6 for h in a if h.row in want)
+    lossy = [abs(a[0].score - b[0].score) > 1e-4 for a, b in zip(codes, exact)]
+    assert any(lossy)  # PQ scores alone are approximate: the re-rank is what makes them exact

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 METRICS = {0: "ip", 1: "l2"}  # faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2
 GPU_ADD_ROWS = 1 << 20
+RERANK_ELEMENTS = 1 << 22  # float64 values held at once while re-scoring
 
 
 def flat_file_vectors(path: str | os.PathLike) -> tuple[np.ndarray, str]:
@@ -100,15 +101,30 @@ def gpu_available() -> bool:
 
 
 class FaissBackend:
-    """Search a faiss index (CPU, or GPU copies made by ``to_gpu``)."""
+    """Search a faiss index (CPU, or GPU copies made by ``to_gpu``).
 
-    def __init__(self, index, metric: str = "ip", threads: int | None = None, on_gpu: bool = False):
+    ``rerank=(parts, depth)``: fetch ``depth`` candidates from the index and score them again
+    exactly against the full vectors of the memory-mapped shards (``(first_row, array)``
+    pairs). PQ/SQ codes are lossy: on 768-d vectors IVF-PQ alone ranks about half of the true
+    top 10; re-scoring 100 candidates reads 100 rows per query from the page cache instead of
+    keeping the fp32 matrix in RAM (faiss's own IndexRefineFlat would).
+    """
+
+    def __init__(
+        self,
+        index,
+        metric: str = "ip",
+        threads: int | None = None,
+        on_gpu: bool = False,
+        rerank: tuple[Sequence[tuple[int, np.ndarray]], int] | None = None,
+    ):
         self.index = index
         self.metric = metric
         self.num_rows = int(index.ntotal)
         self.dim = int(index.d)
         self.threads = threads or os.cpu_count() or 1
         self.on_gpu = on_gpu
+        self.rerank = rerank if rerank and rerank[1] > 0 else None
         self._lock = threading.Lock()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,13 +135,46 @@ class FaissBackend:
         k = min(k, self.num_rows)
         if len(queries) == 0 or k == 0:
             return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+        depth = min(max(k, self.rerank[1]), self.num_rows) if self.rerank else k
         with self._lock:
             if not self.on_gpu:  # 0.1 us: set it every call, other code may have changed it
                 faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
-            scores, ids = self.index.search(queries, k)
+            scores, ids = self.index.search(queries, depth)
+        if self.rerank:
+            return exact_rerank(queries, ids, self.rerank[0], k, self.metric)
         if self.metric == "l2":
             scores = -scores
         return scores, ids
+
+
+def exact_rerank(
+    queries: np.ndarray, ids: np.ndarray, parts, k: int, metric: str = "ip"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of candidate rows ``ids`` (-1: none) by their exact float64 scores
+    (inner product, or negated squared L2) against the vectors in ``parts``; ties by row."""
+    from .torch_backend import merge_topk
+
+    n, depth = ids.shape
+    scores = np.empty((n, depth), np.float32)
+    step = max(1, RERANK_ELEMENTS // max(1, depth * queries.shape[1]))
+    for s in range(0, n, step):
+        chunk = ids[s : s + step]
+        vectors = np.zeros((*chunk.shape, queries.shape[1]), np.float64)
+        for first, array in parts:
+            inside = (chunk >= first) & (chunk < first + len(array))
+            if inside.any():
+                rows = chunk[inside] - first
+                order = np.argsort(rows, kind="stable")  # sorted reads: fewer page misses
+                where = tuple(axis[order] for axis in inside.nonzero())
+                vectors[where] = array[rows[order]]
+        q = queries[s : s + step].astype(np.float64)[:, None, :]
+        if metric == "l2":
+            scores[s : s + step] = -((vectors - q) ** 2).sum(-1)
+        else:
+            scores[s : s + step] = (vectors * q).sum(-1)
+    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+    scores, ids = merge_topk(scores, ids, k)
+    return scores, np.where(np.isfinite(scores), ids, -1)
 
 
 def to_gpu(

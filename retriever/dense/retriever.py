@@ -147,6 +147,7 @@ def load(
     shard: bool = True,
     batch_size: int = 64,
     block_rows: int | None = None,
+    rerank: int | None = None,
 ) -> DenseRetriever:
     """Open ``folder`` (a ``dense-NAME`` part) for search against ``store``.
 
@@ -154,7 +155,9 @@ def load(
     ``device``: ``cpu``, ``cuda`` or ``cuda:0,1``; ``dtype`` of the torch matrix (``auto``:
     fp16 on GPU, fp32 on CPU); ``model_path``: where the manifest's model lies, when not at its
     recorded name; ``encoder``: a ready query encoder (must match the manifest);
-    ``shard``: split the vectors over the devices (else replicate them; faiss-gpu and torch).
+    ``shard``: split the vectors over the devices (else replicate them; faiss-gpu and torch);
+    ``rerank``: faiss candidates re-scored exactly from the shards (default: the manifest's,
+    recorded at build time; 0 turns it off).
     """
     folder = Path(folder)
     manifest = read_manifest(folder, kind="dense")
@@ -184,7 +187,7 @@ def load(
         )
     else:
         search_backend = _faiss_backend(
-            folder, manifest, devices, nprobe, ef_search, threads, shard
+            folder, manifest, devices, nprobe, ef_search, threads, shard, rerank
         )
     if search_backend.num_rows != manifest["num_docs"]:
         raise ManifestMismatchError(
@@ -194,10 +197,12 @@ def load(
     return DenseRetriever(folder.name, encoder, search_backend, len(store))
 
 
-def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard):
+def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard, rerank=None):
     from .faiss_backend import FaissBackend, read_index, set_search_params, to_gpu
 
     entry = manifest.get("faiss") or {}
+    depth = entry.get("rerank") if rerank is None else rerank
+    exact = (vector_parts(folder, manifest), depth) if depth and manifest.get("shards") else None
     index = read_index(faiss_path(folder, manifest))
     set_search_params(
         index,
@@ -208,7 +213,7 @@ def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard)
     if devices[0].startswith("cuda"):
         parts = vector_parts(folder, manifest) if entry.get("factory") == "Flat" else None
         gpu_index, resources = to_gpu(index, devices, shard=shard, vectors=parts)
-        backend = FaissBackend(gpu_index, metric, threads, on_gpu=True)
+        backend = FaissBackend(gpu_index, metric, threads, on_gpu=True, rerank=exact)
         backend.resources = resources  # keep the GPU memory pools alive
         return backend
-    return FaissBackend(index, metric, threads)
+    return FaissBackend(index, metric, threads, rerank=exact)
