@@ -132,5 +132,12 @@ const UI = (() => {
     else history.pushState(null, "", url);
   }
 
-  return { ApiError, el, api, showStatus, terms, highlight, fmt, params, setParams };
+  // <body data-busy="1"> while any view update is in flight (the browser tests wait on it)
+  let pending = 0;
+  function busy(delta) {
+    pending = Math.max(0, pending + delta);
+    document.body.dataset.busy = pending ? "1" : "0";
+  }
+
+  return { ApiError, el, api, showStatus, terms, highlight, fmt, params, setParams, busy };
 })();

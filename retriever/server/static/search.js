@@ -4,11 +4,12 @@
 "use strict";
 
 (() => {
-  const { el, api, showStatus, terms, highlight, fmt, params, setParams } = UI;
+  const { el, api, showStatus, terms, highlight, fmt, params, setParams, busy } = UI;
   const PAGE_CHARS = 4000; // the env's default page_chars ("page k of N")
   const form = document.getElementById("search-form");
   const $ = (id) => document.getElementById(id);
   let info = null;
+  let searches = 0, reads = 0; // a slow answer to an older request must not replace a newer one
 
   function state() {
     const p = params();
@@ -59,9 +60,11 @@
     const k = parseInt(s.k || info.config.default_topk, 10);
     showStatus(`searching ${names.join(" and ")}…`);
     const t0 = performance.now();
+    const mine = ++searches;
     const replies = await Promise.all(names.map((name) => api("/retrieve", {
       queries: [s.q], topk: k, return_scores: true, retriever: name,
     })));
+    if (mine !== searches) return;
     const ms = performance.now() - t0;
     const lists = replies.map((r) => r.result[0]);
     const ranks = lists.map((docs) => new Map(docs.map((d, i) => [d.document.id, i + 1])));
@@ -80,11 +83,14 @@
   async function showPage(s) {
     const reader = $("reader");
     if (!s.open) {
+      reads++;
       reader.hidden = true;
       return;
     }
     const offset = (s.p - 1) * s.chars;
+    const mine = ++reads;
     const reply = await api("/access", { ids: [s.open], offset, max_chars: s.chars });
+    if (mine !== reads) return;
     const page = reply.result[0];
     reader.hidden = false;
     if (!page) {
@@ -108,16 +114,16 @@
   function openPage(id, page) {
     const s = state();
     setParams({ ...s, open: id, p: page, chars: s.chars === PAGE_CHARS ? "" : s.chars });
-    document.body.dataset.busy = "1";
+    busy(+1);
     showPage(state())
       .catch((err) => showStatus(err.message, true))
-      .finally(() => { document.body.dataset.busy = "0"; });
+      .finally(() => busy(-1));
   }
 
   async function run() {
     const s = state();
     fillForm(s);
-    document.body.dataset.busy = "1";
+    busy(+1);
     try {
       if (s.q.trim()) await search(s);
       else {
@@ -129,7 +135,7 @@
     } catch (err) {
       showStatus(err.message, true);
     }
-    document.body.dataset.busy = "0";
+    busy(-1);
   }
 
   form.addEventListener("submit", (event) => {

@@ -4,11 +4,12 @@
 "use strict";
 
 (() => {
-  const { el, api, showStatus, fmt, params, setParams } = UI;
+  const { el, api, showStatus, fmt, params, setParams, busy } = UI;
   const $ = (id) => document.getElementById(id);
   const LIMIT = 50;
   let files = [];
   let retry = null;
+  let runs = 0; // answers to an older view must not replace a newer one
 
   function state() {
     const p = params();
@@ -47,13 +48,14 @@
     return el("td", { className: value >= 1 ? "num good" : "num", text: fmt(value, 2) });
   }
 
-  async function showTable(s) {
+  async function showTable(s, mine) {
     const q = new URLSearchParams({ sort: s.sort, offset: s.offset, limit: LIMIT });
     if (s.desc) q.set("desc", s.desc);
     if (s.failed) q.set("failed", s.failed);
     if (s.dataset) q.set("dataset", s.dataset);
     if (s.q) q.set("q", s.q);
     const page = await api(`/ui/api/trajectories/${encodeURIComponent(s.file)}?${q}`);
+    if (mine !== runs) return;
     const rows = page.rows.map((r) => {
       const link = `?file=${encodeURIComponent(s.file)}&episode=${r.line}`;
       const open = (event) => {
@@ -104,8 +106,9 @@
       turn.observation ? el("pre", { className: "observation", text: turn.observation }) : null);
   }
 
-  async function showEpisode(s) {
+  async function showEpisode(s, mine) {
     const reply = await api(`/ui/api/trajectories/${encodeURIComponent(s.file)}/${encodeURIComponent(s.episode)}`);
+    if (mine !== runs) return;
     const rec = reply.record;
     $("ep-question").textContent = rec.question ?? "";
     const facts = [
@@ -130,24 +133,34 @@
 
   async function run() {
     const s = state();
+    const mine = ++runs;
     fillForm(s);
-    document.body.dataset.busy = "1";
+    busy(+1);
     try {
       $("episode").hidden = !s.episode;
       $("table-view").hidden = Boolean(s.episode);
       if (!files.length) showStatus("no trajectory files: start the server with --trajectories FILE", true);
-      else if (s.episode) await showEpisode(s);
-      else await showTable(s);
+      else if (s.episode) await showEpisode(s, mine);
+      else await showTable(s, mine);
     } catch (err) {
-      if (err.status === 503) { // a large file is being indexed: say how far, ask again
+      if (mine === runs && err.status === 503) { // a large file is being indexed: ask again
         showStatus(err.message);
-        clearTimeout(retry);
-        retry = setTimeout(run, 1000);
-        return;
+        retryLater();
+      } else if (mine === runs) {
+        showStatus(err.message, true);
       }
-      showStatus(err.message, true);
     }
-    document.body.dataset.busy = "0";
+    busy(-1);
+  }
+
+  function retryLater() {
+    if (retry === null) busy(+1); // still busy while waiting to ask again
+    clearTimeout(retry);
+    retry = setTimeout(() => {
+      retry = null;
+      busy(-1);
+      run();
+    }, 1000);
   }
 
   $("filters").addEventListener("submit", (event) => {
