@@ -210,12 +210,18 @@ async def slow_client(port, stop, stats: Stats):
         t = time.perf_counter()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            unfinished = False
             for i in range(0, len(request), 8):
                 writer.write(request[i : i + 8])
                 await writer.drain()
                 await asyncio.sleep(0.5)
                 if time.perf_counter() > stop:
+                    unfinished = i + 8 < len(request)
                     break
+            if unfinished:  # the soak ended mid-request: not the server's doing
+                stats.add("slow client", "unfinished at end")
+                writer.close()
+                break
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             stats.add("slow client", int(head.split(b" ", 2)[1]), time.perf_counter() - t)
             writer.close()
@@ -223,8 +229,10 @@ async def slow_client(port, stop, stats: Stats):
             stats.add("slow client", f"closed:{type(exc).__name__}")
 
 
-async def idle_client(port, stop, stats: Stats, half: bool):
-    """Opens a connection and sends nothing (or half a request); how long until it is closed?"""
+async def idle_client(port, stop, stats: Stats, half: bool, timeout: float):
+    """Opens a connection and sends nothing (or half a request); how long until it is closed?
+    At the end, one still open is counted apart when it is younger than the server's
+    ``--request-timeout`` (it is not due yet) and older (it should have been closed)."""
     kind = "half request" if half else "idle connection"
     while time.perf_counter() < stop:
         t = time.perf_counter()
@@ -237,14 +245,16 @@ async def idle_client(port, stop, stats: Stats, half: bool):
             stats.add(kind, "closed by server" if not data else "answered", time.perf_counter() - t)
             writer.close()
         except asyncio.TimeoutError:
-            stats.add(kind, "still open at end")
+            age = time.perf_counter() - t
+            due = "open past the timeout" if age > timeout + 2 else "open, not due yet"
+            stats.add(kind, f"{due} at end")
             writer.close()
         except OSError as exc:
             stats.add(kind, f"io:{type(exc).__name__}")
             await asyncio.sleep(1)
 
 
-def request_makers(queries: list[str], titles: list[str], dense: str):
+def request_makers(queries: list[str], titles: list[str], dense: str, longest: str):
     j = json.dumps
     rnd = random.Random(0)
 
@@ -286,7 +296,7 @@ def request_makers(queries: list[str], titles: list[str], dense: str):
     def oversized():
         if rnd.random() < 0.5:
             return "POST", "/retrieve", j({"queries": [big_query + str(rnd.random())]}).encode(), "application/json"  # fmt: skip
-        body = {"titles": [rnd.choice(titles)] * 10_000, "max_chars": 200_000}
+        body = {"titles": [longest] * 10_000, "max_chars": 200_000}
         return "POST", "/access", j(body).encode(), "application/json"
 
     return {
@@ -299,11 +309,11 @@ def request_makers(queries: list[str], titles: list[str], dense: str):
     }
 
 
-def load_process(port: int, seconds: float, mix: dict, queries, titles, dense, out) -> None:
+def load_process(port, seconds, mix, queries, titles, dense, longest, timeout, out) -> None:
     async def main():
         stats = Stats()
         stop = time.perf_counter() + seconds
-        makers = request_makers(queries, titles, dense)
+        makers = request_makers(queries, titles, dense, longest)
         tasks = []
         for kind, n in mix.items():
             if kind in makers:
@@ -312,8 +322,8 @@ def load_process(port: int, seconds: float, mix: dict, queries, titles, dense, o
                     client_loop(port, stop, stats, kind, makers[kind], pause) for _ in range(n)
                 ]
         tasks += [slow_client(port, stop, stats) for _ in range(mix.get("slow", 0))]
-        tasks += [idle_client(port, stop, stats, False) for _ in range(mix.get("idle", 0))]
-        tasks += [idle_client(port, stop, stats, True) for _ in range(mix.get("half", 0))]
+        tasks += [idle_client(port, stop, stats, False, timeout) for _ in range(mix.get("idle", 0))]
+        tasks += [idle_client(port, stop, stats, True, timeout) for _ in range(mix.get("half", 0))]
         await asyncio.gather(*tasks)
         return stats
 
@@ -346,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", help="index root with bm25/ and a dense part (default: build one)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--server-args", default="", help="extra server flags, space-separated")
+    ap.add_argument(
+        "--request-timeout",
+        type=float,
+        default=20.0,
+        help="the server's --request-timeout (idle and half-sent connections close after it)",
+    )
     ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
@@ -368,9 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{index} needs a bm25 part and a dense part for the soak")
     store = idx.store
     titles = sorted({store.get(r).title for r in range(0, len(store), max(1, len(store) // 200))})
+    longest = max(titles, key=lambda t: len(store.page(t).text))  # 10,000 copies: oversized
     queries = [line.split("\t", 1)[0] for line in NQ.read_text().splitlines()[:2000]]
 
-    server = Server(index, args.server_args.split())
+    extra = ["--request-timeout", str(args.request_timeout), *args.server_args.split()]
+    server = Server(index, extra)
     ready = wait_ready(server)
     rss_ready = server.rss_mb()
     idle_health = []
@@ -389,7 +407,18 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(
-        target=load_process, args=(server.port, seconds, mix, queries, titles, dense, out)
+        target=load_process,
+        args=(
+            server.port,
+            seconds,
+            mix,
+            queries,
+            titles,
+            dense,
+            longest,
+            args.request_timeout,
+            out,
+        ),
     )
     health: list = []
     rss: list = []
@@ -451,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['health_load_p50_ms']} ms, p99 {summary['health_load_p99_ms']} ms, max "
             f"{summary['health_load_max_ms']} ms; probes not answered 200: {dict(h_bad) or 'none'}. "
             f"Server alive at the end: {alive}; SIGTERM -> exit {code} in {summary['sigterm_seconds']} s; "
-            f"tracebacks in its log: {tracebacks}. Clients: {mix}."
+            f"tracebacks in its log: {tracebacks}. Clients: {mix}; server --request-timeout "
+            f"{args.request_timeout:g} s (an idle or half-sent connection is due to close after it)."
         )
         append_section(
             f"Soak: {args.minutes:g} min of mixed and hostile load, BM25 + {dense}",
