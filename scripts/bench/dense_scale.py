@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from common import REPO, append_section, median  # noqa: E402
 
 K = 10
+RERANK = 100
 SHARD_ROWS = 100_000
 
 
@@ -174,23 +175,30 @@ def recall(ids: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids.tolist(), exact.tolist())]))
 
 
-def sweep(path: Path, knob: str, values, q, exact) -> list[dict]:
+def sweep(path: Path, knob: str, values, q, exact, parts=None) -> list[dict]:
+    """recall@10 and queries/s for each value of ``knob``; with ``parts``, also re-ranked
+    exactly from the shards (``RERANK`` candidates, what the part's manifest turns on for
+    PQ/SQ codes)."""
     from retriever.dense.faiss_backend import FaissBackend, read_index, set_search_params
 
     index = read_index(path)
-    backend = FaissBackend(index)
+    variants = [(0, FaissBackend(index))]
+    if parts is not None:
+        variants.append((RERANK, FaissBackend(index, rerank=(parts, RERANK))))
     rows = []
     for v in values:
         set_search_params(index, **{knob: v})
-        _, ids = backend.search(q, K)
-        row = {
-            knob: v,
-            "recall@10": round(recall(ids, exact), 4),
-            "qps_b1": round(timed_search(backend, q, 1, 200), 1),
-            "qps_b64": round(timed_search(backend, q, 64, 4), 1),
-        }
-        rows.append(row)
-        print(f"    {knob} {v:>4}: {row}", flush=True)
+        for depth, backend in variants:
+            _, ids = backend.search(q, K)
+            row = {
+                knob: v,
+                "rerank": depth,
+                "recall@10": round(recall(ids, exact), 4),
+                "qps_b1": round(timed_search(backend, q, 1, 200), 1),
+                "qps_b64": round(timed_search(backend, q, 64, 4), 1),
+            }
+            rows.append(row)
+            print(f"    {knob} {v:>4}: {row}", flush=True)
     return rows
 
 
@@ -219,6 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/dense_scale", help="scratch folder (kept for reruns)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per build")
     ap.add_argument("--skip-naive", action="store_true", help="no in-RAM baseline build")
+    ap.add_argument(
+        "--reuse", action="store_true", help="search indexes an earlier run built (results.json)"
+    )
     ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = ap.parse_args(argv)
     root = Path(args.work)
@@ -256,29 +267,47 @@ def main(argv=None) -> int:
     if args.hnsw:
         subpart(root, "hnsw", "scale", args.hnsw_n)
         plans.append(("hnsw", args.hnsw, "ef_search", (32, 128, 512), args.hnsw_n))
+    earlier = {}
+    if args.reuse and (root / "results.json").is_file():
+        earlier = {
+            e["factory"]: e for e in json.loads((root / "results.json").read_text())["indexes"]
+        }
     for name, factory, knob, values, n in plans:
+        from index_build.build_faiss import default_rerank, factory_file
+        from retriever.dense.retriever import vector_parts
+        from retriever.manifest import read_manifest
+
         print(f"{factory} over {name}:", flush=True)
         want = exact if name == "scale" else exact_ids(root, name, q)[0]
-        ours = ours_build(root, name, factory, args.train_sample, args.timeout)
-        entry = {"factory": factory, "n": n, "ours": _short(ours)}
-        print(f"  ours: {entry['ours']}", flush=True)
-        if ours.get("rc") == 0:
-            from index_build.build_faiss import factory_file
-
-            path = root / f"dense-{name}" / factory_file(factory)
+        path = root / f"dense-{name}" / factory_file(factory)
+        if args.reuse and path.is_file() and factory in earlier:
+            entry = {k: v for k, v in earlier[factory].items() if k != "sweep"}
+            print(f"  reusing {path} (built earlier: {entry['ours']})", flush=True)
+        else:
+            ours = ours_build(root, name, factory, args.train_sample, args.timeout)
+            entry = {"factory": factory, "n": n, "ours": _short(ours)}
+            print(f"  ours: {entry['ours']}", flush=True)
+            if not args.skip_naive and name == "scale":  # the baseline that holds every vector
+                naive_file = root / "naive.index"
+                naive = naive_build(
+                    root, name, factory, args.train_sample, naive_file, args.timeout
+                )
+                naive_file.unlink(missing_ok=True)
+                entry["naive"] = _short(naive)
+                print(f"  naive: {entry['naive']}", flush=True)
+        if path.is_file():
+            folder = root / f"dense-{name}"
+            parts = vector_parts(folder, read_manifest(folder, kind="dense"))
             entry["file_gb"] = round(path.stat().st_size / 1e9, 3)
-            entry["sweep"] = sweep(path, knob, values, q, want)
-        if not args.skip_naive and name == "scale":  # the baseline that holds every vector
-            naive_file = root / "naive.index"
-            naive = naive_build(root, name, factory, args.train_sample, naive_file, args.timeout)
-            naive_file.unlink(missing_ok=True)
-            entry["naive"] = _short(naive)
-            print(f"  naive: {entry['naive']}", flush=True)
+            entry["sweep"] = sweep(
+                path, knob, values, q, want, parts if default_rerank(factory) else None
+            )
         results["indexes"].append(entry)
     results["total_s"] = round(time.perf_counter() - t0, 1)
     results["load_avg"] = os.getloadavg()[0]
     results["self_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     print(json.dumps(results))
+    (root / "results.json").write_text(json.dumps(results))
     if not args.no_append:
         _append(results, args)
     return 0
@@ -298,6 +327,7 @@ def _append(results: dict, args) -> None:
         "peak RSS GB (ours / naive)",
         "file GB",
         "knob",
+        "re-rank",
         "recall@10",
         "q/s batch 1 (1 thread)",
         "q/s batch 64",
@@ -317,6 +347,7 @@ def _append(results: dict, args) -> None:
                     rss,
                     e.get("file_gb", "-"),
                     f"{knob} {row[knob]}",
+                    row.get("rerank", 0),
                     row["recall@10"],
                     row["qps_b1"],
                     row["qps_b64"],
@@ -328,10 +359,17 @@ def _append(results: dict, args) -> None:
         f"trained on {args.train_sample:,} sampled rows; {args.queries} held-out queries. "
         "Ours = `python -m index_build faiss` (sample read with pread, vectors added in chunks "
         "read from the shard files); naive = all vectors loaded into RAM as float32, then "
-        "train + one add (each build in its own process, peak RSS of that process). Exact "
+        "train + one add (each build in its own process; peak RSS = that process's VmHWM). "
+        f"Re-rank {RERANK}: the {RERANK} best candidates of the index re-scored exactly from the "
+        "memory-mapped shards (what a part built with PQ/SQ codes does by default). Exact "
         f"search (torch fp32, batch {args.queries}): {results['exact_qps_b256']} q/s. "
         f"Load average {results['load_avg']:.1f} at the end (the 2 cores are shared); "
-        f"total {results['total_s']} s."
+        f"total {results['total_s']} s"
+        + (
+            " (searches only: the indexes were built by the run before, same flags)."
+            if args.reuse
+            else "."
+        )
     )
     append_section(
         "Dense at scale on CPU (IVF-PQ, HNSW)",
