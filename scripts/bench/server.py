@@ -71,6 +71,14 @@ def start_server(
     return proc, url, ready, info["rss_bytes_at_ready"]
 
 
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of the server process and its threads so far."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def stop_server(proc) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -206,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     # Both servers run side by side (an idle one costs no CPU) and the modes alternate at each
     # concurrency, so drift in the machine's load does not favour the mode measured last.
     servers = {}
+    pids: dict[str, int] = {}
     try:
         for mode, (max_batch, repo) in modes.items():
             proc, url, ready, rss = start_server(
                 args.index, args.retriever, max_batch, args.server_arg, repo
             )
             servers[mode] = (proc, url)
+            pids[mode] = proc.pid
             out[f"{mode} ready_s"] = round(ready, 2)
             out[f"{mode} rss_mb"] = round(rss / 2**20)
         for _, url in servers.values():  # warm up: every query once, then the loop
@@ -222,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict]] = {mode: [] for mode in servers}
             for _ in range(args.repeats):  # alternate: drift hits both modes alike
                 for mode, (_, url) in servers.items():
-                    runs[mode].append(
-                        drive(url, args.retriever, queries, c, args.seconds, args.procs)
-                    )
+                    before = server_cpu(pids[mode])
+                    r = drive(url, args.retriever, queries, c, args.seconds, args.procs)
+                    # CPU the server spent per answered request: robust to other jobs' load
+                    r["cpu_ms"] = 1000 * (server_cpu(pids[mode]) - before) / max(r["requests"], 1)
+                    runs[mode].append(r)
             for mode in servers:
                 r = {k: median([run[k] for run in runs[mode]]) for k in runs[mode][0]}
                 rows.append(
@@ -234,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['qps']:.0f}",
                         f"{r['p50_ms']:.1f}",
                         f"{r['p99_ms']:.1f}",
+                        f"{r['cpu_ms']:.2f}",
                         r["errors"],
                     ]
                 )
                 out[f"{mode} c={c}"] = {k: round(v, 2) for k, v in r.items()}
                 print(
-                    f"{mode:12s} c={c:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}",
+                    f"{mode:12s} c={c:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  cpu {r['cpu_ms']:.2f} ms/req  errors {r['errors']}",
                     flush=True,
                 )
         for mode, (_, url) in servers.items():
@@ -256,14 +269,19 @@ def main(argv: list[str] | None = None) -> int:
         a, b = out[f"{first} c={c}"]["qps"], out[f"{second} c={c}"]["qps"]
         ratios[c] = a / b if b else float("inf")
     out["speedup"] = {str(c): round(v, 2) for c, v in ratios.items()}
+    cpu = {c: out[f"{first} c={c}"]["cpu_ms"] / out[f"{second} c={c}"]["cpu_ms"] for c in levels}
     big = out[f"{first} 2560 queries in one request s"]
 
-    header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "errors"]
+    header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
     print()
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(x) for x in row))
     print(f"req/s {first} / {second}: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items()))
+    print(
+        f"server CPU/request {first} / {second}: "
+        + ", ".join(f"c={c}: {v:.2f}x" for c, v in cpu.items())
+    )
     print(json.dumps({"bench": "server", **out}))
     if not args.no_record:
         what = "this tree vs baseline" if args.baseline_repo else "coalescing"
@@ -272,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.procs} load-generator processes, {args.seconds:.0f} s per point, median of "
             f"{args.repeats} alternating run(s). Req/s ratio of {what} ({first} / {second}): "
             + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
+            + "; server CPU per request ratio: "
+            + ", ".join(f"c={c}: {v:.2f}x" for c, v in cpu.items())
             + f". One request of 2,560 queries: {big:.2f} s ({first}), "
             f"{out[f'{second} 2560 queries in one request s']:.2f} s ({second}). "
             f"Time-to-ready {out[f'{first} ready_s']} s, RSS {out[f'{first} rss_mb']} MB."
