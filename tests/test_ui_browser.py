@@ -37,13 +37,23 @@ NO_MARKUP = "document.querySelectorAll('main img, main script, main b, main i, m
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def root(tmp_path_factory):
+    return build_index(tmp_path_factory.mktemp("ui-browser") / "index")
+
+
+@pytest.fixture(scope="module")
+def fake(root):
+    """The server's second retriever: seeded pseudo-random results, and a gate to hold them."""
+    return FakeRetriever(len(Index.open(root).store), name="fake")
+
+
+@pytest.fixture(scope="module")
+def site(root, fake):
     """(base url, service, trajectory records) of a live server with a token."""
-    root = build_index(tmp_path_factory.mktemp("ui-browser") / "index")
     path = root.parent / "trajectories.jsonl"
     records = write_trajectories(path, root)
     index = Index.open(root)
-    retrievers = {"bm25": index.retriever("bm25"), "fake": FakeRetriever(len(index.store))}
+    retrievers = {"bm25": index.retriever("bm25"), "fake": fake}
     config = ServiceConfig(index=str(root), token=TOKEN, warmup=False, trajectories=(str(path),))
     service = RetrievalService(config, retrievers=retrievers).start()
     with LiveServer(create_app(service)) as base:
@@ -287,3 +297,33 @@ def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, 
             assert browser.texts("#range") == ["rows 1–50 of 6000"]
     finally:
         service.stop()
+
+
+def test_a_slow_older_answer_does_not_replace_a_newer_search(site, browser, fake):
+    base, service, _ = site
+    fake.gate = threading.Event()  # searches of "fake" wait until it is set
+    try:
+        browser.open(url(base, "/ui"))
+        fake.entered.clear()
+        browser.evaluate(
+            "document.getElementById('q').value = 'slow query';"
+            "document.getElementById('retriever').value = 'fake';"
+            "document.querySelector('#search-form button').click();"
+        )
+        assert fake.entered.wait(10)  # the slow search reached the retriever
+        browser.evaluate(
+            "document.getElementById('q').value = 'kansas';"
+            "document.getElementById('retriever').value = 'bm25';"
+            "document.querySelector('#search-form button').click();"
+        )
+        k = service.config.default_topk  # the form starts with the server default
+        expected = [d["title"] for d in service.retrieve(["kansas"], k, "bm25")[0]]
+        browser.wait_for(f"document.querySelectorAll('.hit').length === {len(expected)}")
+        fake.gate.set()  # now the older answer arrives
+        browser.wait_idle()
+        assert browser.texts("#col-0 h2") == ["bm25"]
+        assert browser.texts(".hit .title") == expected
+        assert "q=kansas" in browser.evaluate("location.search")
+    finally:
+        fake.gate.set()
+        fake.gate = None
