@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="env.evaluate's trajectories.jsonl to browse at /ui/trajectories (repeatable)",
+        help="env.evaluate output (file or --out folder) for /ui/trajectories; repeatable",
     )
     from .lifecycle import ConnectionLimits
 

@@ -93,7 +93,7 @@ class ServiceConfig:
     warmup: bool = _opt(True, "skip the warm-up query")
     ui: bool = _opt(True, "do not serve the /ui pages (search playground, trajectories, stats)")
     trajectories: tuple[str, ...] = _opt(
-        (), "env.evaluate's trajectories.jsonl to browse at /ui/trajectories (repeatable)"
+        (), "env.evaluate output (file or --out folder) for /ui/trajectories; repeatable"
     )
 
     def __post_init__(self):

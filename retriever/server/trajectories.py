@@ -340,17 +340,30 @@ class TrajectoryFile:
 
 def open_files(paths: Sequence[str | os.PathLike]) -> list[TrajectoryFile]:
     """One ``TrajectoryFile`` per path, refusing missing files up front (a typo should not
-    surface later as an empty table); names are the base names, made unique."""
-    files: list[TrajectoryFile] = []
-    seen: dict[str, int] = {}
-    for path in paths:
+    surface later as an empty table). A folder means its ``trajectories.jsonl`` (what
+    ``env.evaluate --out DIR`` writes). Names are base names, with the folder when two clash.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for run in ("run-a", "run-b"):
+    ...     (d / run).mkdir(); _ = (d / run / "trajectories.jsonl").write_text("")
+    >>> [f.name for f in open_files([d / "run-a", d / "run-b" / "trajectories.jsonl"])]
+    ['run-a/trajectories.jsonl', 'run-b/trajectories.jsonl']
+    """
+    resolved = []
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "trajectories.jsonl")):
+            path = os.path.join(path, "trajectories.jsonl")
         if not os.path.isfile(path):
             raise BadRequestError(
-                f"--trajectories {path}: no such file (give env.evaluate's trajectories.jsonl)"
+                f"--trajectories {path}: no such file (give env.evaluate's trajectories.jsonl "
+                "or its --out folder)"
             )
-        name = os.path.basename(os.fspath(path))
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name} ({seen[name]})"
+        resolved.append(path)
+    base = [os.path.basename(p) for p in resolved]
+    files = []
+    for path, name in zip(resolved, base):
+        if base.count(name) > 1:
+            name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), name)
         files.append(TrajectoryFile(path, name))
     return files
