@@ -62,7 +62,8 @@ class TrainConfig:
     rewards: str = "f1,format"
     weights: str = "1.0,0.5"
     lr: float = 5e-5
-    temperature: float = 1.0
+    temperature: float = 0.7
+    top_k: int = 50
     seed: int = 0
     threads: int = 1
     max_minutes: float | None = None
@@ -104,6 +105,13 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     ap.add_argument("--weights", default=d.weights, help="one weight per reward")
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--temperature", type=float, default=d.temperature)
+    ap.add_argument(
+        "--top-k",
+        type=int,
+        default=d.top_k,
+        help="sample from the k likeliest tokens (0: all); a 135M model at temperature 1 over the "
+        "whole vocabulary writes noise that never reaches a tool tag",
+    )
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument(
         "--threads",
@@ -225,6 +233,7 @@ def build_trainer(cfg: TrainConfig, client, tasks):
         learning_rate=cfg.lr,
         beta=0.0,
         temperature=cfg.temperature,
+        top_k=cfg.top_k,
         reward_weights=weights,
         logging_steps=1,
         save_strategy="no",
