@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import threading
 
 import pytest
 from env_support import HOTPOT
@@ -347,6 +348,11 @@ def test_a_large_file_is_indexed_in_the_background(ui_root, records, tmp_path, m
     import retriever.server.ui as ui
 
     monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    hold = threading.Event()  # the scan waits for it, so the first answer is surely a 503
+    scan = TrajectoryFile._scan
+    monkeypatch.setattr(
+        TrajectoryFile, "_scan", lambda self, size: (hold.wait(30), scan(self, size))
+    )
     path = tmp_path / "large.jsonl"
     lines = big_file(path, records, 3000)
     config = ServiceConfig(index=str(ui_root), warmup=False, trajectories=(str(path),))
@@ -356,6 +362,8 @@ def test_a_large_file_is_indexed_in_the_background(ui_root, records, tmp_path, m
             r = c.get("/ui/api/trajectories/0?limit=3")
             assert r.status_code == 503, r.text
             assert "indexing large.jsonl" in r.json()["detail"] and r.headers["retry-after"] == "1"
+            assert c.get("/ui/api/trajectories").json()["files"][0]["indexing"] is True
+            hold.set()
             deadline = time.monotonic() + 60
             while r.status_code == 503 and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -364,6 +372,7 @@ def test_a_large_file_is_indexed_in_the_background(ui_root, records, tmp_path, m
             assert r.json()["total"] == sum(isinstance(x, dict) for x in lines)
             assert c.get("/ui/api/trajectories").json()["files"][0]["indexing"] is False
     finally:
+        hold.set()
         service.stop()
 
 

@@ -277,9 +277,15 @@ def test_search_page_waits_for_a_loading_server(site, browser):
 
 def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, monkeypatch):
     import retriever.server.ui as ui
+    from retriever.server.trajectories import TrajectoryFile
 
     _, ready_service, records = site
     monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    hold = threading.Event()  # the scan waits for it: "indexing" for as long as the test needs
+    scan = TrajectoryFile._scan
+    monkeypatch.setattr(
+        TrajectoryFile, "_scan", lambda self, size: (hold.wait(30), scan(self, size))
+    )
     path = tmp_path / "large.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for i in range(6000):
@@ -290,12 +296,15 @@ def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, 
         with LiveServer(create_app(service)) as base:
             browser.call("Page.navigate", url=f"{base}/ui/trajectories?sort=question&desc=1")
             browser.wait_for("document.getElementById('status').textContent.includes('indexing')")
+            assert browser.evaluate("document.body.dataset.busy") == "1"
+            hold.set()
             browser.wait_for("document.body.dataset.ready === '1'", timeout=60)
             browser.wait_idle()
             first = sorted((f"q{i}" for i in range(6000)), reverse=True)[:50]
             assert browser.texts("#episodes tbody .question") == first
             assert browser.texts("#range") == ["rows 1–50 of 6000"]
     finally:
+        hold.set()
         service.stop()
 
 
