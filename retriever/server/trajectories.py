@@ -349,7 +349,11 @@ def open_files(paths: Sequence[str | os.PathLike]) -> list[TrajectoryFile]:
     ...     (d / run).mkdir(); _ = (d / run / "trajectories.jsonl").write_text("")
     >>> [f.name for f in open_files([d / "run-a", d / "run-b" / "trajectories.jsonl"])]
     ['run-a/trajectories.jsonl', 'run-b/trajectories.jsonl']
+    >>> [f.name for f in open_files(str(d / "run-a"))]
+    ['trajectories.jsonl']
     """
+    if isinstance(paths, str | os.PathLike):  # one path given bare
+        paths = [paths]
     resolved = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path) and os.path.isfile(os.path.join(path, "trajectories.jsonl")):
