@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from env_support import Oracle, ensure_bm25, hotpot_client, hotpot_tasks
@@ -161,6 +162,26 @@ def test_verl_compute_score_signature_and_rows():
         compute_score("bamboogle", text, None, {"index": 5, "question": "q"})
     with pytest.raises(Exception, match="unknown"):
         compute_score("x", text, "Paris", reward="nope")
+
+
+@pytest.mark.parametrize("path", ["pkg://env.integrations.verl", "env/integrations/verl.py"])
+def test_verl_loads_compute_score_from_its_config(path, monkeypatch):
+    pytest.importorskip(
+        "tensordict", reason="verl is installed --no-deps with tensordict by make setup"
+    )
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    section = {"path": path, "name": "compute_score", "reward_kwargs": {"reward": "f1"}}
+    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": section}}))
+    text = "<answer>the Kansas Song</answer>"
+    assert (
+        fn(data_source="hotpotqa", solution_str=text, ground_truth=["Kansas Song"], extra_info={})
+        == 1.0
+    )
+    with pytest.raises(TaskFormatError, match="hotpotqa index 2"):
+        fn(data_source="hotpotqa", solution_str=text, ground_truth=None, extra_info={"index": 2})
 
 
 def test_verl_tools_from_verls_registry(live, tmp_path):

@@ -4,7 +4,7 @@ Reward (``custom_reward_function`` of the verl config)::
 
     reward:
       custom_reward_function:
-        path: <site-packages or repo>/env/integrations/verl.py
+        path: pkg://env.integrations.verl   # or the file's path
         name: compute_score
         reward_kwargs: {reward: em}          # or f1, cover_em, format, asearcher
 
@@ -12,9 +12,12 @@ Tools (``actor_rollout_ref.rollout.multi_turn.tool_config_path``): ``tool_config
 YAML; each tool calls ``python -m retriever.server`` over HTTP (Search-R1's ``/retrieve`` and
 ASearcher's ``/access``) and formats the result as the env does (``tool-call`` style).
 
-verl itself is not imported at module import: when it is installed the tools subclass its
-``BaseTool`` and answer ``ToolResponse`` objects; without it they are plain classes with the
-same methods (tests, other agent loops).
+Imports here are absolute: verl loads a reward file by path (``path: /…/verl.py``) as a module
+outside its package; ``path: pkg://env.integrations.verl`` imports it by name.
+
+verl is optional: when it imports, the tools subclass its ``BaseTool`` and answer
+``ToolResponse`` objects; without it they are plain classes with the same methods, and
+``compute_score`` needs nothing of verl.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import logging
 import uuid
 from typing import Any
 
-from ..errors import TaskFormatError
-from .scoring import answers_of, num_tool_calls, score_text_all
+from env.errors import TaskFormatError
+from env.integrations.scoring import answers_of, num_tool_calls, score_text_all
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def compute_score(
     A row without a gold answer raises, naming the row."""
     scores = compute_score_all(data_source, solution_str, ground_truth, extra_info)
     if reward not in scores or reward == "searches":
-        from .scoring import check_reward_name
+        from env.integrations.scoring import check_reward_name
 
         check_reward_name(reward)
     if return_dict:
@@ -181,7 +184,7 @@ class _ServerTool(_BaseTool):
         return self.tool_schema
 
     def _new_env(self):
-        from ..search_env import SearchEnv
+        from env.search_env import SearchEnv
 
         env = SearchEnv(self.client, **self._settings)
         env.reset(options={"question": "(verl tool call)", "answers": []})
