@@ -245,12 +245,16 @@ def test_verl_tool_refuses_a_dead_server():
 
 def test_skyrl_make_init_step(live):
     skyrl_gym = pytest.importorskip("skyrl_gym")
+    from omegaconf import DictConfig
+
     import env.integrations.skyrl  # noqa: F401  (registers "wikisearch")
 
     task = hotpot_tasks(2)[1]
     e = skyrl_gym.make(
         "wikisearch",
-        env_config={"search_url": live.url + "/retrieve", "topk": 2},
+        env_config=DictConfig(
+            {"search_url": live.url + "/retrieve", "topk": 2}
+        ),  # as SkyRL passes it
         extras={"reward_spec": {"ground_truth": {"target": list(task.answers)}}, "max_turns": 4},
     )
     prompt, meta = e.init([{"role": "user", "content": task.question}])
