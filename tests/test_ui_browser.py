@@ -232,6 +232,12 @@ def test_stats_page_draws_the_metrics(site, browser):
         "[...document.querySelectorAll('#retrievers tbody tr')].map(r => r.cells[0].textContent)"
     )
     assert rows == sorted(snap_names(snap))
+    workers = browser.evaluate(
+        "[...document.querySelectorAll('#workers tbody tr')]"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert workers == [[name, "alive"] for name in sorted(snap["health"]["retrievers"])]
+    assert sorted(snap["health"]["retrievers"]) == ["bm25", "fake"]
 
 
 def snap_names(snap) -> set:
@@ -336,3 +342,30 @@ def test_a_slow_older_answer_does_not_replace_a_newer_search(site, browser, fake
     finally:
         fake.gate.set()
         fake.gate = None
+
+
+class DyingRetriever(FakeRetriever):
+    """Kills its worker thread on the query "die" (as a bug past the batch's guard would)."""
+
+    def search(self, queries, k):
+        if "die" in queries:
+            raise SystemExit("worker killed by the test")
+        return super().search(queries, k)
+
+
+def test_stats_page_shows_a_dead_worker(site, browser):
+    _, ready_service, _ = site
+    config = ServiceConfig(index=ready_service.config.index, warmup=False)
+    service = RetrievalService(config, retrievers={"bm25": DyingRetriever(10, name="bm25")})
+    service.start()
+    try:
+        with LiveServer(create_app(service)) as base:
+            assert httpx.post(f"{base}/retrieve", json={"queries": ["die"]}).status_code == 503
+            browser.open(f"{base}/ui/stats?every=0.5", ready="+document.body.dataset.polls >= 1")
+            cells = browser.evaluate(
+                "[...document.querySelector('#workers tbody tr').cells].map(c => c.textContent)"
+            )
+            assert cells[:2] == ["bm25", "dead"] and "worker killed by the test" in cells[3]
+            assert "degraded" in browser.texts("#process dd")[0]
+    finally:
+        service.stop()

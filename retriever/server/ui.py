@@ -271,6 +271,7 @@ def build_router(
             return {
                 "time": time.time(),
                 "state": service.state,
+                "health": service.health(),  # workers alive, queue depths, what killed one
                 **parse_metrics(service.metrics_text()),
             }
 

@@ -163,10 +163,19 @@
         fmt(rejected.get(n) || 0), fmt(batchErrors.get(n) || 0)]);
     }));
 
+    // workers
+    const workers = Object.entries((snap.health && snap.health.retrievers) || {}).sort();
+    $("workers").tBodies[0].replaceChildren(...workers.map(([name, w]) =>
+      el("tr", { className: w.alive ? "" : "failed" },
+        el("td", { text: name }),
+        el("td", { className: w.alive ? "good" : "error", text: w.alive ? "alive" : "dead" }),
+        el("td", { className: "num", text: fmt(w.queue_depth) }),
+        el("td", { text: w.error || "" }))));
+
     // process
     const gauge = (name) => { const s = series(snap, "gauges", name); return s.length ? s[0].value : null; };
     const rss = gauge("rss_bytes");
-    const facts = [["state", snap.state], ["ready", gauge("ready") === null ? "–" : gauge("ready") ? "yes" : "no"],
+    const facts = [["state", snap.health ? `${snap.state} (${snap.health.status})` : snap.state], ["ready", gauge("ready") === null ? "–" : gauge("ready") ? "yes" : "no"],
       ["resident memory", rss === null ? "–" : `${fmt(rss / 2 ** 20, 0)} MB`],
       ["cached results", fmt(gauge("cache_entries"))], ["refreshing every", `${EVERY / 1000} s`]];
     $("process").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
