@@ -26,7 +26,7 @@
 
   function fillForm(s) {
     $("q").value = s.q;
-    if (s.retriever) $("retriever").value = s.retriever;
+    if (info) $("retriever").value = s.retriever || info.default_retriever;
     $("k").value = s.k || (info ? info.config.default_topk : 5);
     $("compare-on").checked = Boolean(s.compare);
     if (s.compare) $("compare").value = s.compare;
