@@ -214,7 +214,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_root, tmp_path):
-    server = Subprocess(bm25_root, tmp_path, "--request-timeout", "1", "--max-connections", "6")
+    server = Subprocess(bm25_root, tmp_path, "--request-timeout", "2", "--max-connections", "6")
     try:
         server.wait_ready()
         idle = socket.create_connection(("127.0.0.1", server.port))
@@ -346,7 +346,12 @@ def test_a_failed_load_exits_non_zero_with_the_error_line(bm25_root, tmp_path):
     assert "Traceback" not in text
 
 
-def test_connection_limits_refuse_bad_values():
+def test_limits_refuse_bad_values(root):
+    for name in ("max_query_chars", "max_access_chars"):
+        with pytest.raises(ValueError, match=name):
+            ServiceConfig(index=root, **{name: 0})
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ServiceConfig(index=root, cache_bytes=-1)
     with pytest.raises(ValueError, match="request_timeout"):
         ConnectionLimits(request_timeout=0)
     with pytest.raises(ValueError, match="max_connections"):
