@@ -309,6 +309,9 @@ def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, 
             first = sorted((f"q{i}" for i in range(6000)), reverse=True)[:50]
             assert browser.texts("#episodes tbody .question") == first
             assert browser.texts("#range") == ["rows 1–50 of 6000"]
+            # listed while indexing, the file had no datasets yet: the table's answer fills them
+            datasets = sorted({r["dataset"] for r in records})
+            assert browser.texts("#dataset option") == ["all", *datasets]
     finally:
         hold.set()
         service.stop()

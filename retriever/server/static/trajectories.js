@@ -30,13 +30,17 @@
     run();
   }
 
-  function fillForm(s) {
-    $("file").value = s.file;
+  function fillDatasets(s) {
     const meta = files.find((f) => String(f.id) === s.file);
     const datasets = meta ? meta.datasets : [];
     $("dataset").replaceChildren(el("option", { value: "", text: "all" }),
       ...datasets.map((d) => el("option", { value: d, text: d })));
     $("dataset").value = s.dataset;
+  }
+
+  function fillForm(s) {
+    $("file").value = s.file;
+    fillDatasets(s);
     $("failed").checked = s.failed === "1";
     $("q").value = s.q;
     for (const th of document.querySelectorAll("th[data-sort]")) {
@@ -56,6 +60,11 @@
     if (s.q) q.set("q", s.q);
     const page = await api(`/ui/api/trajectories/${encodeURIComponent(s.file)}?${q}`);
     if (mine !== runs) return;
+    const meta = files.find((f) => String(f.id) === s.file);
+    if (meta && meta.datasets.join("\n") !== page.datasets.join("\n")) {
+      meta.datasets = page.datasets; // the file grew, or was still indexing at first listing
+      fillDatasets(s);
+    }
     const rows = page.rows.map((r) => {
       const link = `?file=${encodeURIComponent(s.file)}&episode=${r.line}`;
       const open = (event) => {
