@@ -32,6 +32,7 @@ it) a small stdlib-json stand-in is put on the path of this process and its chil
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -499,19 +500,70 @@ def encode_throughput(run: Run) -> dict:
 
 def _verb(args: list[str]) -> tuple[int, str]:
     """``python -m index_build ARGS`` in this process (interpreter starts cost minutes on a
-    loaded CPU); its exit status and what it wrote to stderr."""
+    loaded CPU); its exit status and what it wrote to stderr. Where ``index_build``'s parser
+    cannot be built (it imports every verb; the corpus verb needs mwparserfromhell, absent on
+    the GPU image) the verb's own module runs with the same flags."""
     import contextlib
     import io
-
-    from index_build.__main__ import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            rc = main(args)
+            if _full_cli() is None:
+                from index_build.__main__ import main
+
+                rc = main(args)
+            else:
+                rc = _verb_alone(args)
         except SystemExit as exc:  # argparse refusals
             rc = exc.code if isinstance(exc.code, int) else 1
     return rc, err.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def _full_cli() -> str | None:
+    """None when ``python -m index_build`` works here, else why it does not (asked once: a
+    failed import leaves half-imported modules behind)."""
+    try:
+        from index_build.__main__ import build_parser
+
+        build_parser()
+        return None
+    except ModuleNotFoundError as exc:
+        return f"python -m index_build needs {exc.name}, absent here"
+
+
+def _verb_alone(args: list[str]) -> int:
+    import argparse
+    import importlib
+    import logging
+
+    from retriever.cli import configure_process
+
+    configure_process()
+    module = importlib.import_module(f"index_build.{args[0]}")
+    p = argparse.ArgumentParser(prog=f"index_build {args[0]}")
+    module.add_arguments(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return module.run(p.parse_args(args[1:]))
+    except Exception as exc:  # report like the CLI does: one line, exit status 1
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _write_store(root: Path, texts: list[str]) -> None:
+    """The corpus store written directly (where the corpus verb cannot be imported)."""
+    from retriever.store.docstore import CORPUS_DIR
+    from retriever.store.writer import StoreWriter
+
+    writer = StoreWriter(root / CORPUS_DIR, with_pages=False)
+    for i, t in enumerate(texts):
+        title, text = t.split("\n", 1)
+        writer.add_passage(str(i), title.strip('"'), text, "")
+    writer.finish({"sources": [{"path": "gpu-check synthetic", "format": "jsonl"}]})
 
 
 def _digest(folder: Path) -> dict:
@@ -533,9 +585,13 @@ def encode_verb(run: Run) -> dict:
             json.dumps({"id": str(i), "contents": t}) + "\n" for i, t in enumerate(_texts(s.store))
         )
     )
-    rc, err = _verb(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"])
-    if rc:
-        raise RuntimeError(f"corpus verb failed: {err[-1500:]}")
+    cli = _full_cli()
+    if cli is None:
+        rc, err = _verb(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"])
+        if rc:
+            raise RuntimeError(f"corpus verb failed: {err[-1500:]}")
+    else:
+        _write_store(root, _texts(s.store))
     devices = dev
     if dev.startswith("cuda") and torch.cuda.device_count() > 1:
         devices = "cuda:" + ",".join(str(i) for i in range(torch.cuda.device_count()))
@@ -561,9 +617,18 @@ def encode_verb(run: Run) -> dict:
     seconds = time.perf_counter() - t
     whole = _digest(root / "dense-whole")
     # the same again, killed once its first shard is written, then resumed
-    cmd = [sys.executable, "-m", "index_build", *common, "--name", "resumed"]
+    cmd = (
+        [sys.executable, "-m", "index_build"]
+        if cli is None
+        else [sys.executable, __file__, "--verb"]
+    )
+    log = open(run.scratch / "killed-encode.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        [*cmd, *common, "--name", "resumed"],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     folder, killed_after = root / "dense-resumed", None
     deadline = time.monotonic() + 300
@@ -574,6 +639,7 @@ def encode_verb(run: Run) -> dict:
             break
         time.sleep(0.05)
     proc.wait()
+    log.close()
     rc, err = _verb([*common, "--name", "resumed"])
     if rc:
         raise RuntimeError(f"resumed encode failed: {err[-1500:]}")
@@ -587,6 +653,7 @@ def encode_verb(run: Run) -> dict:
         "shards": len(whole),
         "killed_after_shards": killed_after,
         "resumed_identical": resumed == whole and bool(whole),
+        "cli": "python -m index_build" if cli is None else f"the verb's module alone ({cli})",
     }
 
 
@@ -738,6 +805,12 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--verb"]:  # the encode run this script kills: one index_build verb
+        ensure_orjson()
+        rc, err = _verb(argv[1:])
+        sys.stderr.write(err)
+        return rc
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for gpu.json and gpu.md")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
