@@ -219,8 +219,7 @@ def main(argv=None) -> int:
             ]
             append_section(
                 "Exact torch backend: cost of exact ties (CPU)",
-                "python scripts/bench/dense_search.py --torch-only "
-                + " ".join(argv or sys.argv[1:]),
+                "python scripts/bench/dense_search.py " + " ".join(argv or sys.argv[1:]),
                 table,
                 header,
                 f"{args.n:,} clustered synthetic {args.d}-d fp32 vectors, k={K}, one thread each; "
