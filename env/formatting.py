@@ -44,7 +44,7 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
         return list(tokenizer.encode(text))
 
 
-class _token_prefix:
+class _TokenPrefix:
     """``prefix(k)``: the text of the first ``k`` tokens. From the tokenizer's character offsets
     when it has them (the original text, as written), else by decoding (which may normalise)."""
 
@@ -114,7 +114,7 @@ class Budget:
         if self.max_chars is not None and len(text) > self.max_chars:
             text = text[: max(self.max_chars - len(ELLIPSIS), 0)]
         if self._tokens and len(text) > self.max_tokens - 1:
-            prefix = _token_prefix(self.tokenizer, text)
+            prefix = _TokenPrefix(self.tokenizer, text)
             keep = min(prefix.count, self.max_tokens - size_of(ELLIPSIS, self.tokenizer))
             while keep > 0:  # encoding the cut text again may merge tokens: check, then shrink
                 cut = prefix(keep)
