@@ -269,3 +269,60 @@ def test_chat_messages_per_style():
         style = get_style(name)
         user = style.chat_messages("<search>q</search>", style.wrap("body"))[1]
         assert user["role"] == "user" and user["content"].startswith("<information>")
+
+
+def test_flags_take_their_defaults_from_the_configs():
+    """No copied default literals: an empty command line gives the dataclasses' defaults, and
+    the old flag names still work."""
+    from env.evaluate import EvalConfig, build_parser, config_from_args
+    from env.policy import SamplingConfig
+    from env.types import EnvConfig
+
+    base = ["--index", "x", "--policy-url", "http://p", "--model", "m", "--data", "a.jsonl"]
+    cfg = config_from_args(build_parser().parse_args(base))
+    assert cfg.env == EnvConfig() and cfg.sampling == SamplingConfig()
+    assert cfg.concurrency == EvalConfig.concurrency and cfg.samples == 1
+    old = ["--style", "search-r1", "--max-turns", "4", "--topk", "2", "--obs-max-chars", "99"]
+    old += ["--page-chars", "7", "--max-context-chars", "500", "--reward", "em", "--top-p", "0.5"]
+    old += ["--max-tokens", "9", "--samples", "3", "--concurrency", "5", "--limit", "2"]
+    cfg = config_from_args(build_parser().parse_args(base + old))
+    assert (cfg.env.style, cfg.env.max_turns, cfg.env.topk, cfg.env.obs_max_chars) == (
+        "search-r1",
+        4,
+        2,
+        99,
+    )
+    assert (cfg.env.page_chars, cfg.env.max_context_chars, cfg.env.reward) == (7, 500, "em")
+    assert cfg.sampling == SamplingConfig(max_tokens=9, temperature=1.0, top_p=0.5)
+    assert (cfg.samples, cfg.concurrency, cfg.limit) == (3, 5, 2)
+    explicit = config_from_args(
+        build_parser().parse_args(base + ["--samples", "3", "--temperature", "0.2"])
+    )
+    assert explicit.sampling.temperature == 0.2
+
+
+@pytest.mark.parametrize(
+    "text,choice,expected",
+    [
+        ("<answer>x", {"finish_reason": "stop"}, "<answer>x</answer>"),  # llama.cpp
+        (
+            "<search>a</search> <search>b",
+            {"finish_reason": "stop"},
+            "<search>a</search> <search>b</search>",
+        ),
+        ("<search>a</search>", {"finish_reason": "stop"}, "<search>a</search>"),  # nothing open
+        ("<search>a", {"finish_reason": "stop", "stop_reason": None}, "<search>a"),  # vLLM: EOS
+        ("<search>a", {"finish_reason": "stop", "matched_stop": 2}, "<search>a"),  # SGLang: EOS
+        ("<search>a", {"finish_reason": "length"}, "<search>a"),  # ran out of tokens
+        ("<search>a", {"finish_reason": "stop", "matched_stop": "</search>"}, "<search>a</search>"),
+        (
+            "<search>a</search>",
+            {"finish_reason": "stop", "stop_reason": "</search>"},
+            "<search>a</search>",
+        ),
+    ],
+)
+def test_restore_stop(text, choice, expected):
+    from env.policy import restore_stop
+
+    assert restore_stop(text, choice, ["</search>", "</access>", "</answer>"]) == expected
