@@ -117,10 +117,10 @@ class _RateLimitedLog:
             self.count, self.last = 0, now
 
 
-def guarded_protocol(request_timeout: float, max_connections: int) -> type:
-    """uvicorn's HTTP protocol class (httptools or h11) with a request timer and a cap on
-    open connections."""
-    base = AutoHTTPProtocol
+def guarded_protocol(request_timeout: float, max_connections: int, base: type | None = None):
+    """uvicorn's HTTP protocol class (``base``, default httptools when installed, else h11) with
+    a request timer and a cap on open connections."""
+    base = base or AutoHTTPProtocol
     busy = _busy_response(max_connections)
     closed_log = _RateLimitedLog(logging.INFO, 60.0)
     refused_log = _RateLimitedLog(logging.WARNING)
