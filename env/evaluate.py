@@ -23,8 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.cli import add_config_arguments
+from retriever.cli import add_config_arguments, fail
 from retriever.cli import config_from_args as build_config
+from retriever.errors import RetrieverError
 
 from .batched import BatchedSearchEnv
 from .errors import ConfigError, PolicyError
@@ -304,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
         client = HTTPClient(args.server) if args.server else InProcessClient(args.index)
         summary = asyncio.run(_evaluate_and_close(cfg, client))
-    except (ConfigError, PolicyError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, PolicyError, OSError, ValueError, RetrieverError) as exc:
+        return fail(str(exc))  # bad settings or files, or the search server is down: one line
     print(format_table(summary["datasets"]))
     print(
         json.dumps(

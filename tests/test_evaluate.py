@@ -326,3 +326,15 @@ def test_restore_stop(text, choice, expected):
     from env.policy import restore_stop
 
     assert restore_stop(text, choice, ["</search>", "</access>", "</answer>"]) == expected
+
+
+def test_search_server_down_is_one_error_line(qa, tmp_path, capsys):
+    """An outage of the search server ends the run with ``error: ...`` and exit 2, no traceback."""
+    qa_file, tasks = qa
+    app, _ = fake_openai(tasks, "vllm", "asearcher")
+    with ServerThread(app) as url:
+        argv = ["--server", f"http://127.0.0.1:{free_port()}", "--policy-url", url]
+        argv += ["--model", "fake", "--data", str(qa_file), "--limit", "1", "--out", str(tmp_path)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot reach" in err and "Traceback" not in err
