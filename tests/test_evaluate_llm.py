@@ -172,3 +172,26 @@ async def test_real_llm_runs_every_style(
     assert sorted(client.pages) == sorted(accessed)
     assert all(t["error"] is None for t in turns if t["kind"] == "search")
     print(f"{style} {'completion' if completions else 'chat'}: {row['tools']}")
+
+
+async def test_real_server_accepts_our_tool_messages(llm_url, model_dir):
+    """The tool-call history the env builds (structured ``tool_calls``, a ``tool`` message with
+    its ``tool_call_id``, then a ``user`` message after a turn without a call) is accepted by a
+    real server, whether or not the small model itself ever calls a tool."""
+    from env.policy import OpenAIClient, SamplingConfig
+    from env.styles import get_style
+
+    style = get_style("tool-call")
+    _, messages = style.prompt("Who founded the University of Kansas?")
+    call = (
+        '<tool_call>{"name": "search", "arguments": {"query": "University of Kansas"}}</tool_call>'
+    )
+    messages += style.chat_messages(call, style.wrap("[Doc 1](u):\nx"), None, turn=0)
+    messages += style.chat_messages("no call here", style.invalid_observation("no tool"), None, 1)
+    assert [m["role"] for m in messages[-4:]] == ["assistant", "tool", "assistant", "user"]
+    policy = OpenAIClient(llm_url, str(model_dir), retries=0)
+    try:
+        text, choice = await policy.chat(messages, list(style.stops), SamplingConfig(max_tokens=4))
+    finally:
+        await policy.aclose()
+    assert isinstance(text, str) and choice.get("finish_reason") in ("stop", "length")
