@@ -183,15 +183,3 @@ def format_tool_error(error: str, style: str | Style, budget: Budget = Budget())
 def format_error(error: str, style: str | Style, budget: Budget = Budget()) -> str:
     """The observation of a malformed action: what was wrong and how to go on."""
     return budget.fit(error, get_style(style).invalid_observation)
-
-
-def unwrap(observation: str, style: str | Style) -> str:
-    """The body of an observation (what a chat ``tool`` message carries)."""
-    text = observation.strip()
-    for head, tail in (
-        ("<tool_response>", "</tool_response>"),
-        ("<information>", "</information>"),
-    ):
-        if text.startswith(head) and text.endswith(tail):
-            return text[len(head) : -len(tail)].strip("\n")
-    return text

@@ -88,7 +88,8 @@ class Task:
 class EnvConfig:
     """Settings of an episode. Budgets: ``None`` means unlimited.
 
-    - ``obs_max_chars`` / ``obs_max_tokens``: budget of one observation (tokens need a tokenizer).
+    - ``obs_max_chars`` / ``obs_max_tokens``: budget of one observation, everything the policy is
+      shown included (wrapper, headers, URLs, error messages); tokens need a tokenizer.
     - ``page_chars``: size of one page chunk of the access tool ("page k of N").
     - ``max_context_chars`` / ``max_context_tokens``: budget of the whole episode text (prompt,
       actions, observations); when spent the episode is truncated.
