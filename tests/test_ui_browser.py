@@ -228,6 +228,16 @@ def test_stats_page_draws_the_metrics(site, browser):
         ".map(r => [r.cells[0].textContent, r.cells[3].textContent]))"
     )
     assert int(cells["/retrieve"]) == served >= 3
+    # no traffic since: the percentiles are the whole run's, as Prometheus would compute them
+    (hist,) = [
+        h for h in snap["histograms"]["request_seconds"] if h["labels"]["endpoint"] == "/retrieve"
+    ]
+    shown = browser.evaluate(
+        "[...[...document.querySelectorAll('#endpoints tbody tr')]"
+        ".find(r => r.cells[0].textContent === '/retrieve').cells].slice(4).map(c => c.textContent)"
+    )
+    expected = [1000 * histogram_quantile(q, hist["buckets"]) for q in (0.5, 0.9, 0.99)]
+    assert [float(v) for v in shown] == pytest.approx(expected, abs=0.006)  # shown to 0.01 ms
     rows = browser.evaluate(
         "[...document.querySelectorAll('#retrievers tbody tr')].map(r => r.cells[0].textContent)"
     )
@@ -238,6 +248,21 @@ def test_stats_page_draws_the_metrics(site, browser):
     )
     assert workers == [[name, "alive"] for name in sorted(snap["health"]["retrievers"])]
     assert sorted(snap["health"]["retrievers"]) == ["bm25", "fake"]
+
+
+def histogram_quantile(q: float, buckets: list) -> float:
+    """Prometheus' histogram_quantile over cumulative ``[le, count]`` buckets (linear within
+    the bucket that holds the rank; the lower bound when it falls in +Inf)."""
+    total = buckets[-1][1]
+    rank = q * total
+    low_le, low_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == "+Inf":
+                return low_le
+            return low_le + (le - low_le) * (rank - low_count) / (count - low_count)
+        low_le, low_count = le, count
+    return low_le
 
 
 def snap_names(snap) -> set:
