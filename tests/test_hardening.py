@@ -164,14 +164,16 @@ def test_encoder_cuts_a_huge_query_before_tokenizing():
 class Subprocess:
     """``python -m retriever.server`` on a free port, its log in a file."""
 
-    def __init__(self, root, tmp_path, *flags: str):
+    def __init__(self, root, tmp_path, *flags: str, preexec_fn=None):
         self.port = free_port()
         self.log_path = tmp_path / "server.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         cmd = [sys.executable, "-m", "retriever.server", "--index", str(root),
                "--port", str(self.port), "--no-ui", *flags]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=self.log, stderr=self.log, preexec_fn=preexec_fn
+        )
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -294,6 +296,45 @@ def test_the_guard_works_on_both_http_parsers(root, protocol, caplog):
         server.should_exit = True
         thread.join(15)
         service.stop()
+
+
+def test_a_low_file_limit_lowers_the_cap_so_new_clients_get_503_not_a_hang(bm25_root, tmp_path):
+    """The issue's lock-out: with 1,024 files, 1,100 idle sockets kept new clients out."""
+    resource = pytest.importorskip("resource")
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    server = Subprocess(bm25_root, tmp_path, "--request-timeout", "4", preexec_fn=low_limit)
+    held: list[socket.socket] = []
+    try:
+        server.wait_ready()
+        assert "open-file limit 200: serving at most 104 connections (not 1000)" in server.text()
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(250)]
+        time.sleep(1)  # the flood past the cap is closed (at most 32 wait for a 503 at once)
+        r = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5)
+        assert r.status_code == 503 and "104 open connections" in r.json()["detail"]
+        ended = 0  # closed at once, or answered 503 and closed
+        for s in held:
+            s.settimeout(0.01)
+            try:
+                data = s.recv(64)
+                ended += data == b"" or data.startswith(b"HTTP/1.1 503")
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                ended += 1
+        assert ended == 250 - 104
+        time.sleep(5)  # the idle ones time out
+        r = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5)
+        assert r.status_code == 200
+        code, _ = server.stop()
+        assert code == 0 and "Traceback" not in server.text()
+    finally:
+        for s in held:
+            s.close()
+        if server.proc.poll() is None:
+            server.stop()
 
 
 # ---- 4. SIGTERM while requests outlast the drain time ------------------------------------

@@ -27,6 +27,12 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0  # after the drain: time to send the 503s before uvicorn cancels tasks
+# A connection past the cap waits up to REFUSE_WAIT seconds for its request, then gets its 503
+# (a reply sent before the request arrives may be lost to a reset). At most PENDING_REFUSALS
+# wait at once: past that (a flood) a connection is closed at once, so the sockets over the cap
+# never hold more than that many file descriptors.
+REFUSE_WAIT = 0.25
+PENDING_REFUSALS = 32
 
 
 def _opt(default, help_text: str):
@@ -56,7 +62,7 @@ class ConnectionLimits:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
 
 
-def fit_to_file_limit(max_connections: int, reserve: int = 64) -> int:
+def fit_to_file_limit(max_connections: int, reserve: int = 64 + PENDING_REFUSALS) -> int:
     """Raise the soft open-file limit toward the hard one so ``max_connections`` sockets fit
     (a refused accept is silent to the client); if they still do not, lower the cap."""
     try:
@@ -124,6 +130,8 @@ def guarded_protocol(request_timeout: float, max_connections: int, base: type | 
     busy = _busy_response(max_connections)
     closed_log = _RateLimitedLog(logging.INFO, 60.0)
     refused_log = _RateLimitedLog(logging.WARNING)
+    flood_log = _RateLimitedLog(logging.WARNING)
+    pending: set = set()  # connections past the cap waiting for their request
 
     class GuardedProtocol(base):
         _timer: asyncio.TimerHandle | None = None
@@ -133,15 +141,24 @@ def guarded_protocol(request_timeout: float, max_connections: int, base: type | 
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 self._refused = True
+                if len(pending) >= PENDING_REFUSALS:
+                    flood_log.note(
+                        "connection limit %d reached, %d already waiting for a 503: closed at once",
+                        max_connections,
+                        len(pending),
+                    )
+                    transport.abort()
+                    return
                 refused_log.note(
                     "connection limit %d reached: new connections get 503", max_connections
                 )
-                # answer once the request arrives (a reply before it may be lost to a reset)
-                self._timer = self.loop.call_later(1.0, self._refuse)
+                pending.add(self)
+                self._timer = self.loop.call_later(REFUSE_WAIT, self._refuse)
                 return
             self._arm()
 
         def _refuse(self) -> None:
+            pending.discard(self)
             if not self.transport.is_closing():
                 self.transport.write(busy)
                 self.transport.close()
@@ -187,6 +204,7 @@ def guarded_protocol(request_timeout: float, max_connections: int, base: type | 
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            pending.discard(self)
             super().connection_lost(exc)
 
         def close_if_incomplete(self) -> bool:
