@@ -82,18 +82,20 @@ def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
         blocks = blockmax.compute(data, indices, indptr, bsize)
         for k in (1, 2, 5, 17, 100, num_docs + 3):
             want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
-            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k)
+            # bail 0: always pruned; 8: flat queries finish exhaustively (the default)
+            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k, 0)
             serial = pruned.search_serial(*args, acc, seen)
             parallel = pruned.search_parallel(*args, np.zeros((3, num_docs), np.float32),
                                               np.zeros((3, num_docs), np.bool_))  # fmt: skip
+            bailing = pruned.search_serial(*args[:-1], 8, acc, seen)
             assert not acc.any() and not seen.any()  # scratch left zeroed
-            for got in (serial, parallel):
+            for got in (serial, parallel, bailing):
                 for w, g in zip(want, got):
                     np.testing.assert_array_equal(g, w, err_msg=f"block {bsize}, k {k}")
 
 
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
-    fast = BM25Retriever(root / "bm25", threads=2)
+    fast = BM25Retriever(root / "bm25", threads=2, bail=0)
     ref = BM25Retriever(root / "bm25", threads=1, pruning=False)
     assert fast.pruning and not ref.pruning
     # questions, plus random mixes of frequent and rare vocabulary terms

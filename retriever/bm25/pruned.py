@@ -25,7 +25,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernels import _one_query as _exhaustive
 from .kernels import _push, _sift_down
+
+SAMPLE = 1 << 15  # rows whose partial scores estimate the k-th score during the first phase
+BAIL = 8  # default ``bail``: more candidates than 1/8 of the corpus -> the exhaustive kernel
 
 
 @njit(nogil=True, cache=True)
@@ -114,7 +118,22 @@ def _gather(cand, alive, m, out, w, t, data, indices, indptr, bptr, bmax, blast,
 
 @njit(nogil=True, cache=True)
 def _one_query(
-    tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, acc, seen, out_r, out_s
+    tids,
+    tw,
+    data,
+    indices,
+    indptr,
+    bptr,
+    bmax,
+    blast,
+    tmax,
+    bsize,
+    k,
+    bail,
+    acc,
+    seen,
+    out_r,
+    out_s,
 ):
     nt = len(tids)
     if nt == 0:
@@ -137,17 +156,39 @@ def _one_query(
     while i < nt:
         q = order[i]
         t, w = tids[q], tw[q]
-        for j in range(indptr[t], indptr[t + 1]):
-            d = indices[j]
-            if not seen[d]:
-                seen[d] = True
-                touched[m] = d
-                m += 1
-            acc[d] += w * data[j]
+        # a row first met in a block whose maximum plus the bounds of the terms after this one
+        # stays under the k-th partial cannot enter the top k: such blocks add to known rows only
+        cut = theta / (slack * slack) - rest[i + 1]
+        start, end = indptr[t], indptr[t + 1]
+        for bl in range(bptr[t], bptr[t + 1]):
+            hi = min(start + bsize, end)
+            if theta > 0 and np.float64(w) * np.float64(bmax[bl]) < cut:
+                for j in range(start, hi):
+                    d = indices[j]
+                    if seen[d]:
+                        acc[d] += w * data[j]
+            else:
+                for j in range(start, hi):
+                    d = indices[j]
+                    if not seen[d]:
+                        seen[d] = True
+                        touched[m] = d
+                        m += 1
+                    acc[d] += w * data[j]
+            start = hi
         i += 1
-        # the k-th partial can only beat rest[i] once the bounds taken exceed it
-        if i < nt and m >= k and rest[0] - rest[i] > rest[i]:
-            theta = _kth_largest(acc[touched[:m]], m, k)
+        if i < nt and bail > 0 and m * bail > len(acc):
+            # the bounds are too flat to prune (most rows stay candidates): the exhaustive
+            # kernel is cheaper from here, and gives the same hits
+            for j in range(m):
+                acc[touched[j]] = 0.0
+                seen[touched[j]] = False
+            return _exhaustive(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s)
+        if i < nt and m >= k and rest[0] - rest[i] > rest[i + 1]:
+            # any k rows' partials bound the k-th score from below: the first rows met (those
+            # of the highest-bound terms) are enough, and keep this step cheap
+            few = min(m, SAMPLE)
+            theta = max(theta, _kth_largest(acc[touched[:few]], few, k))
             if theta > rest[i] * slack * slack:
                 # switch to lookups when merging the candidates against the terms left is
                 # cheaper than adding those terms' postings (about 5 ns a posting)
@@ -161,7 +202,6 @@ def _one_query(
                     left += indptr[tids[order[j]] + 1] - indptr[tids[order[j]]]
                 if c * (12 + 6 * (nt - i)) <= left:
                     break
-                theta = 0.0  # keep adding postings; recomputed before the next switch test
     if i == nt and m >= k:  # every term added: the k-th partial is (about) the k-th score
         theta = _kth_largest(acc[touched[:m]], m, k)
     # 2. candidates that can still reach the k-th partial, sorted by row
@@ -219,20 +259,20 @@ def _one_query(
 
 @njit(nogil=True, cache=True)
 def _query_range(
-    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, lo, hi, acc, seen,
+    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail, lo, hi, acc, seen,
     rows, scores, counts,
 ):  # fmt: skip
     for q in range(lo, hi):
         a, b = qptr[q], qptr[q + 1]
         counts[q] = _one_query(
-            tids[a:b], tw[a:b], data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, acc,
+            tids[a:b], tw[a:b], data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail, acc,
             seen, rows[q], scores[q],
         )  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
 def search_serial(
-    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, acc, seen
+    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail, acc, seen
 ):
     """(rows[q, k] int32, scores[q, k] float32, counts[q] int32); rows past counts are -1.
 
@@ -243,14 +283,14 @@ def search_serial(
     rows = np.full((nq, k), -1, dtype=np.int32)
     scores = np.zeros((nq, k), dtype=np.float32)
     counts = np.zeros(nq, dtype=np.int32)
-    _query_range(qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, 0, nq,
+    _query_range(qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail, 0, nq,
                  acc, seen, rows, scores, counts)  # fmt: skip
     return rows, scores, counts
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def search_parallel(
-    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, acc2, seen2
+    qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail, acc2, seen2
 ):
     """``search_serial`` with the queries split into ``len(acc2)`` contiguous chunks, one per
     thread, each with its own scratch row of ``acc2``/``seen2``."""
@@ -263,5 +303,5 @@ def search_parallel(
         lo = ch * nq // chunks
         hi = (ch + 1) * nq // chunks
         _query_range(qptr, tids, tw, data, indices, indptr, bptr, bmax, blast, tmax, bsize, k,
-                     lo, hi, acc2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
+                     bail, lo, hi, acc2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
     return rows, scores, counts

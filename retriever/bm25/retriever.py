@@ -111,7 +111,8 @@ class BM25Retriever:
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
     so the first query is as fast as the others. ``pruning=False`` forces the exhaustive
-    kernel (same hits and scores; the reference for tests and benchmarks).
+    kernel (same hits and scores; the reference for tests and benchmarks). ``bail``: a pruned
+    query whose candidates pass 1/``bail`` of the corpus finishes exhaustively (0: never).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class BM25Retriever:
         max_query_terms: int = MAX_QUERY_TERMS,
         warmup: bool = True,
         pruning: bool = True,
+        bail: int = 8,
     ):
         start = time.perf_counter()
         self.folder = Path(folder)
@@ -154,6 +156,7 @@ class BM25Retriever:
         if layout == blockmax.LAYOUT and self._blocks is None:
             raise IndexFormatError(f"{folder} lacks its block maxima: rebuild the bm25 index")
         self._block_size = int(self.manifest.get("postings", {}).get("block_size", 0))
+        self.bail = bail
         if not pruning:
             self._blocks = None
         elif self._blocks is None:
@@ -262,7 +265,7 @@ class BM25Retriever:
         if self._blocks is not None:
             kernels = _get_kernels(pruning=True)
             args = (qptr, tids, tw, self._data, self._indices, self._indptr, *self._blocks)
-            args = (*args, self._block_size, k)
+            args = (*args, self._block_size, k, self.bail)
         else:
             kernels = _get_kernels()
             args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
