@@ -237,6 +237,13 @@ def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_roo
             s.close()
         time.sleep(0.3)
         assert httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5).status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        closed = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("retriever_connections_closed{")
+        }
+        assert closed["request_timeout"] >= 3 and closed["refused_503"] == 1, closed
         # a keep-alive client that keeps sending is never cut
         with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
             for _ in range(4):

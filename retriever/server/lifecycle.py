@@ -134,6 +134,8 @@ def guarded_protocol(request_timeout: float, max_connections: int, base: type | 
     pending: set = set()  # connections past the cap waiting for their request
 
     class GuardedProtocol(base):
+        # what the guard did, for /metrics: closed by the timeout, answered 503, closed at once
+        outcomes = {"request_timeout": closed_log, "refused_503": refused_log, "flood": flood_log}
         _timer: asyncio.TimerHandle | None = None
         _refused = False
 
@@ -238,6 +240,19 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.drain_seconds = drain_seconds
+        outcomes = getattr(config.http, "outcomes", None)
+        if outcomes is not None:
+            service.metrics.add_gauge(
+                "retriever_connections_closed",
+                "Connections the server closed: idle or slow past --request-timeout "
+                "(request_timeout), past --max-connections (refused_503, flood); since start",
+                lambda: {(("reason", k),): float(v.total) for k, v in outcomes.items()},
+            )
+            service.metrics.add_gauge(
+                "retriever_open_connections",
+                "Open HTTP connections",
+                lambda: {(): float(len(self.server_state.connections))},
+            )
 
     async def shutdown(self, sockets=None) -> None:
         self.service.begin_shutdown()
