@@ -489,7 +489,21 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     if tmp is not None:
         tmp.cleanup()
-    return 0 if alive and not h_bad else 1
+    outcomes = Counter()
+    for counts in status.values():
+        outcomes.update(counts)
+    overdue = sum(v for k, v in outcomes.items() if "past the timeout" in k)
+    errors = sum(v for k, v in outcomes.items() if k.isdigit() and int(k) >= 500)
+    oversized_ok = status.get("oversized", {}).get("200", 0)
+    failed = {
+        "server died": not alive, "/health not 200": bool(h_bad), "tracebacks": tracebacks,
+        "5xx answers": errors, "connections open past the timeout": overdue,
+        "oversized answered 200": oversized_ok, "SIGTERM exit code": code,
+    }  # fmt: skip
+    failed = {k: v for k, v in failed.items() if v}
+    if failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
