@@ -415,3 +415,22 @@ def test_ivfpq_part_reranks_from_the_shards_by_default(fake_root, tmp_path):
         assert all(abs(h.score - want[h.row]) < 1e-6 for h in a if h.row in want)
     lossy = [abs(a[0].score - b[0].score) > 1e-4 for a, b in zip(codes, exact)]
     assert any(lossy)  # PQ scores alone are approximate: the re-rank is what makes them exact
+
+
+def test_faiss_verb_records_the_rerank_depth(fake_root, tmp_path):
+    import shutil
+
+    from index_build.__main__ import main
+
+    root = tmp_path / "root"
+    shutil.copytree(fake_root, root)
+    base = ["faiss", "--index", str(root), "--name", "fake", "--train-sample", "300"]
+    assert main([*base, "--factory", "IVF4,PQ8x4", "--rerank", "0", "--no-progress"]) == 0
+    manifest = orjson.loads((root / "dense-fake" / "manifest.json").read_bytes())
+    assert manifest["faiss"]["rerank"] == 0 and manifest["faiss"]["factory"] == "IVF4,PQ8x4"
+    assert main([*base, "--factory", "IVF4,Flat", "--no-progress"]) == 0
+    manifest = orjson.loads((root / "dense-fake" / "manifest.json").read_bytes())
+    assert manifest["faiss"]["rerank"] == 0  # exact codes: nothing to re-rank
+    assert main([*base, "--factory", "HNSW8,SQ8", "--no-progress"]) == 0
+    manifest = orjson.loads((root / "dense-fake" / "manifest.json").read_bytes())
+    assert manifest["faiss"]["rerank"] == 100
