@@ -92,6 +92,30 @@ def test_access_reads_pages_off_the_event_loop(root):
     assert r.status_code == 200 and seen == ["worker thread"]
 
 
+def test_large_bodies_are_decoded_off_the_event_loop(root, monkeypatch):
+    from retriever import wire
+
+    seen = []
+    plain = wire.decode_body
+
+    def decode_body(body, ctype):
+        try:
+            asyncio.get_running_loop()
+            seen.append((len(body) > 2**18, "event loop"))
+        except RuntimeError:
+            seen.append((len(body) > 2**18, "worker thread"))
+        return plain(body, ctype)
+
+    monkeypatch.setattr(wire, "decode_body", decode_body)
+    _, client = client_for(root)
+    with client:
+        big = client.post("/retrieve", json={"queries": ["a long enough query"] * 20_000})
+        small = client.post("/retrieve", json={"queries": ["hamlet"]})
+    assert big.status_code == 422 and "20000 queries" in big.json()["detail"]
+    assert small.status_code == 200
+    assert seen == [(True, "worker thread"), (False, "event loop")]
+
+
 # ---- 2. queries: a length limit, a cut before tokenizing, a cache bounded in bytes -------
 def test_query_over_the_length_limit_is_422_naming_it(root):
     _, client = client_for(root, max_query_chars=50)

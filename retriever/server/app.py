@@ -98,8 +98,15 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
 
     async def parse(request: Request, model: type) -> tuple[Any, bool]:
         body = await read_body(request, config.max_body_bytes)
-        obj, packed = wire.decode_body(body, request.headers.get("content-type"))
-        return wire.parse(model, obj), _wants_msgpack(request, packed)
+        ctype = request.headers.get("content-type")
+
+        def decode() -> tuple[Any, bool]:
+            obj, packed = wire.decode_body(body, ctype)
+            return wire.parse(model, obj), packed
+
+        # a large body (up to --max-body-bytes) is decoded off the event loop: /health stays fast
+        parsed, packed = await run_in_threadpool(decode) if len(body) > 2**18 else decode()
+        return parsed, _wants_msgpack(request, packed)
 
     @app.post(
         "/retrieve",
