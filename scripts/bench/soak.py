@@ -11,10 +11,13 @@ it builds one from the bundled XML sample with the packaged MiniLM), then runs f
   and stop, and idle connections that never send anything.
 
 Meanwhile it probes ``/health`` every 0.5 s and samples the server's RSS every 2 s. The
-baseline is the same server before the load: ``/health`` latency and RSS at ready. Prints a table
-and one JSON line, appends both to BENCHMARKS.md (``--no-record`` to skip).
+baseline is the same server before the load: ``/health`` latency and RSS at ready, and with
+``--valid-minutes M`` the valid clients alone for M minutes first (latencies under load without
+the hostile clients). Prints a table and one JSON line, appends both to BENCHMARKS.md
+(``--no-record`` to skip); exits 1 naming what failed (tracebacks, 5xx, a connection open past
+the timeout, an oversized request answered 200, a probe not answered 200).
 
-    .venv/bin/python scripts/bench/soak.py --minutes 10
+    .venv/bin/python scripts/bench/soak.py --minutes 10 --valid-minutes 2
     .venv/bin/python scripts/bench/soak.py --index demo-index --minutes 1 --no-record
 """
 
@@ -331,6 +334,20 @@ def load_process(port, seconds, mix, queries, titles, dense, longest, timeout, o
     out.put((dict(stats.status), dict(stats.latency)))
 
 
+def rows_of(status: dict, latency: dict, prefix: str = "") -> list[list]:
+    rows = []
+    for kind in sorted(status):
+        counts = status[kind]
+        lat = latency.get(kind, [])
+        total = sum(counts.values())
+        rows.append([
+            prefix + kind, total, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+            f"{percentile(lat, 50) * 1000:.1f}" if lat else "-",
+            f"{percentile(lat, 99) * 1000:.1f}" if lat else "-",
+        ])  # fmt: skip
+    return rows
+
+
 def monitor(server: Server, stop: float, health: list, rss: list) -> None:
     t0 = time.perf_counter()
     next_rss = t0
@@ -363,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's --request-timeout (idle and half-sent connections close after it)",
     )
     ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    ap.add_argument(
+        "--valid-minutes",
+        type=float,
+        default=0.0,
+        help="first run the valid clients alone this long: /health and latencies under load "
+        "without the hostile ones (the baseline the hostile load is judged against)",
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -405,44 +429,36 @@ def main(argv: list[str] | None = None) -> int:
     mix = {"retrieve bm25": 8, "retrieve dense": 4, "retrieve batch 64": 1, "access": 4,
            "malformed": 2, "oversized": 1, "slow": 4, "idle": 50, "half": 20}  # fmt: skip
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    proc = ctx.Process(
-        target=load_process,
-        args=(
-            server.port,
-            seconds,
-            mix,
-            queries,
-            titles,
-            dense,
-            longest,
-            args.request_timeout,
-            out,
-        ),
-    )
-    health: list = []
-    rss: list = []
-    stop_at = time.perf_counter() + seconds
-    mon = threading.Thread(target=monitor, args=(server, stop_at, health, rss), daemon=True)
-    proc.start()
-    mon.start()
-    status, latency = out.get(timeout=seconds + 300)
-    proc.join(60)
-    mon.join(60)
+
+    def run_load(seconds: float, mix: dict):
+        out = ctx.Queue()
+        load_args = (server.port, seconds, mix, queries, titles, dense, longest,
+                     args.request_timeout, out)  # fmt: skip
+        proc = ctx.Process(target=load_process, args=load_args)
+        health: list = []
+        rss: list = []
+        stop_at = time.perf_counter() + seconds
+        mon = threading.Thread(target=monitor, args=(server, stop_at, health, rss), daemon=True)
+        proc.start()
+        mon.start()
+        status, latency = out.get(timeout=seconds + 300)
+        proc.join(60)
+        mon.join(60)
+        return status, latency, health, rss
+
+    valid_rows, valid_health = [], []
+    if args.valid_minutes > 0:  # the baseline under load: the same server, valid clients only
+        valid = {k: v for k, v in mix.items() if k.startswith(("retrieve", "access"))}
+        print(f"valid clients only for {args.valid_minutes} min first", flush=True)
+        v_status, v_latency, v_health, _ = run_load(args.valid_minutes * 60, valid)
+        valid_rows = rows_of(v_status, v_latency, "valid only: ")
+        valid_health = [h[2] for h in v_health if h[1] == 200]
+    status, latency, health, rss = run_load(seconds, mix)
     alive = server.proc.poll() is None
     code, stop_seconds, log = server.stop()
     tracebacks = log.count("Traceback")
 
-    rows = []
-    for kind in sorted(status):
-        counts = status[kind]
-        lat = latency.get(kind, [])
-        total = sum(counts.values())
-        rows.append([
-            kind, total, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
-            f"{percentile(lat, 50) * 1000:.1f}" if lat else "-",
-            f"{percentile(lat, 99) * 1000:.1f}" if lat else "-",
-        ])  # fmt: skip
+    rows = valid_rows + rows_of(status, latency)
     h_lat = [h[2] for h in health if h[1] == 200]
     h_bad = Counter(str(h[1]) for h in health if h[1] != 200)
     rss_vals = [r[1] for r in rss]
@@ -456,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_first_half_max_mb": round(max(rss_vals[:half]), 1) if half else None,
         "rss_second_half_max_mb": round(max(rss_vals[half:]), 1) if half else None,
         "health_idle_p50_ms": round(percentile(idle_health, 50) * 1000, 2),
+        "health_valid_load_p50_ms": round(percentile(valid_health, 50) * 1000, 2),
+        "health_valid_load_p99_ms": round(percentile(valid_health, 99) * 1000, 2),
         "health_load_p50_ms": round(percentile(h_lat, 50) * 1000, 2),
         "health_load_p99_ms": round(percentile(h_lat, 99) * 1000, 2),
         "health_load_max_ms": round(max(h_lat) * 1000, 2) if h_lat else None,
@@ -476,7 +494,15 @@ def main(argv: list[str] | None = None) -> int:
             f"Server ready in {summary['ready_s']} s. RSS: {summary['rss_ready_mb']} MB at ready "
             f"(baseline), max {summary['rss_max_mb']} MB, end {summary['rss_end_mb']} MB (max of first "
             f"half {summary['rss_first_half_max_mb']}, of second half {summary['rss_second_half_max_mb']}). "
-            f"/health: {summary['health_idle_p50_ms']} ms p50 idle (baseline); under load p50 "
+            f"/health: {summary['health_idle_p50_ms']} ms p50 idle (baseline); "
+            + (
+                f"under the valid clients alone for {args.valid_minutes:g} min first (rows 'valid "
+                f"only'), p50 {summary['health_valid_load_p50_ms']} ms, p99 "
+                f"{summary['health_valid_load_p99_ms']} ms; "
+                if valid_health
+                else ""
+            )
+            + "under the full load p50 "
             f"{summary['health_load_p50_ms']} ms, p99 {summary['health_load_p99_ms']} ms, max "
             f"{summary['health_load_max_ms']} ms; probes not answered 200: {dict(h_bad) or 'none'}. "
             f"Server alive at the end: {alive}; SIGTERM -> exit {code} in {summary['sigterm_seconds']} s; "
