@@ -52,7 +52,8 @@ def _model(run: Run) -> Path:
 
     folder.mkdir(parents=True)
     wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(_texts(3000), vocab_size=30522, min_frequency=1, show_progress=False)
+    corpus = _texts(400 if run.sizes is QUICK else 3000)  # the vocabulary: seconds, not tens
+    wp.train_from_iterator(corpus, vocab_size=30522, min_frequency=1, show_progress=False)
     wp.save_model(str(folder))
     tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     tok.save_pretrained(folder)
