@@ -95,8 +95,8 @@ def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
 
 
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
-    fast = BM25Retriever(root / "bm25", threads=2, bail=0)
-    ref = BM25Retriever(root / "bm25", threads=1, pruning=False)
+    fast = BM25Retriever(root / "bm25", threads=2, pruning=True, bail=0)
+    ref = BM25Retriever(root / "bm25", threads=1)
     assert fast.pruning and not ref.pruning
     # questions, plus random mixes of frequent and rare vocabulary terms
     vocab = list(json.loads((root / "bm25" / "vocab.index.json").read_text()))
@@ -161,7 +161,7 @@ def test_index_without_block_maxima_still_opens(root, questions, tmp_path, caplo
     del manifest["postings"]
     write_manifest(old, manifest)
     with caplog.at_level(logging.WARNING, logger="retriever.bm25.retriever"):
-        r = BM25Retriever(old, threads=1)
+        r = BM25Retriever(old, threads=1, pruning=True)
     assert not r.pruning
     assert "rebuild" in caplog.text
     assert r.search(questions[:50], 10) == BM25Retriever(root / "bm25").search(questions[:50], 10)
@@ -172,4 +172,4 @@ def test_missing_block_files_are_refused(root, tmp_path):
     shutil.copytree(root / "bm25", broken)
     (broken / "blocks.max.npy").unlink()
     with pytest.raises(IndexFormatError, match="block maxima"):
-        BM25Retriever(broken)
+        BM25Retriever(broken, pruning=True)

@@ -8,8 +8,8 @@ parses the whole vocabulary, and a manifest holding the analyzer used for docume
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
 top-k selection is ours, ties broken by lower row, so results are deterministic and batched
 equals one-by-one exactly. Indexes built with per-block maxima (``blockmax``; manifest
-``postings.layout``) are searched with exact dynamic pruning (``pruned``: block-max MaxScore),
-which skips most postings of a large corpus; older indexes, or ``pruning=False``, use the
+``postings.layout``) can be searched with exact dynamic pruning (``pruned``: MaxScore with
+block maxima, ``pruning=True``); the default, and indexes built before block maxima, use the
 exhaustive kernel (``kernels``), the reference the pruned one is tested against. A part whose
 manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
@@ -110,8 +110,10 @@ class BM25Retriever:
     ``threads``: batches of at least ``2 * threads`` queries are split over that many numba
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
-    so the first query is as fast as the others. ``pruning=False`` forces the exhaustive
-    kernel (same hits and scores; the reference for tests and benchmarks). ``bail``: a pruned
+    so the first query is as fast as the others. ``pruning=True`` searches with the exact
+    MaxScore kernel when the index has block maxima (same hits and scores as the exhaustive
+    kernel; off by default: at 5.3M passages it measured no faster, with a worse p99, see
+    BENCHMARKS.md "BM25 at scale"). ``bail``: a pruned
     query whose candidates pass 1/``bail`` of the corpus finishes exhaustively (0: never).
     """
 
@@ -123,7 +125,7 @@ class BM25Retriever:
         threads: int | None = None,
         max_query_terms: int = MAX_QUERY_TERMS,
         warmup: bool = True,
-        pruning: bool = True,
+        pruning: bool = False,
         bail: int = 8,
     ):
         start = time.perf_counter()

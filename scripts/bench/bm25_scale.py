@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = [question_of(r) for r in rows_qa]
     answers = [answers_of(r) for r in rows_qa]
     index = Index.open(root)
-    ours = BM25Retriever(root / "bm25", threads=1)
+    ours = BM25Retriever(root / "bm25", threads=1, pruning=True)
     exhaustive = BM25Retriever(root / "bm25", threads=1, pruning=False)
     assert ours.pruning, "the bm25 part has no block maxima: rebuild it"
     systems = {"ours pruned": ours.search, "ours exhaustive": exhaustive.search}
