@@ -57,4 +57,7 @@ def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path):
     assert service["status"] == "ok"
     assert len(service["rows"]) == 2 * len(gpu.QUICK.concurrency)
     assert all(row["errors"] == 0 and row["qps"] > 0 for row in service["rows"])
+    if importlib.util.find_spec("fastapi") and importlib.util.find_spec("uvicorn"):
+        assert sections["http"]["status"] == "ok", sections["http"]
+        assert sections["http"]["single_query_requests_per_s"] > 0
     assert (tmp_path / "gpu.md").read_text().startswith("# GPU check (cpu, quick)")

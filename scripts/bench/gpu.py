@@ -19,7 +19,9 @@ time budget (a section that would not fit is skipped, saying so):
    to an uninterrupted run.
 6. ``service_load``: the dense retriever in ``RetrievalService`` (no HTTP) under 1/64/512
    concurrent single-query callers, coalesced vs ``max_batch=1``.
-7. ``faiss`` and ``http``: run when their packages are present, else skipped, saying so.
+7. ``faiss`` (GPU Flat index against the torch backend's ids) and ``http`` (the FastAPI server
+   on the encode section's index: a checked /retrieve, then single-query requests/s): run
+   when their packages are present, else skipped, saying so.
 
 Results go to ``--out`` as ``gpu.json`` and ``gpu.md`` (rewritten after every section, so a
 killed run keeps what it measured) and are printed. Without ``orjson`` (the GPU image lacks
@@ -220,7 +222,7 @@ SECTIONS = (
     ("encode_verb", encode_verb, 60),
     ("service_load", service_load, 30),
     ("faiss", faiss_gpu, 5),
-    ("http", http, 1),
+    ("http", http, 15),
 )
 
 

@@ -286,7 +286,7 @@ def encode_verb(run: Run) -> dict:
     return {
         "passages": s.store,
         "devices": devices,
-        "seconds": round(seconds, 1),
+        "whole_run_s": round(seconds, 1),
         "passages_per_s_end_to_end": round(s.store / seconds, 1),
         "shards": len(whole),
         "killed_after_shards": killed_after,

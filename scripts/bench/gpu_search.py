@@ -224,9 +224,66 @@ def faiss_gpu(run: Run) -> dict:
 
 
 def http(run: Run) -> dict:
+    """The FastAPI server over the encode section's index: one /retrieve of 8 queries checked,
+    then single-query requests from one client for a few seconds."""
     import importlib.util
 
     missing = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
     if missing:
         raise Skip(f"{', '.join(missing)} not installed here: the HTTP server is left to tests/")
-    raise Skip("present, but the HTTP path is CPU-bound and covered by scripts/bench/server.py")
+    root = run.results.get("index_root")
+    if not root:
+        raise Skip("needs the index the encode_verb section builds")
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from retriever.server.app import create_app
+    from retriever.server.service import ServiceConfig
+
+    config = ServiceConfig(
+        index=root,
+        retrievers=("dense-whole",),
+        device=run.device,
+        dense_backend="torch",
+        cache_size=0,
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, background=False),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    queries = [f"who wrote {t.split(chr(10))[0]}" for t in _texts(64)]
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:  # the lifespan loads the model and the vectors first
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/retrieve"
+        with httpx.Client(timeout=60) as client:
+            r = client.post(url, json={"queries": queries[:8], "topk": 5, "return_scores": True})
+            r.raise_for_status()
+            result = r.json()["result"]
+            if len(result) != 8 or any(len(hits) != 5 for hits in result):
+                raise RuntimeError(f"/retrieve answered {[len(h) for h in result]} hits")
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < run.sizes.seconds:
+                q = queries[done % len(queries)]
+                client.post(url, json={"queries": [q], "topk": 5}).raise_for_status()
+                done += 1
+            rate = done / (time.perf_counter() - start)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    return {"retrieve_8_queries": "ok", "single_query_requests_per_s": round(rate, 1)}
