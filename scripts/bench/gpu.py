@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -290,6 +291,7 @@ def main(argv=None) -> int:
                 run.section(name, fn, need)
     finally:
         torch.set_num_threads(threads)
+        shutil.rmtree(run.scratch, ignore_errors=True)  # models, stores: results are in --out
     print(markdown(run.results))
     errors = [n for n, r in run.results["sections"].items() if r["status"] == "error"]
     return 1 if errors else 0
