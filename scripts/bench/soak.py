@@ -511,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         append_section(
             f"Soak: {args.minutes:g} min of mixed and hostile load, BM25 + {dense}",
-            f"scripts/bench/soak.py --minutes {args.minutes:g}", rows, header, notes,
+            f"scripts/bench/soak.py --minutes {args.minutes:g}"
+            + (f" --valid-minutes {args.valid_minutes:g}" if args.valid_minutes else ""),
+            rows, header, notes,
         )  # fmt: skip
     if tmp is not None:
         tmp.cleanup()
