@@ -535,3 +535,30 @@ def test_title_to_url_fast_path_equals_quote():
     for t in titles:
         path = clean_title(t).replace(" ", "_")
         assert title_to_url(t) == WIKI_BASE + quote(path, safe="/:(),'!;@$*+=-._~"), t
+
+
+def test_a_damaged_row_at_query_time_is_a_json_error_naming_verify(tmp_path):
+    """Over HTTP: the hit on a damaged row is a 503 JSON ``index_damaged`` (not a 500), other
+    queries are still answered."""
+    from fastapi.testclient import TestClient
+    from retriever_fakes import build_root
+
+    from retriever.server.app import create_app
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    root = build_root(tmp_path, bm25=True)
+    service = RetrievalService(ServiceConfig(index=root, cache_size=0, warmup=False)).start()
+    with TestClient(create_app(service)) as client:
+        body = {"queries": ["Which magazine was started first?"], "topk": 1}
+        hit = client.post("/retrieve", json=body).json()["result"][0][0]
+        row = DocStore.open(root).find_id(hit["id"])
+        start = int(np.load(root / "corpus" / "passages.offsets.npy")[row])
+        _damage(root / "corpus" / "passages.jsonl", start + 3)
+        response = client.post("/retrieve", json=body)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "index_damaged"
+        assert "index_build verify" in response.json()["detail"]
+        other = client.post("/retrieve", json={"queries": ["a different question"], "topk": 1})
+        assert other.status_code in (200, 503) and other.headers["content-type"].startswith(
+            "application/json"
+        )

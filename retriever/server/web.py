@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from ..errors import (
     AuthError,
     BadRequestError,
+    CorruptStoreError,
     QueueFullError,
     RetrieverError,
     ServiceUnavailableError,
@@ -58,11 +59,15 @@ def error_response(exc: BaseException) -> Response:
         status, kind = 503, "unavailable"
         if exc.retry_after is not None:
             headers = _retry_after(exc.retry_after)
+    elif isinstance(exc, CorruptStoreError):
+        # the index on disk is damaged: not the caller's fault, and no retry will mend it;
+        # the detail names the damaged row and `python -m index_build verify`
+        status, kind = 503, "index_damaged"
     elif isinstance(exc, RetrieverError):
         status, kind = 500, "search_failed"
     else:
         status, kind = 500, "internal_error"
-    if status == 500:
+    if status == 500 or kind == "index_damaged":
         log.error("request failed: %r", exc)
     return json_response({"error": kind, "detail": str(exc) or repr(exc)}, status, headers)
 
