@@ -40,19 +40,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The CLI's parser and the modules of its verbs; ``only``: import that verb's module alone
+    (the others are listed without their flags), so ``encode`` runs on a GPU node that lacks
+    the corpus verb's packages (mwparserfromhell)."""
     parser = _Parser(prog="python -m index_build", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     modules = {}
     for verb, (module_name, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        if only is not None and verb != only:
+            continue
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            module.add_arguments(p)
+        except ModuleNotFoundError:
+            if only == verb:
                 raise
-            continue
-        p = sub.add_parser(verb, help=help_text, description=help_text)
-        module.add_arguments(p)
+            continue  # listed; run alone, the verb says which package it lacks
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="-v: progress logs, -vv: debug"
@@ -61,11 +66,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, modules
 
 
+def _verb(argv: list[str]) -> str | None:
+    """The verb named on the command line, when it is one of ours."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in VERBS else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from retriever.cli import configure_process, fail
 
     configure_process()
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = _verb(argv)
+    try:
+        parser, modules = build_parser(only=verb)
+    except ModuleNotFoundError as exc:
+        return fail(
+            f"the {verb} verb needs the package {exc.name!r}, not installed here: "
+            "pip install -e . (see the README)"
+        )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a bad flag (already reported in one line)
