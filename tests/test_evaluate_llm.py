@@ -6,8 +6,8 @@ needs ``config.architectures``, which a GGUF file does not carry, so the test tu
 a transformers folder once per run (about 20 s), then starts the server on 127.0.0.1 for the
 module and stops it after. Every style runs a few questions in chat and completion mode: the
 runs end, no policy request fails, and every tool call the model makes reaches the retriever.
-Turns are short (32 tokens, 2 turns); even so the module took 12 minutes on the shared 2-core
-development machine at a load average of 8-10 (27 minutes at 14): it is marked ``slow``.
+Turns are short (32 tokens, 2 turns): the module takes about 100 s on a quiet 2-core machine
+(12 minutes at a load average of 8-10), so it is marked ``slow``.
 """
 
 from __future__ import annotations
