@@ -71,3 +71,15 @@ def append_section(
         )
     with open(BENCHMARKS, "a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+async def read_response(reader) -> tuple[int, bytes, bytes]:
+    """Status, head and body of one HTTP/1.1 response on raw asyncio streams (the load
+    generators' cheapest client: no HTTP library between them and the server)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, head, await reader.readexactly(length)

@@ -27,7 +27,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, append_section, machine, median  # noqa: E402
+from common import (  # noqa: E402
+    REPO,
+    SHARED_DATA,
+    append_section,
+    machine,
+    median,
+    read_response,
+)
 
 
 def load_queries(n: int = 3610) -> list[str]:
@@ -95,13 +102,8 @@ async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
         b"POST /retrieve HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json"
         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return status, await reader.readexactly(length)
+    status, _, data = await read_response(reader)
+    return status, data
 
 
 def _generator(args) -> tuple[list[float], int, float]:

@@ -39,7 +39,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section  # noqa: E402
+from common import REPO, append_section, read_response  # noqa: E402
 
 SAMPLE = REPO / "tests" / "data" / "enwiki-sample-pages-articles.xml.bz2"
 NQ = REPO / "tests" / "data" / "nq-test.tsv"
@@ -164,13 +164,7 @@ async def _send(reader, writer, method: str, path: str, body: bytes, ctype: str)
         f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
+    status, head, _ = await read_response(reader)
     if b"connection: close" in head.lower():
         raise ConnectionResetError("server closed the connection")
     return status
