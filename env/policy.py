@@ -173,12 +173,13 @@ class OpenAIClient:
             raise PolicyError(f"the reply has no choices: {str(reply)[:200]}")
         return choices[0]
 
-    async def chat(
-        self, messages: list[dict], stops: list[str], sampling: SamplingConfig, **extra
-    ) -> tuple[str, dict]:
+    def _body(
+        self, key: str, value: object, stops: list[str], sampling: SamplingConfig, extra: dict
+    ) -> dict:
+        """The request body both endpoints share; ``key`` is ``messages`` or ``prompt``."""
         body = {
             "model": self.model,
-            "messages": messages,
+            key: value,
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -186,6 +187,12 @@ class OpenAIClient:
         }
         if stops:
             body["stop"] = stops
+        return body
+
+    async def chat(
+        self, messages: list[dict], stops: list[str], sampling: SamplingConfig, **extra
+    ) -> tuple[str, dict]:
+        body = self._body("messages", messages, stops, sampling, extra)
         choice = self._choice(await self._post("/chat/completions", body))
         message = choice.get("message") or {}
         text = (
@@ -198,16 +205,7 @@ class OpenAIClient:
     async def complete(
         self, prompt: str, stops: list[str], sampling: SamplingConfig, **extra
     ) -> tuple[str, dict]:
-        body = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            **extra,
-        }
-        if stops:
-            body["stop"] = stops
+        body = self._body("prompt", prompt, stops, sampling, extra)
         choice = self._choice(await self._post("/completions", body))
         return restore_stop(choice.get("text") or "", choice, stops), choice
 

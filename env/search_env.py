@@ -18,7 +18,7 @@ import gymnasium as gym
 
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
-from .tools import arun_plan, plan_calls, run_plan
+from .tools import Plan, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
 
 
@@ -111,15 +111,18 @@ class SearchEnv(gym.Env):
         super().reset(seed=seed)
         return self.episode.reset(self._options(options), seed=seed)
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _plan(self, action: str) -> Plan | None:
+        """The backend plan of this action's tool call; None when the action calls no tool."""
         call = self.episode.prepare(action)
-        result = None
-        if call is not None:
-            if self.client is None:
-                raise ConfigError("this env has no search client; pass client= to SearchEnv")
-            cfg = self.config
-            result = run_plan(self.client, plan_calls([call], cfg.topk, cfg.retriever))[0]
-        return self.episode.finish(result)
+        if call is None:
+            return None
+        if self.client is None:
+            raise ConfigError("this env has no search client; pass client= to SearchEnv")
+        return plan_calls([call], self.config.topk, self.config.retriever)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        plan = self._plan(action)
+        return self.episode.finish(None if plan is None else run_plan(self.client, plan)[0])
 
     async def areset(
         self, *, seed: int | None = None, options: dict | None = None
@@ -128,15 +131,10 @@ class SearchEnv(gym.Env):
 
     async def astep(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """``step`` for coroutine trainers: an async client is awaited, a sync one runs in a thread."""
-        call = self.episode.prepare(action)
-        result = None
-        if call is not None:
-            if self.client is None:
-                raise ConfigError("this env has no search client; pass client= to SearchEnv")
-            cfg = self.config
-            plan = plan_calls([call], cfg.topk, cfg.retriever)
-            result = (await arun_plan(self.client, plan))[0]
-        return self.episode.finish(result)
+        plan = self._plan(action)
+        return self.episode.finish(
+            None if plan is None else (await arun_plan(self.client, plan))[0]
+        )
 
     def trajectory(self) -> dict:
         """The current (or last) episode as a JSON-able dict."""
