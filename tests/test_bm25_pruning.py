@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retriever.bm25 import blockmax, kernels, pruned
+from retriever.bm25 import blockmax, daat, kernels, pruned
 from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import score_matrix
 from retriever.bm25.retriever import BM25Retriever
@@ -92,6 +92,50 @@ def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
             for got in (serial, parallel, bailing):
                 for w, g in zip(want, got):
                     np.testing.assert_array_equal(g, w, err_msg=f"block {bsize}, k {k}")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_daat_kernel_equals_exhaustive_on_random_matrices(seed):
+    """Document-at-a-time block-max MaxScore: same rows and float32 scores, ties by row, for
+    block sizes down to 1, k past the corpus, and with or without the exhaustive bail-out."""
+    rng = np.random.default_rng(100 + seed)
+    num_docs = int(rng.integers(50, 4000))
+    data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0, 1][seed % 4])
+    qptr, tids, tw = _queries(rng, 40, 60)
+    acc = np.zeros(num_docs, np.float32)
+    seen = np.zeros(num_docs, np.bool_)
+    for bsize in (1, 2, 7, 64, 128):
+        blocks = blockmax.compute(data, indices, indptr, bsize)
+        for k in (1, 3, 10, 33, num_docs + 3):
+            want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
+            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k)
+            got = [daat.search_serial(*args, bail, acc, seen) for bail in (0, 1, 8)]
+            got.append(daat.search_parallel(*args, 0, np.zeros((3, num_docs), np.float32),
+                                            np.zeros((3, num_docs), np.bool_)))  # fmt: skip
+            assert not acc.any() and not seen.any()
+            for g in got:
+                for w, x in zip(want, g):
+                    np.testing.assert_array_equal(x, w, err_msg=f"block {bsize}, k {k}")
+
+
+def test_daat_kernel_edge_cases():
+    """Empty queries, a term without postings, one-posting columns, all scores tied."""
+    data = np.ones(6, np.float32)
+    indices = np.array([0, 1, 2, 3, 4, 5], np.int32)
+    indptr = np.array([0, 0, 1, 6], np.int64)  # term 0: no postings; 1: row 0; 2: rows 1-5
+    acc, seen = np.zeros(6, np.float32), np.zeros(6, np.bool_)
+    blocks = blockmax.compute(data, indices, indptr, 2)
+    qptr = np.array([0, 0, 1, 3, 4], np.int64)
+    tids = np.array([0, 0, 1, 2], np.int32)
+    tw = np.ones(4, np.float32)
+    rows, scores, counts = daat.search_serial(
+        qptr, tids, tw, data, indices, indptr, *blocks, 2, 3, 0, acc, seen
+    )
+    assert counts.tolist() == [0, 0, 1, 3]
+    assert rows.tolist() == [[-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]]
+    want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, 3, acc, seen)
+    for w, g in zip(want, (rows, scores, counts)):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):

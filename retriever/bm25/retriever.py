@@ -8,8 +8,8 @@ parses the whole vocabulary, and a manifest holding the analyzer used for docume
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
 top-k selection is ours, ties broken by lower row, so results are deterministic and batched
 equals one-by-one exactly. Indexes built with per-block maxima (``blockmax``; manifest
-``postings.layout``) can be searched with exact dynamic pruning (``pruned``: MaxScore with
-block maxima, ``pruning=True``); the default, and indexes built before block maxima, use the
+``postings.layout``) can be searched with exact dynamic pruning (``daat``: document-at-a-time
+block-max MaxScore, ``pruning=True``); the default, and indexes built before block maxima, use the
 exhaustive kernel (``kernels``), the reference the pruned one is tested against. A part whose
 manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
@@ -50,9 +50,9 @@ def _get_kernels(pruning: bool = False):
     global _kernels, _pruned
     if pruning:
         if _pruned is None:
-            from . import pruned
+            from . import daat
 
-            _pruned = pruned
+            _pruned = daat
         return _pruned
     if _kernels is None:
         from . import kernels as bm25_kernels
@@ -111,10 +111,10 @@ class BM25Retriever:
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
     so the first query is as fast as the others. ``pruning=True`` searches with the exact
-    MaxScore kernel when the index has block maxima (same hits and scores as the exhaustive
-    kernel; off by default: at 5.3M passages it measured no faster, with a worse p99, see
-    BENCHMARKS.md "BM25 at scale"). ``bail``: a pruned
-    query whose candidates pass 1/``bail`` of the corpus finishes exhaustively (0: never).
+    document-at-a-time block-max MaxScore kernel (``daat``) when the index has block maxima
+    (same hits and scores as the exhaustive kernel; see BENCHMARKS.md "BM25 at scale" for
+    when it pays). ``bail``: a pruned query whose work, extrapolated over the corpus, passes
+    ``bail`` / 4 times its postings finishes exhaustively (0: never).
     """
 
     def __init__(
