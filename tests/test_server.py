@@ -240,6 +240,16 @@ def test_cli_refuses_bad_roots(tmp_path, root, capsys):
     assert "no bm25/ or dense-NAME/ part" in capsys.readouterr().err
 
 
+def test_ray_serve_cli_refuses_the_same_roots(tmp_path, root, capsys):
+    """Ray Serve's CLI makes the server's check (``checked_config``) before it touches Ray."""
+    from retriever.server.ray_serve import main as ray_main
+
+    assert ray_main(["--index", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert ray_main(["--index", str(root)]) == 2
+    assert "no bm25/ or dense-NAME/ part" in capsys.readouterr().err
+
+
 def test_openapi_request_bodies_are_the_wire_models(app_client):
     from retriever.wire import AccessRequest, RetrieveRequest
 

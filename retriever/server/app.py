@@ -207,6 +207,21 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return from_flags(ServiceConfig, args, token=token, trajectories=trajectories)
 
 
+def checked_config(args: argparse.Namespace) -> tuple[ServiceConfig, list[str]]:
+    """``config_from_args`` and the index's part names, failing fast (``RetrieverError``) on a
+    root with no part: the check both ``python -m retriever.server`` and Ray Serve make first."""
+    from ..index import Index
+
+    config = config_from_args(args)
+    names = Index.open(config.index).names()
+    if not names:
+        raise RetrieverError(
+            f"{config.index} has no bm25/ or dense-NAME/ part: "
+            "build one with python -m index_build bm25 --index ROOT"
+        )
+    return config, names
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..cli import configure_process, fail
 
@@ -216,21 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = config_from_args(args)
+        config, names = checked_config(args)
         from ..cli import config_from_args as from_flags
         from .lifecycle import ConnectionLimits
 
         limits = from_flags(ConnectionLimits, args)
-        from ..index import Index
-
-        names = Index.open(config.index).names()  # fail fast on a wrong root
     except (RetrieverError, ValueError) as exc:
         return fail(str(exc))
-    if not names:
-        return fail(
-            f"{config.index} has no bm25/ or dense-NAME/ part: "
-            "build one with python -m index_build bm25 --index ROOT"
-        )
     from .lifecycle import Server, server_config
 
     t0 = time.perf_counter()

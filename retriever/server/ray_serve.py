@@ -208,22 +208,16 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_process()
     from ..cli import config_from_args as flags_to_config
-    from ..index import Index
-    from .app import config_from_args
+    from .app import checked_config
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = config_from_args(args)
+        config, _ = checked_config(args)
         options = flags_to_config(DeploymentOptions, args)
         config = replace(config, index=str(Path(config.index).resolve()))
-        if not Index.open(config.index).names():  # fail fast on a wrong root
-            raise RetrieverError(
-                f"{config.index} has no bm25/ or dense-NAME/ part: "
-                "build one with python -m index_build bm25 --index ROOT"
-            )
     except (RetrieverError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
