@@ -184,6 +184,18 @@ def test_verl_loads_compute_score_from_its_config(path, monkeypatch):
         fn(data_source="hotpotqa", solution_str=text, ground_truth=None, extra_info={"index": 2})
 
 
+def test_verl_tool_config_carries_the_envs_tool_specs():
+    """verl's agent shows the model the env's own specs (an access without a page reads the
+    next unread chunk there too: one env per trajectory)."""
+    from env.integrations.verl import tool_config
+    from env.prompts import tool_specs
+
+    text = tool_config("http://127.0.0.1:1", access=True)
+    for spec in tool_specs(("search", "access")):
+        assert f"    tool_schema: {json.dumps(spec)}" in text
+    assert "the next unread one" in text and "default 1" not in text
+
+
 def test_verl_tools_from_verls_registry(live, tmp_path):
     pytest.importorskip(
         "tensordict", reason="verl is installed --no-deps with tensordict by make setup"

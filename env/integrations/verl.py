@@ -29,6 +29,7 @@ from typing import Any
 
 from env.errors import TaskFormatError
 from env.integrations.scoring import answers_of, num_tool_calls, score_text_all
+from env.prompts import tool_specs
 
 log = logging.getLogger(__name__)
 
@@ -94,38 +95,8 @@ def compute_score(
 
 # ---- tools of verl's multi-turn agent loop ---------------------------------------------------
 
-SEARCH_SCHEMA = {
-    "type": "function",
-    "function": {
-        "name": "search",
-        "description": "Search the local Wikipedia; returns the top passages with their URLs.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "description": "what to search for"},
-            },
-            "required": ["query"],
-        },
-    },
-}
-ACCESS_SCHEMA = {
-    "type": "function",
-    "function": {
-        "name": "access",
-        "description": "Read a Wikipedia page by URL or title, one numbered chunk at a time.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "url": {
-                    "type": "string",
-                    "description": "a URL from the search results, or a title",
-                },
-                "page": {"type": "integer", "description": "which chunk to read (default 1)"},
-            },
-            "required": ["url"],
-        },
-    },
-}
+# the env's own tool-call specs: the model sees the same tools in verl as in the env's prompt
+SEARCH_SCHEMA, ACCESS_SCHEMA = tool_specs(("search", "access"))
 
 
 def _schema_object(schema: dict):
