@@ -78,6 +78,21 @@ async def test_async_clients_equal_sync(live, bm25_root):
         local.close()
 
 
+async def test_async_with_closes_what_the_client_owns(live, bm25_root):
+    async with InProcessClient.from_index(bm25_root) as owned:
+        assert (await owned.aretrieve(["paris"], topk=1))[0][0]["score"] > 0
+    assert owned.service.state in ("stopping", "stopped")
+    service = RetrievalService(ServiceConfig(index=bm25_root)).start()
+    async with InProcessClient(service) as borrowed:
+        assert borrowed.retrieve(["paris"], topk=1)[0][0]["score"] > 0
+    assert service.state == "ready"  # borrowed, not stopped
+    service.stop()
+    async with HTTPClient(live.url) as http:
+        assert (await http.aretrieve(["paris"], topk=1))[0][0]["score"] > 0
+        assert http._async  # a pooled async connection per URL, closed on the way out
+    assert not http._async and not http._sync
+
+
 def test_in_process_client_borrows_a_service(bm25_root):
     service = RetrievalService(ServiceConfig(index=bm25_root)).start()
     with connect(service) as client:

@@ -31,6 +31,7 @@ from ..errors import (
 )
 from ..retry import Retry, RetryPolicy, arun, retryable_status, run
 from .balancer import Balancer, parse_urls
+from .base import ClientBase
 
 __all__ = ["HTTPClient"]
 
@@ -53,7 +54,7 @@ def _access_body(urls, titles, ids, offset, max_chars) -> dict:
     return body
 
 
-class HTTPClient:
+class HTTPClient(ClientBase):
     """Client of ``python -m retriever.server`` (one URL or several); sync methods and
     ``a``-prefixed coroutines.
 
@@ -322,15 +323,3 @@ class HTTPClient:
         clients, self._async = list(self._async.values()), {}
         for client in clients:
             await client.aclose()
-
-    def __enter__(self) -> HTTPClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    async def __aenter__(self) -> HTTPClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from ..errors import QueueFullError
 from ..retry import Retry, RetryPolicy, arun
 from ..server.service import RetrievalService, ServiceConfig
+from .base import ClientBase
 
 
-class InProcessClient:
+class InProcessClient(ClientBase):
     """The same interface as ``HTTPClient``, over a ``RetrievalService`` in this process.
 
     ``InProcessClient(root)`` (or ``InProcessClient.from_index(root)``) loads the index root
@@ -83,18 +84,3 @@ class InProcessClient:
     def close(self) -> None:
         if self._owns:
             self.service.stop()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __enter__(self) -> InProcessClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    async def __aenter__(self) -> InProcessClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.close()
