@@ -298,22 +298,6 @@ def test_two_services_keep_their_own_counts(root, fake):
     assert two.metrics.value("retriever_requests_total", endpoint="/retrieve", code="200") == 0
 
 
-def test_import_client_is_light():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, retriever.client\n"
-        "retriever.client.HTTPClient('http://127.0.0.1:1')\n"
-        "heavy = ('numpy', 'pydantic', 'fastapi', 'retriever.server', 'retriever.store',"
-        " 'retriever.server.batching', 'retriever.wire')\n"
-        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
-
-
 def test_every_documented_flag_still_parses():
     """Flags are generated from ServiceConfig / DeploymentOptions now; the names users type
     (README, scripts) must keep working, with the dataclass defaults when not given."""
