@@ -51,6 +51,9 @@ ADVERSARIAL = [
     "<search >spaced</search >",
 ]
 
+# the tags of every tool syntax: the fuzzers' building blocks
+TAGS = ("<search>", "</search>", "<access>", "</access>", "<answer>", "</answer>")
+TAGS += ("<tool_call>", "</tool_call>", "<think>", "</think>")
 VALID_ISH = [
     "<search>University of Kansas</search>",
     "<access>University of Kansas</access>",
@@ -95,17 +98,9 @@ def test_adversarial_actions(client, style, tmp_path):
 @pytest.mark.parametrize("style", STYLES)
 def test_random_garbage_batched(client, style):
     rng = random.Random(1234)
-    alphabet = list("abc <>/{}\"':,[]\n\t") + [
-        "<search>",
-        "</search>",
-        "<access>",
-        "</access>",
-        "<answer>",
-        "</answer>",
-        "<tool_call>",
-        "</tool_call>",
-        "<think>",
-        "</think>",
+    alphabet = [
+        *"abc <>/{}\"':,[]\n\t",
+        *TAGS,
         '{"name": "search", "arguments": {"query": "',
         '"}}',
     ]
@@ -139,16 +134,7 @@ def test_parser_never_raises(text, style):
 TAGGY = st.lists(
     st.sampled_from(
         [
-            "<search>",
-            "</search>",
-            "<access>",
-            "</access>",
-            "<answer>",
-            "</answer>",
-            "<tool_call>",
-            "</tool_call>",
-            "<think>",
-            "</think>",
+            *TAGS,
             "q",
             " ",
             "{",

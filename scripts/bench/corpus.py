@@ -138,56 +138,25 @@ def main(argv=None) -> int:
 
         xml = work / "repeated.xml"
         size_mb = repeated_xml(args.xml_copies, xml) / 1e6
-        variants = {
-            "ours, 1 worker": [
-                PY,
-                "-m",
-                "index_build",
-                "corpus",
-                "--input",
-                str(xml),
+        ours = [PY, "-m", "index_build", "corpus", "--input", str(xml), "--no-progress"]
+        theirs = [PY, "-m", "wikiextractor.WikiExtractor", str(xml), "-q"]
+        variants = {}
+        for n in (1, 2):  # the same commands at 1 and 2 processes
+            variants[f"ours, {n} worker{'s' if n > 1 else ''}"] = [
+                *ours,
                 "--out",
-                str(work / "x1"),
+                str(work / f"x{n}"),
                 "--workers",
-                "1",
-                "--no-progress",
-            ],
-            "ours, 2 workers": [
-                PY,
-                "-m",
-                "index_build",
-                "corpus",
-                "--input",
-                str(xml),
-                "--out",
-                str(work / "x2"),
-                "--workers",
-                "2",
-                "--no-progress",
-            ],
-            "wikiextractor, --processes 1": [
-                PY,
-                "-m",
-                "wikiextractor.WikiExtractor",
-                str(xml),
+                str(n),
+            ]
+        for n in (1, 2):
+            variants[f"wikiextractor, --processes {n}"] = [
+                *theirs,
                 "-o",
-                str(work / "we1"),
+                str(work / f"we{n}"),
                 "--processes",
-                "1",
-                "-q",
-            ],
-            "wikiextractor, --processes 2": [
-                PY,
-                "-m",
-                "wikiextractor.WikiExtractor",
-                str(xml),
-                "-o",
-                str(work / "we2"),
-                "--processes",
-                "2",
-                "-q",
-            ],
-        }
+                str(n),
+            ]
         results = {}
         n_xml = 0
         for _ in range(args.repeat):
