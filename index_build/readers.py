@@ -223,6 +223,22 @@ def read_wikiextractor(
 
 
 # ---- JSONL ----------------------------------------------------------------------------------
+def reject(
+    on_error: str,
+    counts: Counts,
+    kind: str,
+    path: Path,
+    where: str,
+    what: str,
+    cause: BaseException | None = None,
+) -> None:
+    """A row a reader cannot use: ``CorpusInputError`` (``on_error="raise"``), else counted
+    under ``kind`` for the summary and the caller skips it."""
+    if on_error == "raise":
+        raise CorpusInputError(str(path), where, what) from cause
+    counts[kind] += 1
+
+
 def jsonl_row_to_doc(obj: dict) -> Doc:
     """One JSONL row of any supported layout to a ``Doc`` (KeyError/TypeError when unusable).
 
@@ -246,16 +262,11 @@ def read_jsonl(path: Path, on_error: str, counts: Counts, progress: Progress) ->
         try:
             doc = jsonl_row_to_doc(orjson.loads(line))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            if on_error == "raise":
-                raise CorpusInputError(
-                    str(path), f"line {lines.lineno}", f"bad JSON row: {exc!r}"
-                ) from exc
-            counts["malformed"] += 1
+            where = f"line {lines.lineno}"
+            reject(on_error, counts, "malformed", path, where, f"bad JSON row: {exc!r}", exc)
             continue
         if not doc.text:
-            if on_error == "raise":
-                raise CorpusInputError(str(path), f"line {lines.lineno}", "row has no text")
-            counts["empty"] += 1
+            reject(on_error, counts, "empty", path, f"line {lines.lineno}", "row has no text")
             continue
         yield doc
 
@@ -275,16 +286,11 @@ def read_dpr_tsv(path: Path, on_error: str, counts: Counts, progress: Progress) 
             title = row[col["title"]] if "title" in col else ""
             pid = row[col["id"]] if "id" in col else None
         except IndexError:
-            if on_error == "raise":
-                raise CorpusInputError(
-                    str(path), f"line {lines.lineno}", f"expected {len(header)} columns"
-                ) from None
-            counts["malformed"] += 1
+            where, what = f"line {lines.lineno}", f"expected {len(header)} columns"
+            reject(on_error, counts, "malformed", path, where, what)
             continue
         if not text:
-            if on_error == "raise":
-                raise CorpusInputError(str(path), f"line {lines.lineno}", "row has no text")
-            counts["empty"] += 1
+            reject(on_error, counts, "empty", path, f"line {lines.lineno}", "row has no text")
             continue
         yield Doc(id=pid, title=title, text=text, split=False, page=False)
 
@@ -317,14 +323,10 @@ def read_parquet(path: Path, on_error: str, counts: Counts, progress: Progress) 
                         page=False,
                     )
             except (KeyError, TypeError) as exc:
-                if on_error == "raise":
-                    raise CorpusInputError(str(path), f"row {n}", f"bad row: {exc!r}") from exc
-                counts["malformed"] += 1
+                reject(on_error, counts, "malformed", path, f"row {n}", f"bad row: {exc!r}", exc)
                 continue
             if not doc.text:
-                if on_error == "raise":
-                    raise CorpusInputError(str(path), f"row {n}", "row has no text")
-                counts["empty"] += 1
+                reject(on_error, counts, "empty", path, f"row {n}", "row has no text")
                 continue
             yield doc
     progress.update(size)
@@ -353,11 +355,8 @@ def read_hotpotqa(path: Path, on_error: str, counts: Counts, progress: Progress)
                     try:
                         yield lines.lineno, orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
-                        if on_error == "raise":
-                            raise CorpusInputError(
-                                str(path), f"line {lines.lineno}", f"bad JSON: {exc}"
-                            ) from exc
-                        counts["malformed"] += 1
+                        where = f"line {lines.lineno}"
+                        reject(on_error, counts, "malformed", path, where, f"bad JSON: {exc}", exc)
 
         numbered = numbered_lines()
     for n, row in numbered:
@@ -365,11 +364,8 @@ def read_hotpotqa(path: Path, on_error: str, counts: Counts, progress: Progress)
             context = row["context"]
             pairs = [(_unescape(str(title)), "".join(sents).strip()) for title, sents in context]
         except (KeyError, TypeError, ValueError) as exc:
-            if on_error == "raise":
-                raise CorpusInputError(
-                    str(path), f"record {n}", f"no usable 'context': {exc!r}"
-                ) from exc
-            counts["malformed"] += 1
+            what = f"no usable 'context': {exc!r}"
+            reject(on_error, counts, "malformed", path, f"record {n}", what, exc)
             continue
         for title, text in pairs:
             if title in seen:

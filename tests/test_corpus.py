@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from corpus_support import multistream_dump
 
 from index_build.__main__ import main as build
 from index_build.corpus import CorpusConfig, build_corpus
@@ -125,31 +126,8 @@ def test_unknown_lookups_are_none(xml_root):
         store.get(len(store))
 
 
-def _make_multistream(tmp_path: Path, pages_per_stream: int = 7) -> Path:
-    raw = bz2.decompress(XML.read_bytes()).decode()
-    head, rest = raw.split("<page>", 1)
-    body, tail = ("<page>" + rest).rsplit("</page>", 1)
-    pages = [p + "</page>" for p in body.split("</page>") if p.strip()]
-    out = tmp_path / "enwiki-test-pages-articles-multistream.xml.bz2"
-    index_lines = []
-    with open(out, "wb") as f:
-        f.write(bz2.compress(head.encode()))
-        for i in range(0, len(pages), pages_per_stream):
-            offset = f.tell()
-            group = pages[i : i + pages_per_stream]
-            for p in group:
-                title = re.search(r"<title>(.*?)</title>", p).group(1)
-                pid = re.search(r"<id>(\d+)</id>", p).group(1)
-                index_lines.append(f"{offset}:{pid}:{title}\n")
-            f.write(bz2.compress("\n".join(group).encode()))
-        f.write(bz2.compress(tail.encode()))
-    with bz2.open(tmp_path / "enwiki-test-pages-articles-multistream-index.txt.bz2", "wt") as f:
-        f.writelines(index_lines)
-    return out
-
-
 def test_multistream_equals_plain(tmp_path, xml_root):
-    path = _make_multistream(tmp_path)
+    path = multistream_dump(bz2.decompress(XML.read_bytes()), tmp_path, 7, "enwiki-test")
     build_corpus([path], tmp_path / "ms", CorpusConfig(workers=2))
     a, b = DocStore.open(xml_root), DocStore.open(tmp_path / "ms")
     assert len(a) == len(b)
@@ -334,6 +312,28 @@ def test_malformed_json_names_the_line(tmp_path):
         build_corpus([src], tmp_path / "o")
     m = build_corpus([src], tmp_path / "o", CorpusConfig(on_error="skip"))
     assert m["num_docs"] == 2 and m["skipped"] == {"malformed": 1, "empty": 1}
+
+
+def test_bad_rows_of_tsv_parquet_and_hotpotqa_name_their_place_or_are_counted(tmp_path):
+    """Each reader's bad rows: ``CorpusInputError`` naming the place by default, counted under
+    ``on_error="skip"`` (one rule, ``readers.reject``, for every reader)."""
+    tsv = tmp_path / "psgs.tsv"
+    tsv.write_text("id\ttext\ttitle\n1\tfine\tA\n2\n3\t  \tC\n4\tok\tD\n")
+    table = pa.table({"id": ["1", "2", "3"], "text": ["fine", "", "ok"], "title": list("ABC")})
+    pq.write_table(table, tmp_path / "p.parquet")
+    hotpot = tmp_path / "hotpot.jsonl"
+    good = {"question": "q?", "context": [["T", ["A sentence."]]]}
+    hotpot.write_text(f'{json.dumps(good)}\n{{"question": \n{{"question": "q", "context": 5}}\n')
+    cases = [
+        (tsv, r"psgs\.tsv: line 3: expected 3 columns", {"malformed": 1, "empty": 1}, 2),
+        (tmp_path / "p.parquet", r"p\.parquet: row 2: row has no text", {"empty": 1}, 2),
+        (hotpot, r"hotpot\.jsonl: line 2: bad JSON", {"malformed": 2}, 1),
+    ]
+    for i, (src, message, skipped, kept) in enumerate(cases):
+        with pytest.raises(CorpusInputError, match=message):
+            build_corpus([src], tmp_path / f"o{i}", CorpusConfig(workers=1))
+        m = build_corpus([src], tmp_path / f"o{i}", CorpusConfig(workers=1, on_error="skip"))
+        assert (m["skipped"], m["num_docs"]) == (skipped, kept), src.name
 
 
 def test_malformed_xml_names_the_position(tmp_path):

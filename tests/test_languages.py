@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_support import multistream_dump
 
 from index_build.__main__ import main as build
 from index_build.chunking import Chunker, script_of, split_chars
@@ -413,7 +414,7 @@ def test_invalid_utf8_skips_only_its_page(tmp_path):
 
 def test_invalid_utf8_in_a_multistream_dump(tmp_path):
     path, title = _with_bad_byte(tmp_path)
-    out = _as_multistream(path.read_bytes(), tmp_path, 10)
+    out = multistream_dump(path.read_bytes(), tmp_path, 10)
     counts = Counts()
     recs = list(read_wiki_xml(out, "skip", counts, Progress(), workers=1))
     assert isinstance(recs[0], SiteInfo) and recs[0].language == "en"
@@ -451,34 +452,11 @@ def test_dump_without_ns_elements_uses_its_namespace_names(tmp_path):
     assert DocStore.open(tmp_path / "o").get(0).url == "https://de.wikipedia.org/wiki/Berlin"
 
 
-def _as_multistream(raw: bytes, folder: Path, per_stream: int) -> Path:
-    """A multistream dump and its index from a plain dump's bytes (kept byte for byte)."""
-    text = raw.decode("utf-8", "surrogateescape")
-    head, rest = text.split("<page>", 1)
-    body, tail = ("<page>" + rest).rsplit("</page>", 1)
-    pages = [p + "</page>" for p in body.split("</page>") if p.strip()]
-    out = folder / "xxwiki-pages-articles-multistream.xml.bz2"
-    index = []
-    with open(out, "wb") as f:
-        f.write(bz2.compress(head.encode("utf-8", "surrogateescape")))
-        for i in range(0, len(pages), per_stream):
-            offset = f.tell()
-            group = pages[i : i + per_stream]
-            for p in group:
-                pid = re.search(r"<id>(\d+)</id>", p).group(1)
-                index.append(f"{offset}:{pid}:x\n")
-            f.write(bz2.compress("\n".join(group).encode("utf-8", "surrogateescape")))
-        f.write(bz2.compress(tail.encode()))
-    with bz2.open(folder / "xxwiki-pages-articles-multistream-index.txt.bz2", "wt") as f:
-        f.writelines(index)
-    return out
-
-
 def test_multistream_equals_plain_for_a_chinese_dump(tmp_path):
     """Reference equivalence: the stream-parallel reader gets the site, the variant rules and
     the conversion exactly as the plain reader does."""
     config = CorpusConfig(workers=2, chinese_script="traditional")
-    multi = _as_multistream(bz2.decompress(dump("zh").read_bytes()), tmp_path, 3)
+    multi = multistream_dump(bz2.decompress(dump("zh").read_bytes()), tmp_path, 3)
     a = build_corpus([dump("zh")], tmp_path / "plain", config)
     b = build_corpus([multi], tmp_path / "multi", config)
     assert a["sites"] == b["sites"] and a["language"] == b["language"] == "zh"
