@@ -17,7 +17,7 @@ import numpy as np
 
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
-from .search_env import load_task_list, make_config
+from .search_env import episode_options, load_task_list, make_config
 from .tools import Call, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
 
@@ -52,13 +52,8 @@ class BatchedSearchEnv:
 
     # ---- reset ----------------------------------------------------------------------------
     def _option_for(self, options: dict | None) -> dict:
-        if options and "question" in options:
-            return options
-        if not self.tasks:
-            raise ConfigError(
-                "reset needs one options dict with a 'question' per episode, or tasks="
-            )
-        return {**self.tasks[int(self._rng.integers(len(self.tasks)))].options(), **(options or {})}
+        missing = "reset needs one options dict with a 'question' per episode, or tasks="
+        return episode_options(options, self.tasks, self._rng, missing)
 
     def reset(
         self,

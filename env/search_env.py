@@ -69,6 +69,17 @@ def load_task_list(tasks: Sequence[Task] | str | os.PathLike | None) -> list[Tas
     return list(tasks)
 
 
+def episode_options(options: dict | None, tasks: Sequence[Task], rng, missing: str) -> dict:
+    """One episode's reset options: ``options`` when it names a question, else a task drawn with
+    ``rng`` (a numpy Generator) and ``options`` over it; ``ConfigError(missing)`` with neither."""
+    if options and "question" in options:
+        return options
+    if not tasks:
+        raise ConfigError(missing)
+    task = tasks[int(rng.integers(len(tasks)))]
+    return {**task.options(), **(options or {})}
+
+
 class SearchEnv(gym.Env):
     """Search and page access as tools for a text policy; rewards scored at the answer.
 
@@ -98,14 +109,10 @@ class SearchEnv(gym.Env):
         self._closed = False
 
     def _options(self, options: dict | None) -> dict:
-        if options and "question" in options:
-            return options
-        if not self.tasks:
-            raise ConfigError(
-                "reset needs options={'question': ..., 'answers': [...]} or an env built with tasks="
-            )
-        task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        return {**task.options(), **(options or {})}
+        missing = (
+            "reset needs options={'question': ..., 'answers': [...]} or an env built with tasks="
+        )
+        return episode_options(options, self.tasks, self.np_random, missing)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)

@@ -248,6 +248,21 @@ def test_reset_needs_a_question(client):
         SearchEnv(client, no_such_setting=1)
 
 
+def test_reset_draws_a_task_under_the_options_given(client, tasks):
+    """Single and batched envs share one rule: options with a question are the episode; else a
+    task is drawn and the options go over it; neither is a ConfigError naming what to pass."""
+    from env.batched import BatchedSearchEnv
+
+    env = SearchEnv(client, tasks=tasks[:1])
+    env.reset(seed=0, options={"answers": ["overridden"]})
+    assert env.episode.question == tasks[0].question and list(env.episode.answers) == ["overridden"]
+    benv = BatchedSearchEnv(client, num_envs=2, tasks=tasks[:1])
+    benv.reset(seed=0, options=[None, options(tasks[3])])
+    assert [ep.question for ep in benv.episodes] == [tasks[0].question, tasks[3].question]
+    with pytest.raises(ConfigError, match="per episode"):
+        BatchedSearchEnv(client, num_envs=2).reset()
+
+
 def test_record_trajectories(client, tasks, tmp_path):
     path = tmp_path / "traj.jsonl"
     env = SearchEnv(client, record_path=str(path))
