@@ -63,6 +63,20 @@ class FakeRetriever:
 HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
 
 
+def paragraphs_jsonl(path: Path, questions: int, *, distinct: bool = False) -> Path:
+    """``path``: a Search-R1 style JSONL corpus (``"title"\\ntext`` contents, ids 0..) of the
+    first ``questions`` HotpotQA questions' context paragraphs; ``distinct``: one per title."""
+    seen, rows = set(), []
+    for line in HOTPOT.read_text().splitlines()[:questions]:
+        for title, sents in orjson.loads(line)["context"]:
+            if distinct and title in seen:
+                continue
+            seen.add(title)
+            rows.append({"id": str(len(rows)), "contents": f'"{title}"\n' + "".join(sents)})
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
 _TEMPLATES: dict[bool, Path] = {}
 
 

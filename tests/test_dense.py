@@ -209,17 +209,12 @@ def test_parse_devices():
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
-    from retriever_fakes import HOTPOT
+    from retriever_fakes import paragraphs_jsonl
 
     from index_build.__main__ import main
 
     src = tmp_path_factory.mktemp("fake-dense")
-    lines = []
-    for line in HOTPOT.read_text().splitlines()[:30]:
-        for title, sents in orjson.loads(line)["context"]:
-            lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
-    corpus = src / "wiki-18.jsonl"
-    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    corpus = paragraphs_jsonl(src / "wiki-18.jsonl", 30)
     root = src / "index"
     assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
     encode_corpus(root, "fake", HashEncoder().config, shard_size=70, encoder=HashEncoder())

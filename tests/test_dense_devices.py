@@ -75,19 +75,13 @@ def test_dense_mode_flag_reaches_the_service_config():
 @pytest.fixture(scope="module")
 def minilm_root(tmp_path_factory):
     """A 60-passage corpus encoded with the packaged MiniLM (a few seconds on CPU)."""
-    import orjson
-    from retriever_fakes import HOTPOT
+    from retriever_fakes import paragraphs_jsonl
 
     from index_build.__main__ import main
     from retriever.dense.encoders import packaged_model_path
 
     src = tmp_path_factory.mktemp("dense-devices")
-    lines = []
-    for line in HOTPOT.read_text().splitlines()[:6]:
-        for title, sents in orjson.loads(line)["context"]:
-            lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
-    corpus = src / "small.jsonl"
-    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    corpus = paragraphs_jsonl(src / "small.jsonl", 6)
     root = src / "index"
     model = str(packaged_model_path())
     assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0

@@ -14,7 +14,7 @@ import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
 import orjson
 import pytest
-from retriever_fakes import HOTPOT
+from retriever_fakes import HOTPOT, paragraphs_jsonl
 
 from index_build.__main__ import main
 from retriever.dense.encoders import packaged_model_path
@@ -42,14 +42,7 @@ def model() -> str:
 def mini_root(tmp_path_factory, model):
     """Corpus (Search-R1 style JSONL) of the first questions' paragraphs, encoded with MiniLM."""
     src = tmp_path_factory.mktemp("mini")
-    seen, lines = set(), []
-    for line in HOTPOT.read_text().splitlines()[:N_QUESTIONS]:
-        for title, sents in orjson.loads(line)["context"]:
-            if title not in seen:
-                seen.add(title)
-                lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
-    corpus = src / "wiki-18.jsonl"
-    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    corpus = paragraphs_jsonl(src / "wiki-18.jsonl", N_QUESTIONS, distinct=True)
     root = src / "index"
     assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
     assert (

@@ -7,9 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import orjson
 import pytest
-from retriever_fakes import HOTPOT
+from retriever_fakes import paragraphs_jsonl
 from test_dense import HashEncoder
 
 from index_build.encode import encode_corpus
@@ -23,12 +22,7 @@ def root(tmp_path_factory) -> Path:
     from index_build.__main__ import main
 
     src = tmp_path_factory.mktemp("parts")
-    lines = []
-    for line in HOTPOT.read_text().splitlines()[:30]:
-        for title, sents in orjson.loads(line)["context"]:
-            lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
-    corpus = src / "passages.jsonl"
-    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    corpus = paragraphs_jsonl(src / "passages.jsonl", 30)
     root = src / "index"
     assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
     args = ["bm25", "--index", str(root), "--name", "keywords", "--no-progress"]

@@ -164,21 +164,13 @@ ENCODE = ["--name", "m", "--shard-size", "8", "--no-progress"]
 @pytest.fixture(scope="module")
 def encode_roots(tmp_path_factory):
     """Two copies of a ~100-passage corpus; the first encoded by the single-process path."""
-    import orjson
-    from retriever_fakes import HOTPOT
+    from retriever_fakes import paragraphs_jsonl
 
     from index_build.__main__ import main as build
     from retriever.dense.encoders import packaged_model_path
 
     src = tmp_path_factory.mktemp("encode-ray")
-    seen, lines = set(), []
-    for line in HOTPOT.read_text().splitlines()[:6]:
-        for title, sents in orjson.loads(line)["context"]:
-            if title not in seen:
-                seen.add(title)
-                lines.append({"id": str(len(lines)), "contents": f'"{title}"\n' + "".join(sents)})
-    corpus = src / "small.jsonl"
-    corpus.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    corpus = paragraphs_jsonl(src / "small.jsonl", 6, distinct=True)
     model = str(packaged_model_path())
     roots = []
     for name in ("single", "ray"):
