@@ -73,7 +73,7 @@ def _verb(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from retriever.cli import configure_process, fail
+    from retriever.cli import configure_process, fail, start_logging
 
     configure_process()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a bad flag (already reported in one line)
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    start_logging((logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)])
     if not sys.stderr.isatty():
         args.no_progress = True
     try:

@@ -139,6 +139,15 @@ def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -
     return config(**given)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def start_logging(level: int | str) -> None:
+    """Records at ``level`` (a number or a name such as ``"info"``) and above to stderr, in the
+    one format of every CLI."""
+    logging.basicConfig(level=level.upper() if isinstance(level, str) else level, format=LOG_FORMAT)
+
+
 def configure_process() -> None:
     """Process-wide settings that entry points (never library imports) make:
 

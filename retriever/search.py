@@ -36,14 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import configure_process
+    from .cli import configure_process, start_logging
 
     configure_process()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    start_logging(logging.DEBUG if args.verbose else logging.WARNING)
     if bool(args.queries) == bool(args.query):
         print(
             "error: give queries as arguments or --queries FILE (one of the two)", file=sys.stderr

@@ -223,13 +223,11 @@ def checked_config(args: argparse.Namespace) -> tuple[ServiceConfig, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import configure_process, fail
+    from ..cli import configure_process, fail, start_logging
 
     configure_process()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    start_logging(args.log_level)
     try:
         config, names = checked_config(args)
         from ..cli import config_from_args as from_flags

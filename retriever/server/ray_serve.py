@@ -203,7 +203,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import configure_process
+    from ..cli import configure_process, start_logging
     from ..errors import RetrieverError
 
     configure_process()
@@ -211,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import checked_config
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    start_logging(args.log_level)
     try:
         config, _ = checked_config(args)
         options = flags_to_config(DeploymentOptions, args)
