@@ -24,11 +24,18 @@ def make(fake, **kw) -> Batcher:
     return Batcher("fake", fake.search, **kw).start()
 
 
+def hold(b: Batcher, fake, query: str = "blocker", k: int = 1):
+    """Submit one request and wait until the worker is inside its batch, held at ``fake.gate``:
+    what is submitted next queues up behind it. The request's future."""
+    fake.gate = threading.Event()
+    future = b.submit([query], k)
+    assert fake.entered.wait(5)
+    return future
+
+
 def test_coalesced_results_equal_one_by_one(fake):
     b = make(fake, max_batch=16)
-    fake.gate = threading.Event()
-    first = b.submit(["blocker"], 3)
-    assert fake.entered.wait(5)  # the worker is now inside the first batch
+    first = hold(b, fake, k=3)
     futures = [b.submit([f"q{i}"], 3) for i in range(40)]
     fake.gate.set()
     assert first.result(5) == [fake.search_one("blocker", 3)]
@@ -42,9 +49,7 @@ def test_coalesced_results_equal_one_by_one(fake):
 
 def test_mixed_k_in_one_batch_each_gets_its_k(fake):
     b = make(fake, max_batch=64)
-    fake.gate = threading.Event()
-    b.submit(["blocker"], 1)
-    assert fake.entered.wait(5)
+    hold(b, fake)
     futures = {k: b.submit(["same query", "other"], k) for k in (1, 5, 10)}
     fake.gate.set()
     for k, f in futures.items():
@@ -62,9 +67,7 @@ def test_large_request_taken_whole(fake):
 
 def test_batch_that_raises_fails_each_request_and_next_batch_works(fake):
     b = make(fake, max_batch=64)
-    fake.gate = threading.Event()
-    b.submit(["blocker"], 1)
-    assert fake.entered.wait(5)
+    hold(b, fake)
     fake.fail_on = "boom"
     doomed = [b.submit([q], 3) for q in ("a", "boom", "c")]
     fake.gate.set()
@@ -89,9 +92,7 @@ def test_wrong_result_length_is_an_error_not_a_hang(fake):
 
 def test_queue_full_raises_then_drains(fake):
     b = make(fake, queue_size=4)
-    fake.gate = threading.Event()
-    running = b.submit(["blocker"], 1)
-    assert fake.entered.wait(5)
+    running = hold(b, fake)
     queued = [b.submit([f"q{i}"], 1) for i in range(4)]
     with pytest.raises(QueueFullError) as info:
         b.submit(["one too many"], 1)
@@ -114,9 +115,7 @@ def test_blocking_submit_waits_for_room(fake):
 
 def test_shutdown_answers_every_waiting_request(fake):
     b = make(fake)
-    fake.gate = threading.Event()
-    running = b.submit(["in flight"], 2)
-    assert fake.entered.wait(5)
+    running = hold(b, fake, "in flight", 2)
     queued = [b.submit([f"q{i}"], 2) for i in range(20)]
     stopper = threading.Thread(target=b.stop, kwargs={"timeout": 5})
     stopper.start()
