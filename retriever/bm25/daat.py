@@ -1,12 +1,16 @@
 """Exact top-k BM25, document at a time: block-max MaxScore over the bm25s CSC matrix.
 
 Each term's column is a posting list sorted by row, cut into blocks whose maximum score and
-last row ``blockmax`` stores. Per query, one cursor per term walks its column:
+last row ``blockmax`` stores. Per query, one cursor per term walks its column, window by window:
 
 - Terms are ordered by their bound (weight x the term's largest score). Once the heap holds
-  ``k`` hits, the k-th score ``theta`` splits them: the lowest-bound terms whose bounds sum to
-  at most ``theta`` are *non-essential* (a row they alone match cannot enter the top k), the
-  others *essential*. Candidates are only the rows of essential cursors, in row order.
+  ``k`` hits, the k-th score ``theta`` makes the lowest-bound terms whose bounds sum to at most
+  ``theta`` *non-essential* (a row they alone match cannot enter the top k).
+- A window runs from the next row to the first block end among the essential terms; in it each
+  essential term is bounded by its current block's maximum (the others by their term bound),
+  and the split is redone with these tighter bounds. A window where all terms are
+  non-essential is skipped whole; otherwise candidates are the rows of the window's essential
+  cursors, in row order.
 - A candidate's essential contributions are added; the non-essential terms are then looked up,
   highest bound first, each skipping whole blocks by their last row, and the candidate is
   dropped as soon as its partial score plus the bounds left (the block maximum in place of the
