@@ -1,5 +1,9 @@
 """Exact top-k BM25 with dynamic pruning: MaxScore with block maxima over the bm25s CSC matrix.
 
+Term-at-a-time; ``BM25Retriever(pruning=True)`` now uses the document-at-a-time kernel
+(``daat``), which measured faster at 5.3M passages. This one is kept as a second exact
+reference (tests compare both with the exhaustive kernel).
+
 Per query, terms are taken in decreasing order of their bound (weight x the term's largest
 score, ``blockmax``):
 
