@@ -138,6 +138,7 @@ def test_daat_kernel_edge_cases():
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.slow
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
     fast = BM25Retriever(root / "bm25", threads=2, pruning=True, bail=0)
     ref = BM25Retriever(root / "bm25", threads=1)

@@ -90,6 +90,7 @@ def minilm_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_service_modes_answer_alike(minilm_root):
     queries = ["Which magazine was started first?", "Who directed the film?", "a river in Europe"]
     answers = {}

@@ -78,6 +78,7 @@ def _recall(idx: Index, name: str, k: int = 10) -> tuple[float, float]:
     return both / len(qs), per / (2 * len(qs))
 
 
+@pytest.mark.slow
 def test_dense_recall_beside_bm25(mini_root, record_property, capsys):
     idx = Index.open(mini_root)
     manifest = orjson.loads((mini_root / "dense-minilm" / "manifest.json").read_bytes())
@@ -164,6 +165,7 @@ def test_torch_backend_same_ids_as_faiss_flat(mini_root):
         assert a[0].row == b[0].row
 
 
+@pytest.mark.slow
 def test_interrupted_encode_resumes_byte_identical(mini_root, tmp_path, model):
     """Interrupt after shard 0, resume as node 0 of 2, then finish in a spawned worker process."""
     from index_build.encode import EncodeOptions, encode_corpus

@@ -328,6 +328,7 @@ def test_restore_stop(text, choice, expected):
     assert restore_stop(text, choice, ["</search>", "</access>", "</answer>"]) == expected
 
 
+@pytest.mark.slow
 def test_search_server_down_is_one_error_line(qa, tmp_path, capsys):
     """An outage of the search server ends the run with ``error: ...`` and exit 2, no traceback."""
     qa_file, tasks = qa

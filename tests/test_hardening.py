@@ -239,6 +239,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_root, tmp_path):
     server = Subprocess(bm25_root, tmp_path, "--request-timeout", "2", "--max-connections", "6")
     try:
@@ -329,6 +330,7 @@ def test_the_guard_works_on_both_http_parsers(root, protocol, caplog):
         service.stop()
 
 
+@pytest.mark.slow
 def test_a_low_file_limit_lowers_the_cap_so_new_clients_get_503_not_a_hang(bm25_root, tmp_path):
     """The issue's lock-out: with 1,024 files, 1,100 idle sockets kept new clients out."""
     resource = pytest.importorskip("resource")
@@ -369,6 +371,7 @@ def test_a_low_file_limit_lowers_the_cap_so_new_clients_get_503_not_a_hang(bm25_
 
 
 # ---- 4. SIGTERM while requests outlast the drain time ------------------------------------
+@pytest.mark.slow
 def test_shutdown_answers_every_request_with_json_in_bounded_time(root, caplog):
     n = len(Index.open(root).store)
     slow = FakeRetriever(n, "bm25", delay=0.5)
@@ -425,6 +428,7 @@ def test_shutdown_answers_every_request_with_json_in_bounded_time(root, caplog):
     service.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_exits_zero_promptly_with_a_half_sent_request(bm25_root, tmp_path):
     server = Subprocess(bm25_root, tmp_path, "--drain-seconds", "1")
     try:

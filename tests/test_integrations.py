@@ -242,6 +242,7 @@ def hotpot_client_for(live):
     return HTTPClient(live.url)
 
 
+@pytest.mark.slow
 def test_verl_tool_refuses_a_dead_server():
     from env.integrations.verl import SearchTool
 
@@ -281,6 +282,7 @@ def test_skyrl_make_init_step(live):
     e.close()
 
 
+@pytest.mark.slow
 def test_skyrl_bad_rows_and_dead_server(hotpot_root):
     skyrl_gym = pytest.importorskip("skyrl_gym")
     import env.integrations.skyrl  # noqa: F401

@@ -144,6 +144,7 @@ def fuzz_schema(root):
     service.stop()
 
 
+@pytest.mark.slow
 def test_fuzzed_requests_never_get_a_500(fuzz_schema):
     operations = [result.ok() for result in fuzz_schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/retrieve", "/access", "/health", "/metrics"}

@@ -25,6 +25,7 @@ def load(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_dead_server_is_named(tmp_path):
     grpo = load("grpo_trl")
     url = f"http://127.0.0.1:{free_port()}"

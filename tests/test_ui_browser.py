@@ -289,6 +289,7 @@ def test_a_missing_token_asks_for_one(site, browser):
     assert TOKEN not in browser.evaluate("location.href")
 
 
+@pytest.mark.slow
 def test_search_page_waits_for_a_loading_server(site, browser):
     _, ready_service, _ = site
     root = ready_service.config.index
