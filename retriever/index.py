@@ -1,6 +1,7 @@
 """Open an index root and get its retrievers by name (dispatching on each part's manifest kind).
 
->>> # idx = Index.open("demo-index"); idx.search(["who wrote hamlet"], k=3, retriever="bm25")
+    idx = Index.open("demo-index")
+    idx.search(["who wrote hamlet"], k=3, retriever="bm25")
 """
 
 from __future__ import annotations
