@@ -1,5 +1,7 @@
 """Open an index root and get its retrievers by name (dispatching on each part's manifest kind).
 
+Usage, over the root ``make demo`` builds::
+
     idx = Index.open("demo-index")
     idx.search(["who wrote hamlet"], k=3, retriever="bm25")
 """
