@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernels import _drain, _push, _worse
 from .kernels import _one_query as _exhaustive
-from .kernels import _push, _sift_down, _worse
 
 END = np.int64(1 << 62)  # cursor past its last posting
 
@@ -258,14 +258,7 @@ def _one_query(
             if work * num_docs * 4 > bail * postings * ws:
                 return -1
             check = ws + (ws >> 1)
-    m = n
-    while m > 0:
-        out_s[m - 1] = hs[0]
-        out_r[m - 1] = hr[0]
-        m -= 1
-        hs[0], hr[0] = hs[m], hr[m]
-        _sift_down(hs, hr, 0, m)
-    return n
+    return _drain(hs, hr, n, out_s, out_r)
 
 
 @njit(nogil=True, cache=True)

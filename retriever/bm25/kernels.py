@@ -70,6 +70,20 @@ def _push(hs, hr, n, k, s, d):
 
 
 @njit(nogil=True, cache=True)
+def _drain(hs, hr, n, out_s, out_r):
+    """Empty the min-heap of ``n`` hits into ``out_s`` / ``out_r`` best first (popping the
+    worst first, filling from the back); returns ``n``."""
+    m = n
+    while m > 0:
+        out_s[m - 1] = hs[0]
+        out_r[m - 1] = hr[0]
+        m -= 1
+        hs[0], hr[0] = hs[m], hr[m]
+        _sift_down(hs, hr, 0, m)
+    return n
+
+
+@njit(nogil=True, cache=True)
 def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
     """Top ``k`` of one query into ``out_r``/``out_s`` (best first); returns the hit count.
 
@@ -121,15 +135,7 @@ def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
         for i in range(nt):
             acc[touched[i]] = 0.0
             seen[touched[i]] = False
-    # pop the worst first, filling from the back
-    m = n
-    while m > 0:
-        out_s[m - 1] = hs[0]
-        out_r[m - 1] = hr[0]
-        m -= 1
-        hs[0], hr[0] = hs[m], hr[m]
-        _sift_down(hs, hr, 0, m)
-    return n
+    return _drain(hs, hr, n, out_s, out_r)
 
 
 @njit(nogil=True, cache=True)

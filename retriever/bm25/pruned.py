@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernels import _drain, _push
 from .kernels import _one_query as _exhaustive
-from .kernels import _push, _sift_down
 
 SAMPLE = 1 << 15  # rows whose partial scores estimate the k-th score during the first phase
 BAIL = 8  # default ``bail``: more candidates than 1/8 of the corpus -> the exhaustive kernel
@@ -251,14 +251,7 @@ def _one_query(
     for j in range(nl):
         if exact[j] > 0:
             n = _push(hs, hr, n, k, exact[j], live[j])
-    mm = n
-    while mm > 0:
-        out_s[mm - 1] = hs[0]
-        out_r[mm - 1] = hr[0]
-        mm -= 1
-        hs[0], hr[0] = hs[mm], hr[mm]
-        _sift_down(hs, hr, 0, mm)
-    return n
+    return _drain(hs, hr, n, out_s, out_r)
 
 
 @njit(nogil=True, cache=True)
