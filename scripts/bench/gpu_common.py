@@ -30,7 +30,8 @@ class Sizes:
 REAL = Sizes(
     WIKI18, 768, (1, 64, 1024, 4096), 1 << 20, 8192, 12, 768, 8000, 2000, (1, 64, 512), 3.0
 )
-QUICK = Sizes(20_000, 64, (1, 16, 64), 5_000, 32, 2, 64, 60, 20, (1, 4, 16), 0.5)
+# quick: 30 small shards, so that the kill after the first one lands well before the last
+QUICK = Sizes(20_000, 64, (1, 16, 64), 5_000, 32, 2, 64, 120, 4, (1, 4, 16), 0.5)
 
 
 class Skip(Exception):

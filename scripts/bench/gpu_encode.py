@@ -275,7 +275,7 @@ def encode_verb(run: Run) -> dict:
             killed_after = len(list(folder.glob("emb-*.npy")))
             os.killpg(proc.pid, signal.SIGKILL)  # our own child's process group
             break
-        time.sleep(0.05)
+        time.sleep(0.005)
     proc.wait()
     log.close()
     rc, err = _verb([*common, "--name", "resumed"])
