@@ -189,7 +189,7 @@ def _stream_offsets(index: Path, size: int) -> list[int]:
     with opener(index, "rt", encoding="utf-8") as f:
         for line in f:
             head = line.split(":", 1)[0]
-            if head.isdigit():
+            if head.isascii() and head.isdigit():
                 offsets.add(int(head))
     return sorted(o for o in offsets if o < size) + [size]
 

@@ -335,3 +335,14 @@ def test_every_documented_flag_still_parses():
         health_check_period_s=3.0, name="w", route_prefix="/w",
     )  # fmt: skip
     assert (ray.address, ray.no_ship_code, ray.detach) == ("auto", True, True)
+
+
+@pytest.mark.parametrize("name", ["\u00b9", "\u0663", "\u00b2\u00b3", "12\u00b9"])
+def test_non_ascii_digits_are_names_not_row_numbers(app_client, name):
+    """``"¹".isdigit()`` is True but ``int("¹")`` raises: such ids, titles and urls are unknown
+    names (null), never a 500 (found by the schema fuzzer)."""
+    _, client = app_client
+    for field in ("ids", "titles", "urls"):
+        response = client.post("/access", json={field: [name]})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"result": [None]}

@@ -290,7 +290,7 @@ def parse_devices(device: str | Sequence[str] | None) -> list[str]:
     out: list[str] = []
     for part in device.split(","):
         part = part.strip()
-        if part.isdigit():
+        if part.isascii() and part.isdigit():
             out.append(f"cuda:{part}")
         elif part.startswith(("cuda:", "cpu:")) or part == "cpu":
             out.append(part)

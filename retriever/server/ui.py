@@ -212,7 +212,7 @@ def build_router(
 
     def file_at(file_id: str) -> TrajectoryFile:
         """The file, indexed up to now (503 while a first, long scan runs in the background)."""
-        if not file_id.isdigit() or int(file_id) >= len(files):
+        if not (file_id.isascii() and file_id.isdigit()) or int(file_id) >= len(files):
             raise BadRequestError(
                 f"no trajectory file {file_id!r}; this server has {len(files)} "
                 "(start it with --trajectories FILE)"
@@ -256,7 +256,7 @@ def build_router(
     @router.get("/ui/api/trajectories/{file_id}/{line}", dependencies=guard)
     async def trajectory_episode(request: Request, file_id: str, line: str) -> Response:
         def run():
-            if not line.isdigit():
+            if not (line.isascii() and line.isdigit()):
                 raise BadRequestError(f"line must be a positive integer, got {line!r}")
             f = file_at(file_id)
             row = f.row_of_line(int(line))

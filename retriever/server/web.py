@@ -125,7 +125,7 @@ class RequestMetrics:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing bodies over ``limit`` bytes (422) before reading them all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BadRequestError(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
     try:

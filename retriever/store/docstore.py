@@ -157,7 +157,7 @@ class DocStore:
     def find_id(self, pid: str) -> int | None:
         """Row of the passage with this id, or None."""
         if self._ids is None:
-            if pid.isdigit() and int(pid) < len(self) and str(int(pid)) == pid:
+            if pid.isascii() and pid.isdigit() and int(pid) < len(self) and str(int(pid)) == pid:
                 return int(pid)
             return None
         for row in self._ids.find(pid):
