@@ -19,6 +19,10 @@ VERBS = {
         "Corpus files (Wikipedia XML, WikiExtractor, JSONL, ...) to a passage store",
     ),
     "bm25": ("index_build.build_bm25", "Build the BM25 index of a corpus store"),
+    "ranges": (
+        "index_build.ranges",
+        "Add row-range maxima (fast pruned search) to a BM25 part built without them",
+    ),
     "encode": ("index_build.encode", "Encode passages with a dense model into embedding shards"),
     "encode-ray": (
         "index_build.encode_ray",

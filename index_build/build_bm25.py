@@ -181,6 +181,8 @@ def build_bm25(
     }
     try:
         if config.backend == "bm25s":
+            from retriever.bm25 import rowmax
+
             from .bm25_postings import build_postings
 
             extra = build_postings(
@@ -191,6 +193,8 @@ def build_bm25(
                 config.workers or os.cpu_count() or 1,
                 show_progress,
             )
+            # range maxima for the default pruned search (``retriever.bm25.bmp``)
+            extra["postings"]["row_ranges"] = rowmax.write(partial, len(store))
             manifest = {**base, **extra}
         else:
             from .lucene import build_lucene, register_lucene

@@ -1,5 +1,6 @@
-"""Dynamic pruning (block-max MaxScore) against the exhaustive kernel, and the spilling build
-against the in-memory reference: same rows, same float32 scores, ties by row."""
+"""Dynamic pruning (block-max pruning over row ranges, block-max MaxScore) against the exhaustive
+kernel, and the spilling build against the in-memory reference: same rows, same float32 scores,
+ties by row."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retriever.bm25 import blockmax, daat, kernels, pruned
+from retriever.bm25 import blockmax, bmp, daat, kernels, rowmax
 from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import score_matrix
 from retriever.bm25.retriever import BM25Retriever
@@ -70,28 +71,70 @@ def _queries(rng: np.random.Generator, vocab: int, n: int):
     )
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_pruned_kernel_equals_exhaustive_on_random_matrices(seed):
-    rng = np.random.default_rng(seed)
-    num_docs = int(rng.integers(50, 3000))
-    data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0][seed % 3])
+@pytest.mark.parametrize("seed", range(8))
+def test_bmp_kernel_equals_exhaustive_on_random_matrices(seed):
+    """Row-range pruning: same rows and float32 scores, ties by row, for ranges of 1 to 64 rows,
+    every term rare, every term precomputed or a mix, ``first`` from 1 to past the ranges, k
+    past the corpus, serial and parallel; the scratch is left zeroed."""
+    rng = np.random.default_rng(200 + seed)
+    num_docs = int(rng.integers(1, 5000)) if seed else 1
+    data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0, 1][seed % 4])
     qptr, tids, tw = _queries(rng, 40, 60)
+    tmax = blockmax.compute(data, indices, indptr)[3]
     acc = np.zeros(num_docs, np.float32)
     seen = np.zeros(num_docs, np.bool_)
-    for bsize in (1, 3, 16, 128):
-        blocks = blockmax.compute(data, indices, indptr, bsize)
-        for k in (1, 2, 5, 17, 100, num_docs + 3):
-            want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
-            # bail 0: always pruned; 8: flat queries finish exhaustively (the default)
-            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k, 0)
-            serial = pruned.search_serial(*args, acc, seen)
-            parallel = pruned.search_parallel(*args, np.zeros((3, num_docs), np.float32),
-                                              np.zeros((3, num_docs), np.bool_))  # fmt: skip
-            bailing = pruned.search_serial(*args[:-1], 8, acc, seen)
-            assert not acc.any() and not seen.any()  # scratch left zeroed
-            for got in (serial, parallel, bailing):
-                for w, g in zip(want, got):
-                    np.testing.assert_array_equal(g, w, err_msg=f"block {bsize}, k {k}")
+    for shift in (0, 1, 4, 6):
+        for min_df in (1, 30, num_docs + 1):  # all terms precomputed, a mix, none
+            slot, qmax = rowmax.compute(data, indices, indptr, tmax, num_docs, shift, min_df)
+            for k, first in ((1, 1), (3, 16), (10, 2), (33, 1000), (num_docs + 3, 16)):
+                want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
+                args = (qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first)
+                got = [bmp.search_serial(*args, acc),
+                       bmp.search_parallel(*args, np.zeros((3, num_docs), np.float32))]  # fmt: skip
+                assert not acc.any()
+                for g in got:
+                    for w, x in zip(want, g):
+                        np.testing.assert_array_equal(
+                            x, w, err_msg=f"shift {shift}, min_df {min_df}, k {k}"
+                        )
+
+
+def test_range_maxima_bound_every_score():
+    """Each byte, scaled by the term's maximum, is at least every score of its range."""
+    rng = np.random.default_rng(5)
+    data, indices, indptr = _random_matrix(rng, 3000, 60, levels=0)
+    tmax = blockmax.compute(data, indices, indptr)[3]
+    slot, qmax = rowmax.compute(data, indices, indptr, tmax, 3000, 3, 20)
+    dense = np.flatnonzero(slot >= 0)
+    assert 0 < len(dense) < 60
+    for t in dense:
+        rows = indices[indptr[t] : indptr[t + 1]]
+        bound = np.float64(tmax[t]) * qmax[slot[t]].astype(np.float64) / 255
+        assert (bound[rows >> 3] >= data[indptr[t] : indptr[t + 1]]).all()
+        present = np.zeros(qmax.shape[1], bool)
+        present[rows >> 3] = True
+        assert ((qmax[slot[t]] > 0) == present).all()  # 0 exactly where the term is absent
+
+
+def test_bmp_kernel_edge_cases():
+    """Empty queries, a term without postings, all scores tied across ranges."""
+    data = np.ones(6, np.float32)
+    indices = np.array([0, 1, 2, 3, 4, 5], np.int32)
+    indptr = np.array([0, 0, 1, 6], np.int64)
+    tmax = blockmax.compute(data, indices, indptr)[3]
+    qptr = np.array([0, 0, 1, 3, 4], np.int64)
+    tids = np.array([0, 0, 1, 2], np.int32)
+    tw = np.ones(4, np.float32)
+    acc, seen = np.zeros(6, np.float32), np.zeros(6, np.bool_)
+    want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, 3, acc, seen)
+    assert want[0].tolist() == [[-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]]
+    for min_df in (0, 2):
+        slot, qmax = rowmax.compute(data, indices, indptr, tmax, 6, 1, min_df)
+        got = bmp.search_serial(
+            qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, 1, 3, 1, acc
+        )
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -140,9 +183,10 @@ def test_daat_kernel_edge_cases():
 
 @pytest.mark.slow
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
-    fast = BM25Retriever(root / "bm25", threads=2, pruning=True, bail=0)
-    ref = BM25Retriever(root / "bm25", threads=1)
-    assert fast.pruning and not ref.pruning
+    ref = BM25Retriever(root / "bm25", threads=1, pruning=False)
+    default = BM25Retriever(root / "bm25", threads=2)
+    daat_ = BM25Retriever(root / "bm25", threads=2, pruning="daat", bail=0)
+    assert (default.method, daat_.method, ref.method) == ("bmp", "daat", "off")
     # questions, plus random mixes of frequent and rare vocabulary terms
     vocab = list(json.loads((root / "bm25" / "vocab.index.json").read_text()))
     rng = np.random.default_rng(7)
@@ -150,8 +194,37 @@ def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
     texts = questions + mixes + ["film", "the film", "born american film director"]
     for k in (1, 3, 5, 10, 40, 1000):
         want = ref.search(texts, k)
-        assert fast.search(texts, k) == want  # parallel batch
-        assert [fast.search([t], k)[0] for t in texts[::25]] == want[::25]  # one by one
+        for fast in (default, daat_):
+            assert fast.search(texts, k) == want  # parallel batch
+            assert [fast.search([t], k)[0] for t in texts[::25]] == want[::25]  # one by one
+
+
+def test_ranges_verb_upgrades_an_older_index(root, questions, tmp_path, caplog):
+    """A part built before row ranges: searched exhaustively with a hint; ``index_build
+    ranges`` adds them (manifest and verify's file table too), then the default prunes."""
+    from index_build.__main__ import main
+    from retriever.files import file_table
+
+    old = tmp_path / "index"
+    shutil.copytree(root / "bm25", old / "bm25")
+    for name in rowmax.FILES:
+        (old / "bm25" / name).unlink()
+    manifest = read_manifest(old / "bm25")
+    del manifest["postings"]["row_ranges"]
+    manifest["files"] = file_table(old / "bm25")
+    write_manifest(old / "bm25", manifest)
+    with caplog.at_level(logging.WARNING, logger="retriever.bm25.retriever"):
+        before = BM25Retriever(old / "bm25", threads=1)
+    assert before.method == "off" and "index_build ranges" in caplog.text
+    with pytest.raises(IndexFormatError, match="bmp"):
+        BM25Retriever(old / "bm25", pruning="bmp")
+    assert main(["ranges", "--index", str(old), "--no-progress"]) == 0
+    after = BM25Retriever(old / "bm25", threads=1)
+    assert after.method == "bmp"
+    assert after.search(questions, 10) == before.search(questions, 10)
+    upgraded = read_manifest(old / "bm25")
+    assert upgraded["files"] == file_table(old / "bm25")
+    assert upgraded["postings"] == read_manifest(root / "bm25")["postings"]  # as built
 
 
 def test_spilled_build_equals_in_memory_reference(root, monkeypatch, tmp_path):
@@ -193,7 +266,12 @@ def test_spilled_build_equals_in_memory_reference(root, monkeypatch, tmp_path):
     np.testing.assert_array_equal(np.load(folder / "data.csc.index.npy"), data)
     for name, want in zip(blockmax.FILES, blockmax.compute(data, ind, ptr)):
         np.testing.assert_array_equal(np.load(folder / name), want, err_msg=name)
-    assert read_manifest(folder)["postings"] == {"layout": "csc+blockmax", "block_size": 128}
+    postings = read_manifest(folder)["postings"]
+    assert (postings["layout"], postings["block_size"]) == ("csc+blockmax", 128)
+    slot, qmax = rowmax.compute(data, ind, ptr, blockmax.compute(data, ind, ptr)[3], len(store))
+    np.testing.assert_array_equal(np.load(folder / rowmax.FILES[0]), slot)
+    np.testing.assert_array_equal(np.load(folder / rowmax.FILES[1]), qmax)
+    assert postings["row_ranges"]["dense_terms"] == len(qmax)
 
 
 def test_index_without_block_maxima_still_opens(root, questions, tmp_path, caplog):

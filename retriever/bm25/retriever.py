@@ -7,10 +7,11 @@ parses the whole vocabulary, and a manifest holding the analyzer used for docume
 
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
 top-k selection is ours, ties broken by lower row, so results are deterministic and batched
-equals one-by-one exactly. Indexes built with per-block maxima (``blockmax``; manifest
-``postings.layout``) can be searched with exact dynamic pruning (``daat``: document-at-a-time
-block-max MaxScore, ``pruning=True``); the default, and indexes built before block maxima, use the
-exhaustive kernel (``kernels``), the reference the pruned one is tested against. A part whose
+equals one-by-one exactly. Indexes built with row-range maxima (``rowmax``; manifest
+``postings.row_ranges``) are searched with exact block-max pruning over row ranges (``bmp``),
+the default; ``pruning="daat"`` picks document-at-a-time block-max MaxScore over the per-term
+block maxima (``blockmax``) instead, and ``pruning=False``, or an index built before either,
+the exhaustive kernel (``kernels``), the reference both are tested against. A part whose
 manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
 
@@ -32,7 +33,7 @@ from ..protocol import check_search_args
 from ..store.docstore import DocStore
 from ..store.titles import key_hash
 from ..types import Hit
-from . import blockmax
+from . import blockmax, rowmax
 from .analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,18 @@ log = logging.getLogger(__name__)
 MAX_QUERY_TERMS = 1024
 BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 _PARALLEL_LOCK = threading.Lock()  # numba's parallel pools must not be entered concurrently
-_kernels = None
-_pruned = None
+PRUNING = ("bmp", "daat", "off")
 
 
-def _get_kernels(pruning: bool = False):
-    """Compile (or load from numba's cache) the search kernels on first use."""
-    global _kernels, _pruned
-    if pruning:
-        if _pruned is None:
-            from . import daat
-
-            _pruned = daat
-        return _pruned
-    if _kernels is None:
-        from . import kernels as bm25_kernels
-
-        _kernels = bm25_kernels
-    return _kernels
+def _get_kernels(method: str = "off"):
+    """The kernel module of a pruning method (numba compiles or loads it on first import)."""
+    if method == "bmp":
+        from . import bmp as module
+    elif method == "daat":
+        from . import daat as module
+    else:
+        from . import kernels as module
+    return module
 
 
 def term_hash(term: str) -> int:
@@ -110,11 +105,13 @@ class BM25Retriever:
     ``threads``: batches of at least ``2 * threads`` queries are split over that many numba
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
-    so the first query is as fast as the others. ``pruning=True`` searches with the exact
-    document-at-a-time block-max MaxScore kernel (``daat``) when the index has block maxima
-    (same hits and scores as the exhaustive kernel; see BENCHMARKS.md "BM25 at scale" for
-    when it pays). ``bail``: a pruned query whose work, extrapolated over the corpus, passes
-    ``bail`` / 4 times its postings finishes exhaustively (0: never).
+    so the first query is as fast as the others. ``pruning``: True (default) prunes with
+    ``bmp`` when the index has row-range maxima, else searches every posting; ``"bmp"`` or
+    ``"daat"`` ask for that method (an error if the index lacks its arrays); False searches
+    every posting. All give the same hits and scores (BENCHMARKS.md "BM25 at scale": speed).
+    ``bail``: a ``daat`` query whose work, extrapolated over the corpus, passes ``bail`` / 4
+    times its postings finishes exhaustively (0: never). ``first``: ranges ``bmp`` scores
+    before its sweep.
     """
 
     def __init__(
@@ -125,8 +122,9 @@ class BM25Retriever:
         threads: int | None = None,
         max_query_terms: int = MAX_QUERY_TERMS,
         warmup: bool = True,
-        pruning: bool = False,
+        pruning: bool | str = True,
         bail: int = 8,
+        first: int = 16,
     ):
         start = time.perf_counter()
         self.folder = Path(folder)
@@ -153,20 +151,20 @@ class BM25Retriever:
             raise IndexFormatError(
                 f"{folder}: params say {self.num_docs} documents, manifest {self.manifest['num_docs']}"
             )
-        layout = self.manifest.get("postings", {}).get("layout")
-        self._blocks = blockmax.load(self.folder) if layout == blockmax.LAYOUT else None
-        if layout == blockmax.LAYOUT and self._blocks is None:
+        postings = self.manifest.get("postings", {})
+        self._blocks = (
+            blockmax.load(self.folder) if postings.get("layout") == blockmax.LAYOUT else None
+        )
+        if postings.get("layout") == blockmax.LAYOUT and self._blocks is None:
             raise IndexFormatError(f"{folder} lacks its block maxima: rebuild the bm25 index")
-        self._block_size = int(self.manifest.get("postings", {}).get("block_size", 0))
-        self.bail = bail
-        if not pruning:
-            self._blocks = None
-        elif self._blocks is None:
-            log.warning(
-                "%s was built without block maxima: searching every posting (slower on large "
-                "corpora); rebuild it with `python -m index_build bm25` for dynamic pruning",
-                self.folder,
-            )
+        self._block_size = int(postings.get("block_size", 0))
+        ranges = postings.get("row_ranges")
+        self._ranges = rowmax.load(self.folder) if ranges else None
+        if ranges and (self._ranges is None or self._blocks is None):
+            raise IndexFormatError(f"{folder} lacks its row-range maxima: rebuild the bm25 index")
+        self._shift = int(ranges["shift"]) if ranges else 0
+        self.bail, self.first = bail, max(1, int(first))
+        self.method = self._method(pruning)
         self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
         self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
         self.threads = max(1, int(threads or os.cpu_count() or 1))
@@ -178,10 +176,29 @@ class BM25Retriever:
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s (%d passages) in %.2f s", self.folder, self.num_docs, self.load_seconds)
 
+    def _method(self, pruning: bool | str) -> str:
+        if pruning is False or pruning == "off":
+            return "off"
+        if pruning is True:
+            if self._ranges is not None:
+                return "bmp"
+            log.warning(
+                "%s was built without row-range maxima: searching every posting (slower on "
+                "large corpora); add them with `python -m index_build ranges --index ROOT` "
+                "(seconds) or rebuild the bm25 part",
+                self.folder,
+            )
+            return "off"
+        if pruning not in PRUNING:
+            raise ValueError(f"pruning must be True, False or one of {', '.join(PRUNING)}")
+        if (pruning == "bmp" and self._ranges is None) or self._blocks is None:
+            raise IndexFormatError(f"{self.folder} has no arrays for {pruning!r}: rebuild it")
+        return pruning
+
     @property
     def pruning(self) -> bool:
-        """True when searches skip postings with block-max MaxScore."""
-        return self._blocks is not None
+        """True when searches skip postings (``method`` says how)."""
+        return self.method != "off"
 
     @property
     def vocab_size(self) -> int:
@@ -264,13 +281,18 @@ class BM25Retriever:
             )
         if parallel is None:
             parallel = self.threads > 1 and nq >= 2 * self.threads
-        if self._blocks is not None:
-            kernels = _get_kernels(pruning=True)
-            args = (qptr, tids, tw, self._data, self._indices, self._indptr, *self._blocks)
-            args = (*args, self._block_size, k, self.bail)
+        kernels = _get_kernels(self.method)
+        args = (qptr, tids, tw, self._data, self._indices, self._indptr)
+        if self.method == "bmp":
+            args = (*args, self._blocks[3], *self._ranges, self._shift, k, self.first)
+            if parallel:
+                with _PARALLEL_LOCK:
+                    return kernels.search_parallel(*args, self._scratch(self.threads)[0])
+            return kernels.search_serial(*args, self._scratch(0)[0])
+        if self.method == "daat":
+            args = (*args, *self._blocks, self._block_size, k, self.bail)
         else:
-            kernels = _get_kernels()
-            args = (qptr, tids, tw, self._data, self._indices, self._indptr, k)
+            args = (*args, k)
         if parallel:
             with _PARALLEL_LOCK:
                 return kernels.search_parallel(*args, *self._scratch(self.threads))

@@ -1,0 +1,227 @@
+"""Exact top-k BM25 by block-max pruning over row ranges (after Mallia, Suel and Tonellotto's
+BMP, SIGIR 2024), over the bm25s CSC matrix and the range maxima of ``rowmax``.
+
+Per query:
+
+1. Bound every range of ``2**shift`` rows: the sum over query terms of ``weight x`` the term's
+   largest score in the range (read off a rare term's postings, from the precomputed bytes of a
+   frequent one), accumulated in the caller's zeroed float32 scratch.
+2. Score the ``first`` ranges of highest bound (each term's postings located by binary search):
+   the top-k found there gives a k-th score ``theta`` close to the final one at once.
+3. Sweep the other ranges in row order, scoring only those whose bound, with a slack above
+   float32 rounding, still exceeds ``theta`` (which keeps rising); each term keeps a cursor that
+   gallops forward to the range.
+
+A range is scored like the exhaustive kernel scores a row (``kernels``): each term's
+``w * score`` added in query-term order into a zeroed float32 slot, so scores are bit-identical,
+and hits enter one heap ordered by (score desc, row asc), so the top k and its ties are the
+exhaustive kernel's whatever order ranges are visited in. A skipped range's bound is below
+``theta``, so none of its rows could have entered.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .kernels import _drain, _push, _worse
+
+GROUP = 64  # ranges whose largest bound is kept together
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _lower_bound(indices, lo, hi, d):
+    """First position in ``[lo, hi)`` whose row is >= ``d`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(nogil=True, cache=True)
+def _gallop(indices, lo, hi, d):
+    """``_lower_bound`` from a cursor ``lo`` expected to be close to the answer."""
+    if lo >= hi or indices[lo] >= d:
+        return lo
+    step = 1
+    while lo + step < hi and indices[lo + step] < d:
+        lo += step
+        step <<= 1
+    return _lower_bound(indices, lo + 1, min(lo + step, hi), d)
+
+
+@njit(nogil=True, cache=True)
+def _score_range(b, shift, tids, tw, slots, qmax, data, indices, indptr, pos, gallop, loc, hs,
+                 hr, n, k):  # fmt: skip
+    """Score the rows of range ``b`` and offer them to the heap; returns the heap size.
+    ``gallop``: move each term's cursor ``pos`` forward (ranges visited in row order)."""
+    lo_row = np.int64(b) << shift
+    hi_row = lo_row + (1 << shift)
+    width = 1 << shift
+    for i in range(len(tids)):
+        t = tids[i]
+        if slots[i] >= 0 and qmax[slots[i], b] == 0:
+            continue  # the term has no posting in this range
+        e = indptr[t + 1]
+        if gallop:
+            p = _gallop(indices, pos[i], e, lo_row)
+        else:
+            p = _lower_bound(indices, indptr[t], e, lo_row)
+        w = tw[i]
+        while p < e and indices[p] < hi_row:
+            loc[indices[p] - lo_row] += w * data[p]
+            p += 1
+        if gallop:
+            pos[i] = p
+    for j in range(width):
+        s = loc[j]
+        if s > 0:
+            loc[j] = 0.0
+            if n < k or _worse(hs[0], hr[0], s, lo_row + j):
+                n = _push(hs, hr, n, k, s, np.int32(lo_row + j))
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, ub, out_r,
+               out_s):  # fmt: skip
+    """Top ``k`` into ``out_r``/``out_s`` (best first); returns the hit count. ``ub`` is a
+    zeroed float32 scratch of at least one entry per range, left zeroed."""
+    nt = len(tids)
+    if nt == 0:
+        return 0
+    num_docs = len(ub)
+    nr = ((num_docs - 1) >> shift) + 1
+    slots = np.empty(nt, dtype=np.int64)
+    lo_r, hi_r = nr, -1  # ranges with a bound: [lo_r, hi_r]
+    for i in range(nt):
+        t = tids[i]
+        slots[i] = slot[t]
+        w = tw[i]
+        if slots[i] >= 0:  # frequent: one byte a range
+            scale = np.float32(np.float64(w) * np.float64(tmax[t]) / 255.0)
+            row = qmax[slots[i]]
+            for r in range(nr):  # no branch: vectorised
+                ub[r] += scale * np.float32(row[r])
+            lo_r, hi_r = 0, nr - 1
+        else:  # rare: the maxima of its postings, range by range
+            cur, m = -1, np.float32(0.0)
+            for p in range(indptr[t], indptr[t + 1]):
+                r = indices[p] >> shift
+                if r != cur:
+                    if cur >= 0:
+                        ub[cur] += w * m
+                    cur, m = r, data[p]
+                elif data[p] > m:
+                    m = data[p]
+            if cur >= 0:
+                ub[cur] += w * m
+                first_r = indices[indptr[t]] >> shift
+                lo_r = min(lo_r, first_r)
+                hi_r = max(hi_r, cur)
+    # float32 products and sums of the bounds stay within nt * 2**-24 of their real values,
+    # and ``tmax * q / 255`` within a few ulps of a byte's real bound
+    slack = 1.0 + (nt + 4) * 1e-6
+    hs = np.empty(k, dtype=np.float32)
+    hr = np.empty(k, dtype=np.int32)
+    n = 0
+    loc = np.zeros(1 << shift, dtype=np.float32)
+    pos = np.empty(nt, dtype=np.int64)
+    for i in range(nt):
+        pos[i] = indptr[tids[i]]
+    # groups of GROUP ranges carry their largest bound, so that both passes below skip whole
+    # groups that cannot hold a better range
+    g_lo, g_hi = lo_r // GROUP, hi_r // GROUP
+    gmax = np.zeros(max(g_hi - g_lo + 1, 1), dtype=np.float32)
+    for g in range(g_lo, g_hi + 1):
+        top = np.float32(0.0)
+        for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
+            top = max(top, ub[r])
+        gmax[g - g_lo] = top
+    # 2. the ``first`` ranges of highest bound: a min-heap of (bound, range)
+    m = max(min(first, hi_r - lo_r + 1), 1)
+    top_v = np.zeros(m, dtype=np.float32)
+    top_r = np.full(m, -1, dtype=np.int64)
+    for g in range(g_lo, g_hi + 1):
+        if gmax[g - g_lo] <= top_v[0]:
+            continue
+        for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
+            v = ub[r]
+            if v > top_v[0]:
+                j = 0
+                while True:
+                    c = 2 * j + 1
+                    if c >= m:
+                        break
+                    if c + 1 < m and top_v[c + 1] < top_v[c]:
+                        c += 1
+                    if top_v[c] < v:
+                        top_v[j] = top_v[c]
+                        top_r[j] = top_r[c]
+                        j = c
+                    else:
+                        break
+                top_v[j] = v
+                top_r[j] = r
+    for j in range(m):
+        r = top_r[j]
+        if r >= 0:
+            n = _score_range(r, shift, tids, tw, slots, qmax, data, indices, indptr, pos, False,
+                             loc, hs, hr, n, k)  # fmt: skip
+            ub[r] = 0.0  # done
+    theta = np.float64(hs[0]) if n == k else -1.0
+    # 3. the rest in row order, while their bound can beat theta
+    for g in range(g_lo, g_hi + 1):
+        if np.float64(gmax[g - g_lo]) * slack <= theta:
+            continue
+        for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
+            v = ub[r]
+            if v > 0 and np.float64(v) * slack > theta:
+                n = _score_range(r, shift, tids, tw, slots, qmax, data, indices, indptr, pos,
+                                 True, loc, hs, hr, n, k)  # fmt: skip
+                if n == k:
+                    theta = np.float64(hs[0])
+    ub[lo_r : hi_r + 1] = 0.0
+    return _drain(hs, hr, n, out_s, out_r)
+
+
+@njit(nogil=True, cache=True)
+def _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, lo,
+                 hi, ub, rows, scores, counts):  # fmt: skip
+    for q in range(lo, hi):
+        a, b = qptr[q], qptr[q + 1]
+        counts[q] = _one_query(tids[a:b], tw[a:b], data, indices, indptr, tmax, slot, qmax,
+                               shift, k, first, ub, rows[q], scores[q])  # fmt: skip
+
+
+@njit(nogil=True, cache=True)
+def search_serial(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, ub):
+    """(rows[q, k] int32, scores[q, k] float32, counts[q] int32); rows past counts are -1.
+    ``ub``: zeroed float32 scratch with one entry per document (left zeroed)."""
+    nq = len(qptr) - 1
+    rows = np.full((nq, k), -1, dtype=np.int32)
+    scores = np.zeros((nq, k), dtype=np.float32)
+    counts = np.zeros(nq, dtype=np.int32)
+    _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, 0,
+                 nq, ub, rows, scores, counts)  # fmt: skip
+    return rows, scores, counts
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def search_parallel(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
+                    ub2):  # fmt: skip
+    """``search_serial`` with the queries split into ``len(ub2)`` contiguous chunks."""
+    nq = len(qptr) - 1
+    rows = np.full((nq, k), -1, dtype=np.int32)
+    scores = np.zeros((nq, k), dtype=np.float32)
+    counts = np.zeros(nq, dtype=np.int32)
+    chunks = min(ub2.shape[0], nq)
+    for ch in prange(chunks):
+        lo = ch * nq // chunks
+        hi = (ch + 1) * nq // chunks
+        _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
+                     lo, hi, ub2[ch], rows, scores, counts)  # fmt: skip
+    return rows, scores, counts
