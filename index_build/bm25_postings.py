@@ -1,11 +1,15 @@
 """The bm25s-format BM25 index of a store, built in memory that does not grow with the corpus.
 
-1. Tokenize fixed row chunks in worker processes (a bounded number in flight); the parent maps
-   chunk terms onto one vocabulary and buffers (doc, term, tf) triples.
-2. Every ``RUN_POSTINGS`` triples, sort the buffer by term (stable: rows stay ascending) and spill
-   it to disk as a run: docs and tfs in term order plus a per-term offset table.
-3. Merge term ranges of about ``MERGE_POSTINGS`` postings: read each run's slice of the range
-   (runs are in row order, so a stable sort by term keeps every column ascending), score it with
+1. Tokenize fixed row chunks in worker processes (a bounded number in flight): each reads its
+   rows' bytes sequentially, finds raw tokens with compiled code (``bm25_tokens``) and returns
+   its terms and (doc, tf) postings sorted by (term, doc). The parent maps chunk terms onto one
+   vocabulary (first-seen order) and buffers the chunks.
+2. Every ``RUN_POSTINGS`` postings, place the buffered chunks in global term order (a counting
+   sort: each chunk is sorted by term already, so every term's group is copied to its slot;
+   rows stay ascending) and spill them to disk as a run: docs and tfs plus a per-term offset
+   table.
+3. Merge term ranges of about ``MERGE_POSTINGS`` postings: place each run's slice of the range
+   the same way (runs are in row order, so rows stay ascending), score it with
    ``retriever.bm25.formula`` and append it to the output files; per-block maxima for dynamic
    pruning (``retriever.bm25.blockmax``) are computed on the way.
 
@@ -31,17 +35,55 @@ from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import idf, posting_scores
 from retriever.bm25.retriever import BM25S_FILES, save_params, save_vocab
 from retriever.store.docstore import DocStore
+from retriever.store.rows import parse_row
+
+from .bm25_tokens import chunk_tokens
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 20_000  # passages per tokenizing task
 RUN_POSTINGS = 1 << 23  # triples buffered before a run is spilled (8M: ~100 MB)
 MERGE_POSTINGS = 1 << 23  # postings per merge range
+READ_BYTES = 1 << 23  # passage-file bytes a worker reads at once
 
 
 # ---- 1. tokenize ------------------------------------------------------------------------------
+def read_rows(store: DocStore, lo: int, hi: int, block_bytes: int = READ_BYTES):
+    """``(title, text)`` of rows ``[lo, hi)``, read sequentially from the passage file in blocks
+    of about ``block_bytes`` (one read per block instead of two ``pread`` calls per row); rows
+    are parsed by the store's own parser, exactly as ``DocStore.get`` parses them."""
+    offsets = np.load(store.folder / "passages.offsets.npy", mmap_mode="r")
+    off = np.array(offsets[lo : hi + 1], dtype=np.int64)
+    del offsets
+    fmt = store.row_format
+    if len(off) > 1 and np.any(off[1:] < off[:-1]):  # not in file order: row by row
+        for row in range(lo, hi):
+            p = store.get(row)
+            yield p.title, p.text
+        return
+    with open(store.data_path("passages"), "rb", buffering=0) as f:
+        i = 0
+        while i < hi - lo:
+            # rows [i, j): at least one, at most about block_bytes
+            j = int(np.searchsorted(off, off[i] + block_bytes, side="right")) - 1
+            j = min(max(j, i + 1), hi - lo)
+            base = int(off[i])
+            f.seek(base)
+            data = f.read(int(off[j]) - base)
+            view = memoryview(data)
+            starts = (off[i:j] - base).tolist()
+            ends = (off[i + 1 : j + 1] - base).tolist()
+            find = data.find
+            for s, e in zip(starts, ends):
+                cut = find(b"\n", s, e)  # a row's slice may run on over skipped lines
+                _, title, text, _ = parse_row(view[s : e if cut < 0 else cut + 1], fmt)
+                yield title, text
+            i = j
+
+
 def _tokenize_chunk(task: tuple[str, int, int, dict]):
-    """Worker: (chunk vocab in first-seen order, doc lengths, unique (doc, term, tf) triples).
+    """Worker: (chunk vocab in first-seen order, doc lengths, postings per chunk term, and the
+    chunk's (doc, tf) postings sorted by (term, doc)).
 
     Each passage is only split into raw tokens here; possessive, stopword and stemming rules
     (``Analyzer.word_terms``) run once per distinct token of the chunk.
@@ -49,37 +91,27 @@ def _tokenize_chunk(task: tuple[str, int, int, dict]):
     folder, lo, hi, analyzer_dict = task
     store = DocStore.open(folder)
     analyzer = Analyzer.from_dict(analyzer_dict)
-    raw: dict[str, int] = {}
-    raw_lengths = np.zeros(hi - lo, dtype=np.int64)
-    ids: list[int] = []
-    for i, row in enumerate(range(lo, hi)):
-        p = store.get(row)
-        words = analyzer.words(f"{p.title}\n{p.text}")
-        raw_lengths[i] = len(words)
-        ids.extend([raw.setdefault(w, len(raw)) for w in words])
+    texts = [f"{title}\n{text}" for title, text in read_rows(store, lo, hi)]
+    if len(texts) != hi - lo:
+        raise RuntimeError(f"read {len(texts)} rows of {hi - lo} from {folder}")
+    raw, ids, raw_lengths = chunk_tokens(analyzer, texts)
+    del texts
     # raw token id -> term id (first-seen order of terms), -1 for stopwords
     vocab: dict[str, int] = {}
     to_term = np.array(
-        [
-            -1 if t is None else vocab.setdefault(t, len(vocab))
-            for t in analyzer.word_terms(list(raw))
-        ],
+        [-1 if t is None else vocab.setdefault(t, len(vocab)) for t in analyzer.word_terms(raw)],
         dtype=np.int64,
     )
     raw_docs = np.repeat(np.arange(hi - lo, dtype=np.int64), raw_lengths)
-    term_ids = to_term[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, np.int64)
+    term_ids = to_term[ids] if len(ids) else np.zeros(0, np.int64)
     keep = term_ids >= 0
     term_ids, docs = term_ids[keep], raw_docs[keep]
     lengths = np.bincount(docs, minlength=hi - lo).astype(np.int32)
-    v = max(len(vocab), 1)
-    keys, tf = np.unique(docs * v + term_ids, return_counts=True)
-    return (
-        list(vocab),
-        lengths,
-        (keys // v).astype(np.int32),
-        (keys % v).astype(np.int32),
-        tf.astype(np.int32),
-    )
+    # sorted by (term, doc): the parent places each term's group without sorting
+    m = max(hi - lo, 1)
+    keys, tf = np.unique(term_ids * m + docs, return_counts=True)
+    counts = np.bincount(keys // m, minlength=len(vocab))
+    return list(vocab), lengths, counts, (keys % m).astype(np.int32), tf.astype(np.int32)
 
 
 def _chunks(store: DocStore, analyzer: Analyzer, workers: int):
@@ -110,6 +142,13 @@ def _chunks(store: DocStore, analyzer: Analyzer, workers: int):
 
 
 # ---- 2. spill runs ----------------------------------------------------------------------------
+def _place(nxt: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Destinations of postings grouped by term (group ``i``: ``counts[i]`` postings from
+    ``starts[i]`` of the source) whose groups go to ``nxt[i]`` onwards: a stable counting sort
+    of pieces that are each sorted by term already."""
+    return np.repeat(nxt - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
 class _Runs:
     """Sorted runs on disk: ``runNNN.docs`` / ``.tf`` (int32, term order), ``.ptr.npy`` offsets."""
 
@@ -117,11 +156,21 @@ class _Runs:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
-        self.buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # per chunk: (global ids of its terms, postings per term, docs, tfs sorted by term)
+        self.buf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered = 0
 
-    def add(self, docs: np.ndarray, terms: np.ndarray, tf: np.ndarray, vocab_size: int) -> None:
-        self.buf.append((docs, terms, tf))
+    def add(
+        self,
+        terms: np.ndarray,
+        counts: np.ndarray,
+        docs: np.ndarray,
+        tf: np.ndarray,
+        vocab_size: int,
+    ) -> None:
+        """One chunk: ``docs``/``tf`` grouped by its terms ``terms`` (``counts`` each, rows
+        ascending within a group); chunks arrive in row order."""
+        self.buf.append((terms, counts, docs, tf))
         self.buffered += len(docs)
         if self.buffered >= RUN_POSTINGS:
             self.flush(vocab_size)
@@ -129,41 +178,51 @@ class _Runs:
     def flush(self, vocab_size: int) -> None:
         if not self.buf:
             return
-        docs = np.concatenate([b[0] for b in self.buf])
-        terms = np.concatenate([b[1] for b in self.buf])
-        tf = np.concatenate([b[2] for b in self.buf])
+        per_term = np.zeros(vocab_size, dtype=np.int64)
+        for terms, counts, _, _ in self.buf:
+            per_term[terms] += counts  # a chunk's terms are distinct
+        ptr = np.zeros(vocab_size + 1, dtype=np.int64)
+        np.cumsum(per_term, out=ptr[1:])
+        docs = np.empty(self.buffered, dtype=np.int32)
+        tf = np.empty(self.buffered, dtype=np.int32)
+        nxt = ptr[:-1].copy()  # the next free slot of each term
+        for terms, counts, d, f in self.buf:
+            dest = _place(nxt[terms], np.cumsum(counts) - counts, counts)
+            docs[dest] = d
+            tf[dest] = f
+            nxt[terms] += counts
         self.buf.clear()
         self.buffered = 0
-        order = np.argsort(terms, kind="stable")
         prefix = self.folder / f"run{self.count:04d}"
-        docs[order].tofile(f"{prefix}.docs")
-        tf[order].tofile(f"{prefix}.tf")
-        ptr = np.zeros(vocab_size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(terms, minlength=vocab_size), out=ptr[1:])
+        docs.tofile(f"{prefix}.docs")
+        tf.tofile(f"{prefix}.tf")
         np.save(f"{prefix}.ptr.npy", ptr)
         self.count += 1
 
-    def read_range(self, t_lo: int, t_hi: int):
-        """(docs, terms, tf) of terms ``[t_lo, t_hi)`` over all runs, columns ascending by row."""
-        docs, terms, tfs = [], [], []
+    def read_range(self, t_lo: int, t_hi: int, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(docs, tf) of terms ``[t_lo, t_hi)`` (``df``: their posting counts) over all runs, in
+        term order, rows ascending within a term (runs are in row order)."""
+        total = int(df.sum())
+        docs = np.empty(total, dtype=np.int32)
+        tf = np.empty(total, dtype=np.int32)
+        nxt = np.cumsum(df) - df
         for r in range(self.count):
             prefix = self.folder / f"run{r:04d}"
             ptr = np.load(f"{prefix}.ptr.npy", mmap_mode="r")
-            lo, hi = min(t_lo, len(ptr) - 1), min(t_hi, len(ptr) - 1)
-            a, b = int(ptr[lo]), int(ptr[hi])
+            hi = min(t_hi, len(ptr) - 1)
+            if hi <= t_lo:
+                continue
+            p = np.array(ptr[t_lo : hi + 1], dtype=np.int64)
+            del ptr
+            a, b = int(p[0]), int(p[-1])
             if b == a:
                 continue
-            docs.append(np.fromfile(f"{prefix}.docs", dtype=np.int32, count=b - a, offset=4 * a))
-            tfs.append(np.fromfile(f"{prefix}.tf", dtype=np.int32, count=b - a, offset=4 * a))
-            counts = np.diff(np.asarray(ptr[lo : hi + 1]))
-            terms.append(np.repeat(np.arange(lo, hi, dtype=np.int32), counts))
-            del ptr
-        if not docs:
-            z = np.zeros(0, np.int32)
-            return z, z, z
-        d, t, f = np.concatenate(docs), np.concatenate(terms), np.concatenate(tfs)
-        order = np.argsort(t, kind="stable")
-        return d[order], t[order], f[order]
+            counts = np.diff(p)
+            dest = _place(nxt[: hi - t_lo], p[:-1] - a, counts)
+            docs[dest] = np.fromfile(f"{prefix}.docs", dtype=np.int32, count=b - a, offset=4 * a)
+            tf[dest] = np.fromfile(f"{prefix}.tf", dtype=np.int32, count=b - a, offset=4 * a)
+            nxt[: hi - t_lo] += counts
+        return docs, tf
 
 
 class _NpyAppender:
@@ -205,24 +264,23 @@ def build_postings(
         from tqdm import tqdm
 
         bar = tqdm(total=n, unit="passage", desc="bm25 tokenize", smoothing=0.1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     spill = folder / "spill"
     runs = _Runs(spill)
     vocab: dict[str, int] = {}
     df = np.zeros(1 << 16, dtype=np.int64)
     lengths = np.zeros(n, dtype=np.int32)
-    for lo, hi, (chunk_vocab, chunk_len, docs, terms, tf) in _chunks(store, analyzer, workers):
-        remap = np.fromiter(
+    for lo, hi, (chunk_vocab, chunk_len, counts, docs, tf) in _chunks(store, analyzer, workers):
+        terms = np.fromiter(
             (vocab.setdefault(t, len(vocab)) for t in chunk_vocab),
-            dtype=np.int32,
+            dtype=np.int64,
             count=len(chunk_vocab),
         )
-        terms = remap[terms]
         if len(vocab) > len(df):
             df = np.concatenate([df, np.zeros(max(len(vocab), 2 * len(df)) - len(df), np.int64)])
-        df[: len(vocab)] += np.bincount(terms, minlength=len(vocab))
+        df[terms] += counts  # a chunk's terms are distinct
         lengths[lo:hi] = chunk_len
-        runs.add(docs + np.int32(lo), terms, tf, len(vocab))
+        runs.add(terms, counts, docs + np.int32(lo), tf, len(vocab))
         if bar is not None:
             bar.update(hi - lo)
     runs.flush(len(vocab))
@@ -232,9 +290,11 @@ def build_postings(
     df = df[:v]
     total = int(df.sum())
     log.info(
-        "tokenized %d passages in %.1f s: %d terms, %d postings in %d runs",
+        "tokenized %d passages in %.1f s (this process: %.1f s CPU): %d terms, %d postings "
+        "in %d runs",
         n,
         time.perf_counter() - t0,
+        time.process_time() - c0,
         v,
         total,
         runs.count,
@@ -264,8 +324,9 @@ def build_postings(
     while t_lo < v:
         t_hi = int(np.searchsorted(indptr, indptr[t_lo] + MERGE_POSTINGS, side="right")) - 1
         t_hi = min(max(t_hi, t_lo + 1), v)
-        docs, terms, tf = runs.read_range(t_lo, t_hi)
-        scores = posting_scores(tf, lengths[docs], term_idf[terms], avgdl, k1, b, method)
+        docs, tf = runs.read_range(t_lo, t_hi, df[t_lo:t_hi])
+        posting_idf = np.repeat(term_idf[t_lo:t_hi], df[t_lo:t_hi])
+        scores = posting_scores(tf, lengths[docs], posting_idf, avgdl, k1, b, method)
         out_data.write(scores)
         out_docs.write(docs)
         bmax, blast = blockmax.block_stats(
