@@ -1,6 +1,6 @@
 """Per-row-range score maxima of frequent terms, for block-max pruning over row ranges (``bmp``).
 
-Rows are cut into ranges of ``2**shift`` rows (16 by default). A query's bound for a range is
+Rows are cut into ranges of ``2**shift`` rows (8 by default). A query's bound for a range is
 the sum over its terms of ``weight x`` the term's largest score in that range; the kernel scores
 the ranges whose bound can still beat the k-th best score. Rare terms' maxima are read off their
 postings at query time (at most ``min_df`` of them); frequent terms (more than ``min_df``
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-SHIFT = 4
+SHIFT = 3
 FILES = ("rows.slot.npy", "rows.max.npy")
 CHUNK_POSTINGS = 1 << 25  # postings mapped at once while writing (256 MB of data + rows)
 

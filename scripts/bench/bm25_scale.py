@@ -1,4 +1,4 @@
-"""BM25 at scale: ours (pruned and exhaustive) vs pyserini 0.25 on the 30k corpus repeated.
+"""BM25 at scale: ours (pruned: bmp, daat; exhaustive) vs pyserini 0.25 on the 30k corpus repeated.
 
 The ~666k passages of ``../shared/data/wikiextractor-enwiki-30k.txt.gz`` are written ``--factor``
 times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"`` is titled
@@ -6,11 +6,14 @@ times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"``
 32 gives 21M (wiki-18's count; about 40 GB of disk). Records, in one run on one machine:
 
 - corpus build (in place over the JSONL), ours and Lucene BM25 builds: wall time, peak RSS of
-  the largest process and of the whole process tree (sampled), index size;
+  the largest process and of the whole process tree (sampled), index size (a ``bm25`` part
+  built before row ranges gets them with ``index_build ranges``, timed as its own step);
 - index open in a fresh process (incl. first query) and server time-to-ready, with RSS;
 - queries/s, p50/p99 at k = 3, 5, 10 for single queries and batches of 64, one thread each:
-  ours pruned, ours exhaustive (the in-run baseline) and Lucene (raw ``SimpleSearcher.search``
-  for single queries, ``batch_search`` with one thread for batches), alternating per repeat;
+  ours with the default pruning (``bmp``, row-range block maxima), ours with ``daat``
+  (document-at-a-time block-max MaxScore), ours exhaustive (the in-run baseline) and Lucene
+  (raw ``SimpleSearcher.search`` for single queries, ``batch_search`` with one thread for
+  batches), alternating per repeat; ``--no-daat`` leaves daat out;
 - answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene.
 
 Stages are skipped when their output exists (``--rebuild`` redoes the BM25 builds), so an
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="alternating runs (median kept)")
     p.add_argument("--workers", type=int, default=0, help="tokenizing processes (0: all cores)")
     p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
+    p.add_argument("--no-daat", action="store_true", help="leave the daat kernel out")
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
@@ -231,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             stats[f"build {name}"]["mb"] = folder_mb(root / name)
             print(name, stats[f"build {name}"], flush=True)
             saved.write_text(json.dumps(stats))
+    if not json.loads((root / "bm25" / "manifest.json").read_text())["postings"].get("row_ranges"):
+        cmd = [PY, "-m", "index_build", "ranges", "--index", str(root), "--no-progress"]
+        stats["ranges bm25"] = run_sampled(cmd)
+        stats["build bm25"]["mb"] = folder_mb(root / "bm25")
+        print("ranges", stats["ranges bm25"], flush=True)
+        saved.write_text(json.dumps(stats))
     if args.build_only:
         return 0
     n_docs = json.loads((root / "corpus" / "manifest.json").read_text())["num_docs"]
@@ -247,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     queries = [question_of(r) for r in rows_qa]
     answers = [answers_of(r) for r in rows_qa]
     index = Index.open(root)
-    ours = BM25Retriever(root / "bm25", threads=1, pruning=True)
+    ours = BM25Retriever(root / "bm25", threads=1)
     exhaustive = BM25Retriever(root / "bm25", threads=1, pruning=False)
-    assert ours.pruning, "the bm25 part has no block maxima: rebuild it"
-    systems = {"ours pruned": ours.search, "ours exhaustive": exhaustive.search}
+    assert ours.method == "bmp", "the bm25 part has no row-range maxima"
+    systems = {"ours bmp (default)": ours.search}
+    if not args.no_daat:
+        daat = BM25Retriever(root / "bm25", threads=1, pruning="daat")
+        systems["ours daat"] = daat.search
+    systems["ours exhaustive"] = exhaustive.search
     if use_lucene:
         lucene = index.retriever("bm25-lucene", threads=1)
         raw = lucene._searcher  # the pyserini SimpleSearcher the part wraps
@@ -285,11 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {}
     for k in (3, 5, 10):
         for batch in (1, 64):
-            ratios[f"pruned/exhaustive k={k} b={batch}"] = qps("ours pruned", k, batch) / qps(
-                "ours exhaustive", k, batch
-            )
+            ours_qps = qps("ours bmp (default)", k, batch)
+            ratios[f"bmp/exhaustive k={k} b={batch}"] = ours_qps / qps("ours exhaustive", k, batch)
             if use_lucene:
-                ratios[f"pruned/pyserini k={k} b={batch}"] = qps("ours pruned", k, batch) / qps(
+                ratios[f"bmp/pyserini k={k} b={batch}"] = ours_qps / qps(
                     "pyserini (Lucene)", k, batch
                 )
     qa = list(zip(queries, answers))[: args.recall]
@@ -303,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             recall[f"pyserini@{k}"] = answer_recall(
                 index.store, lucene.search(qtexts, k), golds, normalize_answer
             )
-    same = ours.search(qtexts, 10) == exhaustive.search(qtexts, 10)
+    want = exhaustive.search(qtexts, 10)
+    same = ours.search(qtexts, 10) == want and (args.no_daat or daat.search(qtexts, 10) == want)
 
     header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
     table = [
@@ -318,10 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows
     ]
     notes = [f"{n_docs} passages (wikiextractor-enwiki-30k x{args.factor}, new ids and titles)."]
-    for key in ("corpus", "build bm25", "build bm25-lucene"):
+    for key in ("corpus", "build bm25", "ranges bm25", "build bm25-lucene"):
         if key in stats:
             s = stats[key]
-            size = f", size {s['mb'] / 1e3:.2f} GB" if "mb" in s else ""
+            size = f", size {s['mb'] / 1e3:.2f} GB" if s.get("mb") else ""
             notes.append(
                 f"- {key}: {s['seconds']:.0f} s, peak RSS {s['peak_rss_mb']:.0f} MB (largest "
                 f"process), {s['peak_tree_rss_mb']:.0f} MB (process tree){size}"
@@ -337,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(qa)} NQ test questions: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items())
     )
     notes.append(f"- pruned == exhaustive (rows and scores, k=10, {len(qa)} questions): {same}")
+    size = sum(f.stat().st_size for f in (root / "bm25").glob("rows.*.npy")) / 1e9
+    notes.append(f"- row-range maxima (part of the bm25 size): {size:.2f} GB")
     notes.append(
         "- ratios (median of alternating runs, one thread each): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
