@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from collections import deque
@@ -48,7 +49,7 @@ READ_BYTES = 1 << 23  # passage-file bytes a worker reads at once
 
 
 # ---- 1. tokenize ------------------------------------------------------------------------------
-def read_rows(store: DocStore, lo: int, hi: int, block_bytes: int = READ_BYTES):
+def read_rows(store: DocStore, lo: int, hi: int, block_bytes: int | None = None):
     """``(title, text)`` of rows ``[lo, hi)``, read sequentially from the passage file in blocks
     of about ``block_bytes`` (one read per block instead of two ``pread`` calls per row); rows
     are parsed by the store's own parser, exactly as ``DocStore.get`` parses them."""
@@ -56,6 +57,7 @@ def read_rows(store: DocStore, lo: int, hi: int, block_bytes: int = READ_BYTES):
     off = np.array(offsets[lo : hi + 1], dtype=np.int64)
     del offsets
     fmt = store.row_format
+    block_bytes = block_bytes or READ_BYTES
     if len(off) > 1 and np.any(off[1:] < off[:-1]):  # not in file order: row by row
         for row in range(lo, hi):
             p = store.get(row)
@@ -114,31 +116,28 @@ def _tokenize_chunk(task: tuple[str, int, int, dict]):
     return list(vocab), lengths, counts, (keys % m).astype(np.int32), tf.astype(np.int32)
 
 
-def _chunks(store: DocStore, analyzer: Analyzer, workers: int):
+def _chunks(store: DocStore, analyzer: Analyzer, pool: ProcessPoolExecutor | None, workers: int):
     """Yield ``(lo, hi, chunk result)`` in row order, at most ``2 * workers`` tasks in flight."""
     n = len(store)
     ad = analyzer.to_dict()
     tasks = [(str(store.folder), lo, min(lo + CHUNK_ROWS, n), ad) for lo in range(0, n, CHUNK_ROWS)]
-    if workers <= 1 or len(tasks) <= 1:
+    if pool is None:
         for t in tasks:
             yield t[1], t[2], _tokenize_chunk(t)
         return
-    # spawn, not fork: the caller may hold threads (a JVM, a server) that fork would copy badly
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        pending: deque = deque()
-        it = iter(tasks)
+    pending: deque = deque()
+    it = iter(tasks)
+    for t in it:
+        pending.append((t[1], t[2], pool.submit(_tokenize_chunk, t)))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        lo, hi, fut = pending.popleft()
+        result = fut.result()
         for t in it:
             pending.append((t[1], t[2], pool.submit(_tokenize_chunk, t)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            lo, hi, fut = pending.popleft()
-            result = fut.result()
-            for t in it:
-                pending.append((t[1], t[2], pool.submit(_tokenize_chunk, t)))
-                break
-            yield lo, hi, result
+            break
+        yield lo, hi, result
 
 
 # ---- 2. spill runs ----------------------------------------------------------------------------
@@ -200,50 +199,84 @@ class _Runs:
         self.count += 1
 
     def read_range(self, t_lo: int, t_hi: int, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(docs, tf) of terms ``[t_lo, t_hi)`` (``df``: their posting counts) over all runs, in
-        term order, rows ascending within a term (runs are in row order)."""
-        total = int(df.sum())
-        docs = np.empty(total, dtype=np.int32)
-        tf = np.empty(total, dtype=np.int32)
-        nxt = np.cumsum(df) - df
-        for r in range(self.count):
-            prefix = self.folder / f"run{r:04d}"
-            ptr = np.load(f"{prefix}.ptr.npy", mmap_mode="r")
-            hi = min(t_hi, len(ptr) - 1)
-            if hi <= t_lo:
-                continue
-            p = np.array(ptr[t_lo : hi + 1], dtype=np.int64)
-            del ptr
-            a, b = int(p[0]), int(p[-1])
-            if b == a:
-                continue
-            counts = np.diff(p)
-            dest = _place(nxt[: hi - t_lo], p[:-1] - a, counts)
-            docs[dest] = np.fromfile(f"{prefix}.docs", dtype=np.int32, count=b - a, offset=4 * a)
-            tf[dest] = np.fromfile(f"{prefix}.tf", dtype=np.int32, count=b - a, offset=4 * a)
-            nxt[: hi - t_lo] += counts
-        return docs, tf
+        return read_range(self.folder, self.count, t_lo, t_hi, df)
 
 
-class _NpyAppender:
-    """A 1-D ``.npy`` file of known length written in pieces (no memory map, so no resident
-    pages of the whole output)."""
+def read_range(
+    folder: Path, runs: int, t_lo: int, t_hi: int, df: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(docs, tf) of terms ``[t_lo, t_hi)`` (``df``: their posting counts) over the first
+    ``runs`` runs in ``folder``, in term order, rows ascending within a term (runs are in row
+    order)."""
+    df = np.asarray(df, dtype=np.int64)
+    total = int(df.sum())
+    docs = np.empty(total, dtype=np.int32)
+    tf = np.empty(total, dtype=np.int32)
+    nxt = np.cumsum(df) - df
+    for r in range(runs):
+        prefix = folder / f"run{r:04d}"
+        ptr = np.load(f"{prefix}.ptr.npy", mmap_mode="r")
+        hi = min(t_hi, len(ptr) - 1)
+        if hi <= t_lo:
+            continue
+        p = np.array(ptr[t_lo : hi + 1], dtype=np.int64)
+        del ptr
+        a, b = int(p[0]), int(p[-1])
+        if b == a:
+            continue
+        counts = np.diff(p)
+        dest = _place(nxt[: hi - t_lo], p[:-1] - a, counts)
+        docs[dest] = np.fromfile(f"{prefix}.docs", dtype=np.int32, count=b - a, offset=4 * a)
+        tf[dest] = np.fromfile(f"{prefix}.tf", dtype=np.int32, count=b - a, offset=4 * a)
+        nxt[: hi - t_lo] += counts
+    return docs, tf
 
-    def __init__(self, path: Path, dtype, length: int):
-        self.path, self.dtype, self.length = path, np.dtype(dtype), length
-        self.f = open(path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
-        np.lib.format.write_array_header_1_0(self.f, {**header, "shape": (length,)})
-        self.written = 0
 
-    def write(self, a: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(a, dtype=self.dtype).tobytes())
-        self.written += len(a)
+# ---- 3. merge ---------------------------------------------------------------------------------
+def _npy_file(path: Path, dtype, length: int) -> int:
+    """Create the 1-D ``.npy`` file of ``length`` entries that merge tasks fill by offset
+    (no memory map, so no resident pages of the whole output); returns where its data begin."""
+    dtype = np.dtype(dtype)
+    with open(path, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (length,)})
+        start = f.tell()
+        f.truncate(start + length * dtype.itemsize)
+    return start
 
-    def close(self) -> None:
-        self.f.close()
-        if self.written != self.length:
-            raise RuntimeError(f"{self.path}: wrote {self.written} of {self.length} entries")
+
+def _pwrite(path: Path, at: int, a: np.ndarray) -> None:
+    data = memoryview(np.ascontiguousarray(a)).cast("B")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], at + done)
+    finally:
+        os.close(fd)
+
+
+def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
+    """Worker: score terms ``[t_lo, t_hi)`` and write their postings and block maxima into the
+    output files at their offsets; returns (postings, the terms' maximum scores)."""
+    folder, runs, t_lo, t_hi, starts, avgdl, k1, b, method = task
+    spill = folder / "spill"
+    ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
+    bp = np.array(np.load(folder / blockmax.FILES[0], mmap_mode="r")[t_lo : t_hi + 1])
+    df = np.diff(ip)
+    term_idf = np.array(np.load(spill / "idf.npy", mmap_mode="r")[t_lo:t_hi])
+    lengths = np.load(spill / "lengths.npy", mmap_mode="r")
+    docs, tf = read_range(spill, runs, t_lo, t_hi, df)
+    scores = posting_scores(tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method)
+    bmax, blast = blockmax.block_stats(scores, docs, ip - ip[0], blockmax.BLOCK_SIZE)
+    for name, a, at in (
+        (BM25S_FILES[0], scores, ip[0]),
+        (BM25S_FILES[1], docs, ip[0]),
+        (blockmax.FILES[1], bmax, bp[0]),
+        (blockmax.FILES[2], blast, bp[0]),
+    ):
+        _pwrite(folder / name, starts[name] + int(at) * a.itemsize, a)
+    return len(docs), blockmax.term_maxima(bmax, bp - bp[0])
 
 
 # ---- the build --------------------------------------------------------------------------------
@@ -256,21 +289,38 @@ def build_postings(
     show_progress: bool = False,
 ) -> dict:
     """Write the bm25s files, hashed vocabulary and block maxima of ``store`` into ``folder``;
-    returns manifest keys."""
-    n = len(store)
-    k1, b, method = params["k1"], params["b"], params["method"]
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
+    returns manifest keys. One pool of ``workers`` processes tokenizes and then merges."""
+    pool = None
+    if workers > 1:
+        # spawn, not fork: the caller may hold threads (a JVM, a server) that fork copies badly
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return _build(store, folder, analyzer, params, pool, max(workers, 1), show_progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
-        bar = tqdm(total=n, unit="passage", desc="bm25 tokenize", smoothing=0.1)
+
+def _bar(show: bool, total: int, unit: str, desc: str):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, smoothing=0.1)
+
+
+def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dict:
+    n = len(store)
+    bar = _bar(show_progress, n, "passage", "bm25 tokenize")
     t0, c0 = time.perf_counter(), time.process_time()
     spill = folder / "spill"
     runs = _Runs(spill)
     vocab: dict[str, int] = {}
     df = np.zeros(1 << 16, dtype=np.int64)
     lengths = np.zeros(n, dtype=np.int32)
-    for lo, hi, (chunk_vocab, chunk_len, counts, docs, tf) in _chunks(store, analyzer, workers):
+    for lo, hi, (chunk_vocab, chunk_len, counts, docs, tf) in _chunks(
+        store, analyzer, pool, workers
+    ):
         terms = np.fromiter(
             (vocab.setdefault(t, len(vocab)) for t in chunk_vocab),
             dtype=np.int64,
@@ -300,51 +350,47 @@ def build_postings(
         runs.count,
     )
     t0 = time.perf_counter()
-    save_vocab(folder, list(vocab))
-    del vocab
-    save_params(folder, params, n)
     indptr = np.zeros(v + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     np.save(folder / BM25S_FILES[2], indptr)
     block_ptr = blockmax.block_pointers(indptr, blockmax.BLOCK_SIZE)
+    np.save(folder / blockmax.FILES[0], block_ptr)
     nblocks = int(block_ptr[-1])
-    avgdl = lengths.mean() if n else np.float64(0.0)
-    term_idf = idf(df, n, method)
-    out_data = _NpyAppender(folder / BM25S_FILES[0], np.float32, total)
-    out_docs = _NpyAppender(folder / BM25S_FILES[1], np.int32, total)
-    out_bmax = _NpyAppender(folder / blockmax.FILES[1], np.float32, nblocks)
-    out_blast = _NpyAppender(folder / blockmax.FILES[2], np.int32, nblocks)
-    term_max = np.zeros(v, dtype=np.float32)
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="posting", desc="bm25 merge", smoothing=0.1)
-    t_lo = 0
+    avgdl = float(lengths.mean()) if n else 0.0
+    np.save(spill / "idf.npy", idf(df, n, params["method"]))
+    np.save(spill / "lengths.npy", lengths)
+    del lengths, df
+    starts = {
+        BM25S_FILES[0]: _npy_file(folder / BM25S_FILES[0], np.float32, total),
+        BM25S_FILES[1]: _npy_file(folder / BM25S_FILES[1], np.int32, total),
+        blockmax.FILES[1]: _npy_file(folder / blockmax.FILES[1], np.float32, nblocks),
+        blockmax.FILES[2]: _npy_file(folder / blockmax.FILES[2], np.int32, nblocks),
+    }
+    # term ranges of at most MERGE_POSTINGS postings, at least four per worker
+    step = max(1, min(MERGE_POSTINGS, -(-total // (4 * workers))))
+    bounds, t_lo = [], 0
     while t_lo < v:
-        t_hi = int(np.searchsorted(indptr, indptr[t_lo] + MERGE_POSTINGS, side="right")) - 1
+        t_hi = int(np.searchsorted(indptr, indptr[t_lo] + step, side="right")) - 1
         t_hi = min(max(t_hi, t_lo + 1), v)
-        docs, tf = runs.read_range(t_lo, t_hi, df[t_lo:t_hi])
-        posting_idf = np.repeat(term_idf[t_lo:t_hi], df[t_lo:t_hi])
-        scores = posting_scores(tf, lengths[docs], posting_idf, avgdl, k1, b, method)
-        out_data.write(scores)
-        out_docs.write(docs)
-        bmax, blast = blockmax.block_stats(
-            scores, docs, indptr[t_lo : t_hi + 1] - indptr[t_lo], blockmax.BLOCK_SIZE
-        )
-        out_bmax.write(bmax)
-        out_blast.write(blast)
-        term_max[t_lo:t_hi] = blockmax.term_maxima(
-            bmax, block_ptr[t_lo : t_hi + 1] - block_ptr[t_lo]
-        )
-        if bar is not None:
-            bar.update(len(docs))
+        bounds.append((t_lo, t_hi))
         t_lo = t_hi
-    for out in (out_data, out_docs, out_bmax, out_blast):
-        out.close()
+    k1, b, method = params["k1"], params["b"], params["method"]
+    tasks = [(folder, runs.count, lo, hi, starts, avgdl, k1, b, method) for lo, hi in bounds]
+    results = (
+        map(_merge_range, tasks) if pool is None else [pool.submit(_merge_range, t) for t in tasks]
+    )
+    # the vocabulary is written while the workers merge
+    save_vocab(folder, list(vocab))
+    del vocab
+    save_params(folder, params, n)
+    bar = _bar(show_progress, total, "posting", "bm25 merge")
+    term_max = np.zeros(v, dtype=np.float32)
+    for (lo, hi), result in zip(bounds, results):
+        done, term_max[lo:hi] = result if pool is None else result.result()
+        if bar is not None:
+            bar.update(done)
     if bar is not None:
         bar.close()
-    np.save(folder / blockmax.FILES[0], block_ptr)
     np.save(folder / blockmax.FILES[3], term_max)
     shutil.rmtree(spill)
     log.info("merged and scored %d postings in %.1f s", total, time.perf_counter() - t0)
@@ -352,6 +398,6 @@ def build_postings(
         "analyzer": analyzer.to_dict(),
         "vocab_size": v,
         "num_postings": total,
-        "avg_doc_len": float(avgdl),
+        "avg_doc_len": avgdl,
         "postings": {"layout": blockmax.LAYOUT, "block_size": blockmax.BLOCK_SIZE},
     }
