@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
+    p.add_argument("--corpus-only", action="store_true", help="stop after the corpus store")
     args = p.parse_args(argv)
 
     from env.rewards import normalize_answer
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         stats["corpus"] = run_sampled([*cmd, "--no-progress"])
         print("corpus", stats["corpus"], flush=True)
         saved.write_text(json.dumps(stats))
+    if args.corpus_only:
+        return 0
     use_lucene = not args.no_pyserini
     if use_lucene:
         from retriever.bm25.lucene import java_available
