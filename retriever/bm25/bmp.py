@@ -24,33 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import _drain, _push, _worse
+from .kernels import _drain, _gallop, _lower_bound, _push, _worse
 
 GROUP = 64  # ranges whose largest bound is kept together
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _lower_bound(indices, lo, hi, d):
-    """First position in ``[lo, hi)`` whose row is >= ``d`` (``hi`` if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if indices[mid] < d:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(nogil=True, cache=True)
-def _gallop(indices, lo, hi, d):
-    """``_lower_bound`` from a cursor ``lo`` expected to be close to the answer."""
-    if lo >= hi or indices[lo] >= d:
-        return lo
-    step = 1
-    while lo + step < hi and indices[lo + step] < d:
-        lo += step
-        step <<= 1
-    return _lower_bound(indices, lo + 1, min(lo + step, hi), d)
 
 
 @njit(nogil=True, cache=True)

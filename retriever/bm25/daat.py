@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import _drain, _push, _worse
+from .kernels import _drain, _gallop, _lower_bound, _push, _worse
 from .kernels import _one_query as _exhaustive
 
 END = np.int64(1 << 62)  # cursor past its last posting
@@ -40,39 +40,6 @@ END = np.int64(1 << 62)  # cursor past its last posting
 @njit(nogil=True, cache=True, inline="always")
 def _doc(indices, p, e):
     return np.int64(indices[p]) if p < e else END
-
-
-@njit(nogil=True, cache=True)
-def _seek_block(blast, b, bend, d):
-    """First block in ``[b, bend)`` whose last row is >= ``d`` (``bend`` if none): galloping."""
-    if b >= bend or blast[b] >= d:
-        return b
-    step = 1
-    while b + step < bend and blast[b + step] < d:
-        b += step
-        step <<= 1
-    lo, hi = b + 1, min(b + step, bend)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if blast[mid] < d:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(nogil=True, cache=True)
-def _seek_in_block(indices, lo, hi, d):
-    """First posting in ``[lo, hi]`` with row >= ``d``, given that ``indices[hi] >= d``."""
-    while hi - lo > 8:
-        mid = (lo + hi) >> 1
-        if indices[mid] < d:
-            lo = mid + 1
-        else:
-            hi = mid
-    while indices[lo] < d:
-        lo += 1
-    return lo
 
 
 @njit(nogil=True, cache=True)
@@ -138,7 +105,7 @@ def _one_query(
             if cur[i] == END:
                 lb[i] = 0.0
                 continue
-            bl = _seek_block(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], ws)
+            bl = _gallop(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], ws)
             if bl == b1[i]:
                 pos[i] = end[i]
                 cur[i] = END
@@ -167,7 +134,7 @@ def _one_query(
             for j in range(ne, nt):  # essential cursors to the window start
                 i = lo[j]
                 if cur[i] < ws:
-                    bl = _seek_block(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], ws)
+                    bl = _gallop(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], ws)
                     if bl == b1[i]:
                         pos[i] = end[i]
                         cur[i] = END
@@ -176,7 +143,7 @@ def _one_query(
                     if start > pos[i]:
                         pos[i] = start
                     last = min(start + bsize, end[i]) - 1
-                    pos[i] = _seek_in_block(indices, pos[i], last, ws)
+                    pos[i] = _lower_bound(indices, pos[i], last + 1, ws)
                     cur[i] = np.int64(indices[pos[i]])
         # 3. candidates of the window, from the essential cursors, in row order
         while ne < nt:
@@ -218,7 +185,7 @@ def _one_query(
                 contrib[i] = 0.0
                 work += 1
                 if cur[i] < d:
-                    bl = _seek_block(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], d)
+                    bl = _gallop(blast, b0[i] + (pos[i] - base[i]) // bsize, b1[i], d)
                     if bl == b1[i]:
                         pos[i] = end[i]
                         cur[i] = END
@@ -234,7 +201,7 @@ def _one_query(
                         break
                     if cur[i] < d:
                         last = min(start + bsize, end[i]) - 1
-                        pos[i] = _seek_in_block(indices, pos[i], last, d)
+                        pos[i] = _lower_bound(indices, pos[i], last + 1, d)
                         cur[i] = np.int64(indices[pos[i]])
                 if cur[i] == d:
                     c = w[i] * data[pos[i]]

@@ -83,6 +83,30 @@ def _drain(hs, hr, n, out_s, out_r):
     return n
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _lower_bound(indices, lo, hi, d):
+    """First position in ``[lo, hi)`` whose row is >= ``d`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(nogil=True, cache=True)
+def _gallop(indices, lo, hi, d):
+    """``_lower_bound`` from a cursor ``lo`` expected to be close to the answer."""
+    if lo >= hi or indices[lo] >= d:
+        return lo
+    step = 1
+    while lo + step < hi and indices[lo + step] < d:
+        lo += step
+        step <<= 1
+    return _lower_bound(indices, lo + 1, min(lo + step, hi), d)
+
+
 @njit(nogil=True, cache=True)
 def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
     """Top ``k`` of one query into ``out_r``/``out_s`` (best first); returns the hit count.
