@@ -43,8 +43,8 @@ from .bm25_tokens import chunk_tokens
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 20_000  # passages per tokenizing task
-RUN_POSTINGS = 1 << 23  # triples buffered before a run is spilled (8M: ~100 MB)
-MERGE_POSTINGS = 1 << 23  # postings per merge range
+RUN_POSTINGS = 1 << 23  # postings buffered before a run is spilled (8M: ~130 MB)
+MERGE_POSTINGS = 1 << 22  # postings per merge range (at most; a worker holds one: ~0.3 GB)
 READ_BYTES = 1 << 23  # passage-file bytes a worker reads at once
 
 
