@@ -174,7 +174,13 @@ class BM25Retriever:
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - start
-        log.info("loaded %s (%d passages) in %.2f s", self.folder, self.num_docs, self.load_seconds)
+        log.info(
+            "loaded %s (%d passages, %s search) in %.2f s",
+            self.folder,
+            self.num_docs,
+            {"bmp": "pruned", "daat": "pruned (daat)", "off": "exhaustive"}[self.method],
+            self.load_seconds,
+        )
 
     def _method(self, pruning: bool | str) -> str:
         if pruning is False or pruning == "off":
