@@ -29,7 +29,7 @@ _DOT, _COMMA, _QUOTE, _RQUOTE = ord("."), ord(","), ord("'"), ord("’")
 @functools.cache
 def char_classes() -> np.ndarray:
     """uint8 class bits of every code point, computed with the analyzer's own regex classes."""
-    every = "".join(map(chr, range(0x110000)))
+    every = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     table = np.zeros(0x110000, dtype=np.uint8)
     for bit, pattern in ((DIGIT, r"\d"), (WORD, _W), (CJK, f"[{_CJK}]")):
         hits = np.fromiter((m.start() for m in re.finditer(pattern, every)), dtype=np.int64)
