@@ -201,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base, root = work / "base", work / f"x{args.factor}"
-    need_gb = GB_PER_COPY * args.factor + 1
+    done = [work / f"passages-x{args.factor}.jsonl", root]  # what an earlier run left counts
+    have_gb = sum(f.stat().st_size for p in done if p.exists() for f in [p, *p.rglob("*")]
+                  if f.is_file()) / 1e9  # fmt: skip
+    need_gb = max(GB_PER_COPY * args.factor + 1 - have_gb, 1)
     free_gb = shutil.disk_usage(work).free / 1e9
-    print(f"disk: {free_gb:.0f} GB free under {work}, about {need_gb:.0f} GB needed", flush=True)
+    print(
+        f"disk: {free_gb:.0f} GB free under {work}, about {need_gb:.0f} GB more needed", flush=True
+    )
     if not (root / "bm25" / "manifest.json").is_file() and free_gb < need_gb:
         print(f"not enough disk for factor {args.factor}: free space or lower --factor")
         return 1
