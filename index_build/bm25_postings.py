@@ -93,11 +93,10 @@ def _tokenize_chunk(task: tuple[str, int, int, dict]):
     folder, lo, hi, analyzer_dict = task
     store = DocStore.open(folder)
     analyzer = Analyzer.from_dict(analyzer_dict)
-    texts = [f"{title}\n{text}" for title, text in read_rows(store, lo, hi)]
-    if len(texts) != hi - lo:
-        raise RuntimeError(f"read {len(texts)} rows of {hi - lo} from {folder}")
+    texts = (f"{title}\n{text}" for title, text in read_rows(store, lo, hi))
     raw, ids, raw_lengths = chunk_tokens(analyzer, texts)
-    del texts
+    if len(raw_lengths) != hi - lo:
+        raise RuntimeError(f"read {len(raw_lengths)} rows of {hi - lo} from {folder}")
     # raw token id -> term id (first-seen order of terms), -1 for stopwords
     vocab: dict[str, int] = {}
     to_term = np.array(

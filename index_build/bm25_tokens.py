@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 
 import numpy as np
 from numba import njit
@@ -157,9 +158,13 @@ def _tokens(cps, table, text_starts, ids, lengths, first_start, first_end):  # p
     return k, m
 
 
-def chunk_tokens(analyzer: Analyzer, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def chunk_tokens(
+    analyzer: Analyzer, texts: Iterable[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(distinct raw tokens in first-seen order, token id of every token in order, raw token
-    count of each text): what ``analyzer.words`` gives text by text, numbered."""
+    count of each text): what ``analyzer.words`` gives text by text, numbered. ``texts`` may be
+    a generator: the compiled path keeps only their lowercased copies, then one joined string
+    (a chunk's text is most of a worker's memory)."""
     if not compiled(analyzer):
         raw: dict[str, int] = {}
         lengths: list[int] = []
@@ -169,16 +174,16 @@ def chunk_tokens(analyzer: Analyzer, texts: list[str]) -> tuple[list[str], np.nd
             lengths.append(len(ws))
             ids.extend([raw.setdefault(w, len(raw)) for w in ws])
         return list(raw), np.asarray(ids, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
-    if analyzer.lowercase:
-        texts = [t.lower() for t in texts]
-    # one string; a newline between texts (no token holds one) keeps their tokens apart
-    joined = "\n".join(texts)
-    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    texts = [t.lower() for t in texts] if analyzer.lowercase else list(texts)
     text_starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum([len(t) + 1 for t in texts[:-1]], out=text_starts[1:])
+    # one string; a newline between texts (no token holds one) keeps their tokens apart
+    joined = "\n".join(texts)
+    del texts
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     # sized for the worst case (a token per code point); only the pages written count
     ids = np.empty(len(cps), dtype=np.int64)
-    lengths = np.zeros(len(texts), dtype=np.int64)
+    lengths = np.zeros(len(text_starts), dtype=np.int64)
     first_start = np.empty(len(cps), dtype=np.int64)
     first_end = np.empty(len(cps), dtype=np.int64)
     k, m = _tokens(cps, char_classes(), text_starts, ids, lengths, first_start, first_end)
