@@ -266,7 +266,10 @@ def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
     term_idf = np.array(np.load(spill / "idf.npy", mmap_mode="r")[t_lo:t_hi])
     lengths = np.load(spill / "lengths.npy", mmap_mode="r")
     docs, tf = read_range(spill, runs, t_lo, t_hi, df)
-    scores = posting_scores(tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method)
+    # float64 temporaries in steps of 1M postings: five of them, 40 MB
+    scores = posting_scores(
+        tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method, step=1 << 20
+    )
     bmax, blast = blockmax.block_stats(scores, docs, ip - ip[0], blockmax.BLOCK_SIZE)
     for name, a, at in (
         (BM25S_FILES[0], scores, ip[0]),
