@@ -23,6 +23,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from common import measure  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
 NQ = SHARED / "qa" / "nq-test.tsv"
@@ -83,24 +85,6 @@ def probe_load(kind: str, root: Path) -> dict:
         [PY, "-c", LOAD_PROBE, kind, str(root)], check=True, env=ENV, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def measure(fn, queries: list[str], k: int, batch: int) -> dict:
-    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
-    fn(queries[:batch], k)  # warm up
-    lat = []
-    start = time.perf_counter()
-    for lo in range(0, len(queries), batch):
-        t = time.perf_counter()
-        fn(queries[lo : lo + batch], k)
-        lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - start
-    lat_ms = np.array(lat) * 1e3
-    return {
-        "qps": len(queries) / total,
-        "p50_ms": float(np.percentile(lat_ms, 50)),
-        "p99_ms": float(np.percentile(lat_ms, 99)),
-    }
 
 
 def median_run(runs: list[dict]) -> dict:

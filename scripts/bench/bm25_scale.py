@@ -34,11 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # before this folder, whose env.py would shadow the env package
-from common import append_section, machine  # noqa: E402
+from common import append_section, machine, measure  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
@@ -147,24 +145,6 @@ def server_ready(root: Path, port: int = 18931) -> dict:
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def measure(fn, queries: list[str], k: int, batch: int) -> dict:
-    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
-    fn(queries[:batch], k)  # warm up
-    lat = []
-    start = time.perf_counter()
-    for lo in range(0, len(queries), batch):
-        t = time.perf_counter()
-        fn(queries[lo : lo + batch], k)
-        lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - start
-    lat_ms = np.array(lat) * 1e3
-    return {
-        "qps": len(queries) / total,
-        "p50_ms": float(np.percentile(lat_ms, 50)),
-        "p99_ms": float(np.percentile(lat_ms, 99)),
-    }
 
 
 def answer_recall(store, results, answers, normalize) -> float:

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,3 +84,23 @@ async def read_response(reader) -> tuple[int, bytes, bytes]:
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     return status, head, await reader.readexactly(length)
+
+
+def measure(fn, queries: list[str], k: int, batch: int) -> dict:
+    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
+    fn(queries[:batch], k)  # warm up
+    lat = []
+    start = time.perf_counter()
+    for lo in range(0, len(queries), batch):
+        t = time.perf_counter()
+        fn(queries[lo : lo + batch], k)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    import numpy as np
+
+    lat_ms = np.array(lat) * 1e3
+    return {
+        "qps": len(queries) / total,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+    }
