@@ -19,7 +19,12 @@ from retriever_fakes import build_root, free_port, hotpot_questions
 
 from retriever.client import HTTPClient, connect
 from retriever.client.balancer import parse_urls
-from retriever.errors import BadRequestError, RetrieverError, ServiceUnavailableError
+from retriever.errors import (
+    BadRequestError,
+    CorruptStoreError,
+    RetrieverError,
+    ServiceUnavailableError,
+)
 from retriever.index import Index
 
 pytestmark = pytest.mark.timeout(120)
@@ -98,6 +103,22 @@ def test_503_fails_over_and_retries_stay_bounded():
     with pytest.raises(ServiceUnavailableError, match="http://a, http://b .*after 4 attempts"):
         client.retrieve(["q"])
     assert sum(calls.values()) == 4
+
+
+def test_a_damaged_index_is_not_retried_but_fails_over():
+    """503 ``index_damaged``: one URL raises at once (no backoff mends it); with several,
+    the request goes to another URL and the damaged one is left out."""
+    damaged = lambda r: httpx.Response(503, json={"error": "index_damaged", "detail": "row 7"})  # noqa: E731
+    calls, handler = hosts({"a": damaged})
+    client = HTTPClient("http://a", transport=httpx.MockTransport(handler), retries=5)
+    with pytest.raises(CorruptStoreError, match="row 7"):
+        client.retrieve(["q"])
+    assert calls["a"] == 1
+    calls, handler = hosts({"a": damaged, "b": ok})
+    client = HTTPClient(["http://a", "http://b"], transport=httpx.MockTransport(handler))
+    for _ in range(4):
+        assert client.retrieve(["q"])[0][0]["id"] == "1"
+    assert calls == {"a": 1, "b": 4}
 
 
 def test_proxy_500_is_retried_but_a_service_500_is_not():

@@ -25,6 +25,7 @@ import orjson
 from ..errors import (
     AuthError,
     BadRequestError,
+    CorruptStoreError,
     QueueFullError,
     RetrieverError,
     ServiceUnavailableError,
@@ -162,10 +163,17 @@ class HTTPClient(ClientBase):
             self._balancer.mark_up(url)
             return orjson.loads(response.content)
         try:
-            detail = orjson.loads(response.content).get("detail", response.text)
-            ours = True
+            body = orjson.loads(response.content)
+            detail, kind, ours = body.get("detail", response.text), body.get("error"), True
         except Exception:
-            detail, ours = response.text, False
+            detail, kind, ours = response.text, None, False
+        if code == 503 and kind == "index_damaged":
+            # no wait mends a damaged index: another URL may serve an intact copy, else fail now
+            error = CorruptStoreError(f"{url}: {detail}")
+            if len(self.urls) == 1:
+                raise error
+            self._balancer.mark_down(url, self.down_seconds)
+            raise Retry(error)
         if code in (400, 413, 422):
             raise BadRequestError(f"{url} refused the request: {detail}")
         if code == 401:
