@@ -89,9 +89,12 @@ def test_bmp_kernel_equals_exhaustive_on_random_matrices(seed):
             for k, first in ((1, 1), (3, 16), (10, 2), (33, 1000), (num_docs + 3, 16)):
                 want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
                 args = (qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first)
-                got = [bmp.search_serial(*args, acc),
-                       bmp.search_parallel(*args, np.zeros((3, num_docs), np.float32))]  # fmt: skip
-                assert not acc.any()
+                # fallback 0: never exhaustive; 1: when more ranges than postings are left;
+                # 10**6: whenever a range is left after the first ones
+                got = [bmp.search_serial(*args, fb, acc, seen) for fb in (0, 1, 10**6)]
+                got.append(bmp.search_parallel(*args, 0, np.zeros((3, num_docs), np.float32),
+                                               np.zeros((3, num_docs), np.bool_)))  # fmt: skip
+                assert not acc.any() and not seen.any()
                 for g in got:
                     for w, x in zip(want, g):
                         np.testing.assert_array_equal(
@@ -131,7 +134,7 @@ def test_bmp_kernel_edge_cases():
     for min_df in (0, 2):
         slot, qmax = rowmax.compute(data, indices, indptr, tmax, 6, 1, min_df)
         got = bmp.search_serial(
-            qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, 1, 3, 1, acc
+            qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, 1, 3, 1, 0, acc, seen
         )
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)

@@ -25,8 +25,10 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels import _drain, _gallop, _lower_bound, _push, _worse
+from .kernels import _one_query as _exhaustive
 
 GROUP = 64  # ranges whose largest bound is kept together
+FALLBACK = 16  # ranges left x this > postings: the exhaustive kernel is cheaper (measured)
 
 
 @njit(nogil=True, cache=True)
@@ -62,10 +64,13 @@ def _score_range(b, shift, tids, tw, slots, qmax, data, indices, indptr, pos, ga
 
 
 @njit(nogil=True, cache=True)
-def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, ub, out_r,
-               out_s):  # fmt: skip
-    """Top ``k`` into ``out_r``/``out_s`` (best first); returns the hit count. ``ub`` is a
-    zeroed float32 scratch of at least one entry per range, left zeroed."""
+def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, fallback, ub,
+               seen, out_r, out_s):  # fmt: skip
+    """Top ``k`` into ``out_r``/``out_s`` (best first); returns the hit count. ``ub`` (float32)
+    and ``seen`` (bool), one entry per document, are zeroed on entry and left zeroed.
+    ``fallback`` > 0: when more than postings / ``fallback`` ranges are left to score after
+    the first ones (a large k, or bounds too flat to prune), the exhaustive kernel is cheaper
+    and finishes the query."""
     nt = len(tids)
     if nt == 0:
         return 0
@@ -149,6 +154,18 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
                              loc, hs, hr, n, k)  # fmt: skip
             ub[r] = 0.0  # done
     theta = np.float64(hs[0]) if n == k else -1.0
+    if fallback > 0:
+        postings = 0
+        for i in range(nt):
+            postings += indptr[tids[i] + 1] - indptr[tids[i]]
+        left = 0
+        for g in range(g_lo, g_hi + 1):
+            if np.float64(gmax[g - g_lo]) * slack > theta:
+                for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
+                    left += np.float64(ub[r]) * slack > theta
+        if left * fallback > postings:
+            ub[lo_r : hi_r + 1] = 0.0
+            return _exhaustive(tids, tw, data, indices, indptr, k, ub, seen, out_r, out_s)
     # 3. the rest in row order, while their bound can beat theta
     for g in range(g_lo, g_hi + 1):
         if np.float64(gmax[g - g_lo]) * slack <= theta:
@@ -165,30 +182,31 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
 
 
 @njit(nogil=True, cache=True)
-def _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, lo,
-                 hi, ub, rows, scores, counts):  # fmt: skip
+def _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
+                 fallback, lo, hi, ub, seen, rows, scores, counts):  # fmt: skip
     for q in range(lo, hi):
         a, b = qptr[q], qptr[q + 1]
         counts[q] = _one_query(tids[a:b], tw[a:b], data, indices, indptr, tmax, slot, qmax,
-                               shift, k, first, ub, rows[q], scores[q])  # fmt: skip
+                               shift, k, first, fallback, ub, seen, rows[q], scores[q])  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
-def search_serial(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, ub):
+def search_serial(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
+                  fallback, ub, seen):  # fmt: skip
     """(rows[q, k] int32, scores[q, k] float32, counts[q] int32); rows past counts are -1.
-    ``ub``: zeroed float32 scratch with one entry per document (left zeroed)."""
+    ``ub``/``seen``: zeroed float32/bool scratch, one entry per document (left zeroed)."""
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
     scores = np.zeros((nq, k), dtype=np.float32)
     counts = np.zeros(nq, dtype=np.int32)
-    _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, 0,
-                 nq, ub, rows, scores, counts)  # fmt: skip
+    _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
+                 fallback, 0, nq, ub, seen, rows, scores, counts)  # fmt: skip
     return rows, scores, counts
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def search_parallel(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
-                    ub2):  # fmt: skip
+                    fallback, ub2, seen2):  # fmt: skip
     """``search_serial`` with the queries split into ``len(ub2)`` contiguous chunks."""
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
@@ -199,5 +217,5 @@ def search_parallel(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shi
         lo = ch * nq // chunks
         hi = (ch + 1) * nq // chunks
         _query_range(qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first,
-                     lo, hi, ub2[ch], rows, scores, counts)  # fmt: skip
+                     fallback, lo, hi, ub2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
     return rows, scores, counts

@@ -291,11 +291,8 @@ class BM25Retriever:
         args = (qptr, tids, tw, self._data, self._indices, self._indptr)
         if self.method == "bmp":
             args = (*args, self._blocks[3], *self._ranges, self._shift, k, self.first)
-            if parallel:
-                with _PARALLEL_LOCK:
-                    return kernels.search_parallel(*args, self._scratch(self.threads)[0])
-            return kernels.search_serial(*args, self._scratch(0)[0])
-        if self.method == "daat":
+            args = (*args, kernels.FALLBACK)
+        elif self.method == "daat":
             args = (*args, *self._blocks, self._block_size, k, self.bail)
         else:
             args = (*args, k)
