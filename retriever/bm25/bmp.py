@@ -28,7 +28,7 @@ from .kernels import _drain, _gallop, _lower_bound, _push, _worse
 from .kernels import _one_query as _exhaustive
 
 GROUP = 64  # ranges whose largest bound is kept together
-FALLBACK = 16  # ranges left x this > postings: the exhaustive kernel is cheaper (measured)
+FALLBACK = 64  # bmp scores a range in about the time the exhaustive kernel adds 64+ postings
 
 
 @njit(nogil=True, cache=True)
@@ -68,9 +68,9 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
                seen, out_r, out_s):  # fmt: skip
     """Top ``k`` into ``out_r``/``out_s`` (best first); returns the hit count. ``ub`` (float32)
     and ``seen`` (bool), one entry per document, are zeroed on entry and left zeroed.
-    ``fallback`` > 0: when more than postings / ``fallback`` ranges are left to score after
-    the first ones (a large k, or bounds too flat to prune), the exhaustive kernel is cheaper
-    and finishes the query."""
+    ``fallback`` > 0: when the ranges to score, extrapolated from the first part of the sweep,
+    pass postings / ``fallback`` (a large k, or bounds too flat to prune), the exhaustive
+    kernel is cheaper and finishes the query."""
     nt = len(tids)
     if nt == 0:
         return 0
@@ -154,20 +154,22 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
                              loc, hs, hr, n, k)  # fmt: skip
             ub[r] = 0.0  # done
     theta = np.float64(hs[0]) if n == k else -1.0
-    if fallback > 0:
-        postings = 0
-        for i in range(nt):
-            postings += indptr[tids[i] + 1] - indptr[tids[i]]
-        left = 0
-        for g in range(g_lo, g_hi + 1):
-            if np.float64(gmax[g - g_lo]) * slack > theta:
-                for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
-                    left += np.float64(ub[r]) * slack > theta
-        if left * fallback > postings:
-            ub[lo_r : hi_r + 1] = 0.0
-            return _exhaustive(tids, tw, data, indices, indptr, k, ub, seen, out_r, out_s)
-    # 3. the rest in row order, while their bound can beat theta
+    postings = 0
+    for i in range(nt):
+        postings += indptr[tids[i] + 1] - indptr[tids[i]]
+    # 3. the rest in row order, while their bound can beat theta. At every sixteenth of the
+    # groups up to half, the ranges scored so far are extrapolated over all groups: when that
+    # passes postings / ``fallback`` (a large k, flat bounds), the exhaustive kernel finishes
+    span = g_hi - g_lo + 1
+    step = max(span // 16, 1)
+    check = g_lo + step
+    scored = 0
     for g in range(g_lo, g_hi + 1):
+        if fallback > 0 and g == check and 2 * (g - g_lo) <= span:
+            if scored * span * fallback > postings * (g - g_lo):
+                ub[lo_r : hi_r + 1] = 0.0
+                return _exhaustive(tids, tw, data, indices, indptr, k, ub, seen, out_r, out_s)
+            check += step
         if np.float64(gmax[g - g_lo]) * slack <= theta:
             continue
         for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
@@ -175,6 +177,7 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
             if v > 0 and np.float64(v) * slack > theta:
                 n = _score_range(r, shift, tids, tw, slots, qmax, data, indices, indptr, pos,
                                  True, loc, hs, hr, n, k)  # fmt: skip
+                scored += 1
                 if n == k:
                     theta = np.float64(hs[0])
     ub[lo_r : hi_r + 1] = 0.0
