@@ -10,7 +10,9 @@ Per query:
    the top-k found there gives a k-th score ``theta`` close to the final one at once.
 3. Sweep the other ranges in row order, scoring only those whose bound, with a slack above
    float32 rounding, still exceeds ``theta`` (which keeps rising); each term keeps a cursor that
-   gallops forward to the range.
+   gallops forward to the range. At each sixteenth of the sweep up to half, the ranges scored
+   so far are extrapolated: past the query's postings / ``FALLBACK`` (a large k, flat bounds)
+   the exhaustive kernel is cheaper and finishes the query.
 
 A range is scored like the exhaustive kernel scores a row (``kernels``): each term's
 ``w * score`` added in query-term order into a zeroed float32 slot, so scores are bit-identical,
