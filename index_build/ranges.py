@@ -15,7 +15,7 @@ from pathlib import Path
 
 from retriever.bm25 import blockmax, rowmax
 from retriever.errors import IndexFormatError
-from retriever.files import sha256_file
+from retriever.files import file_table
 from retriever.manifest import read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,8 @@ def add_ranges(folder: str | Path, shift: int = rowmax.SHIFT, min_df: int = 0) -
     start = time.perf_counter()
     entry = rowmax.write(folder, manifest["num_docs"], shift, min_df)
     manifest["postings"]["row_ranges"] = entry
-    files = manifest.get("files")
-    if files is not None:  # keep verify's table whole
-        for name in rowmax.FILES:
-            path = folder / name
-            files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    if "files" in manifest:  # keep verify's table whole
+        manifest["files"].update(file_table(folder, only=rowmax.FILES))
     write_manifest(folder, manifest)
     log.info(
         "%s: row-range maxima of %d frequent terms in %.1f s",

@@ -41,13 +41,18 @@ def sha256_file(path: str | os.PathLike, progress: Callable[[int], None] | None 
     return h.hexdigest()
 
 
-def file_table(folder: str | os.PathLike, skip: tuple[str, ...] = ("manifest.json",)) -> dict:
-    """``{name: {"bytes", "sha256"}}`` of every file under ``folder`` (relative names), for a
-    manifest to record and ``index_build verify`` to check."""
+def file_table(
+    folder: str | os.PathLike,
+    skip: tuple[str, ...] = ("manifest.json",),
+    only: tuple[str, ...] | None = None,
+) -> dict:
+    """``{name: {"bytes", "sha256"}}`` of every file under ``folder`` (relative names), or of
+    the names in ``only``, for a manifest to record and ``index_build verify`` to check."""
     folder = Path(folder)
+    paths = sorted(folder.rglob("*")) if only is None else [folder / name for name in only]
     return {
         p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(folder.rglob("*"))
+        for p in paths
         if p.is_file() and p.name not in skip
     }
 

@@ -57,20 +57,21 @@ def _fill(data, indices, indptr, tmax, terms, shift, out):
                 row[r] = q
 
 
-def compute(data, indices, indptr, tmax, num_docs: int, shift: int = SHIFT, min_df: int = 0,
-            out=None):  # fmt: skip
-    """(slot int32[V], maxima uint8[D, R]) of a CSC matrix; ``out`` may be a preallocated
-    (memory-mapped) zeroed ``uint8[D, R]``."""
+def _dense(indptr, num_docs: int, shift: int, min_df: int):
+    """(min_df, the frequent terms ascending, slot int32[V]) of a matrix's column pointers."""
     min_df = min_df or default_min_df(num_docs, shift)
-    df = np.diff(np.asarray(indptr, dtype=np.int64))
-    terms = np.flatnonzero(df > min_df).astype(np.int64)
-    slot = np.full(len(df), -1, dtype=np.int32)
+    terms = np.flatnonzero(np.diff(np.asarray(indptr, dtype=np.int64)) > min_df)
+    slot = np.full(len(indptr) - 1, -1, dtype=np.int32)
     slot[terms] = np.arange(len(terms), dtype=np.int32)
-    if out is None:
-        out = np.zeros((len(terms), ranges(num_docs, shift)), dtype=np.uint8)
+    return min_df, terms.astype(np.int64), slot
+
+
+def compute(data, indices, indptr, tmax, num_docs: int, shift: int = SHIFT, min_df: int = 0):
+    """(slot int32[V], maxima uint8[D, R]) of an in-memory CSC matrix (tests and tools)."""
+    _, terms, slot = _dense(indptr, num_docs, shift, min_df)
+    out = np.zeros((len(terms), ranges(num_docs, shift)), dtype=np.uint8)
     if len(terms):
-        _fill(data, indices, np.asarray(indptr, dtype=np.int64), tmax, terms, shift,
-              out.view(np.ndarray))  # fmt: skip
+        _fill(data, indices, np.asarray(indptr, dtype=np.int64), tmax, terms, shift, out)
     return slot, out
 
 
@@ -81,10 +82,7 @@ def write(folder: str | os.PathLike, num_docs: int, shift: int = SHIFT, min_df: 
     folder = Path(folder)
     indptr = np.load(folder / "indptr.csc.index.npy")
     tmax = np.load(folder / "terms.max.npy")
-    min_df = min_df or default_min_df(num_docs, shift)
-    terms = np.flatnonzero(np.diff(indptr) > min_df)
-    slot = np.full(len(indptr) - 1, -1, dtype=np.int32)
-    slot[terms] = np.arange(len(terms), dtype=np.int32)
+    min_df, terms, slot = _dense(indptr, num_docs, shift, min_df)
     partial = folder / (FILES[1] + ".partial")
     shape = (len(terms), ranges(num_docs, shift))
     np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape).flush()  # zeroed
@@ -96,7 +94,7 @@ def write(folder: str | os.PathLike, num_docs: int, shift: int = SHIFT, min_df: 
         data = np.load(folder / "data.csc.index.npy", mmap_mode="r")
         indices = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
         out = np.lib.format.open_memmap(partial, mode="r+")
-        _fill(data, indices, indptr, tmax, terms[lo:hi].astype(np.int64), shift,
+        _fill(data, indices, indptr, tmax, terms[lo:hi], shift,
               out[lo:hi].view(np.ndarray))  # fmt: skip
         out.flush()
         del data, indices, out  # unmapped: their pages leave this process
