@@ -186,7 +186,7 @@ async def client_loop(port, stop, stats: Stats, kind: str, make_request, pause: 
         try:
             status = await asyncio.wait_for(_send(reader, writer, method, path, body, ctype), 60)
             stats.add(kind, status, time.perf_counter() - t)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             stats.add(kind, f"io:{type(exc).__name__}")
             writer.close()
             writer = None
@@ -222,7 +222,7 @@ async def slow_client(port, stop, stats: Stats):
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             stats.add("slow client", int(head.split(b" ", 2)[1]), time.perf_counter() - t)
             writer.close()
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             stats.add("slow client", f"closed:{type(exc).__name__}")
 
 
@@ -241,7 +241,7 @@ async def idle_client(port, stop, stats: Stats, half: bool, timeout: float):
             data = await asyncio.wait_for(reader.read(65536), left)
             stats.add(kind, "closed by server" if not data else "answered", time.perf_counter() - t)
             writer.close()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             age = time.perf_counter() - t
             due = "open past the timeout" if age > timeout + 2 else "open, not due yet"
             stats.add(kind, f"{due} at end")
