@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from retriever.bm25.analyzer import LANGUAGES, SEGMENTERS, STEMMERS, Analyzer
+from retriever.bm25.analyzer import LANGUAGES, SEGMENTERS, STEMMERS, STOPWORD_LISTS, Analyzer
 from retriever.bm25.formula import METHODS
 from retriever.files import file_table, publish_dir, start_partial_dir
 from retriever.manifest import read_manifest, write_manifest
@@ -84,9 +84,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--stopwords",
+        type=_stopwords_arg,
         default=None,
+        metavar="LIST",
         help="override the language's stopwords: lucene (English default, 33 words), english "
-        "(179 words), a language name (german, ...), none, or @FILE (one a line)",
+        "(bm25s's 179 words), none, a language's list ("
+        + ", ".join(STOPWORD_LISTS[3:])
+        + "), or @FILE (one word a line)",
     )
     p.add_argument(
         "--segmenter",
@@ -105,10 +109,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _stopwords_arg(value: str):
+def _stopwords_arg(value: str) -> str | list[str]:
+    """A list name of ``STOPWORD_LISTS`` or the words of ``@FILE``, checked when parsed."""
     if value.startswith("@"):
         path = Path(value[1:])
-        return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read stopword file {path}: {exc}") from exc
+        return [w.strip() for w in text.splitlines() if w.strip()]
+    if value not in STOPWORD_LISTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown stopword list {value!r}: use one of {', '.join(STOPWORD_LISTS)}, "
+            "or @FILE (one word a line)"
+        )
     return value
 
 
@@ -120,7 +134,7 @@ def analyzer_from_args(args: argparse.Namespace) -> Analyzer:
     analyzer = Analyzer.for_language(
         language,
         stemmer=args.stemmer,
-        stopwords=None if args.stopwords is None else _stopwords_arg(args.stopwords),
+        stopwords=args.stopwords,
         segmenter=args.segmenter,
         lowercase=not args.no_lowercase,
     )

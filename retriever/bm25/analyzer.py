@@ -98,9 +98,27 @@ LANGUAGES: dict[str, tuple[str | None, str, str]] = {
 }  # fmt: skip
 
 
+# Stopword lists by name: Lucene's English 33 (the English default), bm25s's lists
+# (``english`` is its 179-word list), and none. ``index_build bm25 --stopwords`` offers these.
+STOPWORD_LISTS = (
+    "lucene", "english", "none", "chinese", "danish", "dutch", "french", "german", "italian",
+    "korean", "norwegian", "portuguese", "russian", "spanish", "swedish", "turkish",
+)  # fmt: skip
+
+
 def _stopword_list(name_or_words: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The words of a list named in ``STOPWORD_LISTS``, or the given words themselves.
+
+    >>> len(_stopword_list("lucene")), len(_stopword_list("english")), _stopword_list("none")
+    (33, 179, ())
+    """
     if not isinstance(name_or_words, str):
         return tuple(name_or_words)
+    if name_or_words not in STOPWORD_LISTS:
+        raise ValueError(
+            f"unknown stopword list {name_or_words!r}: use one of {', '.join(STOPWORD_LISTS)}, "
+            "or a list of words (@FILE on the command line)"
+        )
     if name_or_words == "lucene":
         return LUCENE_STOPWORDS
     if name_or_words == "none":
@@ -108,13 +126,7 @@ def _stopword_list(name_or_words: str | tuple[str, ...] | list[str]) -> tuple[st
     import bm25s.stopwords as lists
 
     name = "EN_PLUS" if name_or_words == "english" else name_or_words.upper()
-    words = getattr(lists, f"STOPWORDS_{name}", None)
-    if words is None or not name.isalpha():
-        raise ValueError(
-            f"unknown stopword list {name_or_words!r}: use lucene, english, none, a language "
-            "(german, french, spanish, ...) or a list of words"
-        )
-    return tuple(words)
+    return tuple(getattr(lists, f"STOPWORDS_{name}"))
 
 
 def _bigrams(run: str) -> list[str]:
