@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@# verl's tool and reward classes (env/integrations/verl.py tests): verl pins an older
 	@# transformers, so it comes without its dependencies; tensordict and pyvers are what it imports
 	$(BIN)/pip install -q --no-deps -c constraints.txt verl tensordict pyvers
+	@# GEM's real SearchTool (tests/test_conformance.py): gem-llm's dependencies (reasoning-gym,
+	@# math-verify, nltk) serve its env registry, not the tool, which imports only msgspec and requests
+	$(BIN)/pip install -q --no-deps -c constraints.txt gem-llm msgspec
 	touch $(STAMP)
 
 demo: $(STAMP)

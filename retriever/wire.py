@@ -4,7 +4,8 @@ place a result becomes a response item.
 The request models carry every alias the trainers send (``topk`` / ``top_k`` / ``k``,
 ``queries`` / ``query``, ``retriever`` / ``retriever_type``), so the server's parser and its
 OpenAPI schema are the same object. Bodies are parsed from JSON or msgpack (GEM sends msgpack
-without a Content-Type) and answered in the same encoding.
+without a Content-Type) and answered in the same encoding. One ``query`` string in a msgpack
+body is GEM's request and gets GEM's flat answer; everything else gets Search-R1's nested one.
 
 >>> r = RetrieveRequest.model_validate({"query": "who", "top_k": 0, "return_scores": "true"})
 >>> r.queries, r.topk, r.return_scores, r.single
@@ -159,6 +160,13 @@ class ScoredDocument(BaseModel):
     score: float
 
 
+class GemItem(BaseModel):
+    """GEM's ``result`` item: its server writes ``"score": None`` without ``return_scores``."""
+
+    document: Document
+    score: float | None
+
+
 class RllmResult(Document):
     """rLLM's ``results`` item: the document's fields, ``content``, ``score`` and ``document``."""
 
@@ -169,9 +177,10 @@ class RllmResult(Document):
 
 class RetrieveResponse(BaseModel):
     """``{"result": [[doc, ...], ...]}``, or scored items with ``return_scores``; a single
-    ``query`` string also gets rLLM's ``query``, ``results`` and ``num_results``."""
+    ``query`` string also gets rLLM's ``query``, ``results`` and ``num_results``, except in a
+    msgpack body (GEM), which gets only ``{"result": [{"document", "score"}, ...]}``."""
 
-    result: list[list[Document]] | list[list[ScoredDocument]]
+    result: list[list[Document]] | list[list[ScoredDocument]] | list[GemItem]
     query: str | None = None
     results: list[RllmResult] | None = None
     num_results: int | None = None
@@ -267,12 +276,25 @@ def parse(model: type[_Request], body: dict) -> Any:
 
 # ---- responses ------------------------------------------------------------------------------
 def retrieve_response(
-    results: Iterable[Sequence[ScoredPassage]], request: RetrieveRequest
+    results: Iterable[Sequence[ScoredPassage]],
+    request: RetrieveRequest,
+    *,
+    msgpack_body: bool = False,
 ) -> dict[str, Any]:
     """Search-R1's shapes: docs, or ``{"document": doc, "score": s}`` items; plus rLLM's
     ``results`` (each item the document's fields, ``content``, ``score`` and ``document``)
     when one ``query`` string was sent. ``results`` may be lazy (one query's hits at a time):
-    a response of thousands of queries then never holds every passage object at once."""
+    a response of thousands of queries then never holds every passage object at once.
+
+    One ``query`` string in a msgpack body is what GEM's ``SearchTool`` sends, and its own
+    server (msgpack only) answers one flat list of ``{"document", "score"}``, the score None
+    without ``return_scores``; GEM reads ``["result"][i]["document"]``, so it gets that. In
+    JSON the same body is SkyRL's ``call_search_api``, which reads the nested list."""
+    if request.single and msgpack_body:
+        hits = next(iter(results), ())
+        scored = request.return_scores
+        items = [{"document": p.to_dict(), "score": float(s) if scored else None} for p, s in hits]
+        return {"result": items}
     result: list = []
     first: Sequence[ScoredPassage] = ()
     for hits in results:  # one pass: this runs for every hit of every request

@@ -1,11 +1,12 @@
 """Conformance per client: each trainer's request, over a real socket, through the HTTP library
 that trainer uses (requests, aiohttp, httpx), read the way its code reads it.
 
-What each client sends and reads was learned from its public code (not copied): Search-R1's
-``LLMGenerationManager._batch_search`` (requests, JSON, ``["result"]`` even for an empty batch);
-SkyRL's ``SearchToolGroup`` / ``call_search_api`` (requests, ``queries`` or one ``query``,
-``result[i][j]["document"]["contents"]``); GEM's ``SearchTool._search`` (requests, a msgpack body
-with no Content-Type, a msgpack answer); ASearcher's ``AsyncSearchBrowserClient`` (aiohttp,
+Clients published on PyPI run their own code here: GEM's ``SearchTool`` (gem-llm: one ``query``
+in a msgpack body with no Content-Type, ``["result"]`` read as one flat list of
+``{"document", "score"}``) and SkyRL's ``SearchToolGroup`` (skyrl-gym: one ``query`` in JSON,
+``result[i][j]["document"]["contents"]``). For the others, what each sends and reads was learned
+from its public code (not copied): Search-R1's ``LLMGenerationManager._batch_search`` (requests,
+JSON, ``["result"]`` even for an empty batch); SkyRL's earlier ``queries`` form; ASearcher's ``AsyncSearchBrowserClient`` (aiohttp,
 servers found through ``Host*_IP*.txt`` files holding ``ip:port``, ``/retrieve`` docs'
 ``contents`` and ``url``, ``/access`` pages' ``contents``); rLLM's ``LocalRetrievalTool`` (httpx,
 one ``query`` and ``top_k``, ``results[i]["document"]`` in its earlier version, ``content`` in
@@ -16,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import importlib
+import importlib.util
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import httpx
@@ -108,15 +113,75 @@ def test_skyrl_search_tool_group(server, library, form):
     assert rendered == ["".join(f"Doc {i + 1}: {c}\n" for i, c in enumerate(want))]
 
 
+def test_skyrl_gym_search_tool_group(server, library):
+    """SkyRL's real tool: one ``query`` string in JSON, ``result`` read as a list of lists (so a
+    JSON ``query`` keeps the nested answer; only GEM's msgpack ``query`` gets the flat one)."""
+    search = pytest.importorskip("skyrl_gym.tools.search")
+    query = hotpot_questions(2)[1]
+    group = search.SearchToolGroup(search_url=server.url + "/retrieve", topk=3, log_requests=False)
+    observation = json.loads(group.execute_tool("search", f" {query} "))
+    want = [p.contents.strip() for p, _ in library.search([query], k=3)[0]]
+    assert observation == {"result": "".join(f"Doc {i + 1}: {c}\n" for i, c in enumerate(want))}
+
+
 # ---- GEM ------------------------------------------------------------------------------------
-def test_gem_search_tool_msgpack(server, library):
+@pytest.fixture(scope="module")
+def gem_search_tool():
+    """GEM's own ``SearchTool`` class (gem-llm, installed without its dependencies by ``make
+    setup``). ``gem/__init__`` imports GEM's env registry, which needs reasoning-gym and its
+    many dependencies; the tool module needs only msgspec and requests, so the package is
+    stood in by a bare module on GEM's own path and the tool module imported unchanged."""
+    pytest.importorskip("msgspec")
+    spec = importlib.util.find_spec("gem")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gem-llm is not installed (make setup installs it)")
+    package = types.ModuleType("gem")
+    package.__path__ = list(spec.submodule_search_locations)
+    saved = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "gem"}
+    sys.modules["gem"] = package
+    try:
+        yield importlib.import_module("gem.tools.search_tool").SearchTool
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "gem"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def test_gem_search_tool(server, library, gem_search_tool):
+    """GEM's real tool: one ``query`` string in a msgpack body, ``["result"]`` read as one flat
+    list of ``{"document", "score"}`` (what GEM's own mosec retrieval server answers)."""
     query = hotpot_questions(3)[2]
-    payload = {"queries": [query], "topk": 3, "return_scores": True}
-    response = requests.post(server.url + "/retrieve", data=msgpack.packb(payload), timeout=5)
-    response.raise_for_status()  # no Content-Type was sent: the body is sniffed
-    assert response.headers["content-type"] == "application/msgpack"
-    result = msgpack.unpackb(response.content)["result"][0]
-    assert doc_lines(result) == expected_lines(library, query, 3)
+    tool = gem_search_tool(search_url=server.url + "/retrieve", topk=3)
+    valid, has_error, observation, parsed = tool.execute_action(
+        f"<think>look it up</think><search> {query} </search> trailing"
+    )
+    assert (valid, has_error) == (True, False), observation
+    assert parsed == f"<think>look it up</think><search> {query} </search>"
+    lines = "".join(line + "\n" for line in expected_lines(library, query, 3))
+    assert observation == f"\n\n<information>{lines}</information>\n\n"
+
+
+def test_gem_server_shapes(server, library):
+    """GEM's server (mosec, msgpack only) answers ``QueryRequest{query, topk, return_scores}``
+    with ``RetrievalResponse{result: [{"document", "score"}]}``; its score is None without
+    ``return_scores``. A ``queries`` list in msgpack keeps Search-R1's nested answer."""
+    url = server.url + "/retrieve"
+    want = library.search(["Kansas"], k=2)[0]
+    docs = [p.to_dict() for p, _ in want]
+    for scores in (True, False):
+        body = msgpack.packb({"query": "Kansas", "topk": 2, "return_scores": scores})
+        response = requests.post(url, data=body, timeout=5)
+        assert response.headers["content-type"] == "application/msgpack"
+        got = msgpack.unpackb(response.content)
+        assert list(got) == ["result"]
+        assert [item["document"] for item in got["result"]] == docs
+        if scores:
+            assert [item["score"] for item in got["result"]] == pytest.approx([s for _, s in want])
+        else:
+            assert [item["score"] for item in got["result"]] == [None, None]
+    body = msgpack.packb({"queries": ["Kansas"], "topk": 2, "return_scores": True})
+    nested = msgpack.unpackb(requests.post(url, data=body, timeout=5).content)["result"]
+    assert [[item["document"] for item in r] for r in nested] == [docs]
 
 
 def test_msgpack_declared_and_errors_stay_json(server):

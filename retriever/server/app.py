@@ -97,6 +97,7 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
     guarded = [Depends(bearer_dependency(config.token))] if config.token else []
 
     async def parse(request: Request, model: type) -> tuple[Any, bool]:
+        """(the parsed body, whether the body was msgpack)."""
         body = await read_body(request, config.max_body_bytes)
         ctype = request.headers.get("content-type")
 
@@ -105,8 +106,7 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
             return wire.parse(model, obj), packed
 
         # a large body (up to --max-body-bytes) is decoded off the event loop: /health stays fast
-        parsed, packed = await run_in_threadpool(decode) if len(body) > 2**18 else decode()
-        return parsed, _wants_msgpack(request, packed)
+        return await run_in_threadpool(decode) if len(body) > 2**18 else decode()
 
     @app.post(
         "/retrieve",
@@ -115,14 +115,15 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
         responses={200: {"model": wire.RetrieveResponse}, **_ERRORS},
     )
     async def retrieve(request: Request) -> Response:
-        """Search-R1 compatible: ``{"result": [[doc, ...], ...]}`` (or scored items)."""
+        """Search-R1 compatible: ``{"result": [[doc, ...], ...]}`` (or scored items); one
+        ``query`` string in msgpack (GEM) gets ``{"result": [{"document", "score"}, ...]}``."""
         body, packed = await parse(request, wire.RetrieveRequest)
         hits = await service.asearch(body.queries, body.topk, body.retriever)
         if sum(len(h) for h in hits) > 512:  # do not stall the event loop
-            out = await run_in_threadpool(_format, service, hits, body)
+            out = await run_in_threadpool(_format, service, hits, body, packed)
         else:
-            out = _format(service, hits, body)
-        return _answer(out, packed)
+            out = _format(service, hits, body, packed)
+        return _answer(out, _wants_msgpack(request, packed))
 
     @app.post(
         "/access",
@@ -133,10 +134,11 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
     async def access(request: Request) -> Response:
         """ASearcher compatible: ``{"result": [page | null, ...]}``."""
         body, packed = await parse(request, wire.AccessRequest)
+        reply_packed = _wants_msgpack(request, packed)
 
         def read() -> Response:  # page reads and encoding off the event loop: /health stays fast
             pages = service.access(body.urls, body.titles, body.ids, body.offset, body.max_chars)
-            return _answer({"result": pages}, packed)
+            return _answer({"result": pages}, reply_packed)
 
         return await run_in_threadpool(read)
 
@@ -164,8 +166,10 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
     return app
 
 
-def _format(service: RetrievalService, hits: list, body: wire.RetrieveRequest) -> dict:
-    return wire.retrieve_response(service.passages(hits), body)
+def _format(
+    service: RetrievalService, hits: list, body: wire.RetrieveRequest, packed: bool
+) -> dict:
+    return wire.retrieve_response(service.passages(hits), body, msgpack_body=packed)
 
 
 # ---- the CLI ------------------------------------------------------------------------------
