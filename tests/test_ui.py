@@ -4,6 +4,7 @@ flags and errors. The browser tests are in test_ui_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from env_support import HOTPOT
 from fastapi.testclient import TestClient
 from ui_support import build_index, write_trajectories
 
-from retriever.errors import BadRequestError
+from retriever.errors import BadRequestError, ServiceUnavailableError
 from retriever.server.app import build_parser, config_from_args, create_app
 from retriever.server.service import RetrievalService, ServiceConfig
 from retriever.server.trajectories import NUMERIC, SORT_KEYS, Query, TrajectoryFile
@@ -275,12 +276,27 @@ def test_trajectory_api_pages_and_episodes(client, records):
     "path, message",
     [
         ("/ui/api/trajectories/0?sort=reward", "sort must be one of"),
-        ("/ui/api/trajectories/0?limit=100000", "limit must be between"),
+        ("/ui/api/trajectories/0?limit=100000", "limit must be"),
         ("/ui/api/trajectories/0?offset=x", "offset must be an integer"),
         ("/ui/api/trajectories/0?failed=maybe", "failed must be 1 or 0"),
         ("/ui/api/trajectories/7", "no trajectory file '7'"),
         ("/ui/api/trajectories/0/99999", "no episode on line 99999"),
         ("/ui/api/trajectories/0/x", "line must be a positive integer"),
+        ("/ui/api/trajectories/0/0", "line must be a positive integer"),
+        ("/ui/api/trajectories/0/-3", "line must be a positive integer"),
+        (f"/ui/api/trajectories/0/{10**30}", "line must be a positive integer"),
+        (f"/ui/api/trajectories/0/{2**63}", "line must be a positive integer"),
+        (f"/ui/api/trajectories/0/{'9' * 5000}", "line must be a positive integer"),
+        (f"/ui/api/trajectories/{10**30}", "no trajectory file '1000000000000000000000000000000'"),
+        (f"/ui/api/trajectories/{'9' * 5000}", "no trajectory file '99999"),
+        (f"/ui/api/trajectories/{10**30}/1", "no trajectory file"),
+        ("/ui/api/trajectories/-1", "no trajectory file '-1'"),
+        (f"/ui/api/trajectories/0?offset={10**30}", "offset must be an integer from 0 to"),
+        (f"/ui/api/trajectories/0?offset={'9' * 5000}", "offset must be an integer from 0 to"),
+        ("/ui/api/trajectories/0?offset=-1", "offset must be an integer from 0 to"),
+        ("/ui/api/trajectories/0?offset=1_000", "offset must be an integer from 0 to"),
+        (f"/ui/api/trajectories/0?limit={10**30}", "limit must be"),
+        ("/ui/api/trajectories/0?limit=-5", "limit must be"),
     ],
 )
 def test_bad_requests_say_what_was_wrong(client, path, message):
@@ -427,3 +443,191 @@ def test_what_env_evaluate_writes_is_browsable(ui_root, tmp_path, monkeypatch):
             assert one == json.loads(lines[1]) and "messages" in one and "task_id" in one
     finally:
         service.stop()
+
+
+# ---- bad and changing files -------------------------------------------------------------------
+@contextlib.contextmanager
+def viewer(*paths):
+    """The /ui router alone over ``paths`` (no index to load: these tests are about the files)."""
+    from fastapi import FastAPI
+
+    from retriever.server.trajectories import open_files
+    from retriever.server.ui import build_router
+
+    app = FastAPI()
+    app.include_router(build_router(None, open_files(paths)))
+    with TestClient(app) as c:
+        yield c
+
+
+def write_lines(path, recs, mode="w") -> list[str]:
+    lines = [json.dumps(r, ensure_ascii=False) for r in recs]
+    with open(path, mode, encoding="utf-8") as f:  # "w" keeps the inode: rewritten in place
+        f.write("".join(line + "\n" for line in lines))
+    return lines
+
+
+def test_a_record_with_a_null_count_is_shown_and_counted_once(tmp_path, records):
+    path = tmp_path / "odd.jsonl"
+    odd = json.loads(json.dumps(records[1]))
+    odd["counts"] = {"search": None, "access": "two", "invalid": 1e300}
+    write_lines(path, [records[0], odd, records[2]])
+    with viewer(path) as c:
+        for _ in range(4):
+            r = c.get("/ui/api/trajectories/0")
+            assert r.status_code == 200, r.text
+            assert r.json()["total"] == r.json()["episodes"] == 3
+            assert c.get("/ui/api/trajectories").json()["files"][0]["episodes"] == 3
+        row = r.json()["rows"][1]
+        assert row["question"] == odd["question"] and row["line"] == 2
+        assert (row["searches"], row["accesses"]) == (0, 0)
+        assert c.get("/ui/api/trajectories/0/2").json()["record"] == odd
+
+
+def test_a_failed_scan_leaves_the_index_as_it_was(tmp_path, records, monkeypatch):
+    """Whatever raises during a scan, the index is what it was before it (not half of a scan
+    that the next refresh appends again)."""
+    path = tmp_path / "t.jsonl"
+    write_lines(path, records[:3])
+    f = TrajectoryFile(path)
+    assert f.refresh() == 3
+    write_lines(path, records[3:8], mode="a")
+    add, calls = TrajectoryFile._add, []
+
+    def flaky(self, line, offset):
+        calls.append(offset)
+        if len(calls) == 3:
+            raise MemoryError("simulated")
+        add(self, line, offset)
+
+    monkeypatch.setattr(TrajectoryFile, "_add", flaky)
+    with pytest.raises(MemoryError):
+        f.refresh()
+    assert len(f.offsets) == len(f.questions) == 3 and f.describe()["episodes"] == 3
+    assert f.refresh() == 8 == len(f.questions) == len(f.line_numbers)
+    assert list(f.line_numbers) == list(range(1, 9))
+    assert [f.read(i)["question"] for i in range(8)] == [r["question"] for r in records[:8]]
+
+
+def junk_values():
+    deep: list = []
+    for _ in range(300):  # deeper than orjson writes (254 levels)
+        deep = [deep]
+    texts = ["x" * 200_000, "<b>é\u0000</b>"]
+    return [None, True, -7, 1e308, 2**64 - 1, *texts, [1, {"a": None}], {"k": [{"z": []}]}, deep]
+
+
+VIEWED = (  # what the table and the episode view read of a record
+    "dataset question answers prediction rewards counts num_turns turns truncated "
+    "truncated_reason terminated policy_error task_id sample style judge prompt messages"
+).split()
+
+
+def test_fuzzed_records_never_answer_5xx(tmp_path, records):
+    """Every field the viewer reads (and the fields inside rewards, counts and turns) set to
+    null, wrong types, huge strings and nested junk: every page and episode answers, each
+    record counted once and given back as written."""
+    recs = []
+    for value in junk_values():
+        for field in VIEWED:
+            recs.append({**records[0], field: value})
+        for inner in ("rewards", "counts"):
+            for key in ("em", "f1", "format", "cover_em", "search", "access", "invalid"):
+                recs.append({**records[0], inner: {**records[0][inner], key: value}})
+        turn = dict(records[0]["turns"][0])
+        for key in ("kind", "arg", "reward", "error", "action", "observation", "turn"):
+            recs.append({**records[0], "turns": [{**turn, key: value}]})
+        recs.append({**records[0], "turns": [value]})
+    path = tmp_path / "fuzz.jsonl"
+    lines = write_lines(path, recs)
+    with viewer(path) as c:
+        for sort in SORT_KEYS:
+            for extra in ("", "&desc=1", "&failed=1&q=x", "&dataset=hotpotqa"):
+                r = c.get(f"/ui/api/trajectories/0?sort={sort}&limit=500{extra}")
+                assert r.status_code == 200, (sort, extra, r.text[:300])
+        assert r.json()["episodes"] == len(recs) and r.json()["bad_lines"] == 0
+        total = 0
+        for offset in range(0, len(recs), 500):
+            page = c.get(f"/ui/api/trajectories/0?limit=500&offset={offset}").json()
+            total += len(page["rows"])
+            for row in page["rows"]:
+                assert len(row["question"]) <= 1001 and all(
+                    isinstance(a, str) for a in row["answers"]
+                )
+        assert total == len(recs)
+        for number in range(1, len(recs) + 1, 7):
+            r = c.get(f"/ui/api/trajectories/0/{number}")
+            assert r.status_code == 200, (number, r.text[:300])
+            assert r.json()["record"] == json.loads(lines[number - 1])
+
+
+def test_a_file_rewritten_in_place_is_indexed_again(tmp_path, records):
+    """``env.evaluate`` rerun into the same --out truncates and rewrites the file (same inode):
+    grown, same size with the same mtime, or the same size with new bytes in the middle."""
+    path = tmp_path / "t.jsonl"
+    write_lines(path, records[:5])
+    with viewer(path) as c:
+        assert c.get("/ui/api/trajectories/0").json()["total"] == 5
+        assert c.get("/ui/api/trajectories/0/3").status_code == 200
+        # grown: a longer first record shifts every offset
+        first = {**records[7], "question": records[7]["question"] + " (rerun)"}
+        new = [first, *records[8:20]]
+        write_lines(path, new)
+        for _ in range(2):
+            page = c.get("/ui/api/trajectories/0?limit=500")
+            assert page.status_code == 200, page.text
+            assert [r["question"] for r in page.json()["rows"]] == [r["question"] for r in new]
+            for line in (1, 3, 13):
+                r = c.get(f"/ui/api/trajectories/0/{line}")
+                assert r.status_code == 200 and r.json()["record"] == new[line - 1], r.text[:300]
+
+        # same size, same mtime, other bytes at the end (a clock that did not move)
+        st = os.stat(path)
+        text = path.read_bytes()
+        last = json.loads(text.splitlines()[-1])
+        swapped = {**last, "question": last["question"][::-1]}
+        assert len(json.dumps(swapped)) == len(json.dumps(last))
+        write_lines(path, [*new[:-1], swapped])
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.stat(path).st_size == st.st_size
+        r = c.get("/ui/api/trajectories/0/13")
+        assert r.status_code == 200 and r.json()["record"]["question"] == swapped["question"]
+
+        # same size, other bytes only in the middle: the mtime moved
+        a, b = new[5], new[6]
+        write_lines(path, [*new[:5], b, a, *new[7:-1], swapped])
+        assert os.stat(path).st_size == st.st_size
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert c.get("/ui/api/trajectories/0/6").json()["record"] == b
+
+
+def test_a_page_read_while_the_file_changes_asks_to_retry(tmp_path, records):
+    path = tmp_path / "t.jsonl"
+    write_lines(path, records[:5])
+    f = TrajectoryFile(path)
+    assert f.refresh() == 5
+    write_lines(
+        path, [{**records[0], "question": "moved " + records[0]["question"]}, *records[1:5]]
+    )
+    with pytest.raises(ServiceUnavailableError, match="changed while it was read"):
+        f.page(Query())
+    assert f.refresh() == 5
+    assert f.page(Query())["rows"][0]["question"].startswith("moved ")
+
+
+def test_a_deep_link_knows_when_its_line_holds_another_episode(tmp_path, records):
+    path = tmp_path / "t.jsonl"
+    write_lines(path, records[:5])
+    with viewer(path) as c:
+        row = c.get("/ui/api/trajectories/0").json()["rows"][2]
+        link = f"/ui/api/trajectories/0/{row['line']}?v={row['v']}"
+        r = c.get(link)
+        assert r.status_code == 200 and r.json()["record"] == records[2]
+        assert r.json()["v"] == row["v"]
+        write_lines(path, records[10:15])  # rerun into the same --out
+        r = c.get(link)
+        assert r.status_code == 422 and "now holds another episode" in r.json()["detail"], r.text
+        r = c.get(f"/ui/api/trajectories/0/{row['line']}")  # without v: what is there now
+        assert r.status_code == 200 and r.json()["record"] == records[12]
+        r = c.get(f"/ui/api/trajectories/0/3?v=zz{'9' * 40}")
+        assert r.status_code == 422 and "v must be" in r.json()["detail"]

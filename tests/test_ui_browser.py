@@ -187,7 +187,7 @@ def test_trajectory_table_filters_sorts_and_opens_an_episode(site, browser):
 
     line = int(browser.evaluate("document.querySelector('#episodes tbody tr').dataset.line"))
     browser.click("#episodes tbody tr .question")
-    browser.wait_for(f"location.search.includes('episode={line}')")
+    browser.wait_for(f"location.search.includes('episode={line}&v=')")  # the line's digest
     browser.wait_idle()
     rec = records[line - 1]
     assert browser.texts("#ep-question") == [rec["question"]]
@@ -209,6 +209,16 @@ def test_episode_deep_link(site, browser):
     assert calls[0] == f"invalid ({rec['turns'][0]['reason']})"
     assert browser.texts(".turn.invalid .reward") == ["reward: format penalty"]
     assert browser.evaluate("document.getElementById('table-view').hidden") is True
+
+
+def test_a_deep_link_to_a_line_that_now_holds_another_episode_says_so(site, browser):
+    base, _, records = site
+    browser.open(url(base, "/ui/trajectories", file=0, episode=2, v="0" * 16))
+    status = browser.texts("#status")[0]
+    assert "line 2 of trajectories.jsonl now holds another episode" in status, status
+    assert browser.texts("#ep-question") in ([""], [])
+    browser.open(url(base, "/ui/trajectories", file=0, episode=2))  # no v: what is there now
+    assert browser.texts("#ep-question") == [records[1]["question"]]
 
 
 def test_stats_page_draws_the_metrics(site, browser):

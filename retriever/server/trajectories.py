@@ -15,7 +15,9 @@ never dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 import threading
 from array import array
@@ -25,14 +27,18 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from ..errors import BadRequestError
+from ..errors import BadRequestError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
 NUMERIC = ("em", "cover_em", "f1", "format", "turns", "searches", "accesses", "invalid")
 SORT_KEYS = ("line", "dataset", "question", *NUMERIC)
 _CHUNK = 8 << 20
+_PROBE = 4096  # bytes at each end of the indexed part compared on every request
 MAX_PAGE = 500
+MAX_OFFSET = 2**53  # the largest integer JavaScript (the page) keeps exact
+TEXT_CHARS = 1000  # a table cell (and the question filter) sees this much of a text field
+MAX_ANSWERS = 20
 
 
 def _number(value: object) -> float:
@@ -43,36 +49,72 @@ def _number(value: object) -> float:
     return float("nan")
 
 
+def _count(value: object) -> int:
+    """A tool count as an int; null, a string or a number no count reaches (NaN, 1e300)
+    counts 0."""
+    number = _number(value)
+    return int(number) if math.isfinite(number) and abs(number) < MAX_OFFSET else 0
+
+
+def _text(value: object) -> str:
+    """Any JSON value as a table cell: strings as they are, the rest as compact JSON, cut to
+    ``TEXT_CHARS`` (a record may hold a megabyte or 300 nested lists where a string belongs)."""
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + "\u2026"
+
+
 def summarize(rec: dict) -> dict:
     """The table row of one episode record (what ``env.evaluate`` writes per line).
 
-    ``failed`` means not an exact match: no answer, a wrong one, or a policy error."""
+    ``failed`` means not an exact match: no answer, a wrong one, or a policy error. Fields of
+    an unexpected type are shown as text or counted as missing, never raised on: one odd record
+    must not take the file's pages down."""
     rewards = rec.get("rewards") if isinstance(rec.get("rewards"), dict) else {}
     counts = rec.get("counts") if isinstance(rec.get("counts"), dict) else {}
     turns = rec.get("num_turns")
-    if not isinstance(turns, int):
+    if not isinstance(turns, int) or isinstance(turns, bool):
         turns = len(rec["turns"]) if isinstance(rec.get("turns"), list) else 0
     em = _number(rewards.get("em"))
     answers = rec.get("answers")
+    answers = answers[:MAX_ANSWERS] if isinstance(answers, list) else []
+    sample = rec.get("sample")
     return {
-        "dataset": str(rec.get("dataset") or ""),
-        "question": str(rec.get("question") or ""),
-        "answers": [str(a) for a in answers] if isinstance(answers, list) else [],
-        "prediction": None if rec.get("prediction") is None else str(rec["prediction"]),
+        "dataset": _text(rec.get("dataset")),
+        "question": _text(rec.get("question")),
+        "answers": [_text(a) for a in answers],
+        "prediction": None if rec.get("prediction") is None else _text(rec["prediction"]),
         "em": em,
         "cover_em": _number(rewards.get("cover_em")),
         "f1": _number(rewards.get("f1")),
         "format": _number(rewards.get("format")),
         "turns": turns,
-        "searches": int(_number(counts.get("search", 0)) or 0),
-        "accesses": int(_number(counts.get("access", 0)) or 0),
-        "invalid": int(_number(counts.get("invalid", 0)) or 0),
+        "searches": _count(counts.get("search")),
+        "accesses": _count(counts.get("access")),
+        "invalid": _count(counts.get("invalid")),
         "truncated": bool(rec.get("truncated")),
-        "policy_error": rec.get("policy_error"),
-        "task_id": rec.get("task_id"),
-        "sample": rec.get("sample"),
+        "policy_error": None if rec.get("policy_error") is None else _text(rec["policy_error"]),
+        "task_id": None if rec.get("task_id") is None else _text(rec["task_id"]),
+        "sample": sample if isinstance(sample, int) or sample is None else _text(sample),
         "failed": not em >= 1.0 or rec.get("policy_error") is not None,
     }
+
+
+def digest(line: bytes) -> str:
+    """A short name for a line's bytes: a deep link carries it so that a line which now holds
+    another episode (the file was rewritten) is told apart from the one linked.
+
+    >>> digest(b'{"question": "q?"}')
+    '69804b928649c5c0'
+    """
+    return hashlib.blake2b(line, digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,14 +132,23 @@ class Query:
     def __post_init__(self):
         if self.sort not in SORT_KEYS:
             raise BadRequestError(f"sort must be one of {', '.join(SORT_KEYS)}; got {self.sort!r}")
-        if self.offset < 0:
-            raise BadRequestError(f"offset must be >= 0, got {self.offset}")
+        if not 0 <= self.offset < MAX_OFFSET:
+            raise BadRequestError(f"offset must be >= 0 and < 2**53, got {self.offset}")
         if not 1 <= self.limit <= MAX_PAGE:
             raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}, got {self.limit}")
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class TrajectoryFile:
-    """An append-only JSONL file of episodes, indexed by byte offset (built on first use)."""
+    """An append-only JSONL file of episodes, indexed by byte offset (built on first use).
+
+    The index is trusted only while the file looks as it did when indexed: the same inode, not
+    shorter, the same mtime unless it grew, and the same bytes at both ends of the indexed part
+    (two small reads per request). Otherwise the file was rewritten in place (``env.evaluate``
+    rerun into the same ``--out``) and is indexed again from the start."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None):
         self.path = os.fspath(path)
@@ -110,8 +161,9 @@ class TrajectoryFile:
         self._reset()
 
     def _reset(self) -> None:
-        self._identity: tuple | None = None
-        self._size_seen = -1  # file size at the last refresh (a partial last line included)
+        self._seen: tuple[int, int, int, int] | None = None  # the file at the last refresh
+        self._probe: tuple[bytes, bytes] = (b"", b"")  # both ends of the indexed part
+        self._stale = False  # a read found other bytes than the index says
         self._indexed = 0  # bytes of complete lines read so far
         self._lines = 0  # lines seen (1-based numbers of the rows are kept)
         self.offsets, self.lengths, self.line_numbers = array("q"), array("q"), array("q")
@@ -127,24 +179,43 @@ class TrajectoryFile:
 
     # ---- indexing ---------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Index what was appended since the last call; returns the number of episodes."""
+        """Index what was appended since the last call (all of it again when the file was
+        rewritten); returns the number of episodes."""
         with self._lock:
             try:
                 st = os.stat(self.path)
+                if self._seen is not None and self._rewritten(st):
+                    log.info("%s was rewritten: indexing it again", self.path)
+                    self._reset()
+                if st.st_size > self._indexed:
+                    self._scan(st.st_size)
+                self._probe = self._read_probe()
             except OSError as exc:
                 raise BadRequestError(
                     f"trajectory file {self.path} cannot be read: {exc}"
                 ) from None
-            identity = (st.st_dev, st.st_ino)
-            if identity != self._identity or st.st_size < self._indexed:
-                if self._identity is not None:
-                    log.info("%s was rewritten: indexing it again", self.path)
-                self._reset()
-                self._identity = identity
-            if st.st_size > self._indexed:
-                self._scan(st.st_size)
-            self._size_seen = st.st_size
+            self._seen = _signature(st)
             return len(self.offsets)
+
+    def _rewritten(self, st: os.stat_result) -> bool:
+        dev, ino, size, mtime = self._seen or (None, None, -1, None)
+        if (st.st_dev, st.st_ino) != (dev, ino) or st.st_size < size or self._stale:
+            return True
+        if st.st_size == size and st.st_mtime_ns != mtime:  # written to without growing
+            return True
+        return self._read_probe() != self._probe
+
+    def _read_probe(self) -> tuple[bytes, bytes]:
+        """The first and the last ``_PROBE`` bytes of the indexed part, as the file has them
+        now: a rewrite that grew the file, or kept its size and mtime, shows up here."""
+        n = min(_PROBE, self._indexed)
+        if not n:
+            return b"", b""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return os.pread(fd, n, 0), os.pread(fd, n, self._indexed - n)
+        finally:
+            os.close(fd)
 
     def refresh_in_background(self, wait: float = 0.0) -> bool:
         """Start indexing in a thread (unless one runs); wait up to ``wait`` seconds for it.
@@ -163,12 +234,16 @@ class TrajectoryFile:
         return not indexer.is_alive()
 
     def _current(self) -> bool:
-        """Whether the index covers the file as it is now (one ``stat``)."""
+        """Whether the index covers the file as it is now (one ``stat``, two small reads)."""
         try:
             st = os.stat(self.path)
+            return (
+                _signature(st) == self._seen
+                and not self._stale
+                and self._read_probe() == self._probe
+            )
         except OSError:
             return False  # the refresh says why
-        return (st.st_dev, st.st_ino) == self._identity and st.st_size == self._size_seen
 
     def _refresh_logged(self) -> None:
         try:
@@ -184,8 +259,27 @@ class TrajectoryFile:
         return self._indexer is not None and self._indexer.is_alive()
 
     def _scan(self, size: int) -> None:
+        """Index the lines in ``[_indexed, size)``; all or nothing: whatever raises, the index
+        is left as it was, so the next refresh does not add the same lines twice."""
         before = len(self.offsets)
+        mark = (before, len(self.datasets), len(self.bad_lines), self.bad_count, self._lines)
         self.scanning = (self._indexed, size)
+        try:
+            self._read_lines(size)
+        except BaseException:
+            self._roll_back(*mark)
+            raise
+        finally:
+            self._orders.clear()
+        if len(self.offsets) > before or self.bad_count:
+            log.info(
+                "%s: %d episodes indexed (%d lines not JSON objects)",
+                self.path,
+                len(self.offsets),
+                self.bad_count,
+            )
+
+    def _read_lines(self, size: int) -> None:
         with open(self.path, "rb") as f:
             f.seek(self._indexed)
             pos, rest = self._indexed, b""
@@ -206,15 +300,17 @@ class TrajectoryFile:
                 pos += end + 1
                 self.scanning = (pos, size)
                 rest = data[end + 1 :]
-            self._indexed = pos  # a trailing line without newline waits for the next refresh
-        self._orders.clear()
-        if len(self.offsets) > before or self.bad_count:
-            log.info(
-                "%s: %d episodes indexed (%d lines not JSON objects)",
-                self.path,
-                len(self.offsets),
-                self.bad_count,
-            )
+        self._indexed = pos  # a trailing line without newline waits for the next refresh
+
+    def _roll_back(self, rows: int, datasets: int, named: int, bad: int, lines: int) -> None:
+        for column in (self.offsets, self.lengths, self.line_numbers, self._failed,
+                       self._dataset_codes, self.questions, *self._columns.values()):  # fmt: skip
+            del column[rows:]
+        for name in self.datasets[datasets:]:
+            del self._codes[name]
+        del self.datasets[datasets:]
+        del self.bad_lines[named:]
+        self.bad_count, self._lines = bad, lines
 
     def _add(self, line: bytes, offset: int) -> None:
         self._lines += 1
@@ -224,12 +320,17 @@ class TrajectoryFile:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
             rec = None
-        if not isinstance(rec, dict):
+        row = None
+        if isinstance(rec, dict):
+            try:
+                row = summarize(rec)
+            except Exception as exc:  # summarize takes any JSON; if not, name the line
+                log.warning("%s line %d: cannot summarize: %r", self.path, self._lines, exc)
+        if row is None:
             self.bad_count += 1
             if len(self.bad_lines) < 20:
                 self.bad_lines.append(self._lines)
             return
-        row = summarize(rec)
         self.offsets.append(offset)
         self.lengths.append(len(line))
         self.line_numbers.append(self._lines)
@@ -275,54 +376,103 @@ class TrajectoryFile:
     def select(self, query: Query) -> tuple[np.ndarray, int]:
         """(row numbers of the requested page, total rows matching the filters)."""
         with self._lock:
-            n = len(self.offsets)
-            order = self._order(query.sort, query.descending)
-            mask = None
-            if query.failed_only:
-                mask = np.frombuffer(self._failed, dtype=np.int8, count=n).astype(bool)
-            if query.dataset is not None:
-                if query.dataset not in self.datasets:
-                    return np.empty(0, dtype=np.int64), 0
-                codes = np.frombuffer(self._dataset_codes, dtype=np.int32, count=n)
-                same = codes == self._codes[query.dataset]
-                mask = same if mask is None else mask & same
-            if query.text:
-                needle = query.text.casefold()
-                has = np.fromiter(
-                    (needle in q.casefold() for q in self.questions), dtype=bool, count=n
-                )
-                mask = has if mask is None else mask & has
-            chosen = order if mask is None else order[mask[order]]
-            return chosen[query.offset : query.offset + query.limit], len(chosen)
+            return self._select(query)
+
+    def _select(self, query: Query) -> tuple[np.ndarray, int]:
+        n = len(self.offsets)
+        order = self._order(query.sort, query.descending)
+        mask = None
+        if query.failed_only:
+            mask = np.frombuffer(self._failed, dtype=np.int8, count=n).astype(bool)
+        if query.dataset is not None:
+            if query.dataset not in self.datasets:
+                return np.empty(0, dtype=np.int64), 0
+            codes = np.frombuffer(self._dataset_codes, dtype=np.int32, count=n)
+            same = codes == self._codes[query.dataset]
+            mask = same if mask is None else mask & same
+        if query.text:
+            needle = query.text.casefold()
+            has = np.fromiter((needle in q.casefold() for q in self.questions), dtype=bool, count=n)
+            mask = has if mask is None else mask & has
+        chosen = order if mask is None else order[mask[order]]
+        return chosen[query.offset : query.offset + query.limit], len(chosen)
+
+    def _read(self, offset: int, length: int) -> tuple[bytes, dict]:
+        """The line at ``offset`` and its record, read with one ``pread`` and checked to be
+        what the index says: a whole line (newlines on both sides) holding a JSON object.
+        Otherwise the file changed since it was indexed: the next refresh indexes it again,
+        and this request answers 503 (the page asks again)."""
+        start = max(offset - 1, 0)
+        want = offset - start + length + 1
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, want, start)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise BadRequestError(f"trajectory file {self.path} cannot be read: {exc}") from None
+        line, rec = data[offset - start : -1], None
+        if len(data) == want and data[-1:] == b"\n" and (offset == 0 or data[:1] == b"\n"):
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                pass
+        if not isinstance(rec, dict):
+            self._stale = True
+            raise ServiceUnavailableError(
+                f"{self.name} changed while it was read (rewritten in place?); it is indexed "
+                "again on the next request: retry",
+                retry_after=1.0,
+            )
+        return line, rec
 
     def read(self, row: int) -> dict:
-        """The full record of row ``row`` (0-based, in file order), read with one ``pread``."""
+        """The full record of row ``row`` (0-based, in file order)."""
         with self._lock:
             offset, length = self.offsets[row], self.lengths[row]
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        return orjson.loads(data)
+        return self._read(offset, length)[1]
 
     def row_of_line(self, line: int) -> int:
-        """The row holding 1-based line ``line`` (deep links name lines, which never move)."""
+        """The row holding 1-based line ``line``."""
         with self._lock:
+            return self._row_of_line(line)
+
+    def _row_of_line(self, line: int) -> int:
+        if 1 <= line < 2**63:  # beyond int64, no line (and numpy would overflow)
             lines = np.frombuffer(self.line_numbers, dtype=np.int64, count=len(self.line_numbers))
             i = int(np.searchsorted(lines, line))
             if i < len(lines) and lines[i] == line:
                 return i
         raise BadRequestError(f"{self.name} has no episode on line {line}")
 
+    def episode(self, line: int, version: str | None = None) -> tuple[bytes, str]:
+        """The bytes of the episode on 1-based line ``line`` (as written: any JSON object the
+        file holds, however deep) and its ``digest``. Deep links name a line and the digest of
+        what it held: a rewritten file whose line now holds another episode is refused."""
+        with self._lock:
+            row = self._row_of_line(line)
+            offset, length = self.offsets[row], self.lengths[row]
+        data, _ = self._read(offset, length)
+        found = digest(data)
+        if version is not None and version != found:
+            raise BadRequestError(
+                f"line {line} of {self.name} now holds another episode than the link was made "
+                f"for (v={version}, now v={found}): the file was rewritten since; find the "
+                "episode in the table again"
+            )
+        return data, found
+
     def page(self, query: Query) -> dict:
-        """One page of table rows (with their line numbers), the total, and the file's facts."""
-        rows, total = self.select(query)
+        """One page of table rows (with their line numbers and digests), the total, and the
+        file's facts."""
+        with self._lock:  # rows and offsets from one state of the index
+            rows, total = self._select(query)
+            spots = [(self.offsets[r], self.lengths[r], self.line_numbers[r]) for r in rows]
         items = []
-        for row in rows.tolist():
-            item = summarize(self.read(row))
-            item["line"] = self.line_numbers[row]
-            items.append(item)
+        for offset, length, line in spots:
+            data, rec = self._read(offset, length)
+            items.append({**summarize(rec), "line": line, "v": digest(data)})
         return {"total": total, "offset": query.offset, "rows": items, **self.describe()}
 
     def describe(self) -> dict:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+import string
 import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import BadRequestError, ServiceUnavailableError
-from .trajectories import Query, TrajectoryFile, open_files
+from .trajectories import MAX_OFFSET, MAX_PAGE, Query, TrajectoryFile, open_files
 from .web import bearer_dependency, error_response, json_response
 
 log = logging.getLogger(__name__)
@@ -137,14 +139,37 @@ def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
 
 
 # ---- HTTP -----------------------------------------------------------------------------------
-def _int(params, name: str, default: int) -> int:
+def _whole(raw: str, lo: int, hi: int) -> int | None:
+    """``raw`` as an integer in ``[lo, hi)``, or None. Only ASCII digits with an optional
+    ``-`` (``int`` would also take ``1_000``, spaces and other scripts' digits), and never a
+    string longer than ``hi``'s digits into ``int`` (``10**30`` or 5,000 digits come to None).
+
+    >>> _whole("12", 0, 50), _whole("50", 0, 50), _whole("1_0", 0, 50), _whole("9" * 5000, 0, 50)
+    (12, None, None, None)
+    """
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(hi)):
+        return None
+    value = int(raw)
+    return value if lo <= value < hi else None
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
+def _int(params, name: str, default: int, lo: int = 0, hi: int = MAX_OFFSET) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequestError(f"{name} must be an integer, got {raw!r}") from None
+    value = _whole(raw, lo, hi)
+    if value is None:
+        raise BadRequestError(f"{name} must be an integer from {lo} to {hi - 1}, got {_shown(raw)}")
+    return value
+
+
+def _is_digest(text: str) -> bool:
+    return len(text) == 16 and all(c in string.hexdigits[:16] for c in text)
 
 
 def _bool(params, name: str) -> bool:
@@ -165,7 +190,7 @@ def query_from_params(params) -> Query:
         dataset=params.get("dataset") or None,
         text=params.get("q") or None,
         offset=_int(params, "offset", 0),
-        limit=_int(params, "limit", 50),
+        limit=_int(params, "limit", 50, 1, MAX_PAGE + 1),
     )
 
 
@@ -210,14 +235,15 @@ def build_router(
     async def static_file(name: str) -> Response:
         return serve(name)
 
-    def file_at(file_id: str) -> TrajectoryFile:
+    def file_at(file_id: str) -> tuple[int, TrajectoryFile]:
         """The file, indexed up to now (503 while a first, long scan runs in the background)."""
-        if not (file_id.isascii() and file_id.isdigit()) or int(file_id) >= len(files):
+        number = _whole(file_id, 0, len(files))
+        if number is None:
             raise BadRequestError(
-                f"no trajectory file {file_id!r}; this server has {len(files)} "
+                f"no trajectory file {_shown(file_id)}; this server has {len(files)} "
                 "(start it with --trajectories FILE)"
             )
-        f = files[int(file_id)]
+        f = files[number]
         if not f.refresh_in_background(wait=INDEX_WAIT):
             done, size = f.scanning
             raise ServiceUnavailableError(
@@ -227,13 +253,14 @@ def build_router(
             )
         if f.error is not None:
             raise f.error
-        return f
+        return number, f
 
     async def answer(fn) -> Response:
         try:
-            return json_response(await run_in_threadpool(fn))
+            result = await run_in_threadpool(fn)
         except Exception as exc:  # every error is a JSON answer with what was wrong
             return error_response(exc)
+        return result if isinstance(result, Response) else json_response(result)
 
     @router.get("/ui/api/trajectories", dependencies=guard)
     async def trajectory_files() -> Response:
@@ -248,20 +275,28 @@ def build_router(
     async def trajectory_page(request: Request, file_id: str) -> Response:
         def run():
             query = query_from_params(request.query_params)
-            f = file_at(file_id)
-            return {"id": int(file_id), **f.page(query)}
+            number, f = file_at(file_id)
+            return {"id": number, **f.page(query)}
 
         return await answer(run)
 
     @router.get("/ui/api/trajectories/{file_id}/{line}", dependencies=guard)
     async def trajectory_episode(request: Request, file_id: str, line: str) -> Response:
         def run():
-            if not (line.isascii() and line.isdigit()):
-                raise BadRequestError(f"line must be a positive integer, got {line!r}")
-            f = file_at(file_id)
-            row = f.row_of_line(int(line))
-            record = f.read(row)
-            return {"id": int(file_id), "name": f.name, "line": int(line), "record": record}
+            number = _whole(line, 1, MAX_OFFSET)
+            if number is None:
+                raise BadRequestError(f"line must be a positive integer, got {_shown(line)}")
+            version = request.query_params.get("v") or None
+            if version is not None and not _is_digest(version):
+                raise BadRequestError(
+                    f"v must be the 16 hex digits a table link carries, got {_shown(version)}"
+                )
+            file_number, f = file_at(file_id)
+            data, found = f.episode(number, version)
+            head = {"id": file_number, "name": f.name, "line": number, "v": found}
+            # the record as written, spliced in: orjson would refuse one nested > 254 deep
+            body = orjson.dumps(head)[:-1] + b',"record":' + data + b"}"
+            return Response(body, media_type="application/json")
 
         return await answer(run)
 

@@ -1,6 +1,8 @@
 // Trajectory viewer: env.evaluate's trajectories.jsonl, paged by the server (/ui/api/trajectories).
 // State in the URL: ?file=&sort=&desc=&failed=&dataset=&q=&offset= for the table and
-// ?file=&episode=LINE for one episode (lines never move in an append-only file).
+// ?file=&episode=LINE&v=DIGEST for one episode: v is the digest of the line the link was made
+// from, so a file rewritten since (an evaluation rerun into the same --out) answers "now holds
+// another episode" instead of showing a different one.
 "use strict";
 
 (() => {
@@ -22,6 +24,7 @@
       q: p.get("q") || "",
       offset: Math.max(0, parseInt(p.get("offset") || "0", 10) || 0),
       episode: p.get("episode") || "",
+      v: p.get("v") || "",
     };
   }
 
@@ -66,10 +69,10 @@
       fillDatasets(s);
     }
     const rows = page.rows.map((r) => {
-      const link = `?file=${encodeURIComponent(s.file)}&episode=${r.line}`;
+      const link = `?file=${encodeURIComponent(s.file)}&episode=${r.line}&v=${encodeURIComponent(r.v)}`;
       const open = (event) => {
         event.preventDefault();
-        go({ episode: String(r.line) });
+        go({ episode: String(r.line), v: r.v });
       };
       return el("tr", { className: r.failed ? "failed" : "", dataset: { line: r.line } },
         el("td", { className: "num" }, el("a", { href: link, onclick: open, text: r.line })),
@@ -116,7 +119,8 @@
   }
 
   async function showEpisode(s, mine) {
-    const reply = await api(`/ui/api/trajectories/${encodeURIComponent(s.file)}/${encodeURIComponent(s.episode)}`);
+    const v = s.v ? `?v=${encodeURIComponent(s.v)}` : "";
+    const reply = await api(`/ui/api/trajectories/${encodeURIComponent(s.file)}/${encodeURIComponent(s.episode)}${v}`);
     if (mine !== runs) return;
     const rec = reply.record;
     $("ep-question").textContent = rec.question ?? "";
@@ -176,10 +180,10 @@
     event.preventDefault();
     go({
       file: $("file").value, dataset: $("dataset").value, failed: $("failed").checked ? "1" : "",
-      q: $("q").value, offset: 0, episode: "",
+      q: $("q").value, offset: 0, episode: "", v: "",
     });
   });
-  $("file").addEventListener("change", () => go({ file: $("file").value, dataset: "", offset: 0, episode: "" }));
+  $("file").addEventListener("change", () => go({ file: $("file").value, dataset: "", offset: 0, episode: "", v: "" }));
   $("dataset").addEventListener("change", () => go({ dataset: $("dataset").value, offset: 0 }));
   $("failed").addEventListener("change", () => go({ failed: $("failed").checked ? "1" : "", offset: 0 }));
   for (const th of document.querySelectorAll("th[data-sort]")) {
@@ -193,7 +197,7 @@
   $("next").addEventListener("click", () => go({ offset: state().offset + LIMIT }));
   $("back").addEventListener("click", (event) => {
     event.preventDefault();
-    go({ episode: "" });
+    go({ episode: "", v: "" });
   });
   window.addEventListener("popstate", run);
 
