@@ -181,6 +181,8 @@ def test_query_is_checked():
         Query(limit=0)
     with pytest.raises(BadRequestError, match="offset"):
         Query(offset=-1)
+    with pytest.raises(BadRequestError, match="offset must be >= 0 and < 2\\*\\*53"):
+        Query(offset=10**30)  # a page could not say it back (JSON, JavaScript)
 
 
 # ---- the stats parser -----------------------------------------------------------------------
