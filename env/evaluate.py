@@ -72,6 +72,15 @@ class EvalConfig:
         default=None, metadata=_help("OpenAI-compatible URL of an LLM judge")
     )
     judge_model: str | None = field(default=None, metadata=_help("judge model name"))
+    policy_timeout: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds one policy or judge request may take in all (also a reply that trickles in)"
+        ),
+    )
+    policy_retries: int = field(
+        default=3, metadata=_help("times a lost, timed-out or 429/5xx policy request is resent")
+    )
     api_key: str | None = None
     out: str | None = field(
         default=None, metadata=_help("folder for trajectories.jsonl and summary.json")
@@ -190,9 +199,12 @@ async def evaluate(cfg: EvalConfig, client) -> dict:
             jobs.extend((name, task, s) for s in range(cfg.samples))
     concurrency = max(1, min(cfg.concurrency, len(jobs) or 1))
     benv = BatchedSearchEnv(client, num_envs=concurrency, config=cfg.env)
-    policy = OpenAIClient(cfg.policy_url, cfg.model, api_key=cfg.api_key)
+    limits = {"timeout": cfg.policy_timeout, "retries": cfg.policy_retries}
+    policy = OpenAIClient(cfg.policy_url, cfg.model, api_key=cfg.api_key, **limits)
     judge_client = (
-        OpenAIClient(cfg.judge_url, cfg.judge_model, api_key=cfg.api_key) if cfg.judge_url else None
+        OpenAIClient(cfg.judge_url, cfg.judge_model, api_key=cfg.api_key, **limits)
+        if cfg.judge_url
+        else None
     )
     out_dir = Path(cfg.out) if cfg.out else None
     traj_file = None
@@ -270,6 +282,12 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     samples = getattr(args, "samples", EvalConfig.samples)
     if samples < 1 or getattr(args, "concurrency", 1) < 1:
         raise ConfigError("--samples and --concurrency must be >= 1")
+    timeout = getattr(args, "policy_timeout", EvalConfig.policy_timeout)
+    retries = getattr(args, "policy_retries", EvalConfig.policy_retries)
+    if not timeout > 0 or retries < 0:
+        raise ConfigError(
+            f"--policy-timeout must be > 0 and --policy-retries >= 0, got {timeout} and {retries}"
+        )
     sampling = build_config(SamplingConfig, args)
     if not hasattr(args, "temperature") and samples > 1:
         sampling = dataclasses.replace(sampling, temperature=1.0)  # N samples must differ

@@ -4,7 +4,11 @@ vLLM and SGLang cut a matched stop string from the returned text and name it (``
 in vLLM, ``matched_stop`` in SGLang); llama.cpp's server and others cut it without naming it.
 ``restore_stop`` puts it back either way so the env sees the closing tag the policy wrote.
 Retries go through ``retriever.retry`` (the one retry policy); a refused request (4xx, or a
-500 whose body is a validation error) is reported at once.
+500 whose body is a validation error) is reported at once. A 200 that is not a completion (no
+choices, a message that is not an object, content or ``tool_calls`` of the wrong type, not
+JSON) is a ``PolicyError`` too, so it ends only its own episode; a bad character in a reply
+(invalid UTF-8, a lone surrogate) becomes U+FFFD instead, because a lone surrogate cannot be
+encoded and would fail every later request of the episode.
 
 >>> restore_stop("<search>paris", {"finish_reason": "stop", "stop_reason": "</search>"}, ["</search>"])
 '<search>paris</search>'
@@ -20,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -94,6 +99,132 @@ def tool_calls_to_text(message: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub(value: object) -> object:
+    """``value`` (decoded JSON) with every lone surrogate replaced by U+FFFD: JSON may escape
+    one (``"\\ud800"``) but UTF-8 cannot carry it, so sending it back would fail.
+
+    >>> scrub({"content": ["a" + chr(0xD800)]}) == {"content": ["a\ufffd"]}
+    True
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def encode_body(body: dict) -> bytes:
+    """A request body as UTF-8 JSON; a lone surrogate anywhere in it becomes U+FFFD instead of
+    failing the request (and every later one of the episode)."""
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def decode_reply(content: bytes, url: str) -> dict:
+    """The JSON object of a 200 reply; invalid UTF-8 bytes and lone surrogates become U+FFFD.
+
+    >>> decode_reply(b'{"choices": [{"text": "a\\\\ud800\\xff"}]}', "u")["choices"][0]["text"]
+    'a\ufffd\ufffd'
+    """
+    text = content.decode("utf-8-sig", errors="replace")
+    try:
+        reply = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
+        raise PolicyError(f"{url} answered non-JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(reply, dict):
+        kind = type(reply).__name__
+        raise PolicyError(f"{url} answered {kind}, not a JSON object: {text[:200]!r}")
+    return scrub(reply)
+
+
+def first_choice(reply: dict) -> dict:
+    """``choices[0]`` of a completion reply; PolicyError when there is none or it is not an
+    object."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise PolicyError(f"the reply has no choices: {str(reply)[:200]}")
+    if not isinstance(choices[0], dict):
+        raise PolicyError(f"the reply's choice is not an object: {str(choices[0])[:200]}")
+    return choices[0]
+
+
+def content_text(content: object) -> str:
+    """A message's ``content`` as text: a string, or OpenAI's list of content parts of type
+    ``text`` (some servers answer so), joined.
+
+    >>> content_text([{"type": "text", "text": "<search>a"}, {"type": "text", "text": "</search>"}])
+    '<search>a</search>'
+    """
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        kind = type(content).__name__
+        raise PolicyError(f"the reply's content is a {kind}, not text: {str(content)[:200]}")
+    texts = []
+    for part in content:
+        if not (
+            isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        ):
+            what = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise PolicyError(
+                f"the reply's content has a part of type {what!r}; only text parts can be "
+                f"read: {str(part)[:200]}"
+            )
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def check_tool_calls(calls: object) -> list[dict]:
+    """A message's ``tool_calls`` (None or a list of ``{"function": {"name", "arguments"}}``)
+    as a list; PolicyError for any other shape."""
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        kind = type(calls).__name__
+        raise PolicyError(f"the reply's tool_calls is a {kind}, not a list: {str(calls)[:200]}")
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(fn, dict)
+            and isinstance(fn.get("name"), str)
+            and isinstance(fn.get("arguments", {}), (str, dict))
+        ):
+            raise PolicyError(
+                "the reply has a tool call without a function name and arguments: "
+                f"{str(call)[:200]}"
+            )
+    return calls
+
+
+def message_text(message: object) -> str:
+    """The text of a chat reply's message: its content, with native ``tool_calls`` as Hermes
+    text. A message with neither is a PolicyError, unless it holds reasoning (vLLM's
+    ``reasoning_content`` / ``reasoning``: the model thought until its token budget ran out),
+    which is an empty turn."""
+    if not isinstance(message, dict):
+        kind = "no message" if message is None else f"a message of type {type(message).__name__}"
+        raise PolicyError(f"the reply's choice has {kind}, not an object: {str(message)[:200]}")
+    text = content_text(message.get("content"))
+    if check_tool_calls(message.get("tool_calls")):
+        return tool_calls_to_text(message | {"content": text})
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if message.get("content") is None and not isinstance(reasoning, str):
+        refusal = message.get("refusal")
+        why = f" (refusal: {str(refusal)[:200]})" if refusal else ""
+        raise PolicyError(f"the reply's message has no content and no tool calls{why}")
+    return text
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Sampling settings of the policy's requests."""
@@ -108,7 +239,8 @@ class SamplingConfig:
 class OpenAIClient:
     """``/v1/chat/completions`` and ``/v1/completions``; lost connections, 429 and 5xx are sent
     again (``retriever.retry``: backoff with jitter, ``Retry-After`` honoured), a refused
-    request is a ``PolicyError`` at once."""
+    request is a ``PolicyError`` at once. ``timeout`` bounds each request as a whole (connect,
+    send, wait, read), so a reply that trickles in is cut off too, and sent again."""
 
     def __init__(
         self,
@@ -126,6 +258,7 @@ class OpenAIClient:
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         self.model = model
+        self.timeout = timeout
         self.policy = retry_policy or RetryPolicy(retries=retries, backoff=0.5, max_backoff=8.0)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -141,10 +274,7 @@ class OpenAIClient:
         the rest."""
         code = response.status_code
         if code == 200:
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise PolicyError(f"{url} answered non-JSON: {response.text[:200]}") from exc
+            return decode_reply(response.content, url)
         text = response.text
         what = f"{code}: {text[:300]}"
         if not retryable_status(code, proxy=code >= 500 and not is_validation_error(text)):
@@ -156,22 +286,25 @@ class OpenAIClient:
         import httpx
 
         url = self.base_url + path
+        content = encode_body(body)
+        headers = {"content-type": "application/json"}
 
         async def attempt(n: int) -> dict:
             try:
-                response = await self._client.post(url, json=body)
+                async with asyncio.timeout(self.timeout):  # per request, not per read
+                    response = await self._client.post(url, content=content, headers=headers)
+            except TimeoutError:
+                failure = f"no complete reply within {self.timeout:g} s (the request timeout)"
+                raise Retry(
+                    PolicyError(f"{url} failed after {n + 1} attempts: {failure}")
+                ) from None
             except httpx.TransportError as exc:
                 raise Retry(PolicyError(f"{url} failed after {n + 1} attempts: {exc!r}")) from None
+            except httpx.HTTPError as exc:  # a body that cannot be decoded (gzip), redirects
+                raise PolicyError(f"{url} answered a reply that cannot be read: {exc!r}") from None
             return self._outcome(url, response, n + 1)
 
         return await arun(self.policy, attempt)
-
-    @staticmethod
-    def _choice(reply: dict) -> dict:
-        choices = reply.get("choices")
-        if not choices or not isinstance(choices, list):
-            raise PolicyError(f"the reply has no choices: {str(reply)[:200]}")
-        return choices[0]
 
     def _body(
         self, key: str, value: object, stops: list[str], sampling: SamplingConfig, extra: dict
@@ -193,21 +326,18 @@ class OpenAIClient:
         self, messages: list[dict], stops: list[str], sampling: SamplingConfig, **extra
     ) -> tuple[str, dict]:
         body = self._body("messages", messages, stops, sampling, extra)
-        choice = self._choice(await self._post("/chat/completions", body))
-        message = choice.get("message") or {}
-        text = (
-            tool_calls_to_text(message)
-            if message.get("tool_calls")
-            else (message.get("content") or "")
-        )
-        return restore_stop(text, choice, stops), choice
+        choice = first_choice(await self._post("/chat/completions", body))
+        return restore_stop(message_text(choice.get("message")), choice, stops), choice
 
     async def complete(
         self, prompt: str, stops: list[str], sampling: SamplingConfig, **extra
     ) -> tuple[str, dict]:
         body = self._body("prompt", prompt, stops, sampling, extra)
-        choice = self._choice(await self._post("/completions", body))
-        return restore_stop(choice.get("text") or "", choice, stops), choice
+        choice = first_choice(await self._post("/completions", body))
+        text = choice.get("text")
+        if not isinstance(text, str):
+            raise PolicyError(f"the reply's choice has no text: {str(choice)[:200]}")
+        return restore_stop(text, choice, stops), choice
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -13,10 +13,15 @@ It answers the way real inference servers do, one ``flavour`` each:
 Every flavour checks what the env sends: assistant turns end with the closing tag the policy
 wrote (the stop the server cut was restored), tag-style observations keep their
 ``<information>`` wrapper, and tool messages answer the call before them.
+
+With ``garbage=MODE`` (one of ``GARBAGE_MODES``) the policy's second turn of question ``VICTIM``
+is answered 200 with a broken reply instead, as a buggy or misconfigured server (or a proxy in
+front of it) sends: wrong shapes, non-JSON, a lone surrogate, a body that trickles.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -27,13 +32,114 @@ from collections import Counter
 import uvicorn
 from env_support import gold_titles
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from env.evaluate import stop_strings
 
 WRONG = 5  # the policy answers this question wrongly every time
 FLAKY = 4  # ... and this one wrongly the first time it is asked
 GARBLED = 3  # the judge answers this one with text that is not JSON
+VICTIM = 1  # with ``garbage=MODE``, this question's second policy turn gets the broken reply
+
+
+def _message(reply: dict) -> dict:
+    return reply["choices"][0]["message"]
+
+
+def _set(reply: dict, **fields) -> dict:
+    _message(reply).update(fields)
+    return reply
+
+
+def _parts(reply: dict) -> dict:
+    text = _message(reply)["content"]
+    half = len(text) // 2
+    parts = [{"type": "text", "text": text[:half]}, {"type": "text", "text": text[half:]}]
+    return _set(reply, content=parts)
+
+
+def _surrogate(reply: dict) -> dict:
+    text = _message(reply)["content"]
+    return _set(reply, content=text.replace("</think>", " \ud800</think>", 1))
+
+
+def _json(obj) -> Response:
+    return Response(json.dumps(obj), media_type="application/json")  # ASCII: \ud800 escaped
+
+
+def _bad_utf8(reply: dict) -> Response:
+    body = json.dumps(reply).encode().replace(b"</think>", b"\xff</think>", 1)
+    return Response(body, media_type="application/json")
+
+
+async def _trickle(body: bytes):
+    for i in range(len(body)):
+        yield body[i : i + 1]
+        await asyncio.sleep(1.0)
+
+
+_CALL = {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}
+# name -> (what the server answers, given the reply it would have sent; "error" when that
+# episode must end with a policy error whose message holds the given text, else "ok": the
+# client reads the reply and the episode is scored as usual)
+GARBAGE_MODES = {
+    "no-choices": (lambda r: _json({"id": "x", "object": "chat.completion"}), "no choices"),
+    "choices-empty": (lambda r: _json({**r, "choices": []}), "no choices"),
+    "choices-null": (lambda r: _json({**r, "choices": None}), "no choices"),
+    "choice-string": (lambda r: _json({**r, "choices": ["<answer>x</answer>"]}), "choice"),
+    "message-string": (
+        lambda r: _json({**r, "choices": [{"index": 0, "message": "hi", "finish_reason": "stop"}]}),
+        "message",
+    ),
+    "message-missing": (
+        lambda r: _json({**r, "choices": [{"index": 0, "finish_reason": "stop"}]}),
+        "message",
+    ),
+    "content-text-parts": (lambda r: _json(_parts(r)), "ok"),
+    "content-image-part": (
+        lambda r: _json(_set(r, content=[{"type": "image_url", "image_url": {"url": "x"}}])),
+        "image_url",
+    ),
+    "content-null": (lambda r: _json(_set(r, content=None)), "no content"),
+    "content-null-reasoning": (
+        lambda r: _json(_set(r, content=None, reasoning_content="thinking, out of tokens")),
+        "ok",
+    ),
+    "content-number": (lambda r: _json(_set(r, content=42)), "content"),
+    "tool-calls-string": (lambda r: _json(_set(r, tool_calls="search(x)")), "tool_calls"),
+    "tool-calls-dict": (lambda r: _json(_set(r, tool_calls=_CALL)), "tool_calls"),
+    "tool-calls-junk": (lambda r: _json(_set(r, tool_calls=[1, "x", None])), "tool call"),
+    "tool-call-no-function": (
+        lambda r: _json(_set(r, tool_calls=[{"id": "c1", "type": "function"}])),
+        "tool call",
+    ),
+    "lone-surrogate": (lambda r: _json(_surrogate(r)), "ok"),
+    "invalid-utf8": (lambda r: _bad_utf8(r), "ok"),
+    "body-not-json": (lambda r: Response("all good", media_type="text/plain"), "non-JSON"),
+    "body-empty": (lambda r: Response(b"", media_type="application/json"), "non-JSON"),
+    "body-json-list": (lambda r: _json([r]), "not a JSON object"),
+    "body-deep-nesting": (
+        lambda r: Response("[" * 100_000 + "]" * 100_000, media_type="application/json"),
+        "non-JSON",
+    ),
+    "body-bad-gzip": (
+        lambda r: Response(
+            json.dumps(r), media_type="application/json", headers={"content-encoding": "gzip"}
+        ),
+        "cannot be read",
+    ),
+    "trickle": (
+        lambda r: StreamingResponse(
+            _trickle(json.dumps(r).encode()), media_type="application/json"
+        ),
+        "within",
+    ),
+}
+# completions mode: ``choices[0].text`` broken
+GARBAGE_TEXT_MODES = {
+    "text-null": (lambda r: _json({**r, "choices": [{"index": 0, "text": None}]}), "text"),
+    "text-list": (lambda r: _json({**r, "choices": [{"index": 0, "text": ["a"]}]}), "text"),
+}
 
 
 def free_port() -> int:
@@ -93,8 +199,10 @@ def check_messages(messages: list[dict], style: str) -> str | None:
             calls = {c["id"] for c in m.get("tool_calls") or []}
             if not isinstance(m.get("content"), str):
                 return "assistant content must be a string"
-            if not m.get("tool_calls") and not m["content"].rstrip().endswith(
-                tuple(stop_strings(style))
+            if (
+                not m.get("tool_calls")
+                and m["content"]  # an empty turn has no stop to restore
+                and not m["content"].rstrip().endswith(tuple(stop_strings(style)))
             ):
                 return f"the stop string was not restored: {m['content'][-80:]!r}"
         elif role == "tool":
@@ -104,8 +212,11 @@ def check_messages(messages: list[dict], style: str) -> str | None:
     return None
 
 
-def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
-    """A scripted policy (and judge) keyed by question; ``requests`` counts what it got."""
+def fake_openai(
+    tasks, flavour: str, style: str, garbage: str | None = None
+) -> tuple[FastAPI, Counter]:
+    """A scripted policy (and judge) keyed by question; ``requests`` counts what it got;
+    ``garbage``: a mode of ``GARBAGE_MODES`` (chat) or ``GARBAGE_TEXT_MODES`` (completions)."""
     by_question = {t.question: (i, t) for i, t in enumerate(tasks)}
     asked: Counter = Counter()
     requests: Counter = Counter()
@@ -168,10 +279,19 @@ def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
         reasoning = text.split("<tool_call>")[0].strip()
         return {"role": "assistant", "content": reasoning or None, "tool_calls": calls}
 
+    def broken(question: str, n_obs: int, reply: dict, modes: dict) -> Response | None:
+        """The garbage reply when this is the victim's second turn, else None."""
+        if garbage is None or by_question[question][0] != VICTIM or n_obs != 1:
+            return None
+        requests["garbage"] += 1
+        return modes[garbage][0](reply)
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await request.json()
+        raw = await request.body()
+        body = json.loads(raw.decode("utf-8"))  # strict: a lone surrogate would not encode
         requests["chat"] += 1
+        requests["replaced"] += "\ufffd" in raw.decode("utf-8")
         messages = body["messages"]
         if body["model"] == "judge":
             text = judge_turn(messages[-1]["content"])
@@ -194,7 +314,12 @@ def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
         c["message"] = {"role": "assistant", "content": c.pop("message")}
         if flavour == "vllm-tools":
             c["message"] = structured(c["message"])
-        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [c]}
+        reply = {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [c]}
+        if body["model"] != "judge":
+            bad = broken(question, len(observations), reply, GARBAGE_MODES)
+            if bad is not None:
+                return bad
+        return reply
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -209,10 +334,11 @@ def fake_openai(tasks, flavour: str, style: str) -> tuple[FastAPI, Counter]:
         )
         n_obs -= prompt.count("<tool_response>made up")
         text = policy_turn(question, n_obs)
-        return {
+        reply = {
             "id": "x",
             "object": "text_completion",
             "choices": [choice(text, body.get("stop"), "text")],
         }
+        return broken(question, n_obs, reply, GARBAGE_TEXT_MODES) or reply
 
     return app, requests

@@ -9,7 +9,14 @@ import pytest
 from env_support import HOTPOT, ensure_bm25, gold_titles
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from policy_server import ServerThread, fake_openai, free_port
+from policy_server import (
+    GARBAGE_MODES,
+    GARBAGE_TEXT_MODES,
+    VICTIM,
+    ServerThread,
+    fake_openai,
+    free_port,
+)
 
 from env.evaluate import main
 
@@ -153,6 +160,40 @@ def test_policy_down_is_counted(env_root, qa, tmp_path):
     assert row["policy_errors"] == 2 and row["em"] == 0.0
 
 
+GARBAGE = [(m, False) for m in GARBAGE_MODES] + [(m, True) for m in GARBAGE_TEXT_MODES]
+
+
+@pytest.mark.parametrize("mode,completions", GARBAGE, ids=[m for m, _ in GARBAGE])
+def test_broken_reply_is_one_policy_error(env_root, qa, tmp_path, capsys, mode, completions):
+    """A 200 that is not a completion (wrong shape, not JSON, trickling past the deadline) ends
+    only its own episode, as a policy error counted in the summary; the run finishes (exit 0)
+    and scores the other episodes. Text parts, a lone surrogate or a bad UTF-8 byte are read
+    (the bad character becomes U+FFFD, so later requests of the episode still encode)."""
+    qa_file, tasks = qa
+    expect = (GARBAGE_TEXT_MODES if completions else GARBAGE_MODES)[mode][1]
+    app, requests = fake_openai(tasks, "vllm", "asearcher", garbage=mode)
+    out = tmp_path / "out"
+    argv = ["--index", str(env_root), "--model", "fake", "--data", str(qa_file)]
+    argv += ["--out", str(out), "--limit", "3", "--concurrency", "3"]
+    argv += ["--policy-timeout", "1.5", "--policy-retries", "0"]  # trickle: cut off after 1.5 s
+    argv += ["--completions"] if completions else []
+    with ServerThread(app) as url:
+        assert main(argv + ["--policy-url", url]) == 0
+    assert requests["garbage"] == 1
+    assert "hotpot-mini" in capsys.readouterr().out
+    row = json.loads((out / "summary.json").read_text())["datasets"]["hotpot-mini"]
+    assert row["episodes"] == 3 and row["policy_errors"] == (expect != "ok")
+    records = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert sorted(r["task_id"] for r in records) == sorted(t.id for t in tasks[:3])
+    for r in records:
+        if r["task_id"] == tasks[VICTIM].id and expect != "ok":
+            assert expect in r["policy_error"] and r["rewards"]["em"] == 0.0
+        else:
+            assert r["policy_error"] is None and r["rewards"]["em"] == 1.0, r["policy_error"]
+    if mode in ("lone-surrogate", "invalid-utf8"):
+        assert requests["replaced"] >= 1  # the next request carried U+FFFD, as valid UTF-8
+
+
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert (
         main(
@@ -172,6 +213,10 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
         == 2
     )
     assert "--judge-model" in capsys.readouterr().err
+    base = ["--index", str(tmp_path), "--policy-url", "http://x", "--model", "m", "--data", "f"]
+    assert main(base + ["--policy-timeout", "0"]) == 2
+    assert main(base + ["--policy-retries", "-1"]) == 2
+    assert "--policy-timeout must be > 0" in capsys.readouterr().err
 
 
 def test_evaluate_through_retrieval_server(env_root, qa, tmp_path):
@@ -245,6 +290,40 @@ async def test_policy_client_reports_refusals_at_once(status, body, attempts):
         finally:
             await client.aclose()
     assert len(hits) == attempts
+
+
+async def test_policy_client_deadline_covers_the_whole_request():
+    """A reply that trickles in (a byte every 0.3 s: no single read times out) is cut off at the
+    client's timeout and sent again; the second answer is read."""
+    import asyncio
+
+    from fastapi.responses import StreamingResponse
+
+    from env.policy import OpenAIClient, SamplingConfig
+    from retriever.retry import RetryPolicy
+
+    reply = {"choices": [{"index": 0, "message": {"content": "<answer>x</answer>"}}]}
+    hits: list = []
+    app = FastAPI()
+
+    async def trickle():
+        for byte in json.dumps(reply).encode():
+            yield bytes([byte])
+            await asyncio.sleep(0.3)
+
+    @app.post("/v1/chat/completions")
+    async def chat():
+        hits.append(1)
+        return StreamingResponse(trickle()) if len(hits) == 1 else reply
+
+    with ServerThread(app) as url:
+        policy = RetryPolicy(retries=1, backoff=0.01)
+        client = OpenAIClient(url, "m", timeout=0.8, retry_policy=policy)
+        try:
+            text, _ = await client.chat([{"role": "user", "content": "q"}], [], SamplingConfig())
+        finally:
+            await client.aclose()
+    assert text == "<answer>x</answer>" and len(hits) == 2
 
 
 def test_chat_messages_per_style():
