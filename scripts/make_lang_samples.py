@@ -1,4 +1,4 @@
-"""Regenerate the non-English test dumps in ``tests/data/`` (``{zh,ja,th,de}wiki-sample``).
+"""Regenerate the non-English test dumps in ``tests/data/`` (``{zh,ja,th,de,frr}wiki-sample``).
 
 Nothing here is invented text: namespace tables come from MediaWiki's own language files and
 the prose from MediaWiki's translated interface messages (Debian's ``mediawiki`` package,
@@ -7,6 +7,10 @@ from Chinese Wikipedia's article on the language). Around the prose each article
 markup real articles carry in that language: file links under localized names and aliases with
 ``thumb|250px`` captions, localized and canonical category links, language links, templates,
 references, ``-{...}-`` variant rules (Chinese), and a localized references section.
+
+North Frisian (``frr``) names no namespace itself: its Messages file falls back to German, so
+its wiki's names (``Datei``) and aliases (``Bild``) are German's, resolved as MediaWiki's
+localisation cache resolves them; its references section is German's heading.
 
     apt-get download mediawiki && dpkg-deb -x mediawiki_*.deb /tmp/mw
     python scripts/make_lang_samples.py /tmp/mw/usr/share/mediawiki tests/data
@@ -33,14 +37,22 @@ LANGS = {
     "ja": ("Ja", "ja", r"[\u3040-\u30ff\u4e00-\u9fff]", 60, "ja", "ウィキペディア"),
     "th": ("Th", "th", r"[\u0e00-\u0e7f]", 80, None, "วิกิพีเดีย"),
     "de": ("De", "de", r"[A-Za-zäöüß]", 100, "de", "Wikipedia"),
+    "frr": ("Frr", "frr", r"[A-Za-zäöüßåÅÄÖÜ]", 100, None, "Wikipedia"),
 }
 # localized references-section heading and category name of each sample
-SECTION = {"zh": "参考资料", "ja": "脚注", "th": "อ้างอิง", "de": "Einzelnachweise"}
+SECTION = {
+    "zh": "参考资料",
+    "ja": "脚注",
+    "th": "อ้างอิง",
+    "de": "Einzelnachweise",
+    "frr": "Einzelnachweise",
+}
 MAIN_PAGE = {
     "zh": "Wikipedia:首页",
     "ja": "メインページ",
     "th": "หน้าหลัก",
     "de": "Wikipedia:Hauptseite",
+    "frr": "Hoodsidj",  # the "mainpage" message of languages/i18n/frr.json
 }
 LEAD_TITLE = {"zh": "汉语", "ja": "ロンドン", "de": "Startup"}
 ARTICLES = 6
@@ -61,6 +73,25 @@ def _messages(i18n: Path, lang: str) -> list[tuple[str, str]]:
                 value = _PLACEHOLDER_LINK.sub(r"\1", value)
                 out.append((key, _PLACEHOLDER.sub(" ", value).strip()))
     return out
+
+
+def _messages_file(code: str) -> str:
+    return code[0].upper() + code[1:].replace("-", "_")
+
+
+def _resolved_table(mediawiki: Path, messages_file: str) -> dict:
+    """A language's namespace table merged with its ``$fallback`` languages' as MediaWiki does:
+    own names first, a fallback's only for namespaces left unnamed; all aliases."""
+    folder = mediawiki / "languages" / "messages"
+    table = language_table((folder / f"Messages{messages_file}.php").read_text())
+    names, aliases = dict(table["names"]), dict(table["aliases"])
+    for code in table["fallback"]:
+        fallback = language_table((folder / f"Messages{_messages_file(code)}.php").read_text())
+        for key, name in fallback["names"].items():
+            names.setdefault(key, name)
+        for name, key in fallback["aliases"].items():
+            aliases.setdefault(name, key)
+    return {"names": names, "aliases": aliases}
 
 
 def _names(table: dict, key: int) -> str:
@@ -118,8 +149,7 @@ def _page(title: str, ns: int, pid: int, text: str, redirect: str | None = None)
 
 def build(mediawiki: Path, lang: str) -> str:
     messages_file, code, _, _, spacy_lang, sitename = LANGS[lang]
-    php = (mediawiki / "languages" / "messages" / f"Messages{messages_file}.php").read_text()
-    table = language_table(php)
+    table = _resolved_table(mediawiki, messages_file)
     base = f"https://{lang}.wikipedia.org/wiki/"
     namespaces = [(k, table["names"].get(str(k), "")) for k in range(-2, 16) if k != 4 and k != 5]
     namespaces += [(4, "Wikipedia"), (5, table["names"].get("1", "Talk") + " Wikipedia")]

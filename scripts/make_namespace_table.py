@@ -2,9 +2,10 @@
 
 Source: Debian's ``mediawiki`` package (``apt-get download mediawiki && dpkg-deb -x *.deb mw``),
 ``usr/share/mediawiki/languages/messages/Messages*.php``: each language's localized namespace
-names (``$namespaceNames``) and aliases (``$namespaceAliases``). Dumps state their own names in
-``<siteinfo>``, but not the aliases a wiki also accepts (``图像:`` for ``文件:``, ``Bild:`` for
-``Datei:``); the corpus reader takes those from this table.
+names (``$namespaceNames``) and aliases (``$namespaceAliases``), and its fallback languages
+(``$fallback``). Dumps state their own names in ``<siteinfo>``, but not the aliases a wiki also
+accepts (``图像:`` for ``文件:``, ``Bild:`` for ``Datei:``); the corpus reader takes those from
+this table, following each language's fallbacks as MediaWiki does (``index_build.siteinfo``).
 
     python scripts/make_namespace_table.py /tmp/mw/usr/share/mediawiki > index_build/data/namespaces.json
 """
@@ -24,9 +25,19 @@ NS = {
     "NS_TEMPLATE": 10, "NS_TEMPLATE_TALK": 11, "NS_HELP": 12, "NS_HELP_TALK": 13,
     "NS_CATEGORY": 14, "NS_CATEGORY_TALK": 15,
 }  # fmt: skip
-_ENTRY = re.compile(
-    r"""^\s*(?:(NS_[A-Z_]+)\s*=>\s*(['"])(.*?)\2|(['"])(.*?)\4\s*=>\s*(NS_[A-Z_]+))""", re.M
-)
+# a PHP string literal, backslash escapes included ('Ta\'ãnga')
+_STR = r"""(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")"""
+_ENTRY = re.compile(rf"^\s*(?:(NS_[A-Z_]+)\s*=>\s*{_STR}|{_STR}\s*=>\s*(NS_[A-Z_]+))", re.M)
+_FALLBACK = re.compile(rf"^\$fallback\s*=\s*{_STR}\s*;", re.M)
+
+
+def _unquote(text: str) -> str:
+    r"""The value of a PHP string literal's body.
+
+    >>> _unquote(r"Ta\'ãnga")
+    "Ta'ãnga"
+    """
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _array(php: str, name: str) -> str:
@@ -35,15 +46,22 @@ def _array(php: str, name: str) -> str:
 
 
 def language_table(php: str) -> dict:
-    """``{"names": {key: name}, "aliases": {name: key}}`` of one Messages file."""
+    """``{"names": {key: name}, "aliases": {name: key}, "fallback": [code, ...]}`` of one
+    Messages file (``fallback``: its ``$fallback`` languages, in order; English, MediaWiki's
+    last fallback of every language, is not listed)."""
     names, aliases = {}, {}
     for m in _ENTRY.finditer(_array(php, "namespaceNames")):
-        if m.group(1) in NS and "$1" not in m.group(3):
-            names[str(NS[m.group(1)])] = m.group(3).replace("_", " ")
+        name = _unquote(m.group(2) or m.group(3) or "")
+        if m.group(1) in NS and "$1" not in name:
+            names[str(NS[m.group(1)])] = name.replace("_", " ")
     for m in _ENTRY.finditer(_array(php, "namespaceAliases")):
-        if m.group(6) in NS and "$1" not in m.group(5):
-            aliases[m.group(5).replace("_", " ")] = NS[m.group(6)]
-    return {"names": names, "aliases": aliases}
+        name = _unquote(m.group(4) or m.group(5) or "")
+        if m.group(6) in NS and "$1" not in name:
+            aliases[name.replace("_", " ")] = NS[m.group(6)]
+    fb = _FALLBACK.search(php)
+    codes = _unquote(fb.group(1) or fb.group(2) or "").split(",") if fb else []
+    fallback = [c.strip().lower() for c in codes if c.strip() and c.strip().lower() != "en"]
+    return {"names": names, "aliases": aliases, "fallback": fallback}
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +70,7 @@ def main(argv: list[str]) -> int:
     for path in sorted(folder.glob("Messages*.php")):
         code = path.stem[len("Messages") :].lower().replace("_", "-")
         table = language_table(path.read_text(encoding="utf-8"))
-        if table["names"] or table["aliases"]:
+        if table["names"] or table["aliases"] or table["fallback"]:
             out[code] = table
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     return 0
