@@ -19,8 +19,9 @@ from ui_support import build_index, write_trajectories
 from retriever.errors import BadRequestError, ServiceUnavailableError
 from retriever.server.app import build_parser, config_from_args, create_app
 from retriever.server.service import RetrievalService, ServiceConfig
-from retriever.server.trajectories import NUMERIC, SORT_KEYS, Query, TrajectoryFile
-from retriever.server.ui import parse_metrics
+from retriever.server.ui.routes import parse_metrics
+from retriever.server.ui.rows import NUMERIC, SORT_KEYS, Query
+from retriever.server.ui.trajectories import TrajectoryFile
 
 TOKEN = "s3cret-token"
 
@@ -247,7 +248,25 @@ def test_pages_are_served_without_token_with_a_strict_policy(client):
     r = client.get("/ui/static/search.js")
     assert r.status_code == 200 and "javascript" in r.headers["content-type"]
     assert client.get("/ui/static/nope.js").status_code == 404
-    assert client.get("/ui/static/..%2Fui.py").status_code == 404
+    assert client.get("/ui/static/..%2Froutes.py").status_code == 404
+
+
+def test_every_static_file_ships_in_the_package():
+    """A wheel (not an editable install) holds only what package-data names: every file the
+    routes serve must match a pattern given for the package that holds it."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from retriever.server.ui import routes
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    package_data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    patterns = package_data.get(routes.__package__, [])
+    served = sorted(routes._static_files())
+    assert {"search.html", "stats.js", "style.css", "trajectories.js"} <= set(served)
+    unshipped = [n for n in served if not any(fnmatch.fnmatch(f"static/{n}", p) for p in patterns)]
+    assert unshipped == [], f"add them to package-data[{routes.__package__!r}] in pyproject.toml"
 
 
 def test_api_needs_the_token(client):
@@ -363,9 +382,9 @@ def test_a_large_file_is_indexed_in_the_background(ui_root, records, tmp_path, m
     Retry-After instead of hanging; once indexed, pages come back."""
     import time
 
-    import retriever.server.ui as ui
+    from retriever.server.ui import routes
 
-    monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    monkeypatch.setattr(routes, "INDEX_WAIT", 0.0)
     hold = threading.Event()  # the scan waits for it, so the first answer is surely a 503
     scan = TrajectoryFile._scan
     monkeypatch.setattr(
@@ -453,8 +472,8 @@ def viewer(*paths):
     """The /ui router alone over ``paths`` (no index to load: these tests are about the files)."""
     from fastapi import FastAPI
 
-    from retriever.server.trajectories import open_files
     from retriever.server.ui import build_router
+    from retriever.server.ui.trajectories import open_files
 
     app = FastAPI()
     app.include_router(build_router(None, open_files(paths)))

@@ -318,11 +318,11 @@ def test_search_page_waits_for_a_loading_server(site, browser):
 
 
 def test_trajectory_page_shows_indexing_then_the_table(site, browser, tmp_path, monkeypatch):
-    import retriever.server.ui as ui
-    from retriever.server.trajectories import TrajectoryFile
+    from retriever.server.ui import routes
+    from retriever.server.ui.trajectories import TrajectoryFile
 
     _, ready_service, records = site
-    monkeypatch.setattr(ui, "INDEX_WAIT", 0.0)
+    monkeypatch.setattr(routes, "INDEX_WAIT", 0.0)
     hold = threading.Event()  # the scan waits for it: "indexing" for as long as the test needs
     scan = TrajectoryFile._scan
     monkeypatch.setattr(

@@ -159,7 +159,7 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
         """Prometheus text format."""
         return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
-    if config.ui:  # the pages: retriever/server/ui.py
+    if config.ui:  # the pages: retriever/server/ui/
         from .ui import mount_ui
 
         mount_ui(app, service, config.trajectories)

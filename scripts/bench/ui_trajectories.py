@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ui_support import build_index, write_trajectories
 
-    from retriever.server.trajectories import Query, TrajectoryFile
+    from retriever.server.ui.trajectories import Query, TrajectoryFile
 
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp:
         tmp = Path(tmp)

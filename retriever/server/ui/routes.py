@@ -1,10 +1,4 @@
-"""``/ui``: a search playground, a trajectory viewer and a live stats page on the server.
-
-Plain HTML, CSS and JavaScript from ``static/`` (no build step, no network: the pages talk only
-to this server's API). The pages themselves hold no data and are served without the token; the
-JSON they fetch (``/retrieve``, ``/access``, ``/info``, ``/ui/api/...``) needs it when the server
-has one. Every piece of corpus and trajectory text is inserted as text, never as HTML, and a
-strict Content-Security-Policy forbids inline script besides.
+"""The ``/ui`` routes: the three pages, their static files and the ``/ui/api`` JSON they read.
 
 ``/ui/api/stats`` reads the server's Prometheus text (``service.metrics_text()``), the one
 stable interface to the metrics whatever library renders them.
@@ -17,7 +11,6 @@ stable interface to the metrics whatever library renders them.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import string
@@ -27,14 +20,13 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import BadRequestError, ServiceUnavailableError
-from .trajectories import MAX_OFFSET, MAX_PAGE, Query, TrajectoryFile, open_files
-from .web import bearer_dependency, error_response, json_response
-
-log = logging.getLogger(__name__)
+from ...errors import BadRequestError, ServiceUnavailableError
+from ..web import bearer_dependency, error_response, json_response
+from .rows import MAX_OFFSET, MAX_PAGE, Query
+from .trajectories import TrajectoryFile
 
 INDEX_WAIT = 1.0  # seconds a request waits for indexing before answering 503 "indexing N%"
 PAGES = {"/ui": "search.html", "/ui/trajectories": "trajectories.html", "/ui/stats": "stats.html"}
@@ -313,12 +305,3 @@ def build_router(
         return await answer(run)
 
     return router
-
-
-def mount_ui(app: FastAPI, service, trajectories: Sequence[str] = ()) -> None:
-    """Add ``/ui`` to ``app``; ``trajectories`` are ``env.evaluate`` JSONL files to browse
-    (missing files are refused now, not on the first page view)."""
-    files = open_files(trajectories)
-    app.include_router(build_router(service, files, service.config.token))
-    if files:
-        log.info("/ui/trajectories: %s", ", ".join(f.path for f in files))
