@@ -183,6 +183,10 @@ def build_bm25(
     store = DocStore.open(root / CORPUS_DIR)
     if config.analyzer is None:
         config = replace(config, analyzer=Analyzer.for_language(store.manifest.get("language")))
+    script = (store.manifest.get("script_conversion") or {}).get("to")
+    if script and config.analyzer.script is None:
+        # the passages are in one script: queries get converted to it (analyzer.terms)
+        config = replace(config, analyzer=replace(config.analyzer, script=script))
     final = root / config.folder_name
     partial = start_partial_dir(final)
     base = {

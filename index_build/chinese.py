@@ -8,17 +8,24 @@ prefers that script's variants and runs OpenCC over the rest.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
+
+from retriever.script import OPENCC_CONFIGS, script_converter
 
 # what a block shows when no script is asked for: its plain "zh" text, else simplified, else traditional
 DEFAULT_VARIANTS = ("zh", "zh-hans", "zh-hant", "zh-cn", "zh-tw", "zh-hk", "zh-sg")
 
 # script -> (OpenCC configuration, variant codes of ``-{...}-`` rules, most preferred first)
 SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "simplified": ("t2s", ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw")),
-    "traditional": ("s2t", ("zh-hant", "zh-tw", "zh-hk", "zh-mo", "zh", "zh-hans", "zh-cn")),
+    "simplified": (
+        OPENCC_CONFIGS["simplified"],
+        ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw"),
+    ),
+    "traditional": (
+        OPENCC_CONFIGS["traditional"],
+        ("zh-hant", "zh-tw", "zh-hk", "zh-mo", "zh", "zh-hans", "zh-cn"),
+    ),
 }
 
 
@@ -81,17 +88,11 @@ def variants_for(script: str) -> tuple[str, ...]:
     return SCRIPTS[script][1]
 
 
-@functools.lru_cache(maxsize=2)
 def converter(script: str) -> Callable[[str], str]:
-    """``str -> str`` converting to ``script`` (OpenCC, loaded once per process)."""
+    """``str -> str`` converting to ``script`` (OpenCC, loaded once per process); the same
+    converter the retriever applies to queries (``retriever.script``)."""
     _check(script)
-    try:
-        import opencc
-    except ImportError as exc:
-        raise ImportError(
-            "converting Chinese script needs OpenCC: pip install -c constraints.txt '.[lang]'"
-        ) from exc
-    return opencc.OpenCC(SCRIPTS[script][0]).convert
+    return script_converter(script)
 
 
 def manifest_fields(script: str) -> dict:

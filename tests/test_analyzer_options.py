@@ -113,3 +113,99 @@ def test_stopword_lists_are_bm25s_lists():
 
     names = {n.removeprefix("STOPWORDS_").lower() for n in dir(lists) if n.startswith("STOPWORDS_")}
     assert set(STOPWORD_LISTS) - {"lucene", "english", "none"} == names - {"en", "en_plus"}
+
+
+# ---- corpus --chinese-script: queries are converted to the corpus's script -------------------
+ZH = Path(__file__).parent / "data" / "zhwiki-sample-pages-articles.xml.bz2"
+
+
+def _zh_root(tmp_path: Path, script: str) -> Path:
+    root = tmp_path / script
+    argv = ["corpus", "--input", str(ZH), "--out", str(root), "--chinese-script", script]
+    assert build([*argv, "--workers", "1", "--no-progress"]) == 0
+    return root
+
+
+def _other_script_queries(root: Path, other: str) -> tuple[list[str], list[str]]:
+    """Passage openings whose spelling in the other script differs, and those spellings."""
+    import opencc
+
+    to_other = opencc.OpenCC(other).convert
+    queries = [p.text[:24] for p in DocStore.open(root).iter_passages()]
+    queries = [q for q in queries if to_other(q) != q]
+    assert len(queries) >= 5
+    return queries, [to_other(q) for q in queries]
+
+
+@pytest.mark.parametrize(("script", "other"), [("simplified", "s2t"), ("traditional", "t2s")])
+def test_chinese_script_applies_to_queries(tmp_path, script, other):
+    from retriever.index import Index
+
+    root = _zh_root(tmp_path, script)
+    assert build(["bm25", "--index", str(root), "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((root / "bm25" / "manifest.json").read_text())
+    assert manifest["analyzer"]["script"] == script  # recorded with the index
+    queries, others = _other_script_queries(root, other)
+    for retriever in (BM25Retriever(root / "bm25", threads=1), Index.open(root).retriever()):
+        same = retriever.search(queries, 5)
+        assert all(same)
+        assert retriever.search(others, 5) == same
+
+
+@pytest.mark.slow
+@pytest.mark.lucene
+def test_chinese_script_applies_to_lucene_queries(tmp_path):
+    from retriever.bm25.lucene import java_available
+    from retriever.index import Index
+
+    if java_available() is None:
+        pytest.skip("Java 17 not found: the pyserini backend needs it")
+    root = _zh_root(tmp_path, "simplified")
+    argv = ["bm25", "--index", str(root), "--backend", "pyserini", "--segmenter", "standard"]
+    assert build([*argv, "--threads", "1", "--no-progress"]) == 0
+    manifest = json.loads((root / "bm25-lucene" / "manifest.json").read_text())
+    assert manifest["analyzer"]["script"] == "simplified"
+    queries, others = _other_script_queries(root, "s2t")
+    lucene = Index.open(root).retriever("bm25-lucene")
+    same = lucene.search(queries, 5)
+    assert all(same)
+    assert lucene.search(others, 5) == same
+
+
+class _CharEncoder:
+    """Hashed character vectors that remember the queries they were given."""
+
+    def __init__(self):
+        from retriever.dense.encoders import EncoderConfig
+
+        self.config = EncoderConfig(model="fake-chars", pooling="mean", normalize=True)
+        self.dim = 64
+        self.queries: list[str] = []
+
+    def encode_passages(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            for ch in text:
+                out[i, ord(ch) % self.dim] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    def encode_queries(self, texts):
+        self.queries.extend(texts)
+        return self.encode_passages(texts)
+
+
+def test_chinese_script_applies_to_dense_queries(tmp_path):
+    from index_build.encode import encode_corpus
+    from retriever.index import Index
+
+    root = _zh_root(tmp_path, "simplified")
+    encoder = _CharEncoder()
+    encode_corpus(root, "chars", encoder.config, encoder=encoder)
+    queries, others = _other_script_queries(root, "s2t")
+    dense = Index.open(root).retriever("dense-chars", encoder=encoder, backend="torch")
+    same = dense.search(queries, 5)
+    encoder.queries.clear()
+    assert dense.search(others, 5) == same
+    assert encoder.queries == queries  # the encoder saw them in the corpus's script

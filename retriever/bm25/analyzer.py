@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from ..errors import IndexFormatError
+from ..script import check_script, script_converter
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (what pyserini's default analyzer removes).
 LUCENE_STOPWORDS = (
@@ -158,6 +159,10 @@ class Analyzer:
     possessive: bool = True
     segmenter: str = "standard"  # standard | bigram | jieba: how runs of CJK/Thai text split
     language: str | None = None  # informational: the language the settings were chosen for
+    # The Chinese script the corpus was converted to (``corpus --chinese-script``): ``terms``
+    # converts text to it first, so a query in the other script finds the same passages. The
+    # builder reads the already converted passages with ``words`` and does not convert again.
+    script: str | None = None
 
     def __post_init__(self):
         if self.segmenter not in SEGMENTERS:
@@ -169,6 +174,8 @@ class Analyzer:
         if self.stemmer is not None and self.stemmer not in STEMMERS:
             raise ValueError(f"unknown stemmer {self.stemmer!r}: use one of {', '.join(STEMMERS)}")
         object.__setattr__(self, "stopwords", tuple(self.stopwords))
+        if self.script is not None:
+            check_script(self.script)
 
     @classmethod
     def create(
@@ -222,6 +229,7 @@ class Analyzer:
                 possessive=bool(d.get("possessive", True)),
                 segmenter=d.get("segmenter", "standard"),
                 language=d.get("language"),
+                script=d.get("script"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"bad analyzer settings in the index manifest: {exc}") from exc
@@ -283,7 +291,10 @@ class Analyzer:
         return [next(it) if k else None for k in keep]
 
     def terms(self, text: str) -> list[str]:
-        """The index terms of ``text``, in order, duplicates kept."""
+        """The index terms of ``text`` (a query: converted to ``script`` first), in order,
+        duplicates kept."""
+        if self.script is not None:
+            text = script_converter(self.script)(text)
         return [t for t in self.word_terms(self.words(text)) if t is not None]
 
     def terms_many(self, texts) -> list[list[str]]:

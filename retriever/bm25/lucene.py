@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import IndexFormatError, RetrieverError
 from ..manifest import read_manifest
 from ..protocol import check_search_args
+from ..script import script_converter
 from ..store.docstore import DocStore
 from ..types import Hit
 from .analyzer import LUCENE_STOPWORDS, Analyzer
@@ -82,12 +83,15 @@ def lucene_analyzer_settings(analyzer: Analyzer) -> dict:
             f"the pyserini backend cannot segment with {analyzer.segmenter!r}: use the bm25s "
             "backend for Chinese, Japanese, Korean and Thai (or --segmenter standard)"
         )
-    return {
+    settings = {
         "lucene": "DefaultEnglishAnalyzer",
         "stemmer": analyzer.stemmer or "none",
         "stopwords": "lucene" if analyzer.stopwords else "none",
         "lowercase": True,
     }
+    if analyzer.script is not None:  # queries are converted to the corpus's Chinese script
+        settings["script"] = analyzer.script
+    return settings
 
 
 def _java_analyzer(settings: dict):
@@ -149,6 +153,8 @@ class LuceneRetriever:
         settings = self.manifest.get("analyzer", {})
         if settings.get("stemmer", "porter") != "porter" or settings.get("stopwords") == "none":
             self._searcher.set_analyzer(_java_analyzer(settings))
+        script = settings.get("script")
+        self._convert = script_converter(script) if script else None
         self._arraylist = java_class("java.util.ArrayList")
         self.num_docs = int(self._searcher.get_total_num_docs())
         self._lock = threading.Lock()
@@ -160,6 +166,8 @@ class LuceneRetriever:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         queries, k = check_search_args(queries, k, self.num_docs)
+        if self._convert is not None:
+            queries = [self._convert(q) for q in queries]
         results: list[list[Hit]] = [[] for _ in queries]
         todo = [i for i, q in enumerate(queries) if k > 0 and _WORD.search(q)]
         if not todo:

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import BadRequestError, IndexFormatError, ManifestMismatchError
 from ..manifest import check_corpus, read_manifest
 from ..protocol import check_search_args
+from ..script import script_converter
 from ..store.docstore import DocStore
 from ..types import Hit
 from .encoders import Encoder, EncoderConfig, load_encoder, parse_devices
@@ -41,13 +42,24 @@ class SearchBackend(Protocol):
 
 
 class DenseRetriever:
-    """``search(queries, k) -> list[list[Hit]]`` with queries encoded as the passages were."""
+    """``search(queries, k) -> list[list[Hit]]`` with queries encoded as the passages were.
 
-    def __init__(self, name: str, encoder: Encoder, backend: SearchBackend, num_docs: int):
+    ``script``: the Chinese script the corpus was converted to (its manifest's
+    ``script_conversion``); queries are converted to it before they are encoded."""
+
+    def __init__(
+        self,
+        name: str,
+        encoder: Encoder,
+        backend: SearchBackend,
+        num_docs: int,
+        script: str | None = None,
+    ):
         self.name = name
         self.encoder = encoder
         self.backend = backend
         self.num_docs = num_docs
+        self._convert = script_converter(script) if script else None
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         queries, k = check_search_args(queries, k, self.num_docs)
@@ -55,6 +67,8 @@ class DenseRetriever:
             return []
         if k == 0:
             return [[] for _ in queries]
+        if self._convert is not None:
+            queries = [self._convert(q) for q in queries]
         return self.search_vectors(self.encoder.encode_queries(queries), k)
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
@@ -194,7 +208,8 @@ def load(
             f"{folder}: the index holds {search_backend.num_rows} vectors but the manifest says "
             f"{manifest['num_docs']} passages: rebuild it"
         )
-    return DenseRetriever(folder.name, encoder, search_backend, len(store))
+    script = (store.manifest.get("script_conversion") or {}).get("to")
+    return DenseRetriever(folder.name, encoder, search_backend, len(store), script)
 
 
 def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard, rerank=None):
