@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from retriever.errors import RetrieverError
 
@@ -35,6 +36,23 @@ VERBS = {
     ),
     "all": ("index_build.pipeline", "Run corpus, bm25, encode and faiss in one go"),
 }
+
+
+# Verbs that publish parts of a root hold its build lock (``retriever.files.root_lock``) while
+# they run: a second one fails at once naming the first. ``corpus`` writes a new root, and
+# ``encode`` shards are meant to run side by side, so they take none.
+LOCKED = ("bm25", "ranges", "faiss", "all")
+
+
+def _lock_root(args: argparse.Namespace) -> str | None:
+    """The root a run must lock, or None (also for a root that does not exist: the verb says
+    so in its own words; ``all`` creates its root)."""
+    if args.verb not in LOCKED and not (args.verb == "verify" and getattr(args, "repair", False)):
+        return None
+    root = Path(getattr(args, "index", None) or args.out)
+    if args.verb == "all":
+        root.mkdir(parents=True, exist_ok=True)
+    return str(root) if root.is_dir() else None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():
         args.no_progress = True
     try:
-        return modules[args.verb].run(args)
+        root = _lock_root(args)
+        if root is None:
+            return modules[args.verb].run(args)
+        from retriever.files import recover_publishes, root_lock
+
+        with root_lock(root, args.verb):
+            recover_publishes(root)  # publishes a kill cut short (each logs what it did)
+            return modules[args.verb].run(args)
     except RetrieverError as exc:
         return fail(str(exc))
     except OSError as exc:  # a full disk, a folder we may not write: say so, no traceback

@@ -4,8 +4,9 @@ Checks the corpus store: the sha256 of every file it wrote and of the passage (a
 reads, the offsets, and that every passage and page row parses (with a progress bar); every
 part's corpus checksum, passage count and recorded file checksums; every dense part's shard
 files (rows, sha256) and faiss index (vector count); and the recall@k of an approximate faiss
-index against exact search over the shards on sample queries. Prints one JSON report; exits 1
-when anything is wrong.
+index against exact search over the shards on sample queries; and that no publish was cut
+short by a kill (a part missing with its ``.old`` and ``.partial`` folders left: ``--repair``
+finishes it). Prints one JSON report; exits 1 when anything is wrong.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import orjson
 
 from retriever.errors import CorruptStoreError, RetrieverError
-from retriever.files import sha256_file
+from retriever.files import interrupted, is_leftover, leftover_parts, sha256_file
 from retriever.manifest import MANIFEST, check_corpus, read_manifest
 from retriever.store.docstore import CORPUS_DIR, DocStore
 
@@ -41,9 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-checksums", action="store_true", help="skip hashing the files")
     p.add_argument("--no-rows", action="store_true", help="skip parsing every passage and page")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="first finish publishes that a kill interrupted (X.old + X.partial left, no X), "
+        "under the root's build lock",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    # --repair: ``python -m index_build`` took the root's build lock and finished interrupted
+    # publishes (``recover_publishes``) before calling this
     report = verify_root(
         args.index,
         args.queries,
@@ -114,7 +123,10 @@ def verify_root(
     report["corpus"] = {"num_docs": len(store), "num_pages": store.num_pages}
     report["corpus"]["checksum"] = store.checksum
     problems.extend(verify_store(store, report["corpus"], checksums, rows, bars))
+    problems.extend(_leftovers(root, report))
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != CORPUS_DIR):
+        if is_leftover(sub.name):
+            continue
         if not (sub / MANIFEST).is_file():
             if sub.name.startswith("dense-") or sub.name == "bm25":
                 problems.append(f"{sub.name}: no manifest (unfinished build? rerun it)")
@@ -136,6 +148,21 @@ def verify_root(
             problems.append(f"{sub.name}: {exc}")
     report["ok"] = not problems
     return report
+
+
+def _leftovers(root: Path, report: dict) -> list[str]:
+    """An interrupted publish is a problem (a part is missing); other work folders (an
+    unfinished build's ``X.partial``, an ``X.old`` beside ``X``) are listed, not failed."""
+    problems, left = [], []
+    for final in leftover_parts(root):
+        if (what := interrupted(final)) is not None:
+            problems.append(f"{final.name}: {what}")
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and is_leftover(p.name):
+            left.append(p.name)
+    if left:
+        report["leftovers"] = left
+    return problems
 
 
 def verify_store(

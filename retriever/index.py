@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import BadRequestError, IndexFormatError
+from .files import interrupted, is_leftover
 from .manifest import MANIFEST, check_corpus, read_manifest
 from .protocol import Retriever
 from .store.docstore import CORPUS_DIR, DocStore
@@ -50,6 +51,8 @@ class Index:
         found = {}
         for sub in sorted(self.root.iterdir()):
             if sub.name == CORPUS_DIR or not (sub / MANIFEST).is_file():
+                continue
+            if is_leftover(sub.name):  # a build's work folder (X.partial, X.old): never served
                 continue
             manifest = read_manifest(sub)
             if manifest.get("kind") in LOADERS:
@@ -97,7 +100,9 @@ class Index:
                 retriever = self._load_hybrid(**options)
             else:
                 folder = self.root / name
-                if not (folder / MANIFEST).is_file():
+                if (what := interrupted(folder)) is not None:
+                    raise IndexFormatError(what)
+                if is_leftover(name) or not (folder / MANIFEST).is_file():
                     raise BadRequestError(
                         f"unknown retriever {name!r}; this index has {self.names() or 'none'}"
                     )

@@ -21,11 +21,14 @@ Rounding up keeps every byte an upper bound: ``term max x q / 255 >= max``.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
+
+from ..files import atomic_write
 
 SHIFT = 3
 FILES = ("rows.slot.npy", "rows.max.npy")
@@ -100,7 +103,10 @@ def write(folder: str | os.PathLike, num_docs: int, shift: int = SHIFT, min_df: 
         del data, indices, out  # unmapped: their pages leave this process
         lo = hi
     os.replace(partial, folder / FILES[1])
-    np.save(folder / FILES[0], slot)
+    buf = io.BytesIO()
+    np.save(buf, slot)  # then one write: a full disk raises with its errno (tofile's does not)
+    with atomic_write(folder / FILES[0]) as f:  # never rewrite a mapped file in place
+        f.write(buf.getbuffer())
     return {"shift": int(shift), "min_df": int(min_df), "dense_terms": int(len(terms))}
 
 
