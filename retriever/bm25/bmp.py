@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import _drain, _gallop, _lower_bound, _push, _worse
+from .kernels import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 from .kernels import _one_query as _exhaustive
 
 GROUP = 64  # ranges whose largest bound is kept together
@@ -35,9 +35,10 @@ FALLBACK = 64  # bmp scores a range in about the time the exhaustive kernel adds
 
 @njit(nogil=True, cache=True)
 def _score_range(b, shift, tids, tw, slots, qmax, data, indices, indptr, pos, gallop, loc, hs,
-                 hr, n, k):  # fmt: skip
+                 hr, n, k, num_docs, err):  # fmt: skip
     """Score the rows of range ``b`` and offer them to the heap; returns the heap size.
-    ``gallop``: move each term's cursor ``pos`` forward (ranges visited in row order)."""
+    ``gallop``: move each term's cursor ``pos`` forward (ranges visited in row order). A row id
+    outside the range or the documents (a damaged file) is skipped and sets ``err[0]``."""
     lo_row = np.int64(b) << shift
     hi_row = lo_row + (1 << shift)
     width = 1 << shift
@@ -52,7 +53,11 @@ def _score_range(b, shift, tids, tw, slots, qmax, data, indices, indptr, pos, ga
             p = _lower_bound(indices, indptr[t], e, lo_row)
         w = tw[i]
         while p < e and indices[p] < hi_row:
-            loc[indices[p] - lo_row] += w * data[p]
+            d = indices[p]
+            if d < lo_row or d >= num_docs:
+                err[0] = True
+            else:
+                loc[d - lo_row] += w * data[p]
             p += 1
         if gallop:
             pos[i] = p
@@ -79,6 +84,7 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
     num_docs = len(ub)
     nr = ((num_docs - 1) >> shift) + 1
     slots = np.empty(nt, dtype=np.int64)
+    err = np.zeros(1, dtype=np.bool_)
     lo_r, hi_r = nr, -1  # ranges with a bound: [lo_r, hi_r]
     for i in range(nt):
         t = tids[i]
@@ -91,9 +97,14 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
                 ub[r] += scale * np.float32(row[r])
             lo_r, hi_r = 0, nr - 1
         else:  # rare: the maxima of its postings, range by range
-            cur, m = -1, np.float32(0.0)
+            cur, m, first_r = -1, np.float32(0.0), -1
             for p in range(indptr[t], indptr[t + 1]):
+                if indices[p] < 0 or indices[p] >= num_docs:
+                    err[0] = True
+                    continue
                 r = indices[p] >> shift
+                if first_r < 0:
+                    first_r = r
                 if r != cur:
                     if cur >= 0:
                         ub[cur] += w * m
@@ -102,7 +113,6 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
                     m = data[p]
             if cur >= 0:
                 ub[cur] += w * m
-                first_r = indices[indptr[t]] >> shift
                 lo_r = min(lo_r, first_r)
                 hi_r = max(hi_r, cur)
     # float32 products and sums of the bounds stay within nt * 2**-24 of their real values,
@@ -153,7 +163,7 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
         r = top_r[j]
         if r >= 0:
             n = _score_range(r, shift, tids, tw, slots, qmax, data, indices, indptr, pos, False,
-                             loc, hs, hr, n, k)  # fmt: skip
+                             loc, hs, hr, n, k, num_docs, err)  # fmt: skip
             ub[r] = 0.0  # done
     theta = np.float64(hs[0]) if n == k else -1.0
     postings = 0
@@ -170,7 +180,8 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
         if fallback > 0 and g == check and 2 * (g - g_lo) <= span:
             if scored * span * fallback > postings * (g - g_lo):
                 ub[lo_r : hi_r + 1] = 0.0
-                return _exhaustive(tids, tw, data, indices, indptr, k, ub, seen, out_r, out_s)
+                got = _exhaustive(tids, tw, data, indices, indptr, k, ub, seen, out_r, out_s)
+                return DAMAGED if err[0] else got
             check += step
         if np.float64(gmax[g - g_lo]) * slack <= theta:
             continue
@@ -178,11 +189,13 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
             v = ub[r]
             if v > 0 and np.float64(v) * slack > theta:
                 n = _score_range(r, shift, tids, tw, slots, qmax, data, indices, indptr, pos,
-                                 True, loc, hs, hr, n, k)  # fmt: skip
+                                 True, loc, hs, hr, n, k, num_docs, err)  # fmt: skip
                 scored += 1
                 if n == k:
                     theta = np.float64(hs[0])
     ub[lo_r : hi_r + 1] = 0.0
+    if err[0]:
+        return DAMAGED
     return _drain(hs, hr, n, out_s, out_r)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import _drain, _gallop, _lower_bound, _push, _worse
+from .kernels import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 from .kernels import _one_query as _exhaustive
 
 END = np.int64(1 << 62)  # cursor past its last posting
@@ -49,7 +49,8 @@ def _one_query(
 ):  # fmt: skip
     """Top ``k`` into ``out_r``/``out_s``; returns the hit count, or -1 (outputs untouched)
     when ``bail`` > 0 and the work so far, extrapolated over all rows, passes ``bail`` / 4
-    times the query's postings (the exhaustive kernel is then cheaper)."""
+    times the query's postings (the exhaustive kernel is then cheaper), or ``DAMAGED`` for a
+    row id outside the documents."""
     nt = len(tids)
     if nt == 0:
         return 0
@@ -117,6 +118,8 @@ def _one_query(
                 upto = np.int64(blast[bl])
         if upto == END:
             break
+        if upto < ws:
+            return DAMAGED  # block ends that do not rise (a damaged blocks.last.npy)
         # 2. split by window bounds: rows only the lowest terms match cannot beat theta
         for i in range(nt):  # insertion sort: queries have few terms
             x = lb[i]
@@ -144,7 +147,7 @@ def _one_query(
                         pos[i] = start
                     last = min(start + bsize, end[i]) - 1
                     pos[i] = _lower_bound(indices, pos[i], last + 1, ws)
-                    cur[i] = np.int64(indices[pos[i]])
+                    cur[i] = _doc(indices, pos[i], end[i])
         # 3. candidates of the window, from the essential cursors, in row order
         while ne < nt:
             d = END
@@ -153,6 +156,8 @@ def _one_query(
                     d = cur[lo[j]]
             if d > upto:
                 break
+            if d < 0 or d >= num_docs:
+                return DAMAGED  # a damaged postings file (no scratch to reset here)
             work += nt - ne
             bound = lpre[ne]
             for j in range(ne, nt):
@@ -193,7 +198,7 @@ def _one_query(
                     start = base[i] + (bl - b0[i]) * bsize
                     if start > pos[i]:
                         pos[i] = start
-                        cur[i] = np.int64(indices[start])
+                        cur[i] = _doc(indices, start, end[i])
                     if (
                         partial + np.float64(w[i]) * np.float64(bmax[bl]) + lpre[j]
                     ) * slack <= theta:
@@ -202,7 +207,7 @@ def _one_query(
                     if cur[i] < d:
                         last = min(start + bsize, end[i]) - 1
                         pos[i] = _lower_bound(indices, pos[i], last + 1, d)
-                        cur[i] = np.int64(indices[pos[i]])
+                        cur[i] = _doc(indices, pos[i], end[i])
                 if cur[i] == d:
                     c = w[i] * data[pos[i]]
                     contrib[i] = c
@@ -239,7 +244,7 @@ def _query_range(
             tids[a:b], tw[a:b], data, indices, indptr, bptr, bmax, blast, tmax, bsize, k, bail,
             len(acc), rows[q], scores[q],
         )  # fmt: skip
-        if n < 0:
+        if n == -1:  # bailed out (DAMAGED is passed on)
             n = _exhaustive(tids[a:b], tw[a:b], data, indices, indptr, k, acc, seen, rows[q],
                             scores[q])  # fmt: skip
         counts[q] = n

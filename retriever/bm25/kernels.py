@@ -4,12 +4,19 @@ Per query: add each query term's precomputed scores into a dense float32 accumul
 bm25s's sums, in query-term order), remembering which documents were touched; select the top
 ``k`` of the touched documents only with a heap ordered by (score desc, row asc); reset only
 what was touched. Rows with no matching term are never returned.
+
+Every row id read from the postings is checked against the number of documents before it is
+used as an index (one compare a posting, predicted; BENCHMARKS.md "BM25 load checks"): a
+damaged ``indices`` file makes the query return ``DAMAGED`` instead of writing outside the
+scratch arrays, and the retriever raises naming the file.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+DAMAGED = -2  # a query's hit count when its postings hold a row id outside [0, num_docs)
 
 # The threading layer is a process-wide choice, made by the entry points (retriever.cli.
 # configure_process sets NUMBA_THREADING_LAYER=workqueue: OpenMP's spinning threads slowed torch
@@ -109,7 +116,8 @@ def _gallop(indices, lo, hi, d):
 
 @njit(nogil=True, cache=True)
 def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
-    """Top ``k`` of one query into ``out_r``/``out_s`` (best first); returns the hit count.
+    """Top ``k`` of one query into ``out_r``/``out_s`` (best first); returns the hit count
+    (``DAMAGED`` for a row id outside the documents: skipped, the scratch still left zeroed).
 
     ``acc`` and ``seen`` are all zero on entry and are left all zero. Queries whose postings
     cover a good part of the corpus scan ``acc`` linearly (cheaper than tracking documents);
@@ -125,11 +133,16 @@ def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
     # Once the heap is full only scores above its worst can enter (an equal score has a
     # higher row when scanning rows upwards); the test is rarely true, so the loops stay fast.
     floor = np.float32(0.0)
+    bad = False
     if postings * 8 >= num_docs:
         for t in range(len(tids)):
             w = tw[t]
             for j in range(indptr[tids[t]], indptr[tids[t] + 1]):
-                acc[indices[j]] += w * data[j]
+                d = indices[j]
+                if d < 0 or d >= num_docs:
+                    bad = True
+                    continue
+                acc[d] += w * data[j]
         for d in range(num_docs):
             s = acc[d]
             if s > floor:
@@ -144,6 +157,9 @@ def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
             w = tw[t]
             for j in range(indptr[tids[t]], indptr[tids[t] + 1]):
                 d = indices[j]
+                if d < 0 or d >= num_docs:
+                    bad = True
+                    continue
                 if not seen[d]:
                     seen[d] = True
                     touched[nt] = d
@@ -159,6 +175,8 @@ def _one_query(tids, tw, data, indices, indptr, k, acc, seen, out_r, out_s):
         for i in range(nt):
             acc[touched[i]] = 0.0
             seen[touched[i]] = False
+    if bad:
+        return DAMAGED
     return _drain(hs, hr, n, out_s, out_r)
 
 

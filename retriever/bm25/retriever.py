@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ..errors import IndexFormatError
+from ..errors import CorruptStoreError, IndexFormatError
 from ..manifest import read_manifest, write_json_atomic
 from ..protocol import check_search_args
 from ..store.docstore import DocStore
 from ..store.titles import key_hash
 from ..types import Hit
-from . import blockmax, rowmax
+from . import blockmax, integrity, rowmax
 from .analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,23 @@ class BM25Retriever:
         if missing:
             raise IndexFormatError(f"{folder} lacks {', '.join(missing)}: rebuild the bm25 index")
         self.analyzer = Analyzer.from_dict(self.manifest["analyzer"])
+        postings = self.manifest.get("postings", {})
+        mapped = BM25S_FILES + ("vocab.hash.npy", "vocab.ids.npy")
+        if postings.get("layout") == blockmax.LAYOUT:
+            mapped += tuple(f for f in blockmax.FILES if (self.folder / f).is_file())
+        if postings.get("row_ranges"):
+            mapped += tuple(f for f in rowmax.FILES if (self.folder / f).is_file())
+        integrity.check_sizes(self.folder, self.manifest, mapped)  # before anything is mapped
         import bm25s
 
         # bm25s's own loader, memory-mapped; the vocabulary is read through the hash table.
-        self.bm25s = bm25s.BM25.load(self.folder, mmap=True, load_vocab=False)
+        try:
+            self.bm25s = bm25s.BM25.load(self.folder, mmap=True, load_vocab=False)
+        except ValueError as exc:  # params.index.json that does not parse
+            raise CorruptStoreError(
+                f"{self.folder / 'params.index.json'} does not load ({exc}): rebuild the "
+                f"{self.folder.name} part"
+            ) from exc
         scores = self.bm25s.scores
         self._data, self._indices, self._indptr = (
             scores["data"],
@@ -151,7 +164,6 @@ class BM25Retriever:
             raise IndexFormatError(
                 f"{folder}: params say {self.num_docs} documents, manifest {self.manifest['num_docs']}"
             )
-        postings = self.manifest.get("postings", {})
         self._blocks = (
             blockmax.load(self.folder) if postings.get("layout") == blockmax.LAYOUT else None
         )
@@ -167,6 +179,18 @@ class BM25Retriever:
         self.method = self._method(pruning)
         self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
         self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
+        integrity.check_arrays(
+            self.folder,
+            self.manifest,
+            self._data,
+            self._indices,
+            self._indptr,
+            self._vocab_hash,
+            self._vocab_ids,
+            self._blocks,
+            self._ranges,
+            self._shift,
+        )
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         self.max_query_terms = int(max_query_terms)
         self._local = threading.local()
@@ -298,8 +322,19 @@ class BM25Retriever:
             args = (*args, k)
         if parallel:
             with _PARALLEL_LOCK:
-                return kernels.search_parallel(*args, *self._scratch(self.threads))
-        return kernels.search_serial(*args, *self._scratch(0))
+                out = kernels.search_parallel(*args, *self._scratch(self.threads))
+        else:
+            out = kernels.search_serial(*args, *self._scratch(0))
+        if (out[2] == kernels.DAMAGED).any():
+            raise CorruptStoreError(
+                f"{self.folder / 'indices.csc.index.npy'} holds row ids outside [0, "
+                f"{self.num_docs}) in the postings of these queries' terms"
+                f"{' (or blocks.last.npy does not rise)' if self.method == 'daat' else ''}: "
+                "the file is damaged; "
+                f"run `python -m index_build verify --index {self.folder.parent}` and rebuild "
+                f"the {self.folder.name} part"
+            )
+        return out
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         rows, scores, counts = self.search_arrays(queries, k)

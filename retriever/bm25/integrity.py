@@ -1,0 +1,133 @@
+"""Load-time checks of a bm25s part: a damaged file is refused naming it, never mapped to crash.
+
+The kernels index memory-mapped arrays without bounds checks (numba), so a flipped byte in a
+term's column pointers, the vocabulary's ids or the range slots would send them outside the
+arrays. Before anything is mapped, every file's size is checked against the manifest's file
+table and every ``.npy`` header against the counts the part must have; once mapped, the arrays
+the kernels index *by* are checked whole, which costs O(vocabulary), not O(postings)
+(BENCHMARKS.md "BM25 load checks": milliseconds at 666k passages). Row ids in the postings
+are O(postings): the kernels check each one as they read it and fail the query instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CorruptStoreError
+from . import blockmax, rowmax
+
+_KINDS = {  # the array kinds the kernels are compiled for (numpy dtype.kind)
+    "data.csc.index.npy": "f",
+    "indices.csc.index.npy": "iu",
+    "indptr.csc.index.npy": "iu",
+    "vocab.hash.npy": "i",
+    "vocab.ids.npy": "iu",
+    "blocks.ptr.npy": "iu",
+    "blocks.max.npy": "f",
+    "blocks.last.npy": "iu",
+    "terms.max.npy": "f",
+    "rows.slot.npy": "i",
+    "rows.max.npy": "u",
+}
+
+
+def _damaged(path: Path, what: str) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"{path} {what}: the file is damaged or was changed; run `python -m index_build verify "
+        f"--index {path.parent.parent}` and rebuild the {path.parent.name} part"
+    )
+
+
+def check_sizes(folder: Path, manifest: dict, names: tuple[str, ...]) -> None:
+    """Every file of the manifest's table that exists has its recorded size, every ``.npy`` in
+    ``names`` holds the array its header announces: checked by ``stat``, before any mmap."""
+    for name, entry in sorted(manifest.get("files", {}).items()):
+        path = folder / name
+        if not path.is_file():  # the loader says what a missing file means
+            continue
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise _damaged(path, f"is {size} bytes, the manifest records {entry['bytes']}")
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(f)
+                offset = f.tell()
+        except (OSError, ValueError) as exc:
+            raise _damaged(path, f"has no readable .npy header ({exc})") from exc
+        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if os.path.getsize(path) < need:
+            raise _damaged(
+                path, f"is {os.path.getsize(path)} bytes, its header ({dtype} {shape}) needs {need}"
+            )
+        if dtype.kind not in _KINDS.get(name, dtype.kind):
+            raise _damaged(path, f"holds {dtype}, not the kind of array this part has")
+
+
+def _shape(path: Path, arr: np.ndarray, want: tuple) -> None:
+    if tuple(arr.shape) != tuple(want):
+        raise _damaged(path, f"has shape {tuple(arr.shape)}, the part needs {tuple(want)}")
+
+
+def check_arrays(
+    folder: Path,
+    manifest: dict,
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    vocab_hash: np.ndarray,
+    vocab_ids: np.ndarray,
+    blocks: tuple[np.ndarray, ...] | None,
+    ranges: tuple[np.ndarray, np.ndarray] | None,
+    shift: int,
+) -> None:
+    """Shapes against each other and the manifest, and the values the kernels index by:
+    column pointers rising within the postings, vocabulary ids a permutation of the terms,
+    hashes sorted, range slots numbering the frequent terms, block pointers as built."""
+    v = len(indptr) - 1
+    postings = len(indices)
+    f = {name: folder / name for name in _KINDS}
+    if (want := manifest.get("vocab_size", v)) != v:
+        raise _damaged(f["indptr.csc.index.npy"], f"has {v + 1} entries for {want} terms")
+    if (want := manifest.get("num_postings", postings)) != postings:
+        raise _damaged(f["indices.csc.index.npy"], f"has {postings} entries for {want} postings")
+    _shape(f["data.csc.index.npy"], data, (postings,))
+    _shape(f["vocab.hash.npy"], vocab_hash, (v,))
+    _shape(f["vocab.ids.npy"], vocab_ids, (v,))
+    ptr = np.asarray(indptr, dtype=np.int64)
+    if v < 0 or ptr[0] != 0 or ptr[-1] != postings or np.any(ptr[1:] < ptr[:-1]):
+        raise _damaged(f["indptr.csc.index.npy"], f"does not rise from 0 to {postings}")
+    if v and (int(vocab_ids.min()) < 0 or int(vocab_ids.max()) >= v):
+        raise _damaged(f["vocab.ids.npy"], f"holds term ids outside [0, {v})")
+    if v and np.bincount(vocab_ids, minlength=v).max() != 1:
+        raise _damaged(f["vocab.ids.npy"], "names a term twice")
+    if np.any(vocab_hash[1:] <= vocab_hash[:-1]):
+        raise _damaged(f["vocab.hash.npy"], "is not sorted")
+    if blocks is not None:
+        bptr, bmax, blast, tmax = blocks
+        bsize = int(manifest.get("postings", {}).get("block_size", blockmax.BLOCK_SIZE))
+        _shape(f["blocks.ptr.npy"], bptr, (v + 1,))
+        if not np.array_equal(bptr, blockmax.block_pointers(ptr, bsize)):
+            raise _damaged(f["blocks.ptr.npy"], "does not match the column pointers")
+        _shape(f["blocks.max.npy"], bmax, (int(bptr[-1]) if v >= 0 else 0,))
+        _shape(f["blocks.last.npy"], blast, bmax.shape)
+        _shape(f["terms.max.npy"], tmax, (v,))
+    if ranges is not None:
+        slot, qmax = ranges
+        entry = manifest.get("postings", {}).get("row_ranges", {})
+        dense = int(entry.get("dense_terms", len(qmax)))
+        _shape(f["rows.max.npy"], qmax, (dense, rowmax.ranges(int(manifest["num_docs"]), shift)))
+        _shape(f["rows.slot.npy"], slot, (v,))
+        numbered = slot[slot >= 0]
+        if np.any(slot < -1) or not np.array_equal(numbered, np.arange(dense)):
+            raise _damaged(f["rows.slot.npy"], f"does not number the {dense} frequent terms")
