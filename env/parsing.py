@@ -4,6 +4,11 @@ and the per-turn format rule that every style (``env.styles``) builds its parser
 Malformed turns never raise: they come back as ``Action(kind="invalid", error=..., reason=...)``
 with a message the policy can act on. Reasoning inside ``<think>...</think>`` is ignored.
 
+Cost: every pass over a turn is linear in its length (``find_blocks`` instead of lazy ``.*?``
+regexes, which rescan the rest of the turn from every unclosed tag: 30,000 unclosed ``<think>``
+took 25 s), and a turn longer than ``MAX_TURN_CHARS`` is refused unparsed (``long_turn``); it
+still counts against the episode's context budget like any turn.
+
 >>> parse_action("<think>find it</think><search> Eiffel Tower </search>", "search-r1")
 Action(kind='search', arg='Eiffel Tower', page=None, error=None, reason=None)
 >>> parse_action("<access>https://en.wikipedia.org/wiki/Paris#page=2</access>", "asearcher").page
@@ -26,7 +31,8 @@ MAX_URL_CHARS = 2000  # longer than any URL or title; checked before the page-su
 # a page number beyond any page (4,000-character chunks: 400M characters) is a mistake, and
 # an unbounded one overflows the 64-bit offset a server takes
 MAX_PAGE = 100_000
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+# longer than any generation budget in use (about 250k tokens): a turn over it is refused
+MAX_TURN_CHARS = 1_000_000
 _TAG = re.compile(r"<(/?)(search|access|answer|tool_call)>")
 _PAGE_SUFFIX = re.compile(
     r"^(.*?)\s*(?:#page=(\d+)|\|\s*page\s*(\d+)|\s+page\s+(\d+))\s*$", re.I | re.S
@@ -38,6 +44,39 @@ def invalid(reason: str, error: str) -> Action:
     return Action(kind=INVALID, error=error, reason=reason)
 
 
+def find_blocks(text: str, open_tag: str, close_tag: str) -> list[tuple[int, int]]:
+    """(start, end) of each ``open_tag...close_tag`` block: the spans that
+    ``re.finditer(open_tag + ".*?" + close_tag, re.S)`` finds, in one linear pass (that regex
+    rescans the rest of the text from every unclosed ``open_tag``: quadratic).
+
+    >>> find_blocks("a<t>b</t><t>c<t>d</t><t>", "<t>", "</t>")
+    [(1, 9), (9, 21)]
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while (start := text.find(open_tag, pos)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:  # no later open_tag has a close_tag either
+            break
+        pos = end + len(close_tag)
+        spans.append((start, pos))
+    return spans
+
+
+def drop_blocks(text: str, open_tag: str, close_tag: str) -> str:
+    """``text`` without its ``open_tag...close_tag`` blocks (``re.sub`` of ``find_blocks``).
+
+    >>> drop_blocks("a<t>b</t>c<t>d", "<t>", "</t>")
+    'ac<t>d'
+    """
+    parts, pos = [], 0
+    for start, end in find_blocks(text, open_tag, close_tag):
+        parts.append(text[pos:start])
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 def strip_thinking(text: str) -> str:
     """Drop ``<think>...</think>`` blocks, and everything before a lone ``</think>`` (the prompt
     may open the think block itself).
@@ -45,7 +84,7 @@ def strip_thinking(text: str) -> str:
     >>> strip_thinking("plan</think> <answer>x</answer>")
     ' <answer>x</answer>'
     """
-    text = _THINK_BLOCK.sub("", text)
+    text = drop_blocks(text, "<think>", "</think>")
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
     return text
@@ -206,14 +245,23 @@ def parse_action(text: object, style="asearcher") -> Action:
     parser = get_style(style)
     if not isinstance(text, str):
         return invalid("not_text", f"the action must be text, got {type(text).__name__}")
+    if len(text) > MAX_TURN_CHARS:
+        return invalid(
+            "long_turn",
+            f"the turn has {len(text):,} characters, more than the {MAX_TURN_CHARS:,} that are "
+            "read; think briefly and make one tool call or answer",
+        )
     return parser.parse(strip_thinking(text))
 
 
 __all__ = [
     "MAX_PAGE",
     "MAX_QUERY_CHARS",
+    "MAX_TURN_CHARS",
     "MAX_URL_CHARS",
     "clean_text",
+    "drop_blocks",
+    "find_blocks",
     "invalid",
     "make_action",
     "parse_action",

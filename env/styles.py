@@ -17,10 +17,17 @@ Action(kind='search', arg='Paris', page=None, error=None, reason=None)
 from __future__ import annotations
 
 import json
-import re
 
 from . import prompts
-from .parsing import invalid, make_action, parse_tool_call, strip_thinking, tag_calls
+from .parsing import (
+    drop_blocks,
+    find_blocks,
+    invalid,
+    make_action,
+    parse_tool_call,
+    strip_thinking,
+    tag_calls,
+)
 from .types import ACCESS, ANSWER, SEARCH, STYLES, Action
 
 
@@ -64,6 +71,10 @@ class Style:
     def invalid_observation(self, error: str) -> str:
         """The observation of a malformed action: what was wrong and how to go on."""
         return f"\nMy previous action is invalid: {error}. Let me try again.\n"
+
+    def page_footer(self, k: int, n: int) -> str:
+        """The line under chunk ``k`` of ``n`` of a page that says how to read the next one."""
+        return f"\n\n(page {k} of {n}; access the same URL again to read page {k + 1})"
 
     def chat_messages(
         self, text: str, observation: str, native_calls: list | None = None, turn: int = 0
@@ -157,6 +168,14 @@ class ToolCall(Style):
     def invalid_observation(self, error: str) -> str:
         return self.wrap(f"Error: {error}")
 
+    def page_footer(self, k: int, n: int) -> str:
+        """Names the ``page`` argument too: a caller that keeps no state between tool calls
+        (verl without its per-trajectory ``agent_data``) reads on only with it."""
+        return (
+            f"\n\n(page {k} of {n}; to read page {k + 1}, call access with the same url again "
+            f'or with "page": {k + 1})'
+        )
+
     def chat_messages(
         self, text: str, observation: str, native_calls: list | None = None, turn: int = 0
     ) -> list[dict]:
@@ -172,7 +191,7 @@ class ToolCall(Style):
             (native[i].get("id") if i < len(native) else None) or f"call_{turn}_{i}"
             for i in range(len(calls))
         ]
-        content = _TOOL_CALL_BLOCK.sub("", text).strip()
+        content = drop_blocks(text, "<tool_call>", "</tool_call>").strip()
         structured = [
             {
                 "id": cid,
@@ -206,15 +225,13 @@ class ToolCall(Style):
         return invalid("unknown_tool", f"<{tag}> is not a tool-call; {self.hint}")
 
 
-_TOOL_CALL_BLOCK = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
-
-
 def _tool_calls(text: str) -> list[tuple[str, object]]:
     """(name, arguments) of every well-formed ``<tool_call>`` JSON block of a turn."""
     out = []
-    for block in _TOOL_CALL_BLOCK.findall(strip_thinking(text)):
+    text = strip_thinking(text)
+    for start, end in find_blocks(text, "<tool_call>", "</tool_call>"):
         try:
-            call = json.loads(block[len("<tool_call>") : -len("</tool_call>")])
+            call = json.loads(text[start + len("<tool_call>") : end - len("</tool_call>")])
         except (ValueError, RecursionError):
             continue
         if isinstance(call, dict) and isinstance(call.get("name"), str):

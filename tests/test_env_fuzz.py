@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 import pytest
 from env_support import hotpot_client, hotpot_tasks
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from env.batched import BatchedSearchEnv
-from env.parsing import parse_action
+from env.parsing import MAX_TURN_CHARS, parse_action
 from env.search_env import SearchEnv
 from env.types import STYLES
 
@@ -322,3 +323,22 @@ def test_batched_step_equals_one_by_one(any_client, style):
 def test_fuzz_100k_actions(any_client, style):
     """100,000 random and adversarial turns per style and client, 500 episodes a step."""
     assert fuzz(any_client, style, n_actions=100_000, num_envs=500, seed=2026) > 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_huge_turns_step_in_linear_time_and_count_against_the_budget(client, style):
+    """30,000 unclosed <think> (210 KB) took env.step 23-25 s; a turn over MAX_TURN_CHARS is
+    refused as a malformed turn and still spends its characters of the context budget."""
+    env = SearchEnv(client, style=style, max_turns=10, format_penalty=0.1)
+    env.reset(options=hotpot_tasks(1)[0].options())
+    for text in ("<think>" * 30_000, "<answer>" * 100_000, "<think>" * 120_000 + "</think>"):
+        start = time.perf_counter()
+        obs, reward, terminated, truncated, info = env.step(text)
+        assert time.perf_counter() - start < 2.0
+        assert info["action"] == "invalid" and not (terminated or truncated)
+        assert reward == pytest.approx(-0.1)
+    env = SearchEnv(client, style=style, max_context_chars=50_000)
+    env.reset(options=hotpot_tasks(1)[0].options())
+    obs, _, terminated, truncated, info = env.step("<answer>x</answer>" + " " * MAX_TURN_CHARS)
+    assert info["reason"] == "long_turn" and f"{MAX_TURN_CHARS:,}" in obs
+    assert not terminated and truncated and info["truncated_reason"] == "context"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import re
+import time
+
 import pytest
 
-from env.parsing import MAX_QUERY_CHARS, parse_action
+from env.parsing import MAX_QUERY_CHARS, MAX_TURN_CHARS, parse_action, strip_thinking
 
 OK = [
     # (style, text, kind, arg, page)
@@ -191,3 +195,49 @@ def test_error_messages_say_what_to_do():
     assert "<access>url</access>" in parse_action("hello", "asearcher").error
     assert "tool_call" in parse_action("hello", "tool-call").error
     assert "</search>" in parse_action("<search>x", "asearcher").error
+
+
+# ---- cost: linear in the turn, bounded by MAX_TURN_CHARS ---------------------------------------
+
+_OLD_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)  # the reference semantics
+
+
+def _elapsed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("style", ["asearcher", "search-r1", "tool-call"])
+def test_unclosed_think_tags_parse_in_linear_time(style):
+    # 30,000 unclosed <think> (210 KB) took the regex 23-25 s; four times that is 16x more
+    # for a quadratic parser, 4x for a linear one
+    for n in (30_000, 120_000):
+        text = "<think>" * n + "<search>q</search>"
+        assert len(text) <= MAX_TURN_CHARS
+        assert _elapsed(parse_action, text, style) < 2.0
+        action = parse_action(text, style)
+        assert action.kind == ("invalid" if style == "tool-call" else "search")
+    for body in ("<answer>" * 100_000, "<tool_call>" * 70_000, "<answer>" + "x" * 800_000):
+        assert _elapsed(parse_action, body, style) < 2.0
+
+
+def test_a_turn_over_the_limit_is_refused_with_its_length():
+    text = "<answer>x</answer>" + " " * MAX_TURN_CHARS
+    action = parse_action(text, "asearcher")
+    assert action.kind == "invalid" and action.reason == "long_turn"
+    assert f"{len(text):,}" in action.error and f"{MAX_TURN_CHARS:,}" in action.error
+    assert _elapsed(parse_action, "<think>" * (MAX_TURN_CHARS // 7 + 1), "asearcher") < 2.0
+    # at the limit it is still parsed
+    assert parse_action("<answer>x</answer>".ljust(MAX_TURN_CHARS), "asearcher").arg == "x"
+
+
+def test_strip_thinking_matches_the_regex_it_replaces():
+    rng = random.Random(7)
+    pieces = ["<think>", "</think>", "a", " ", "<search>", "</search>", "<th", "ink>"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        expected = _OLD_THINK_BLOCK.sub("", text)
+        if "</think>" in expected:
+            expected = expected.rsplit("</think>", 1)[1]
+        assert strip_thinking(text) == expected, text
