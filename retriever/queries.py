@@ -7,7 +7,8 @@ file's rows, have one rule each:
   else the last user message of ``prompt`` (the text after its last ``Question:``);
 - answers: ``golden_answers`` (FlashRAG), ``reward_model.ground_truth`` (verl / Search-R1: a
   string, a list or ``{"target": [...]}``), ``answer``, ``answers``, ``aug_answer`` (ASearcher),
-  ``extra_info.answer``; duplicates dropped, order kept;
+  ``extra_info.answer``; duplicates dropped, order kept. Each value is decoded by
+  ``decode_answers``, the one ground-truth decoder (the trainer glue in ``env`` uses it too);
 - files: JSONL, a JSON array (HotpotQA) or object with ``data``, Parquet, DPR / NQ / TriviaQA TSV
   (``question<TAB>answers``: the answers are the LAST column, a Python list literal; the question
   is every column before it; a ``question`` header line is skipped), plain text (one question a
@@ -73,22 +74,53 @@ def question_of(row: dict) -> str | None:
     return None
 
 
-def _as_list(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return _as_list(value.get("target", value.get("answers", value.get("ground_truth"))))
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        return [a for v in value for a in _as_list(v)]
-    return [str(value)]
+# keys of a ground-truth dict, first present wins: Search-R1's target, SQuAD's {"text": [...],
+# "answer_start": [...]}, TriviaQA's {"aliases": [...], "value": ...}, and the row keys
+ANSWER_DICT_KEYS = (
+    "target",
+    "answers",
+    "answer",
+    "golden_answers",
+    "ground_truth",
+    "text",
+    "aliases",
+    "value",
+)
+
+
+def decode_answers(value: object) -> list[str]:
+    """The answers in one ground-truth value, of every shape QA files and trainers store: a
+    string, a number, a list / tuple / numpy array (parquet rows; nested lists and object
+    arrays of lists are flattened), or a dict (``ANSWER_DICT_KEYS``). Stripped, empty ones and
+    NaN dropped, duplicates dropped in order; [] when there is none (the caller names the row).
+
+    >>> decode_answers({"target": ["a", ["b"]]}), decode_answers({"text": ["x"], "answer_start": [0]})
+    (['a', 'b'], ['x'])
+    """
+    out: list[str] = []
+    stack = [value]  # a stack, not recursion: JSON nests deeper than Python's recursion limit
+    while stack:
+        value = stack.pop()
+        if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays, scalars
+            value = value.tolist()
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, bytes):
+            out.append(value.decode("utf-8", "replace"))
+        elif isinstance(value, bool | int) or (isinstance(value, float) and value == value):
+            out.append(str(value))
+        elif isinstance(value, dict):
+            key = next((k for k in ANSWER_DICT_KEYS if value.get(k) is not None), None)
+            if key is not None:
+                stack.append(value[key])
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
+    return list(dict.fromkeys(a for a in (a.strip() for a in out) if a))
 
 
 def answers_of(row: dict) -> list[str]:
-    """The accepted answers (aliases) of one QA row, deduplicated in order; [] when none."""
+    """The accepted answers (aliases) of one QA row, from every answer key, deduplicated in
+    order; [] when none."""
     reward_model = row.get("reward_model") if isinstance(row.get("reward_model"), dict) else {}
     answers: list[str] = []
     for value in (
@@ -99,8 +131,8 @@ def answers_of(row: dict) -> list[str]:
         row.get("aug_answer"),
         _extra(row).get("answer"),
     ):
-        answers.extend(_as_list(value))
-    return list(dict.fromkeys(a.strip() for a in answers if a.strip()))
+        answers.extend(decode_answers(value))
+    return list(dict.fromkeys(answers))
 
 
 def id_of(row: dict) -> str:

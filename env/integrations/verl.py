@@ -30,6 +30,7 @@ from typing import Any
 from env.errors import TaskFormatError
 from env.integrations.scoring import answers_of, num_tool_calls, score_text_all
 from env.prompts import tool_specs
+from retriever.queries import decode_answers
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,12 @@ def compute_score_all(
         raise TaskFormatError(
             f"{where}: solution_str must be text, got {type(solution_str).__name__}"
         )
-    if ground_truth is None or ground_truth == "":
+    if not decode_answers(ground_truth):  # None, "" or an empty array: verl's copy in extra_info
         extra = extra_info if isinstance(extra_info, dict) else {}
-        ground_truth = extra.get("answer") or extra.get("golden_answers")
+        for key in ("answer", "golden_answers"):
+            if decode_answers(extra.get(key)):
+                ground_truth = extra[key]
+                break
     answers = answers_of(ground_truth, f"{where}: ground_truth")
     scores = score_text_all(solution_str, answers)
     scores["searches"] = float(num_tool_calls(solution_str))
@@ -79,8 +83,8 @@ def compute_score(
     return_dict: bool = False,
     **kwargs,
 ) -> float | dict[str, float]:
-    """verl's reward-function signature. ``ground_truth``: a string, a list, or Search-R1's
-    ``{"target": [...]}``; ``reward`` names the score (``env.rewards.REWARDS``);
+    """verl's reward-function signature. ``ground_truth``: a string, a list or numpy array (as
+    verl passes parquet columns), or Search-R1's ``{"target": [...]}``; ``reward`` names the score (``env.rewards.REWARDS``);
     ``return_dict`` answers ``{"score": ..., <every reward>...}`` (verl logs the extra keys).
     A row without a gold answer raises, naming the row."""
     scores = compute_score_all(data_source, solution_str, ground_truth, extra_info)
@@ -113,6 +117,10 @@ def _response(text: str):
     from verl.tools.schemas import ToolResponse
 
     return ToolResponse(text=text)
+
+
+# the key of verl's ``agent_data.extra_fields`` that holds a trajectory's {url: last page read}
+PAGES_READ_FIELD = "access_pages_read"
 
 
 class _ServerTool(_BaseTool):
@@ -168,8 +176,18 @@ class _ServerTool(_BaseTool):
 
     async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs):
         """(response, step reward 0, metrics). Server failures are logged with the URL and
-        raised (the agent loop reports them); bad arguments come back as text."""
+        raised (the agent loop reports them); bad arguments come back as text.
+
+        verl's agent loop creates and releases an instance around every single call, so what
+        must last a trajectory (the pages read, for an access without ``page``) is kept in the
+        ``agent_data.extra_fields`` it passes: verl's place for a trajectory's tool state."""
         env = self._instances.get(instance_id) or self._new_env()
+        extra = getattr(kwargs.get("agent_data"), "extra_fields", None)
+        if isinstance(extra, dict):
+            pages = extra.get(PAGES_READ_FIELD)
+            if not isinstance(pages, dict):
+                pages = extra[PAGES_READ_FIELD] = {}
+            env.episode.pages_read = pages  # the episode records each page it reads here
         arguments = self._arguments(parameters)
         if isinstance(arguments, str):
             return _response(arguments), 0.0, {"tool_error": 1}
@@ -212,7 +230,8 @@ class SearchTool(_ServerTool):
 
 
 class AccessTool(_ServerTool):
-    """``access(url, page)`` over ``POST /access``: one ``page_chars`` chunk of a page."""
+    """``access(url, page)`` over ``POST /access``: one ``page_chars`` chunk of a page; without
+    ``page``, the chunk after the last one this trajectory read of that url."""
 
     default_schema = ACCESS_SCHEMA
     tool_name = "access"
@@ -227,7 +246,9 @@ class AccessTool(_ServerTool):
         return arguments
 
 
-def tool_config(url: str, *, topk: int = 3, access: bool = True, max_chars: int = 6000) -> str:
+def tool_config(
+    url: str, *, topk: int = 3, access: bool = True, max_chars: int = 6000, page_chars: int = 4000
+) -> str:
     """The YAML of verl's ``tool_config_path`` for our tools against the server at ``url``."""
     tools = [("SearchTool", SEARCH_SCHEMA)] + ([("AccessTool", ACCESS_SCHEMA)] if access else [])
     lines = ["tools:"]
@@ -239,6 +260,7 @@ def tool_config(url: str, *, topk: int = 3, access: bool = True, max_chars: int 
             f"      retrieval_service_url: {url}",
             f"      topk: {topk}",
             f"      max_chars: {max_chars}",
+            f"      page_chars: {page_chars}",
             f"    tool_schema: {json.dumps(schema)}",
         ]
     return "\n".join(lines) + "\n"
