@@ -1,6 +1,6 @@
 """/ui without a browser: trajectory paging against a naive whole-file reference, the stats
-parser against real Prometheus text (the server's and prometheus_client's), the token, headers,
-flags and errors. The browser tests are in test_ui_browser.py."""
+snapshot against prometheus_client's registry (the server's and one of its own), the token,
+headers, flags and errors. The browser tests are in test_ui_browser.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from ui_support import build_index, write_trajectories
 from retriever.errors import BadRequestError, ServiceUnavailableError
 from retriever.server.app import build_parser, config_from_args, create_app
 from retriever.server.service import RetrievalService, ServiceConfig
-from retriever.server.ui.routes import parse_metrics
 from retriever.server.ui.rows import NUMERIC, SORT_KEYS, Query
+from retriever.server.ui.stats import snapshot
 from retriever.server.ui.trajectories import TrajectoryFile
 
 TOKEN = "s3cret-token"
@@ -186,9 +186,10 @@ def test_query_is_checked():
         Query(offset=10**30)  # a page could not say it back (JSON, JavaScript)
 
 
-# ---- the stats parser -----------------------------------------------------------------------
-def test_parse_metrics_reads_prometheus_client_text():
-    prometheus_client = pytest.importorskip("prometheus_client")
+# ---- the stats snapshot ---------------------------------------------------------------------
+def test_snapshot_reads_a_prometheus_client_registry():
+    import prometheus_client
+
     registry = prometheus_client.CollectorRegistry()
     requests = prometheus_client.Counter(
         "retriever_requests", "h", ["endpoint", "code"], registry=registry
@@ -201,7 +202,7 @@ def test_parse_metrics_reads_prometheus_client_text():
     for value in (0.05, 0.05, 0.5):
         seconds.labels(endpoint="/retrieve").observe(value)
     depth.labels(retriever="bm25").set(4)
-    snap = parse_metrics(prometheus_client.generate_latest(registry).decode())
+    snap = snapshot(registry)
     assert snap["counters"]["requests"] == [
         {"labels": {"endpoint": '/odd "name"\\x', "code": "200"}, "value": 3.0}
     ]
@@ -211,6 +212,30 @@ def test_parse_metrics_reads_prometheus_client_text():
     assert (hist["count"], round(hist["sum"], 6)) == (3.0, 0.6)
     assert snap["gauges"]["queue_depth"] == [{"labels": {"retriever": "bm25"}, "value": 4.0}]
     assert not any("created" in name for group in snap.values() for name in group)
+
+
+def test_stats_api_reads_the_registry_not_the_text(client, monkeypatch):
+    """/ui/api/stats takes the registry's samples as they are: it renders no Prometheus text
+    (and parses none back), and what it answers is what prometheus_client holds."""
+
+    def no_text():
+        raise AssertionError("/ui/api/stats rendered the Prometheus text")
+
+    monkeypatch.setattr(client.service, "metrics_text", no_text)
+    monkeypatch.setattr(client.service.metrics, "render", no_text)
+    r = client.post("/retrieve", json={"queries": ["elko registry"]}, headers=AUTH)
+    assert r.status_code == 200
+    r = client.get("/ui/api/stats", headers=AUTH)
+    assert r.status_code == 200, r.text
+    snap = r.json()
+    value = client.service.metrics.value
+    retrieve = {"endpoint": "/retrieve", "code": "200"}
+    (ok,) = [e for e in snap["counters"]["requests"] if e["labels"] == retrieve]
+    assert ok["value"] == value("retriever_requests_total", endpoint="/retrieve", code="200") >= 1
+    (hist,) = [e for e in snap["histograms"]["batch_size"] if e["labels"] == {"retriever": "bm25"}]
+    assert hist["count"] == value("retriever_batch_size_count", retriever="bm25") >= 1
+    assert hist["buckets"][-1] == ["+Inf", hist["count"]]
+    assert snap["gauges"]["ready"] == [{"labels": {}, "value": 1.0}]
 
 
 def test_stats_api_counts_what_the_server_served(client):

@@ -2,11 +2,11 @@
 
 An app of its own inside the server, which only mounts it: plain HTML, CSS and JavaScript from
 ``static/`` (no build step, no network: the pages talk only to this server's API), the routes
-(``routes``), the trajectory index (``trajectories``) and its table rows (``rows``). The pages
-themselves hold no data and are served without the token; the JSON they fetch (``/retrieve``,
-``/access``, ``/info``, ``/ui/api/...``) needs it when the server has one. Every piece of corpus
-and trajectory text is inserted as text, never as HTML, and a strict Content-Security-Policy
-forbids inline script besides.
+(``routes``), the trajectory index (``trajectories``), its table rows (``rows``) and the metrics
+as JSON (``stats``). The pages themselves hold no data and are served without the token; the
+JSON they fetch (``/retrieve``, ``/access``, ``/info``, ``/ui/api/...``) needs it when the
+server has one. Every piece of corpus and trajectory text is inserted as text, never as HTML,
+and a strict Content-Security-Policy forbids inline script besides.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
-"""The ``/ui`` routes: the three pages, their static files and the ``/ui/api`` JSON they read.
-
-``/ui/api/stats`` reads the server's Prometheus text (``service.metrics_text()``), the one
-stable interface to the metrics whatever library renders them.
-
->>> snap = parse_metrics('# TYPE retriever_requests_total counter\\n'
-...     'retriever_requests_total{code="200",endpoint="/retrieve"} 3\\n')
->>> snap["counters"]["requests"]
-[{'labels': {'code': '200', 'endpoint': '/retrieve'}, 'value': 3.0}]
+"""The ``/ui`` routes: the three pages, their static files and the ``/ui/api`` JSON they read
+(``/ui/api/stats`` from the service's metrics registry, through ``stats.snapshot``).
 """
 
 from __future__ import annotations
 
-import math
-import re
 import string
 import time
 from collections.abc import Sequence
@@ -26,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import BadRequestError, ServiceUnavailableError
 from ..web import bearer_dependency, error_response, json_response
 from .rows import MAX_OFFSET, MAX_PAGE, Query
+from .stats import snapshot
 from .trajectories import TrajectoryFile
 
 INDEX_WAIT = 1.0  # seconds a request waits for indexing before answering 503 "indexing N%"
@@ -48,86 +40,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-
-
-# ---- /metrics text -> JSON ----------------------------------------------------------------
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?$")
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def _value(text: str) -> float:
-    if text in ("+Inf", "Inf"):
-        return math.inf
-    if text == "-Inf":
-        return -math.inf
-    return float(text)
-
-
-def _short(family: str, prefix: str) -> str:
-    name = family[len(prefix) :] if family.startswith(prefix) else family
-    return name[: -len("_total")] if name.endswith("_total") else name
-
-
-def parse_metrics(text: str, prefix: str = "retriever_") -> dict:
-    """Prometheus text exposition -> ``{"counters", "gauges", "histograms"}`` by short name.
-
-    Accepts both the hand-written form (counter family ``x_total``) and prometheus_client's
-    (family ``x``, samples ``x_total``); ``*_created`` series are dropped.
-    """
-    kinds: dict[str, str] = {}
-    out: dict[str, dict[str, list]] = {"counters": {}, "gauges": {}, "histograms": {}}
-    series: dict[tuple, dict] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            parts = line.split()
-            if len(parts) >= 4:
-                kinds[parts[2]] = parts[3]
-            continue
-        if not line.strip() or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line.strip())
-        if m is None:
-            continue
-        name, raw_labels, raw_value = m.groups()
-        if name.endswith("_created"):  # prometheus_client's creation times, as gauges
-            continue
-        labels = {
-            k: re.sub(r"\\[\\\"n]", lambda e: _UNESCAPE[e.group(0)], v)
-            for k, v in _LABEL.findall(raw_labels or "")
-        }
-        try:
-            value = _value(raw_value)
-        except ValueError:
-            continue
-        family, suffix = name, ""
-        for end in ("_bucket", "_sum", "_count", "_total"):
-            if name not in kinds and name.endswith(end) and name[: -len(end)] in kinds:
-                family, suffix = name[: -len(end)], end
-                break
-        kind = kinds.get(family, "untyped")
-        short = _short(family, prefix)
-        if kind == "histogram":
-            le = labels.pop("le", None)
-            key = (short, tuple(sorted(labels.items())))
-            entry = series.get(key)
-            if entry is None:
-                entry = series[key] = {"labels": labels, "buckets": [], "sum": 0.0, "count": 0.0}
-                out["histograms"].setdefault(short, []).append(entry)
-            if suffix == "_bucket" and le is not None:
-                entry["buckets"].append([_value(le), value])
-            elif suffix in ("_sum", "_count"):
-                entry[suffix[1:]] = value
-        else:
-            group = "counters" if kind == "counter" else "gauges"
-            out[group].setdefault(short, []).append({"labels": labels, "value": value})
-    for entries in out["histograms"].values():
-        for entry in entries:
-            entry["buckets"].sort(key=lambda b: b[0])
-            entry["buckets"] = [
-                [("+Inf" if le == math.inf else le), c] for le, c in entry["buckets"]
-            ]
-    return out
 
 
 # ---- HTTP -----------------------------------------------------------------------------------
@@ -299,7 +211,7 @@ def build_router(
                 "time": time.time(),
                 "state": service.state,
                 "health": service.health(),  # workers alive, queue depths, what killed one
-                **parse_metrics(service.metrics_text()),
+                **snapshot(service.metrics.registry),
             }
 
         return await answer(run)
