@@ -19,8 +19,9 @@ GPU_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "gpu.py
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path):
+def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers")
+    monkeypatch.syspath_prepend(str(GPU_SCRIPT.parent))  # its helpers: common, gpu_common, ...
     spec = importlib.util.spec_from_file_location("bench_gpu_check", GPU_SCRIPT)
     gpu = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = gpu  # dataclasses look their module up while it executes

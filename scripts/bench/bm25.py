@@ -3,9 +3,10 @@
 On the ~664k passages of ``../shared/data/wikiextractor-enwiki-30k.txt.gz`` with the NQ test
 questions as queries: build time and peak RSS (ours, Lucene), load time and RSS in a fresh
 process, queries/s at k=3 and k=10 one query at a time and in batches of 64, p50/p99 latency,
-and agreement. Prints a table and one JSON line; appends the table to BENCHMARKS.md.
+and agreement. Prints a table and one JSON line; appends the table to the benchmark history.
 
     .venv/bin/python scripts/bench/bm25.py [--root /tmp/bm25-bench] [--no-pyserini]
+    .venv/bin/python scripts/bench/bm25.py --smoke  # bundled 40-article slice, no Lucene
 """
 
 from __future__ import annotations
@@ -13,48 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import (
+    PY,
+    SHARED_DATA,
+    TEST_DATA,
+    add_common_args,
+    alternate,
+    append_section,
+    child_env,
+    command_line,
+    machine,
+    measure,
+    median_run,
+    nq_questions,
+    python_json,
+    run_sampled,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from common import measure  # noqa: E402
-
-SHARED = REPO.parent / "shared" / "data"
-CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
-NQ = SHARED / "qa" / "nq-test.tsv"
-PY = sys.executable
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(REPO),
-    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "x"),
-}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def timed_child(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS MB of the largest process) of a child command."""
-    wrapper = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-        "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    start = time.perf_counter()
-    out = subprocess.run(
-        [PY, "-c", wrapper, *cmd], check=True, env=ENV, capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - start
-    return seconds, int(out.stdout.split()[-1]) / 1024
+CORPUS_INPUT = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+ENV = child_env()
 
 
 LOAD_PROBE = r"""
@@ -81,15 +65,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": proc.memory_info
 
 
 def probe_load(kind: str, root: Path) -> dict:
-    out = subprocess.run(
-        [PY, "-c", LOAD_PROBE, kind, str(root)], check=True, env=ENV, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median queries/s (the machine is shared and noisy)."""
-    return sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
+    return python_json(LOAD_PROBE, kind, str(root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,28 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement (median kept)")
     p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
     p.add_argument("--rebuild", action="store_true", help="rebuild indexes that exist")
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--input", default=str(CORPUS_INPUT), help="corpus input for --corpus")
+    add_common_args(p)
     args = p.parse_args(argv)
-
-    from retriever.queries import read_queries
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="bm25-smoke-"))
+        args.root, args.corpus, args.single, args.repeats = tmp / "root", tmp / "wx", 20, 1
+        args.input = str(TEST_DATA / "wikiextractor-slice.txt.gz")
+        args.no_pyserini = True
+        print("smoke: pyserini (Lucene, Java) left out")
 
     root, corpus = Path(args.root), Path(args.corpus)
     if not (corpus / "corpus" / "manifest.json").is_file():
-        subprocess.run(
-            [
-                PY,
-                "-m",
-                "index_build",
-                "corpus",
-                "--input",
-                str(CORPUS_INPUT),
-                "--out",
-                str(corpus),
-                "--no-progress",
-            ],
-            check=True,
-            env=ENV,
-        )
+        cmd = [PY, "-m", "index_build", "corpus", "--input", args.input, "--out", str(corpus)]
+        subprocess.run([*cmd, "--no-progress"], check=True, env=ENV)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "corpus").exists():
         (root / "corpus").symlink_to((corpus / "corpus").resolve())
@@ -139,12 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if wanted and (args.rebuild or not (root / name / "manifest.json").is_file()):
             cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress", *extra]
-            builds[name] = timed_child(cmd)
-    queries = read_queries(NQ)
+            r = run_sampled(cmd, ENV)
+            builds[name] = (r["seconds"], r["peak_rss_mb"])
+    queries = nq_questions(200 if args.smoke else None, smoke=args.smoke)
     single = queries[: args.single]
     n_docs = json.loads((root / "corpus" / "manifest.json").read_text())["num_docs"]
 
-    loads = {"ours": probe_load("ours", root), "bm25s": probe_load("bm25s", root)}
+    loads = {"ours": probe_load("ours", root)}
+    if not args.smoke:  # its numba compile in a fresh process takes longer than the smoke run
+        loads["bm25s"] = probe_load("bm25s", root)
     if use_lucene:
         loads["pyserini"] = probe_load("pyserini", root)
 
@@ -180,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         for batch in (1, 64):
             # round-robin over the systems, so that load from other processes hits them alike
             names = [n for n, (_, batches) in systems.items() if batch in batches]
-            runs: dict[str, list[dict]] = {n: [] for n in names}
             qs = single if batch == 1 else queries
-            for rep in range(args.repeats):
-                for name in names:
-                    if name.startswith("pyserini") and rep > 0:
-                        continue  # slow and not the subject: one run
-                    runs[name].append(measure(systems[name][0], qs, k, batch))
+            fns = {
+                n: lambda n=n, qs=qs, k=k, b=batch: measure(systems[n][0], qs, k, b) for n in names
+            }
+            runs = alternate(
+                {n: f for n, f in fns.items() if not n.startswith("pyserini")}, args.repeats
+            )
+            runs.update(
+                {n: [f()] for n, f in fns.items() if n.startswith("pyserini")}
+            )  # slow, not the subject: one run
             for name in names:
                 r = median_run(runs[name])
                 rows.append({"system": name, "k": k, "batch": batch, **r})
@@ -235,11 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-    machine = f"{cpu_model()}, {cores} cores"
     lines = [
-        f"### bm25 ({time.strftime('%Y-%m-%d')}, {machine})",
-        "",
-        f"{n_docs} passages (wikiextractor-enwiki-30k), {len(queries)} NQ test questions "
+        f"{n_docs} passages ({Path(args.input).name}), {len(queries)} NQ test questions "
         f"({len(single)} for one-at-a-time); median of {args.repeats} runs (pyserini: 1).",
         "",
     ]
@@ -252,27 +223,27 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += [
         "",
-        "| system | k | batch | queries/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['system']} | {r['k']} | {r['batch']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
-        f"{r['p99_ms']:.2f} |"
-        for r in rows
-    ]
-    lines += [
-        "",
         "Ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
         "Agreement: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()),
-        "",
     ]
-    table = "\n".join(lines)
-    print(table)
+    header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
+    table = [
+        [
+            r["system"],
+            r["k"],
+            r["batch"],
+            f"{r['qps']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+        ]
+        for r in rows
+    ]
+    print("\n".join(lines))
     print(
         json.dumps(
             {
                 "bench": "bm25",
-                "machine": machine,
+                "machine": machine(),
                 "num_docs": n_docs,
                 "builds": {k: {"seconds": s, "peak_rss_mb": m} for k, (s, m) in builds.items()},
                 "loads": loads,
@@ -283,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if not args.no_record:
-        bench_md = REPO / "BENCHMARKS.md"
-        has_heading = bench_md.exists() and "\n## bm25\n" in bench_md.read_text(encoding="utf-8")
-        with open(bench_md, "a", encoding="utf-8") as f:
-            if not has_heading:
-                f.write("\n## bm25\n\n")
-            f.write(table + "\n")
+        append_section(
+            f"bm25: ours vs raw bm25s vs pyserini ({n_docs} passages)",
+            command_line("bm25.py", argv),
+            table,
+            header,
+            "\n".join(lines),
+            smoke=args.smoke,
+        )
     return 0
 
 

@@ -6,33 +6,33 @@ Each repeat builds both from scratch, alternating which goes first, each in a fr
 (``ru_maxrss`` of that build's process and its children), peak RSS of the whole process tree
 (sampled every 0.1 s) and the index size; for ours also the builder's own phase times
 (tokenize, merge) from its log. Reports medians and the ours/Lucene ratio, and appends them to
-BENCHMARKS.md. The corpus store is only read (symlinked into a work root).
+the benchmark history. The corpus store is only read (symlinked into a work root).
 
     .venv/bin/python scripts/bench/bm25_build.py --corpus /tmp/h4_scale/base/corpus --repeats 3
+    .venv/bin/python scripts/bench/bm25_build.py --smoke  # a few bundled articles, ours only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))  # before this folder, whose env.py would shadow the env package
-from common import append_section, median  # noqa: E402
+from common import (
+    PY,
+    add_common_args,
+    alternate,
+    append_section,
+    command_line,
+    median,
+    run_sampled,
+    smoke_index,
+)
 
-PY = sys.executable
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(REPO),
-    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused"),
-}
 SYSTEMS = {"ours": ("bm25s", "bm25-bench"), "lucene": ("pyserini", "bm25-lucene-bench")}
 PHASES = {
     "tokenize": re.compile(r"tokenized \d+ passages in ([\d.]+) s"),
@@ -63,39 +63,20 @@ def child(root: str, backend: str, name: str, workers: int) -> int:
 
 
 def build_once(root: Path, system: str, workers: int) -> dict:
-    import psutil
-
     backend, name = SYSTEMS[system]
     shutil.rmtree(root / name, ignore_errors=True)
-    cmd = [PY, __file__, "--child", str(root), backend, name, str(workers)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps = psutil.Process(proc.pid)
-    peak_tree = 0
-    while proc.poll() is None:
-        try:
-            peak_tree = max(
-                peak_tree,
-                sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]),
-            )
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    seconds = time.perf_counter() - start
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"{system} build failed (exit {proc.returncode}):\n{err[-3000:]}")
-    usage = json.loads(out.strip().splitlines()[-1])
+    run = run_sampled([PY, __file__, "--child", str(root), backend, name, str(workers)])
+    usage = json.loads(run["stdout"].strip().splitlines()[-1])
     size = sum(p.stat().st_size for p in (root / name).rglob("*") if p.is_file())
     row = {
-        "seconds": seconds,
+        "seconds": run["seconds"],
         "cpu_s": usage["cpu_s"],
         "largest_mb": usage["largest_mb"],
-        "tree_mb": peak_tree / 2**20,
+        "tree_mb": run["peak_tree_rss_mb"],
         "index_mb": size / 1e6,
     }
     for phase, pattern in PHASES.items():
-        if m := pattern.search(err):
+        if m := pattern.search(run["stderr"]):
             row[phase] = float(m.group(1))
     shutil.rmtree(root / name)
     return row
@@ -103,14 +84,22 @@ def build_once(root: Path, system: str, workers: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--corpus", required=True, help="a corpus store folder (only read)")
+    p.add_argument("--corpus", help="a corpus store folder (only read)")
     p.add_argument(
         "--work", default="/tmp/bm25-build-bench", help="work root (default %(default)s)"
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="our processes = Lucene's threads")
-    p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--no-lucene", action="store_true", help="ours only (no Java)")
+    add_common_args(p)
     args = p.parse_args(argv)
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="bm25-build-smoke-"))
+        args.corpus = str(smoke_index(tmp, articles=3) / "corpus")
+        args.work, args.repeats, args.workers, args.no_lucene = str(tmp / "work"), 1, 1, True
+        print("smoke: Lucene (pyserini, Java) left out")
+    if not args.corpus:
+        p.error("--corpus is required (or --smoke)")
     corpus = Path(args.corpus).resolve()
     if not (corpus / "manifest.json").is_file():
         raise SystemExit(f"{corpus} is not a corpus store (no manifest.json)")
@@ -120,15 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     if not link.exists():
         link.symlink_to(corpus, target_is_directory=True)
     num_docs = json.loads((corpus / "manifest.json").read_text())["num_docs"]
-    runs: dict[str, list[dict]] = {s: [] for s in SYSTEMS}
-    for r in range(args.repeats):
-        order = list(SYSTEMS) if r % 2 == 0 else list(SYSTEMS)[::-1]
-        for system in order:
-            row = build_once(root, system, args.workers)
-            runs[system].append(row)
-            print(
-                f"repeat {r + 1} {system}: " + json.dumps({k: round(v, 2) for k, v in row.items()})
-            )
+    systems = [s for s in SYSTEMS if not (args.no_lucene and s == "lucene")]
+
+    def build(system: str) -> dict:
+        row = build_once(root, system, args.workers)
+        print(f"{system}: " + json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+        return row
+
+    runs = alternate({s: lambda s=s: build(s) for s in systems}, args.repeats)
     med = {s: median([x["seconds"] for x in rows]) for s, rows in runs.items()}
     table = []
     for system, rows in runs.items():
@@ -157,17 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         "index MB",
         "phases (median)",
     ]
-    ratio = med["ours"] / med["lucene"]
+    ratio = med["ours"] / med["lucene"] if "lucene" in med else float("nan")
     print(" | ".join(header))
     for row in table:
         print(" | ".join(row))
     print(f"ours / Lucene build time: {ratio:.2f}x")
     print(json.dumps({"num_docs": num_docs, "runs": runs, "ratio": ratio}))
-    if not args.no_append:
+    if not args.no_record:
         append_section(
             f"BM25 build, ours vs Lucene ({num_docs} passages)",
-            f"python scripts/bench/bm25_build.py --corpus {corpus} --repeats {args.repeats} "
-            f"--workers {args.workers}",
+            command_line("bm25_build.py", argv),
             table,
             header,
             notes=(
@@ -177,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(and for Lucene, writing its JSONL collection and the JVM). "
                 f"Ours / Lucene median build time: {ratio:.2f}x."
             ),
+            smoke=args.smoke,
         )
     return 0
 

@@ -17,9 +17,10 @@ times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"``
 - answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene.
 
 Stages are skipped when their output exists (``--rebuild`` redoes the BM25 builds), so an
-interrupted run continues. Prints a table and one JSON line; appends to BENCHMARKS.md.
+interrupted run continues. Prints a table and one JSON line; appends to the benchmark history.
 
     .venv/bin/python scripts/bench/bm25_scale.py --factor 8 [--work /tmp/bm25-scale]
+    .venv/bin/python scripts/bench/bm25_scale.py --smoke  # 3 bundled articles x2, no Lucene
 """
 
 from __future__ import annotations
@@ -30,50 +31,38 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))  # before this folder, whose env.py would shadow the env package
-from common import append_section, machine, measure  # noqa: E402
+from common import (
+    PY,
+    SHARED_DATA,
+    TEST_DATA,
+    ServerProcess,
+    add_common_args,
+    alternate,
+    append_section,
+    child_env,
+    command_line,
+    machine,
+    measure,
+    median_run,
+    python_json,
+    run_sampled,
+    tiny_wikiextractor,
+)
 
-SHARED = REPO.parent / "shared" / "data"
-CORPUS_INPUT = SHARED / "wikiextractor-enwiki-30k.txt.gz"
-NQ = SHARED / "qa" / "nq-test.tsv"
-PY = sys.executable
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(REPO),
-    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused"),
-    "NUMBA_THREADING_LAYER": "workqueue",
-}
+CORPUS_INPUT = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+NQ = SHARED_DATA / "qa" / "nq-test.tsv"
+ENV = child_env(NUMBA_THREADING_LAYER="workqueue")
 GB_PER_COPY = 1.6  # JSONL + store keys + bm25 + Lucene collection and index, per 666k passages
 
 
-def run_sampled(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS of the largest process (ru_maxrss of the children)
-    and peak RSS summed over the process tree (sampled every 0.2 s), in MB."""
-    import resource
-
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL)
-    ps = psutil.Process(proc.pid)
-    peak_tree = 0
-    while proc.poll() is None:
-        try:
-            procs = [ps, *ps.children(recursive=True)]
-            peak_tree = max(peak_tree, sum(p.memory_info().rss for p in procs))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_rss_mb": largest, "peak_tree_rss_mb": peak_tree / 2**20}
+def sampled(cmd: list[str]) -> dict:
+    """Wall seconds and peak RSS (largest process, process tree) of one build step."""
+    r = run_sampled(cmd, ENV)
+    return {k: r[k] for k in ("seconds", "peak_rss_mb", "peak_tree_rss_mb")}
 
 
 def folder_mb(path: Path) -> float:
@@ -114,37 +103,13 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 
 
 def probe_load(root: Path, name: str) -> dict:
-    out = subprocess.run(
-        [PY, "-c", LOAD_PROBE, str(root), name], check=True, env=ENV, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return python_json(LOAD_PROBE, str(root), name, env=ENV)
 
 
-def server_ready(root: Path, port: int = 18931) -> dict:
+def server_ready(root: Path) -> dict:
     """Seconds from starting ``python -m retriever.server`` (bm25 only) to /health 200; RSS."""
-    import psutil
-
-    cmd = [PY, "-m", "retriever.server", "--index", str(root), "--port", str(port)]
-    cmd += ["--retrievers", "bm25", "--log-level", "warning"]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.perf_counter() - start < 600:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        seconds = time.perf_counter() - start
-                        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
-                        return {"seconds": seconds, "rss_mb": rss}
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("server not ready after 600 s")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with ServerProcess(root, "--retrievers", "bm25", env=ENV) as server:
+        return {"seconds": server.ready_s, "rss_mb": server.rss_mb()}
 
 
 def answer_recall(store, results, answers, normalize) -> float:
@@ -170,10 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
     p.add_argument("--no-daat", action="store_true", help="leave the daat kernel out")
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
-    p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
     p.add_argument("--corpus-only", action="store_true", help="stop after the corpus store")
+    add_common_args(p)
     args = p.parse_args(argv)
+    nq = NQ
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="bm25-scale-smoke-"))
+        args.input = str(tiny_wikiextractor(tmp / "tiny.txt.gz", articles=3))
+        args.work, args.factor, args.single, args.batched = str(tmp / "work"), 2, 20, 64
+        args.recall, args.repeats, args.workers, args.no_pyserini = 50, 1, 1, True
+        nq = TEST_DATA / "nq-test.tsv"
+        print("smoke: pyserini (Lucene, Java) left out")
 
     from env.rewards import normalize_answer
     from retriever.queries import answers_of, iter_qa_rows, question_of
@@ -204,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {n} passages to {jsonl} in {time.perf_counter() - t:.0f} s", flush=True)
     if not (root / "corpus" / "manifest.json").is_file():
         cmd = [PY, "-m", "index_build", "corpus", "--input", str(jsonl), "--out", str(root)]
-        stats["corpus"] = run_sampled([*cmd, "--no-progress"])
+        stats["corpus"] = sampled([*cmd, "--no-progress"])
         print("corpus", stats["corpus"], flush=True)
         saved.write_text(json.dumps(stats))
     if args.corpus_only:
@@ -219,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.rebuild or not (root / name / "manifest.json").is_file():
             cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress"]
             cmd += ["--workers", str(args.workers)] if name == "bm25" else []
-            stats[f"build {name}"] = {**run_sampled([*cmd, *extra]), "mb": 0.0}
+            stats[f"build {name}"] = {**sampled([*cmd, *extra]), "mb": 0.0}
             stats[f"build {name}"]["mb"] = folder_mb(root / name)
             print(name, stats[f"build {name}"], flush=True)
             saved.write_text(json.dumps(stats))
     if not json.loads((root / "bm25" / "manifest.json").read_text())["postings"].get("row_ranges"):
         cmd = [PY, "-m", "index_build", "ranges", "--index", str(root), "--no-progress"]
-        stats["ranges bm25"] = run_sampled(cmd)
+        stats["ranges bm25"] = sampled(cmd)
         stats["build bm25"]["mb"] = folder_mb(root / "bm25")
         print("ranges", stats["ranges bm25"], flush=True)
         saved.write_text(json.dumps(stats))
@@ -241,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     from retriever.bm25.retriever import BM25Retriever
     from retriever.index import Index
 
-    rows_qa = [r for _, r in iter_qa_rows(NQ)]
+    rows_qa = [r for _, r in iter_qa_rows(nq)]
     queries = [question_of(r) for r in rows_qa]
     answers = [answers_of(r) for r in rows_qa]
     index = Index.open(root)
@@ -266,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in (3, 5, 10):
         for batch, qs in ((1, queries[: args.single]), (64, queries[: args.batched])):
-            runs: dict[str, list[dict]] = {n: [] for n in systems}
-            for _ in range(args.repeats):
-                for name, fn in systems.items():  # alternating: load hits all alike
-                    runs[name].append(measure(fn, qs, k, batch))
+            runs = alternate(
+                {
+                    n: lambda fn=fn, qs=qs, k=k, b=batch: measure(fn, qs, k, b)
+                    for n, fn in systems.items()
+                },
+                args.repeats,
+            )
             for name in systems:
-                r = sorted(runs[name], key=lambda x: x["qps"])[len(runs[name]) // 2]
+                r = median_run(runs[name])
                 rows.append({"system": name, "k": k, "batch": batch, **r})
                 print(
                     f"  {name:20s} k={k:<2d} batch={batch:<3d} {r['qps']:8.0f} q/s  "
@@ -319,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for r in rows
     ]
-    notes = [f"{n_docs} passages (wikiextractor-enwiki-30k x{args.factor}, new ids and titles)."]
+    notes = [f"{n_docs} passages ({Path(args.input).name} x{args.factor}, new ids and titles)."]
     for key in ("corpus", "build bm25", "ranges bm25", "build bm25-lucene"):
         if key in stats:
             s = stats[key]
@@ -363,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         append_section(
             f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini",
-            f"python scripts/bench/bm25_scale.py --factor {args.factor}",
+            command_line("bm25_scale.py", argv),
             table,
             header,
             notes="\n".join(notes),
+            smoke=args.smoke,
         )
     return 0
 

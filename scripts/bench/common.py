@@ -1,18 +1,46 @@
-"""Helpers shared by the benchmarks: machine description, timing, appending to BENCHMARKS.md."""
+"""Plumbing every benchmark shares, written once: where the data is, the machine, the statistics,
+the alternating-runs driver, a server subprocess that is ready, child-process measurement, the
+``--smoke`` / ``--no-record`` flags and the record of results.
+
+``python scripts/bench/X.py`` puts this folder first on ``sys.path``, so scripts import this
+module as ``common``; ``retriever``, ``env`` and ``index_build`` come from the editable install
+(no script here may be named like one of them). Not a script: it has no ``__main__`` block.
+
+Records go to ``docs/benchmarks-history.md`` (dated, append-only); ``BENCHMARKS.md`` holds the
+current figures, promoted from there by hand. ``BENCH_RECORD=PATH`` sends them elsewhere; a smoke
+run records only there (nothing when it is unset).
+"""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
+import json
+import logging
 import os
 import platform
-import statistics
+import resource
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "BENCHMARKS.md"
 SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
+HISTORY = REPO / "docs" / "benchmarks-history.md"
+RECORD_ENV = "BENCH_RECORD"
+PY = sys.executable
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+# ---- the machine -------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -46,14 +74,149 @@ def git_rev() -> str:
         return "unknown"
 
 
-def median(xs) -> float:
-    return statistics.median(xs)
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: offline model hubs, tokenizers quiet."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("OPENAI_API_KEY", "unused")
+    return {**env, **extra}
+
+
+def importable(folder: Path) -> None:
+    """Put ``folder`` first on ``sys.path``: the one path set-up of the benchmarks."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def use_test_helpers() -> None:
+    """Make ``tests/`` importable (``env_support``, ``ui_support``)."""
+    importable(REPO / "tests")
+
+
+def use_repo_if_not_installed() -> None:
+    """A GPU node with a bare checkout (no ``pip install -e .``): import the packages from it."""
+    import importlib.util
+
+    if importlib.util.find_spec("retriever") is None:
+        importable(REPO)
+
+
+# ---- statistics --------------------------------------------------------------------------
+
+
+def median(xs: Iterable[float]) -> float:
+    return percentile(xs, 50)
+
+
+def percentile(xs: Iterable[float], p: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default); NaN for no values.
+
+    >>> percentile([1, 2, 3, 4], 50), percentile([5.0], 99), percentile([0, 10], 90)
+    (2.5, 5.0, 9.0)
+    """
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    at = (len(xs) - 1) * p / 100
+    lo = int(at)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (at - lo)
+
+
+def medians(runs: Sequence[dict]) -> dict:
+    """Per key, the median over runs (numeric keys only)."""
+    return {
+        k: median(r[k] for r in runs)
+        for k, v in runs[0].items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def median_run(runs: Sequence[dict], key: str = "qps") -> dict:
+    """The run with the median ``key`` (a whole run, so its latencies belong to it)."""
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def alternate(fns: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """Each ``fn`` once per round, ``repeats`` rounds, the order reversed every other round:
+    on a shared, noisy machine drift then hits every variant alike."""
+    out: dict[str, list[T]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            out[name].append(fns[name]())
+    return out
+
+
+def seconds_of(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure(fn, queries: list[str], k: int, batch: int) -> dict:
+    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
+    fn(queries[:batch], k)  # warm up
+    lat = []
+    start = time.perf_counter()
+    for lo in range(0, len(queries), batch):
+        t = time.perf_counter()
+        fn(queries[lo : lo + batch], k)
+        lat.append((time.perf_counter() - t) * 1e3)
+    total = time.perf_counter() - start
+    return {
+        "qps": len(queries) / total,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+    }
+
+
+# ---- tables and the record ---------------------------------------------------------------
+
+
+def table_of(rows: Sequence[dict], keys: Sequence[str]) -> list[list]:
+    return [[r.get(k, "-") for k in keys] for r in rows]
+
+
+def print_table(header: Sequence[str], table: Sequence[Sequence]) -> None:
+    for row in [header, *table]:
+        print(" | ".join(str(c) for c in row), flush=True)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"a tiny run on bundled data in seconds; records only to ${RECORD_ENV} if set",
+    )
+    parser.add_argument(
+        "--no-record",
+        "--no-append",
+        dest="no_record",
+        action="store_true",
+        help=f"do not append to {HISTORY.relative_to(REPO)}",
+    )
+
+
+def record_path(smoke: bool = False) -> Path | None:
+    """Where a section goes: ``$BENCH_RECORD``, else the history file (a smoke run: nowhere)."""
+    if os.environ.get(RECORD_ENV):
+        return Path(os.environ[RECORD_ENV])
+    return None if smoke else HISTORY
 
 
 def append_section(
-    title: str, command: str, table: list[list], header: list[str], notes: str = ""
-) -> None:
-    """Append a dated table to BENCHMARKS.md (never rewrites earlier rows)."""
+    title: str,
+    command: str,
+    table: Sequence[Sequence],
+    header: Sequence[str],
+    notes: str = "",
+    *,
+    smoke: bool = False,
+) -> Path | None:
+    """Append a dated table (never rewrites earlier rows); the file written, if any."""
+    path = record_path(smoke)
+    if path is None:
+        print(f"smoke run: nothing recorded (set {RECORD_ENV}=PATH to see the section)")
+        return None
     lines = [
         "",
         f"## {title} ({_dt.date.today().isoformat()}, commit {git_rev()})",
@@ -66,12 +229,167 @@ def append_section(
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
     if notes:
         lines += ["", notes]
-    if not BENCHMARKS.exists():
-        BENCHMARKS.write_text(
-            "# Benchmarks\n\nEvery row comes from a script under `scripts/bench/`; rerun it to check.\n"
-        )
-    with open(BENCHMARKS, "a") as f:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# Benchmark history\n\nAppended by the scripts under `scripts/bench/`.\n")
+    with open(path, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
+    return path
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run, for the record."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"scripts/bench/{script}", *args])
+
+
+# ---- child processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+def run_sampled(cmd: list[str], env: dict | None = None, every: float = 0.1) -> dict:
+    """Run ``cmd`` to the end; wall seconds, peak RSS of the process tree (sampled every
+    ``every`` s) and of its largest process (``ru_maxrss``, VmHWM-like), stdout and stderr."""
+    import psutil
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.Popen(cmd, env=env or child_env(), stdout=out, stderr=err)
+        ps = psutil.Process(proc.pid)
+        peak_tree = 0
+        while proc.poll() is None:
+            try:
+                procs = [ps, *ps.children(recursive=True)]
+                peak_tree = max(peak_tree, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                pass
+            time.sleep(every)
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}:\n{stderr[-3000:]}")
+    return {
+        "seconds": seconds,
+        "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        "peak_rss_mb": after.ru_maxrss / 1024,
+        "peak_tree_rss_mb": peak_tree / 2**20,
+        "stdout": stdout,
+        "stderr": stderr,
+    }
+
+
+def python_json(code: str, *args: str, env: dict | None = None) -> dict:
+    """Run Python ``code`` in a fresh process; the JSON object on its last stdout line."""
+    proc = subprocess.run(
+        [PY, "-c", code, *args], env=env or child_env(), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"child exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class ServerProcess:
+    """``python -m retriever.server`` (or ``retriever.ray_serve``) in a child process, ready.
+
+    ``with ServerProcess(index, "--retrievers", "bm25") as s: s.url``. Readiness is the client's
+    own ``HTTPClient.wait_ready``, polled in short slices so that a server that exits is
+    reported at once with the end of its log. ``repo`` runs another checkout's code.
+    """
+
+    def __init__(
+        self,
+        index: str | Path,
+        *flags: str,
+        module: str = "retriever.server",
+        repo: Path = REPO,
+        env: dict | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [PY, "-m", module, "--index", str(index), "--port", str(self.port)]
+        cmd += ["--log-level", "warning", *flags]
+        extra = {} if repo == REPO else {"PYTHONPATH": str(repo)}
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            cmd, cwd=repo, env={**child_env(**extra), **(env or {})},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.ready_s = float("nan")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait(self, timeout: float = 300.0) -> float:
+        """Seconds from start until ``/health`` answers 200."""
+        from retriever.client import HTTPClient
+        from retriever.errors import RetrieverError
+
+        t0 = time.perf_counter()
+        with HTTPClient(self.url, retries=0, timeout=5.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise SystemExit(
+                        f"server exited with {self.proc.returncode} before it was ready:\n"
+                        f"{self.output()[-3000:]}"
+                    )
+                try:
+                    client.wait_ready(timeout=1.0, interval=0.1)
+                    break
+                except RetrieverError:
+                    if time.perf_counter() - t0 > timeout:
+                        self.stop()
+                        raise SystemExit(f"server not ready after {timeout:.0f} s") from None
+        self.ready_s = time.perf_counter() - t0
+        return self.ready_s
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self, timeout: float = 60.0) -> tuple[int, float, str]:
+        """SIGTERM, then kill after ``timeout``; (exit code, seconds to exit, log)."""
+        t = time.perf_counter()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        return code, time.perf_counter() - t, self.output()
+
+    def __enter__(self) -> ServerProcess:
+        try:
+            self.wait()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 async def read_response(reader) -> tuple[int, bytes, bytes]:
@@ -86,21 +404,58 @@ async def read_response(reader) -> tuple[int, bytes, bytes]:
     return status, head, await reader.readexactly(length)
 
 
-def measure(fn, queries: list[str], k: int, batch: int) -> dict:
-    """queries/s and per-call latency (ms) of ``fn(list_of_queries, k)``."""
-    fn(queries[:batch], k)  # warm up
-    lat = []
-    start = time.perf_counter()
-    for lo in range(0, len(queries), batch):
-        t = time.perf_counter()
-        fn(queries[lo : lo + batch], k)
-        lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - start
-    import numpy as np
+# ---- bundled data for smoke runs ---------------------------------------------------------
 
-    lat_ms = np.array(lat) * 1e3
-    return {
-        "qps": len(queries) / total,
-        "p50_ms": float(np.percentile(lat_ms, 50)),
-        "p99_ms": float(np.percentile(lat_ms, 99)),
-    }
+
+def nq_questions(n: int | None = None, smoke: bool = False) -> list[str]:
+    """NQ test questions: the full file under ../shared/data, the bundled copy for smoke runs
+    (or when the shared one is absent)."""
+    from retriever.queries import read_queries
+
+    path = SHARED_DATA / "qa" / "nq-test.tsv"
+    if smoke or not path.is_file():
+        path = TEST_DATA / "nq-test.tsv"
+    qs = read_queries(path)
+    return qs if n is None else qs[:n]
+
+
+def tiny_wikiextractor(out: Path, articles: int = 6) -> Path:
+    """The first ``articles`` articles of the bundled WikiExtractor slice (real pages, so the
+    store has pages for ``/access``), as a gzip file the corpus verb reads."""
+    import gzip
+
+    text = gzip.open(TEST_DATA / "wikiextractor-slice.txt.gz", "rt", encoding="utf-8").read()
+    docs = text.split("</doc>")[:articles]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wt", encoding="utf-8") as f:
+        f.write("</doc>".join(docs) + "</doc>\n")
+    return out
+
+
+def build_index(root: Path, source: Path, *, dense: str | None = None) -> Path:
+    """Corpus + BM25 (+ a dense part named ``dense`` with the packaged MiniLM and a Flat faiss
+    index) at ``root`` from ``source``, in this process; reused when already there."""
+    from index_build.__main__ import main as build
+
+    steps = [["corpus", "--input", str(source), "--out", str(root)], ["bm25", "--index", str(root)]]
+    if dense:
+        from retriever.dense.encoders import packaged_model_path
+
+        model = str(packaged_model_path())
+        steps += [
+            ["encode", "--index", str(root), "--model", model, "--name", dense],
+            ["faiss", "--index", str(root), "--name", dense, "--factory", "Flat"],
+        ]
+    done = [root / "corpus", root / "bm25"] + ([root / f"dense-{dense}"] if dense else [])
+    if all((d / "manifest.json").is_file() for d in done):
+        return root
+    for argv in steps:
+        if build([*argv, "--no-progress"]) != 0:
+            raise SystemExit(f"building {root} failed at: {' '.join(argv)}")
+    return root
+
+
+def smoke_index(work: Path, *, dense: str | None = None, articles: int = 6) -> Path:
+    """A tiny real index (a few Wikipedia articles, a few hundred passages) under ``work``."""
+    source = tiny_wikiextractor(work / "tiny-wiki.txt.gz", articles)
+    return build_index(work / "index", source, dense=dense)

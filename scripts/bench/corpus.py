@@ -7,6 +7,7 @@
 3. Opening the store: time and RSS of a fresh process that opens it and reads rows.
 
     python scripts/bench/corpus.py [--repeat 3] [--xml-copies 8]
+    python scripts/bench/corpus.py --smoke  # the bundled 40-article slice, XML once, one run
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, append_section, median  # noqa: E402
+from common import (
+    PY,
+    REPO,
+    SHARED_DATA,
+    TEST_DATA,
+    add_common_args,
+    alternate,
+    append_section,
+    command_line,
+    median,
+)
 
-PY = sys.executable
 MEASURE = r"""
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
@@ -64,9 +73,7 @@ def measure(cmd: list[str]) -> dict:
 
 
 def repeated_xml(copies: int, out: Path) -> int:
-    raw = bz2.decompress(
-        (REPO / "tests/data/enwiki-sample-pages-articles.xml.bz2").read_bytes()
-    ).decode()
+    raw = bz2.decompress((TEST_DATA / "enwiki-sample-pages-articles.xml.bz2").read_bytes()).decode()
     head, rest = raw.split("<page>", 1)
     body, tail = ("<page>" + rest).rsplit("</page>", 1)
     body += "</page>"
@@ -91,7 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--xml-copies", type=int, default=8)
     ap.add_argument("--wx", default=str(SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"))
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.repeat, args.xml_copies = 1, 1
+        args.wx = str(TEST_DATA / "wikiextractor-slice.txt.gz")
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     rows = []
     try:
@@ -157,15 +168,20 @@ def main(argv=None) -> int:
                 "--processes",
                 str(n),
             ]
-        results = {}
-        n_xml = 0
-        for _ in range(args.repeat):
-            for name, cmd in variants.items():
-                for d in ("x1", "x2", "we1", "we2"):
-                    shutil.rmtree(work / d, ignore_errors=True)
-                results.setdefault(name, []).append(measure(cmd))
-                if name == "ours, 2 workers":
-                    n_xml = json.loads((work / "x2/corpus/manifest.json").read_text())["num_docs"]
+
+        counted: dict[str, int] = {}
+
+        def fresh(cmd: list[str]) -> dict:
+            for d in ("x1", "x2", "we1", "we2"):
+                shutil.rmtree(work / d, ignore_errors=True)
+            result = measure(cmd)
+            if (manifest := work / "x1/corpus/manifest.json").is_file():
+                counted["n"] = json.loads(manifest.read_text())["num_docs"]
+            return result
+
+        variant = {name: lambda c=cmd: fresh(c) for name, cmd in variants.items()}
+        results = alternate(variant, args.repeat)
+        n_xml = counted["n"]
         for name, runs in results.items():
             wall = median([r["wall"] for r in runs])
             cpu = median([r["cpu"] for r in runs])
@@ -208,7 +224,7 @@ def main(argv=None) -> int:
         f"XML MB per CPU-second: ours {size_mb / ours_cpu:.2f}, wikiextractor {size_mb / theirs_cpu:.2f} (ours {ratio:.2f}x)"
     )
     print(
-        f"open 664k store: {opened['open_s'] * 1000:.1f} ms, RSS {opened['rss_mb']:.0f} MB "
+        f"open {opened['n']}-passage store: {opened['open_s'] * 1000:.1f} ms, RSS {opened['rss_mb']:.0f} MB "
         f"(bare python+numpy {opened['rss_python_mb']:.0f} MB), {opened['us_per_row_and_lookup']:.0f} us per row read + title lookup"
     )
     summary = {
@@ -218,9 +234,11 @@ def main(argv=None) -> int:
         "open": opened,
     }
     print(json.dumps(summary))
+    if args.no_record:
+        return 0
     append_section(
         "Corpus pipeline",
-        "python scripts/bench/corpus.py",
+        command_line("corpus.py", argv),
         rows,
         header,
         notes=(
@@ -229,6 +247,7 @@ def main(argv=None) -> int:
             f"{opened['open_s'] * 1000:.1f} ms, process RSS {opened['rss_mb']:.0f} MB after 2,000 random row reads and "
             f"title lookups ({opened['us_per_row_and_lookup']:.0f} us each). Medians of {args.repeat} runs."
         ),
+        smoke=args.smoke,
     )
     return 0
 

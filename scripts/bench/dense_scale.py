@@ -17,6 +17,7 @@ on the first ``--hnsw-n`` rows (its build cost grows with n log n; on two cores 
 hours); the naive baseline is built for the IVF-PQ index only. Checks free disk first.
 
     python scripts/bench/dense_scale.py [--n 2000000] [--d 768] [--hnsw-n 200000]
+    python scripts/bench/dense_scale.py --smoke  # 4,000 x 32 in a temporary folder, seconds
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from common import REPO, append_section, median  # noqa: E402
+from common import REPO, add_common_args, append_section, command_line, median, seconds_of
 
 K = 10
 RERANK = 100
@@ -162,12 +161,7 @@ def naive_build(root: Path, name: str, factory: str, sample: int, out: Path, tim
 def timed_search(backend, q: np.ndarray, batch: int, reps: int) -> float:
     batches = [q[i : i + batch] for i in range(0, min(len(q), batch * reps), batch)]
     backend.search(batches[0], K)  # warm up
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        for b in batches:
-            backend.search(b, K)
-        times.append(time.perf_counter() - t)
+    times = [seconds_of(lambda: [backend.search(b, K) for b in batches]) for _ in range(3)]
     return sum(len(b) for b in batches) / median(times)
 
 
@@ -230,8 +224,12 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="search indexes an earlier run built (results.json)"
     )
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.d, args.hnsw_n, args.ivf, args.hnsw = 4000, 32, 2000, "IVF16,SQ8", "HNSW16"
+        args.train_sample, args.queries, args.timeout = 2000, 16, 300
+        args.work = tempfile.mkdtemp(prefix="dense-scale-smoke-")
     root = Path(args.work)
     t0 = time.perf_counter()
     part = root / "dense-scale"
@@ -308,8 +306,8 @@ def main(argv=None) -> int:
     results["self_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     print(json.dumps(results))
     (root / "results.json").write_text(json.dumps(results))
-    if not args.no_append:
-        _append(results, args)
+    if not args.no_record:
+        _append(results, args, argv)
     return 0
 
 
@@ -319,7 +317,7 @@ def _short(r: dict) -> dict:
     )
 
 
-def _append(results: dict, args) -> None:
+def _append(results: dict, args, argv: list[str] | None) -> None:
     header = [
         "index",
         "vectors",
@@ -373,10 +371,11 @@ def _append(results: dict, args) -> None:
     )
     append_section(
         "Dense at scale on CPU (IVF-PQ, HNSW)",
-        "python scripts/bench/dense_scale.py " + " ".join(sys.argv[1:]),
+        command_line("dense_scale.py", argv),
         table,
         header,
         notes,
+        smoke=args.smoke,
     )
 
 

@@ -10,6 +10,7 @@ HNSW is built on a subset (``--hnsw-n``): building HNSW32 over 1M vectors takes 
 on two cores.
 
     python scripts/bench/dense_search.py [--n 1000000] [--hnsw-n 100000]
+    python scripts/bench/dense_search.py --smoke  # 4,000 x 32, both sections, seconds
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import (
+    add_common_args,
+    alternate,
+    append_section,
+    command_line,
+    median,
+    seconds_of,
+    table_of,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from common import append_section, median  # noqa: E402
-
-from index_build.build_faiss import _no_polysemous  # noqa: E402
+from index_build.build_faiss import _no_polysemous
 
 K = 10
 
@@ -51,15 +56,6 @@ def make_data(n: int, d: int, nq: int, seed: int = 0):
     for s in range(0, n, 100_000):
         x[s : min(s + 100_000, n)] = draw(min(s + 100_000, n) - s)
     return x, draw(nq)
-
-
-def timed(fn, reps: int) -> float:
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return median(out)
 
 
 def measure(name, index, q, exact_ids, reps1: int, reps64: int) -> list[dict]:
@@ -89,12 +85,9 @@ def measure(name, index, q, exact_ids, reps1: int, reps64: int) -> list[dict]:
                 ours.search_vectors(b, K)
 
         raw(), wrapped()  # warm up
-        t_raw, t_ours = [], []
-        for _ in range(3):  # alternate: noise on a shared machine hits both alike
-            t_raw.append(timed(raw, 1))
-            t_ours.append(timed(wrapped, 1))
+        t = alternate({"raw": lambda: seconds_of(raw), "ours": lambda: seconds_of(wrapped)}, 3)
         nq = sum(len(b) for b in batches)
-        raw_qps, our_qps = nq / median(t_raw), nq / median(t_ours)
+        raw_qps, our_qps = nq / median(t["raw"]), nq / median(t["ours"])
         rows.append(
             {
                 "index": name,
@@ -139,11 +132,10 @@ def torch_exact_rows(x: np.ndarray, q: np.ndarray, reps: int = 5) -> list[dict]:
                 ours.search(qb, K)
 
             raw(), wrapped()  # warm up
-            t_raw, t_ours = [], []
-            for _ in range(reps):
-                t_raw.append(timed(raw, 1))
-                t_ours.append(timed(wrapped, 1))
-            r, o = median(t_raw), median(t_ours)
+            t = alternate(
+                {"raw": lambda: seconds_of(raw), "ours": lambda: seconds_of(wrapped)}, reps
+            )
+            r, o = median(t["raw"]), median(t["ours"])
             _, want = exact_reference(x, qb[:16])  # the first 16 queries of the batch
             _, got = ours.search(qb[:16], K)
             rows.append(
@@ -184,20 +176,23 @@ def main(argv=None) -> int:
     ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--train", type=int, default=65_536)
     ap.add_argument("--queries", type=int, default=320)
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     ap.add_argument(
         "--torch-only",
         action="store_true",
         help="only the exact torch backend against raw matmul + top-k (on --n rows)",
     )
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.d, args.hnsw_n, args.nlist, args.pq = 4000, 32, 2000, 16, 8
+        args.nprobe, args.train, args.queries, args.pq = 4, 1000, 64, 4
     t0 = time.perf_counter()
     x, q = make_data(args.n, args.d, args.queries)
     print(f"data: {args.n} x {args.d} in {time.perf_counter() - t0:.1f} s", flush=True)
-    if args.torch_only:
-        rows = torch_exact_rows(x, q)
+    if args.torch_only or args.smoke:
+        rows = torch_exact_rows(x, q, reps=1 if args.smoke else 5)
         print(json.dumps({"bench": "dense_search_torch", "n": args.n, "d": args.d, "rows": rows}))
-        if not args.no_append:
+        if not args.no_record:
             header = [
                 "backend",
                 "batch",
@@ -206,20 +201,11 @@ def main(argv=None) -> int:
                 "overhead %",
                 "same ids as float64",
             ]
-            table = [
-                [
-                    r["index"],
-                    r["batch"],
-                    r["qps_ours"],
-                    r["qps_raw_torch"],
-                    r["overhead_pct"],
-                    r["same_ids_as_float64"],
-                ]
-                for r in rows
-            ]
+            keys = ["index", "batch", "qps_ours", "qps_raw_torch", "overhead_pct"]
+            table = table_of(rows, [*keys, "same_ids_as_float64"])
             append_section(
                 "Exact torch backend: cost of exact ties (CPU)",
-                "python scripts/bench/dense_search.py " + " ".join(argv or sys.argv[1:]),
+                command_line("dense_search.py", argv),
                 table,
                 header,
                 f"{args.n:,} clustered synthetic {args.d}-d fp32 vectors, k={K}, one thread each; "
@@ -227,8 +213,10 @@ def main(argv=None) -> int:
                 "re-score per (query, row), exact merge, ties by lower row); raw = "
                 "torch.topk(q @ x.T) in one call (ties as the kernel leaves them). Medians of 5 "
                 "alternating runs; the machine's 2 cores are shared with other jobs.",
+                smoke=args.smoke,
             )
-        return 0
+        if not args.smoke:
+            return 0
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     exact = TorchBackend([(0, x)], ["cpu"], "fp32", block_rows=1 << 17)
     _, exact_ids = exact.search(q, K)
@@ -269,7 +257,7 @@ def main(argv=None) -> int:
         "max_overhead_pct": max(r["overhead_pct"] for r in rows),
     }
     print(json.dumps(summary))
-    if not args.no_append:
+    if not args.no_record:
         header = [
             "index",
             "batch",
@@ -279,18 +267,8 @@ def main(argv=None) -> int:
             "recall@10 vs flat",
             "latency ms",
         ]
-        table = [
-            [
-                r["index"],
-                r["batch"],
-                r["qps_ours"],
-                r["qps_raw_faiss"],
-                r["overhead_pct"],
-                r["recall@10"],
-                r["latency_ms_ours"],
-            ]
-            for r in rows
-        ]
+        keys = ["index", "batch", "qps_ours", "qps_raw_faiss", "overhead_pct", "recall@10"]
+        table = table_of(rows, [*keys, "latency_ms_ours"])
         notes = (
             f"{args.n:,} clustered synthetic {args.d}-d vectors (HNSW on the first {args.hnsw_n:,}); "
             f"IVF{args.nlist},PQ{args.pq} nprobe {args.nprobe} trained on {args.train:,} rows in "
@@ -300,10 +278,11 @@ def main(argv=None) -> int:
         )
         append_section(
             "Dense search (CPU, faiss backend)",
-            "python scripts/bench/dense_search.py",
+            command_line("dense_search.py", argv),
             table,
             header,
             notes,
+            smoke=args.smoke,
         )
     return 0
 

@@ -9,6 +9,7 @@ fp32 vectors is printed). Runs alternate, medians of ``--repeat`` runs; tokens/s
 non-padding tokens after truncation.
 
     python scripts/bench/encode.py [--n 512] [--repeat 3]
+    python scripts/bench/encode.py --smoke  # 4 passages, one run
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ import argparse
 import json
 import os
 import sys
-import time
-from pathlib import Path
 
 import orjson
+from common import (
+    TEST_DATA,
+    add_common_args,
+    alternate,
+    append_section,
+    command_line,
+    median,
+    seconds_of,
+    table_of,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-from common import REPO, append_section, median  # noqa: E402
 
 
 def passages(n: int) -> list[str]:
     seen, out = set(), []
-    for line in (REPO / "tests/data/hotpotqa-distractor-500.jsonl").read_text().splitlines():
+    for line in (TEST_DATA / "hotpotqa-distractor-500.jsonl").read_text().splitlines():
         for title, sents in orjson.loads(line)["context"]:
             if title not in seen:
                 seen.add(title)
@@ -48,8 +54,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-append", action="store_true")
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.repeat = 4, 1
     path = str(packaged_model_path())
     texts = passages(args.n)
     st = SentenceTransformer(path, device="cpu")
@@ -65,12 +73,9 @@ def main(argv=None) -> int:
         "ours bf16 autocast (batch 64)": lambda: ours16.encode_passages(texts),
     }
     vectors = {name: fn() for name, fn in ((n, f) for n, f in runs.items())}  # warm-up + outputs
-    times = {name: [] for name in runs}
-    for _ in range(args.repeat):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    times = alternate(
+        {name: lambda fn=fn: seconds_of(fn) for name, fn in runs.items()}, args.repeat
+    )
     base_name = next(iter(runs))
     base = median(times[base_name])
     ref = vectors[base_name]
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
             f"x{base / t:.2f}  min cos {cos:.5f}"
         )
     print(json.dumps({"bench": "encode", "n": len(texts), "tokens": tokens, "rows": rows}))
-    if not args.no_append:
+    if not args.no_record:
         header = [
             "encoder",
             "seconds",
@@ -103,23 +108,19 @@ def main(argv=None) -> int:
             "speedup vs ST",
             "min cosine to ST",
         ]
-        table = [
-            [
-                r["encoder"],
-                r["seconds"],
-                r["passages_per_s"],
-                r["tokens_per_s"],
-                r["speedup"],
-                r["min_cosine_to_st"],
-            ]
-            for r in rows
-        ]
+        keys = ["encoder", "seconds", "passages_per_s", "tokens_per_s", "speedup"]
+        table = table_of(rows, [*keys, "min_cosine_to_st"])
         notes = (
             f"all-MiniLM-L6-v2 (packaged), {len(texts)} HotpotQA paragraphs, {tokens} tokens, max length 256, "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads; medians of {args.repeat} alternating runs."
         )
         append_section(
-            "Passage encoding (CPU)", "python scripts/bench/encode.py", table, header, notes
+            "Passage encoding (CPU)",
+            command_line("encode.py", argv),
+            table,
+            header,
+            notes,
+            smoke=args.smoke,
         )
     return 0
 

@@ -45,8 +45,9 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from common import importable, use_repo_if_not_installed
+
+use_repo_if_not_installed()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from gpu_common import QUICK, REAL, REPO, Sizes, Skip, median, sync, timed  # noqa: E402, F401
@@ -86,7 +87,7 @@ def ensure_orjson() -> str:
     except ImportError:
         folder = Path(tempfile.mkdtemp(prefix="gpu-check-shim-"))
         (folder / "orjson.py").write_text(ORJSON_STANDIN)
-        sys.path.insert(0, str(folder))
+        importable(folder)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             [str(folder), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
@@ -267,12 +268,18 @@ def main(argv=None) -> int:
         sys.stderr.write(err)
         return rc
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="folder for gpu.json and gpu.md")
+    ap.add_argument("--out", help="folder for gpu.json and gpu.md (--smoke: a temporary one)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument("--quick", action="store_true", help="toy sizes (CI; --device cpu)")
     ap.add_argument("--budget-s", type=float, default=450, help="time budget for all sections")
     ap.add_argument("--only", help="comma list of sections to run (default: all)")
+    ap.add_argument("--smoke", action="store_true", help="the same as --device cpu --quick")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.quick = "cpu", True
+        args.out = args.out or tempfile.mkdtemp(prefix="gpu-check-smoke-")
+    if not args.out:
+        ap.error("--out is required (or --smoke)")
     orjson_note = ensure_orjson()
     import torch
 
@@ -293,6 +300,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         shutil.rmtree(run.scratch, ignore_errors=True)  # models, stores: results are in --out
     print(markdown(run.results))
+    status = {n: r["status"] for n, r in run.results["sections"].items()}
+    print(json.dumps({"bench": "gpu", "device": args.device, "out": str(args.out), **status}))
     errors = [n for n, r in run.results["sections"].items() if r["status"] == "error"]
     return 1 if errors else 0
 

@@ -7,6 +7,7 @@ that every passage reads back identically (the one-row-parser contract at full s
 reports build time, bytes written and random-read speed, medians of ``--repeat`` builds.
 
     python scripts/bench/inplace.py [--repeat 3] [--work DIR]
+    python scripts/bench/inplace.py --smoke  # the bundled 40-article slice, one build each way
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ import time
 from pathlib import Path
 
 import orjson
+from common import (
+    SHARED_DATA,
+    TEST_DATA,
+    add_common_args,
+    alternate,
+    append_section,
+    command_line,
+    median,
+    seconds_of,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, append_section, median  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-from index_build.corpus import CorpusConfig, build_corpus  # noqa: E402
-from retriever.store.docstore import DocStore  # noqa: E402
+from index_build.corpus import CorpusConfig, build_corpus
+from retriever.store.docstore import DocStore
 
 CORPUS = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+SMOKE_CORPUS = TEST_DATA / "wikiextractor-slice.txt.gz"
 
 
 def write_search_r1(store: DocStore, path: Path) -> None:
@@ -55,22 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", default=None)
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    corpus = SMOKE_CORPUS if args.smoke else CORPUS
+    args.repeat = 1 if args.smoke else args.repeat
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-inplace-"))
     src = work / "wiki-18.jsonl"
     if not src.is_file():
         if not (work / "wx" / "corpus" / "manifest.json").is_file():
-            build_corpus([CORPUS], work / "wx", CorpusConfig(keep_pages=False))
+            build_corpus([corpus], work / "wx", CorpusConfig(keep_pages=False))
         write_search_r1(DocStore.open(work / "wx"), src)
     mb = src.stat().st_size / 1e6
-    rows, times = [], {"yes": [], "no": []}
-    for _ in range(args.repeat):
-        for mode in ("yes", "no"):
-            out = work / f"in-place-{mode}"
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            build_corpus([src], out, CorpusConfig(in_place=mode))
-            times[mode].append(time.perf_counter() - t)
+
+    def build(mode: str) -> float:
+        out = work / f"in-place-{mode}"
+        shutil.rmtree(out, ignore_errors=True)
+        return seconds_of(lambda: build_corpus([src], out, CorpusConfig(in_place=mode)))
+
+    rows = []
+    times = alternate({mode: lambda mode=mode: build(mode) for mode in ("yes", "no")}, args.repeat)
     a, b = DocStore.open(work / "in-place-yes"), DocStore.open(work / "in-place-no")
     assert len(a) == len(b)
     same = sum(
@@ -97,15 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(row))
     print(json.dumps({"mb": mb, "in_place_s": median(times["yes"]),
                       "copy_s": median(times["no"]), "identical": same}))  # fmt: skip
+    if args.no_record:
+        return 0
     append_section(
         "Search-R1 passage file: in place vs copied",
-        "python scripts/bench/inplace.py",
+        command_line("inplace.py", argv),
         rows,
         header,
-        f"Input: the 30k-article WikiExtractor corpus's passages as a Search-R1 wiki-18.jsonl "
+        f"Input: the passages of {corpus.name} as a Search-R1 wiki-18.jsonl "
         f"({mb:.0f} MB). All {same} passages read back identical both ways (one row parser). "
         f"In place is {ratio:.1f}x faster to build and writes only offsets and key tables. "
         f"Medians of {args.repeat} builds; shared 2-core machine.",
+        smoke=args.smoke,
     )
     return 0
 

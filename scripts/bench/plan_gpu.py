@@ -11,18 +11,18 @@ bandwidth-bound at small B, compute-bound at large B. Over G GPUs:
 
 Ideal numbers (no kernel launch, no host round trip, 100% of peak): real runs land below them.
 
-    python scripts/bench/plan_gpu.py
+    python scripts/bench/plan_gpu.py [--record]
+    python scripts/bench/plan_gpu.py --smoke  # the same arithmetic, recorded only to $BENCH_RECORD
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section  # noqa: E402
+from common import append_section
 
 N_DOCS = 21_000_000
 DIM = 768
@@ -120,7 +120,7 @@ node; replicas of whole nodes (Ray Serve) for more throughput. Real runs land be
 1024 are to be measured on a GPU node with scripts/bench/scale.py --dense-devices cuda:0 ..."""
 
 
-def append(p: dict) -> None:
+def append(p: dict, smoke: bool = False) -> None:
     header = ["batch", "1 GPU ms", "1 GPU q/s", "8 sharded ms", "8 sharded q/s"]
     header += ["8 replicated ms", "8 replicated q/s"]
     table = [
@@ -141,10 +141,22 @@ def append(p: dict) -> None:
         table,
         header,
         NOTES.replace("\n", " "),
+        smoke=smoke,
     )
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--record", action="store_true", help="append the table to the history")
+    ap.add_argument("--smoke", action="store_true", help="record only to $BENCH_RECORD")
+    args = ap.parse_args(argv)
     p = plan()
     print(render(p))
     print(json.dumps({"bench": "plan_gpu", "arithmetic_not_measured": True, **p["summary"]}))
+    if args.record or args.smoke:
+        append(p, smoke=args.smoke)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ Then prints the 8-GPU arithmetic from DESIGN.md's performance model (21M x 768 f
 4.3 TB/s and 790 TFLOP/s): labelled as arithmetic, not measurement.
 
     .venv/bin/python scripts/bench/scale.py --index /tmp/h5/wx
+    .venv/bin/python scripts/bench/scale.py --smoke  # a few bundled articles, plain servers only
 """
 
 from __future__ import annotations
@@ -26,76 +27,50 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import plan_gpu  # noqa: E402
-from common import REPO, SHARED_DATA, append_section, machine, median  # noqa: E402
-from server import free_port, load_queries  # noqa: E402
+import plan_gpu
+from common import (
+    ServerProcess,
+    add_common_args,
+    append_section,
+    command_line,
+    machine,
+    median,
+    medians,
+    nq_questions,
+    percentile,
+    smoke_index,
+)
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CORES = os.cpu_count() or 1
 
 
-def wait_health(urls: list[str], proc_list: list, timeout: float = 300) -> float:
-    import httpx
-
-    t0 = time.perf_counter()
-    pending = list(urls)
-    while pending:
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"not ready after {timeout}s: {pending}")
-        for p in proc_list:
-            if p.poll() is not None:
-                raise RuntimeError(f"server exited with {p.returncode}")
-        try:
-            if httpx.get(pending[0] + "/health", timeout=2).status_code == 200:
-                pending.pop(0)
-                continue
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    return time.perf_counter() - t0
-
-
 def start_plain(index: str, n: int, retriever: str) -> tuple[list, list[str], float]:
-    procs, urls = [], []
-    for _ in range(n):
-        port = free_port()
-        cmd = [sys.executable, "-m", "retriever.server", "--index", index, "--port", str(port)]
-        cmd += ["--retrievers", retriever, "--cache-size", "0", "--queue-size", "4096"]
-        cmd += ["--log-level", "warning", "--search-threads", str(max(1, CORES // n))]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=ENV))
-        urls.append(f"http://127.0.0.1:{port}")
-    return procs, urls, wait_health(urls, procs)
+    """``n`` server processes; the seconds until the last one is ready."""
+    t0 = time.perf_counter()
+    threads = str(max(1, CORES // n))
+    flags = ["--retrievers", retriever, "--cache-size", "0", "--queue-size", "4096"]
+    servers = [ServerProcess(index, *flags, "--search-threads", threads) for _ in range(n)]
+    for s in servers:
+        s.wait()
+    return servers, [s.url for s in servers], time.perf_counter() - t0
 
 
 def start_serve(index: str, n: int, retriever: str) -> tuple[list, list[str], float]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "retriever.ray_serve", "--index", index, "--port", str(port)]
-    cmd += ["--replicas", str(n), "--num-cpus-per-replica", str(CORES / n)]
-    cmd += ["--retrievers", retriever]
-    cmd += ["--cache-size", "0", "--queue-size", "4096", "--log-level", "warning"]
-    cmd += ["--search-threads", str(max(1, CORES // n))]
-    env = {**ENV, "RAY_DEDUP_LOGS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    return [proc], [url], wait_health([url], [proc])
+    flags = ["--replicas", str(n), "--num-cpus-per-replica", str(CORES / n)]
+    flags += ["--retrievers", retriever, "--cache-size", "0", "--queue-size", "4096"]
+    flags += ["--search-threads", str(max(1, CORES // n))]
+    server = ServerProcess(index, *flags, module="retriever.ray_serve", env={"RAY_DEDUP_LOGS": "1"})
+    return [server], [server.url], server.wait()
 
 
-def stop(procs: list) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+def stop(servers: list) -> None:
+    for s in servers:
+        s.stop()
 
 
 def _generator(args) -> tuple[list[float], int, float]:
@@ -141,14 +116,13 @@ def drive(urls, retriever, queries, clients, per_request, seconds, procs=2) -> d
     ]
     with mp.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_generator, jobs)
-    lat = sorted(x for p in parts for x in p[0])
+    lat = [1000 * x for p in parts for x in p[0]]
     elapsed = max(p[2] for p in parts)
-    n = len(lat)
     return {
-        "req_s": n / elapsed,
-        "q_s": n * per_request / elapsed,
-        "p50_ms": 1000 * lat[n // 2] if n else float("nan"),
-        "p99_ms": 1000 * lat[min(n - 1, int(n * 0.99))] if n else float("nan"),
+        "req_s": len(lat) / elapsed,
+        "q_s": len(lat) * per_request / elapsed,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
         "errors": sum(p[1] for p in parts),
     }
 
@@ -191,7 +165,7 @@ def dense_devices(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--index", required=True, help="index root with a bm25 part (the 664k one)")
+    ap.add_argument("--index", help="index root with a bm25 part (the 664k one)")
     ap.add_argument("--retriever", default="bm25")
     ap.add_argument("--seconds", type=float, default=4.0, help="per run of a point")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point (median reported)")
@@ -201,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dense-n", type=int, default=200_000, help="synthetic vectors")
     ap.add_argument("--dense-dim", type=int, default=384)
     ap.add_argument("--dense-dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    if not (SHARED_DATA / "qa" / "nq-test.tsv").is_file():
-        print("error: needs /work/shared/data/qa/nq-test.tsv for queries", file=sys.stderr)
-        return 2
-    queries = load_queries()
+    if args.smoke:
+        args.index = str(smoke_index(Path(tempfile.mkdtemp(prefix="scale-smoke-")), articles=3))
+        args.families, args.seconds, args.repeat = "plain", 0.5, 1
+        args.dense_n, args.dense_dim = 2000, 16
+        print("smoke: Ray Serve left out (plain servers only)")
+    if not args.index:
+        ap.error("--index is required (or --smoke)")
+    queries = nq_questions(3610, smoke=args.smoke)
     shapes = [("1 query/request", 1, 32), ("64 queries/request", 64, 4)]
     starters = {"plain": start_plain, "ray-serve": start_serve}
     rows, out = [], {"bench": "scale", "machine": machine(), "index": args.index}
@@ -216,13 +194,20 @@ def main(argv: list[str] | None = None) -> int:
             procs, urls, ready = starters[family](args.index, n, args.retriever)
             try:
                 for _, per_request, clients in shapes:  # warm up (and compile) both shapes
-                    drive(urls, args.retriever, queries[-300:], clients, per_request, 1.5)
+                    drive(
+                        urls,
+                        args.retriever,
+                        queries[-300:],
+                        clients,
+                        per_request,
+                        min(1.5, args.seconds),
+                    )
                 for shape, per_request, clients in shapes:
                     runs = [
                         drive(urls, args.retriever, queries, clients, per_request, args.seconds)
                         for _ in range(args.repeat)
                     ]
-                    r = {k: median([x[k] for x in runs]) for k in runs[0] if k != "errors"}
+                    r = {k: v for k, v in medians(runs).items() if k != "errors"}
                     r["errors"] = sum(x["errors"] for x in runs)
                     results[(n, shape)] = r
                     base = results[(1, shape)]["q_s"]
@@ -296,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
                     "1024 are to be measured with --dense-devices cuda:0 --dense-n 21000000 "
                     "--dense-dim 768 --dense-dtype fp16 --families '' on a GPU node."
                 )
-        command = "python scripts/bench/scale.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]
+        command = command_line("scale.py", argv)
+        append_section(
+            "Scale-out: one vs two replicas", command, rows, header, notes, smoke=args.smoke
         )
-        append_section("Scale-out: one vs two replicas", command, rows, header, notes)
-        plan_gpu.append(plan)
+        plan_gpu.append(plan, smoke=args.smoke)
     return 0
 
 

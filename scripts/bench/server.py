@@ -10,6 +10,7 @@ trainer calls). Prints a table and one JSON line; appends the rows to BENCHMARKS
 coalesced, same flags and index, alternating runs): the before/after of a change to the server.
 
     .venv/bin/python scripts/bench/server.py --index /tmp/h5/wx --retriever bm25
+    .venv/bin/python scripts/bench/server.py --smoke  # a few bundled articles, 0.5 s per point
 """
 
 from __future__ import annotations
@@ -18,64 +19,38 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
-import signal
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     REPO,
-    SHARED_DATA,
+    ServerProcess,
+    add_common_args,
     append_section,
+    command_line,
     machine,
     median,
+    medians,
+    nq_questions,
+    percentile,
     read_response,
+    smoke_index,
 )
-
-
-def load_queries(n: int = 3610) -> list[str]:
-    path = SHARED_DATA / "qa" / "nq-test.tsv"
-    with open(path, encoding="utf-8") as f:
-        return [line.split("\t", 1)[0] for line, _ in zip(f, range(n))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(
     index: str, retriever: str, max_batch: int, extra: list[str], repo: Path = REPO
-) -> tuple:
-    """A server process running the code of ``repo`` (this checkout, or a baseline copy)."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "retriever.server", "--index", index, "--port", str(port),
-        "--retrievers", retriever, "--max-batch", str(max_batch), "--cache-size", "0",
-        "--queue-size", "4096", "--log-level", "warning", *extra,
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+) -> tuple[ServerProcess, float]:
+    """A ready server process running the code of ``repo`` (this checkout, or a baseline
+    copy); its RSS at ready from ``/info``."""
     import httpx
 
-    t0 = time.perf_counter()
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    ready = time.perf_counter() - t0
-    info = httpx.get(url + "/info").json()
-    return proc, url, ready, info["rss_bytes_at_ready"]
+    flags = ["--retrievers", retriever, "--max-batch", str(max_batch), "--cache-size", "0"]
+    server = ServerProcess(index, *flags, "--queue-size", "4096", *extra, repo=repo)
+    server.wait()
+    return server, httpx.get(server.url + "/info").json()["rss_bytes_at_ready"]
 
 
 def server_cpu(pid: int) -> float:
@@ -84,14 +59,6 @@ def server_cpu(pid: int) -> float:
 
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
-
-
-def stop_server(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
@@ -157,16 +124,14 @@ def drive(
     jobs = [(url, retriever, queries, c, seconds, i * 1000) for i, c in enumerate(shares)]
     with mp.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_generator, jobs)
-    latencies = sorted(x for p in parts for x in p[0])
-    errors = sum(p[1] for p in parts)
+    latencies = [1000 * x for p in parts for x in p[0]]
     elapsed = max(p[2] for p in parts)
-    n = len(latencies)
     return {
-        "qps": n / elapsed,
-        "p50_ms": 1000 * latencies[n // 2] if n else float("nan"),
-        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else float("nan"),
-        "requests": n,
-        "errors": errors,
+        "qps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "requests": len(latencies),
+        "errors": sum(p[1] for p in parts),
     }
 
 
@@ -174,19 +139,20 @@ def big_request(url: str, retriever: str, queries: list[str], repeats: int = 3) 
     import httpx
 
     body = {"queries": queries[:2560], "topk": 3, "return_scores": True, "retriever": retriever}
-    times = []
-    for _ in range(repeats):
+
+    def once() -> float:
         t = time.perf_counter()
         r = httpx.post(url + "/retrieve", json=body, timeout=600)
         r.raise_for_status()
         assert len(r.json()["result"]) == len(body["queries"])
-        times.append(time.perf_counter() - t)
-    return median(times)
+        return time.perf_counter() - t
+
+    return median(once() for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--index", required=True, help="index root with the retriever part")
+    ap.add_argument("--index", help="index root with the retriever part")
     ap.add_argument("--retriever", default="bm25")
     ap.add_argument("--concurrency", default="1,16,64,256")
     ap.add_argument("--seconds", type=float, default=6.0, help="per concurrency point")
@@ -200,9 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         "checkout (e.g. `git archive REV | tar -x -C DIR`), same flags, same index",
     )
     ap.add_argument("--repeats", type=int, default=1, help="runs per point (median reported)")
-    ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    queries = load_queries()
+    if args.smoke:
+        args.index = str(smoke_index(Path(tempfile.mkdtemp(prefix="server-smoke-")), articles=3))
+        args.concurrency, args.seconds, args.repeats = "1,4", 0.5, 1
+    if not args.index:
+        ap.error("--index is required (or --smoke)")
+    queries = nq_questions(3610, smoke=args.smoke)
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.baseline_repo:
         modes = {
@@ -219,17 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     pids: dict[str, int] = {}
     try:
         for mode, (max_batch, repo) in modes.items():
-            proc, url, ready, rss = start_server(
-                args.index, args.retriever, max_batch, args.server_arg, repo
-            )
-            servers[mode] = (proc, url)
-            pids[mode] = proc.pid
-            out[f"{mode} ready_s"] = round(ready, 2)
+            server, rss = start_server(args.index, args.retriever, max_batch, args.server_arg, repo)
+            servers[mode] = (server, server.url)
+            pids[mode] = server.pid
+            out[f"{mode} ready_s"] = round(server.ready_s, 2)
             out[f"{mode} rss_mb"] = round(rss / 2**20)
         for _, url in servers.values():  # warm up: every query once, then the loop
             for i in range(0, len(queries), 512):
                 big_request(url, args.retriever, queries[i : i + 512], repeats=1)
-            drive(url, args.retriever, queries[-200:], 8, 1.5, args.procs)
+            drive(url, args.retriever, queries[-200:], 8, min(1.5, args.seconds), args.procs)
         for c in levels:
             runs: dict[str, list[dict]] = {mode: [] for mode in servers}
             for _ in range(args.repeats):  # alternate: drift hits both modes alike
@@ -240,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     r["cpu_ms"] = 1000 * (server_cpu(pids[mode]) - before) / max(r["requests"], 1)
                     runs[mode].append(r)
             for mode in servers:
-                r = {k: median([run[k] for run in runs[mode]]) for k in runs[mode][0]}
+                r = medians(runs[mode])
                 rows.append(
                     [
                         mode,
@@ -264,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mode}: one request of 2,560 queries: {t:.2f} s ({2560 / t:.0f} q/s)", flush=True
             )
     finally:
-        for proc, _ in servers.values():
-            stop_server(proc)
+        for server, _ in servers.values():
+            server.stop(30)
     ratios = {}
     for c in levels:
         a, b = out[f"{first} c={c}"]["qps"], out[f"{second} c={c}"]["qps"]
@@ -300,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         append_section(
             f"Server: {first} vs {second} ({args.retriever})",
-            "python scripts/bench/server.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
+            command_line("server.py", argv),
             rows,
             header,
             notes,
+            smoke=args.smoke,
         )
     return 0
 

@@ -28,9 +28,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,71 +36,19 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, read_response  # noqa: E402
+from common import (
+    TEST_DATA,
+    ServerProcess,
+    add_common_args,
+    append_section,
+    build_index,
+    percentile,
+    read_response,
+    tiny_wikiextractor,
+)
 
-SAMPLE = REPO / "tests" / "data" / "enwiki-sample-pages-articles.xml.bz2"
-NQ = REPO / "tests" / "data" / "nq-test.tsv"
-
-
-def percentile(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
-
-
-def build_index(root: Path) -> None:
-    """BM25 and MiniLM dense parts over the bundled XML sample (what ``make demo`` builds)."""
-    from index_build.__main__ import main as build
-    from retriever.dense.encoders import packaged_model_path
-
-    steps = [
-        ["corpus", "--input", str(SAMPLE), "--out", str(root)],
-        ["bm25", "--index", str(root)],
-        ["encode", "--index", str(root), "--model", str(packaged_model_path()), "--name", "minilm"],
-        ["faiss", "--index", str(root), "--name", "minilm", "--factory", "Flat"],
-    ]
-    for argv in steps:
-        if build([*argv, "--no-progress"]) != 0:
-            raise SystemExit(f"building the soak index failed at: {' '.join(argv)}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, index: str, extra: list[str]):
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "retriever.server", "--index", index,
-               "--port", str(self.port), "--log-level", "warning", *extra]  # fmt: skip
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def rss_mb(self) -> float:
-        import psutil
-
-        try:
-            return psutil.Process(self.proc.pid).memory_info().rss / 2**20
-        except psutil.Error:
-            return float("nan")
-
-    def stop(self) -> tuple[int, float, str]:
-        t = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self.log.seek(0)
-        return code, time.perf_counter() - t, self.log.read().decode(errors="replace")
+SAMPLE = TEST_DATA / "enwiki-sample-pages-articles.xml.bz2"
+NQ = TEST_DATA / "nq-test.tsv"
 
 
 def http_raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -128,20 +74,6 @@ def http_raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, byt
 
 def get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-
-
-def wait_ready(server: Server, timeout: float = 300) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if server.proc.poll() is not None:
-            raise SystemExit(f"server exited with {server.proc.returncode} before it was ready")
-        try:
-            if http_raw(server.port, get("/health"), 2)[0] == 200:
-                return time.perf_counter() - t0
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("server not ready")
 
 
 # ---- the load ---------------------------------------------------------------------------
@@ -342,7 +274,7 @@ def rows_of(status: dict, latency: dict, prefix: str = "") -> list[list]:
     return rows
 
 
-def monitor(server: Server, stop: float, health: list, rss: list) -> None:
+def monitor(server: ServerProcess, stop: float, health: list, rss: list) -> None:
     t0 = time.perf_counter()
     next_rss = t0
     while time.perf_counter() < stop:
@@ -373,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="the server's --request-timeout (idle and half-sent connections close after it)",
     )
-    ap.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     ap.add_argument(
         "--valid-minutes",
         type=float,
@@ -386,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     tmp = None
+    if args.smoke:
+        args.minutes = 0.05
     if args.index is None:
         tmp = tempfile.TemporaryDirectory(prefix="soak-")
-        root = Path(tmp.name) / "index"
-        print(f"building the soak index from {SAMPLE.name} ...", flush=True)
-        build_index(root)
-        index = str(root)
+        source = SAMPLE
+        if args.smoke:  # three articles: the dense encode takes seconds
+            source = tiny_wikiextractor(Path(tmp.name) / "tiny.txt.gz", articles=3)
+        print(f"building the soak index from {source.name} ...", flush=True)
+        index = str(build_index(Path(tmp.name) / "index", source, dense="minilm"))
     else:
         index = args.index
     from retriever.index import Index
@@ -406,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     queries = [line.split("\t", 1)[0] for line in NQ.read_text().splitlines()[:2000]]
 
     extra = ["--request-timeout", str(args.request_timeout), *args.server_args.split()]
-    server = Server(index, extra)
-    ready = wait_ready(server)
+    server = ServerProcess(index, *extra)
+    ready = server.wait()
     rss_ready = server.rss_mb()
     idle_health = []
     for _ in range(20):
@@ -507,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Soak: {args.minutes:g} min of mixed and hostile load, BM25 + {dense}",
             f"scripts/bench/soak.py --minutes {args.minutes:g}"
             + (f" --valid-minutes {args.valid_minutes:g}" if args.valid_minutes else ""),
-            rows, header, notes,
+            rows, header, notes, smoke=args.smoke,
         )  # fmt: skip
     if tmp is not None:
         tmp.cleanup()

@@ -9,18 +9,19 @@ of reward against step, one section in BENCHMARKS.md.
 
     python scripts/bench/train.py threads --repeat 2
     python scripts/bench/train.py record --run grpo-long --png docs/grpo.png
+    python scripts/bench/train.py --smoke  # threads: one try each, batch 1, 2 tokens
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, median  # noqa: E402
+from common import REPO, append_section, command_line, median
 
 GEN = r"""
 import importlib.util, json, sys, time, torch
@@ -85,12 +86,13 @@ def bench_threads(args) -> int:
     if args.record:
         append_section(
             "CPU generation, SmolLM2-135M: torch threads on a shared machine",
-            f"python scripts/bench/train.py threads --repeat {args.repeat} --batch {args.batch} --tokens {args.tokens}",
+            command_line("train.py", args.argv),
             table,
             header,
             f"Batch of {args.batch} sequences, {args.tokens} new tokens each, fresh process per try, "
             "1 and 2 threads alternating. The 2 cores are shared with other engineers' jobs (load "
             "average about 13 during the run), so the threads of a 2-thread pool wait for each other.",
+            smoke=args.smoke,
         )
     return 0
 
@@ -105,8 +107,7 @@ def record_run(args) -> int:
     config = json.loads((run / "config.json").read_text())
     if not rows:
         raise SystemExit(f"{run}/steps.jsonl has no steps")
-    sys.path.insert(0, str(REPO / "scripts" / "train"))
-    from plot_steps import plot
+    plot = runpy.run_path(str(REPO / "scripts" / "train" / "plot_steps.py"))["plot"]
 
     plot(rows, Path(args.png), "GRPO on CPU: SmolLM2-135M-Instruct, HotpotQA, BM25", args.window)
     keys = ["reward", "f1", "em", "format_rate", "answered", "searches", "seconds"]
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = ap.add_subparsers(dest="what", required=True)
+    ap.add_argument(
+        "--smoke", action="store_true", help="threads at toy size; records only to $BENCH_RECORD"
+    )
+    sub = ap.add_subparsers(dest="what")
     t = sub.add_parser("threads", help="1 vs 2 torch threads for CPU generation")
     t.add_argument("--repeat", type=int, default=2)
     t.add_argument("--batch", type=int, default=8)
@@ -157,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--notes", default="")
     r.add_argument("--no-record", dest="record", action="store_false")
     args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    if args.smoke:
+        args = ap.parse_args(["threads", "--repeat", "1", "--batch", "1", "--tokens", "2"])
+        args.smoke, args.argv = True, ["--smoke"]
+    if args.what is None:
+        ap.error("say what: threads or record (or --smoke)")
     return bench_threads(args) if args.what == "threads" else record_run(args)
 
 

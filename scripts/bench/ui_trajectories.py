@@ -6,6 +6,7 @@ The episodes are real ``env`` trajectories (the /ui test data: the env over a Ho
 varied per line (dataset, question, rewards, counts) and repeated to the requested count.
 
     python scripts/bench/ui_trajectories.py --episodes 100000 [--record]
+    python scripts/bench/ui_trajectories.py --smoke  # 300 episodes, one repeat
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, median  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+from common import append_section, command_line, median, use_test_helpers
 
 QUERIES = {
     "first page, file order": {},
@@ -66,9 +63,13 @@ def naive_page(path: Path, q) -> list[int]:
     return [n for _, n in rows[q.offset : q.offset + q.limit]]
 
 
-def http_timings(root: Path, path: Path, repeats: int) -> tuple[dict[str, float], float]:
+def http_timings(
+    root: Path, path: Path, repeats: int, episodes: int
+) -> tuple[dict[str, float], float]:
     """Median ms of each query's page, and of one episode, from a live server's /ui/api."""
     import httpx
+
+    use_test_helpers()
     from ui_support import LiveServer
 
     from retriever.server.app import create_app
@@ -96,7 +97,7 @@ def http_timings(root: Path, path: Path, repeats: int) -> tuple[dict[str, float]
                     times.append(1000 * (time.perf_counter() - t0))
                 out[label] = median(times)
             times = []
-            for line in random.Random(5).sample(range(1, 1000), 50):
+            for line in random.Random(5).sample(range(1, min(1000, episodes)), 50):
                 t0 = time.perf_counter()
                 client.get(f"/ui/api/trajectories/0/{line}").raise_for_status()
                 times.append(1000 * (time.perf_counter() - t0))
@@ -116,9 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=15, help="timed page requests per query")
     ap.add_argument("--naive-repeats", type=int, default=2)
-    ap.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
+    ap.add_argument("--record", action="store_true", help="append the table to the history")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="300 episodes, one repeat; records only to $BENCH_RECORD",
+    )
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.episodes, args.repeats, args.naive_repeats = 300, 1, 1
 
+    use_test_helpers()
     from ui_support import build_index, write_trajectories
 
     from retriever.server.ui.trajectories import Query, TrajectoryFile
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             f.read(row)
             reads.append(1000 * (time.perf_counter() - t0))
         print(f"one episode by line: median {median(reads):.2f} ms; no-op refresh {noop_ms:.2f} ms")
-        http_ms, episode_http = http_timings(root, path, args.repeats)
+        http_ms, episode_http = http_timings(root, path, args.repeats, args.episodes)
         for row in table:
             row.insert(4, f"{http_ms[row[0]]:.1f}")
             print(f"{row[0]}: over HTTP {row[4]} ms")
@@ -208,13 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         "'HTTP' the same page from /ui/api/trajectories of a live server (uvicorn, httpx client, "
         "same process); 'naive' parses the whole file per request."
     )
-    if args.record:
+    if args.record or args.smoke:
         append_section(
             f"Trajectory viewer paging, {args.episodes} episodes",
-            f"python scripts/bench/ui_trajectories.py --episodes {args.episodes} --record",
+            command_line("ui_trajectories.py", argv),
             table,
             header,
             notes,
+            smoke=args.smoke,
         )
     print(
         json.dumps(

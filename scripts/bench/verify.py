@@ -10,6 +10,7 @@ with pages), then times, medians of ``--repeat`` runs:
   JSONL lines (the floor: parsing every row once, no lookups).
 
     python scripts/bench/verify.py [--repeat 3] [--work DIR]
+    python scripts/bench/verify.py --smoke  # the bundled 40-article slice, one run
 """
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ import hashlib
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
+from common import (
+    SHARED_DATA,
+    TEST_DATA,
+    add_common_args,
+    append_section,
+    command_line,
+    median,
+    seconds_of,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, append_section, median  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-from index_build.corpus import build_corpus  # noqa: E402
-from index_build.verify import verify_store  # noqa: E402
-from retriever.store.docstore import DocStore  # noqa: E402
+from index_build.corpus import build_corpus
+from index_build.verify import verify_store
+from retriever.store.docstore import DocStore
 
 CORPUS = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+SMOKE_CORPUS = TEST_DATA / "wikiextractor-slice.txt.gz"
 
 
 def plain_sha256(paths: list[Path]) -> None:
@@ -55,22 +61,20 @@ def plain_parse(paths: list[Path]) -> int:
 
 
 def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return median(times)
+    return median(seconds_of(fn) for _ in range(repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", default=None, help="keep the built store here (default: temp)")
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    corpus = SMOKE_CORPUS if args.smoke else CORPUS
+    args.repeat = 1 if args.smoke else args.repeat
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-verify-"))
     if not (work / "corpus" / "manifest.json").is_file():
-        build_corpus([CORPUS], work)
+        build_corpus([corpus], work)
     store = DocStore.open(work)
     folder = store.folder
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"]
@@ -114,14 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {"mb": mb, "rows": rows, "checksum_s": t_sums, "sha256_s": t_hash,
               "rows_s": t_rows, "parse_s": t_parse}  # fmt: skip
     print(json.dumps(result))
+    if args.no_record:
+        return 0
     append_section(
-        "index_build verify on the 666k-passage store",
-        "python scripts/bench/verify.py",
+        f"index_build verify on the {len(store)}-passage store",
+        command_line("verify.py", argv),
         table,
         header,
-        f"Store of the 30k-article WikiExtractor corpus ({len(store)} passages, "
+        f"Store of {corpus.name} ({len(store)} passages, "
         f"{store.num_pages} pages, {mb:.0f} MB of files). Medians of {args.repeat} runs, warm "
         "page cache; the machine is shared (2 cores, other jobs running).",
+        smoke=args.smoke,
     )
     return 0
 

@@ -4,7 +4,8 @@ Backend: the in-process client over the HotpotQA mini corpus (BM25), cache warm.
 is a scripted oracle: search both gold titles, access a page, answer (4 steps). A replay client
 that returns recorded results isolates the env's own overhead (parsing, formatting, scoring).
 
-    python scripts/bench/env.py [--episodes 512] [--repeat 5] [--style asearcher]
+    python scripts/bench/env_steps.py [--episodes 512] [--repeat 5] [--style asearcher]
+    python scripts/bench/env_steps.py --smoke  # 16 episodes, one repeat, nothing recorded
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, median  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+from common import (
+    TEST_DATA,
+    add_common_args,
+    append_section,
+    command_line,
+    median,
+    use_test_helpers,
+)
 
 
 class ReplayClient:
@@ -54,6 +58,7 @@ class ReplayClient:
 
 
 def scripts_for(tasks, style: str) -> list[list[str]]:
+    use_test_helpers()
     from env_support import gold_titles
 
     out = []
@@ -109,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--style", default="asearcher", choices=["asearcher", "search-r1", "tool-call"])
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-
+    if args.smoke:
+        args.episodes, args.repeat = 16, 1
+    use_test_helpers()
     from env_support import hotpot_tasks
 
     from index_build.__main__ import main as build
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name) / "hotpot"
-    hotpot = REPO / "tests" / "data" / "hotpotqa-distractor-500.jsonl"
+    hotpot = TEST_DATA / "hotpotqa-distractor-500.jsonl"
     assert build(["corpus", "--input", str(hotpot), "--out", str(root), "--no-progress"]) == 0
     assert build(["bm25", "--index", str(root), "--no-progress"]) == 0
     tasks = (hotpot_tasks() * (args.episodes // 500 + 1))[: args.episodes]
@@ -178,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         "goal_5000_met": results[("replay", "batched")] >= 5000,
     }
     print(json.dumps(summary))
-    if not args.no_append:
+    if not args.no_record:
         append_section(
             "Env steps per second",
-            f"python scripts/bench/env.py --episodes {args.episodes} --repeat {args.repeat} --style {args.style}",
+            command_line("env_steps.py", argv),
             table,
             header,
             notes=(
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mini corpus, BM25, service cache warm. `replay` answers from recorded results: "
                 "the env's own overhead. Goal: env overhead >= 5,000 steps/s."
             ),
+            smoke=args.smoke,
         )
     return 0
 
