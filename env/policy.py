@@ -351,17 +351,21 @@ Predicted answer: {prediction}
 
 Reply with a JSON object only: {{"rationale": "<one or two sentences>", "judgement": "Correct" or "Incorrect"}}"""
 
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-
 
 def parse_judgement(text: str) -> bool | None:
-    """True / False from a judge reply's JSON ``judgement``; None when it cannot be parsed."""
-    match = _JSON_OBJECT.search(text or "")
-    if not match:
+    """True / False from a judge reply's JSON ``judgement``; None when it cannot be parsed.
+
+    The object is the text from the first ``{`` to the last ``}``, found with ``str.find`` and
+    ``rfind``: the greedy regex ``{.*}`` did the same but rescanned the rest of the reply from
+    every unclosed ``{`` (200k of them: 36 s).
+    """
+    text = text or ""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
         return None
     try:
-        obj = json.loads(match.group(0))
-    except ValueError:
+        obj = json.loads(text[start : end + 1])
+    except (ValueError, RecursionError):  # deep nesting overflows the decoder's recursion
         return None
     verdict = obj.get("judgement", obj.get("judgment")) if isinstance(obj, dict) else None
     if not isinstance(verdict, str):

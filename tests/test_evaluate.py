@@ -418,3 +418,33 @@ def test_search_server_down_is_one_error_line(qa, tmp_path, capsys):
         assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot reach" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('Sure. {"rationale": "same person", "judgement": "Correct"} done', True),
+        ('{"judgment": "incorrect"}', False),
+        ('{"judgement": "maybe"}', None),
+        ("{not json}", None),
+        ("no object at all", None),
+        ('} {"judgement": "Correct"}', True),
+    ],
+)
+def test_parse_judgement(reply, expected):
+    from env.policy import parse_judgement
+
+    assert parse_judgement(reply) is expected
+
+
+def test_parse_judgement_is_linear_on_unclosed_braces():
+    """A judge reply of 200k unclosed ``{`` (a greedy ``{.*}`` regex rescans the rest of the
+    text from each of them: quadratic) is answered None at once."""
+    import time
+
+    from env.policy import parse_judgement
+
+    for reply in ("{" * 200_000, '{"a": ' * 100_000 + "}", "[" * 100_000 + "{}" + "]" * 100_000):
+        start = time.perf_counter()
+        assert parse_judgement(reply) is None
+        assert time.perf_counter() - start < 1.0
