@@ -14,9 +14,12 @@ from collections import Counter
 
 from . import formatting as fmt
 from .errors import ResetNeededError
-from .parsing import clean_text, parse_action, turn_format_ok
+from .noise import EpisodeNoise, NegativePool
+from .evidence import evidence_of
+from .parsing import clean_text, turn_format_ok
+from .reward_spec import parse_reward_spec
 from .rewards import REWARDS, Outcome, score_all
-from .styles import get_style
+from .styles import get_style, parse_action
 from .tools import Call, ToolResult
 from .types import ACCESS, ANSWER, INVALID, SEARCH, Action, EnvConfig, PageWindow
 
@@ -30,18 +33,22 @@ MAX_INFO_ERROR = (
 class Episode:
     """State of one question being worked on: turns, counts, pages read, context size."""
 
-    def __init__(self, config: EnvConfig):
+    def __init__(self, config: EnvConfig, pool: NegativePool | None = None):
         self.config = config
+        self.pool = pool  # random passages for noise (env.noise), shared by the env's episodes
         self.style = get_style(config.style)
         self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
         self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
         self._context_limit = config.max_context_tokens or config.max_context_chars
+        self.reward_spec = parse_reward_spec(config.reward)
         self.active = False
         self.done = True
         self._pending: tuple[str, Action] | None = None
 
     # ---- reset ----------------------------------------------------------------------------
-    def reset(self, options: dict, seed: int | None = None) -> tuple[str, dict]:
+    def reset(
+        self, options: dict, seed: int | None = None, noise_seed: int | None = None
+    ) -> tuple[str, dict]:
         question = options.get("question")
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"options['question'] must be a non-empty string, got {question!r}")
@@ -50,6 +57,18 @@ class Episode:
         self.question, self.answers = question, answers
         self.meta = {k: v for k, v in options.items() if k not in ("question", "answers")}
         self.seed = seed
+        self.noise = (  # noise_seed: drawn by the env when reset had no seed (logged)
+            None
+            if self.config.noise is None
+            else EpisodeNoise(
+                self.config.noise,
+                self.config.topk,
+                options,
+                seed if noise_seed is None else noise_seed,
+                self.pool,
+            )
+        )
+        self.turn_noise: dict | None = None
         self.turn = 0
         self.counts: Counter = Counter()
         self.invalid_reasons: Counter = Counter()
@@ -102,9 +121,14 @@ class Episode:
         self._pending = None
         self.turn += 1
         self.counts[action.kind] += 1
+        self.turn_noise = None
+        if self.noise is not None and action.kind == SEARCH and result and result.docs is not None:
+            # what the policy is shown (and every record of it) is the result after noise
+            result.docs, self.turn_noise = self.noise.apply(result.docs, self.turn)
         error = action.error
         style, budget = self.style, self.obs_budget
         reward = 0.0
+        shown: dict | None = None
         if action.kind == INVALID:
             self.invalid_reasons[action.reason] += 1
             self.format_ok = False
@@ -120,8 +144,11 @@ class Episode:
             obs = fmt.format_tool_error(error, style, budget)
         elif action.kind == SEARCH:
             obs = fmt.format_search(result.docs or [], style, budget)
+            shown = _shown(result.docs or [])
         else:
             obs, error = self._page_obs(action, result.page)
+            if error is None:
+                shown = _shown([result.page]) | {"offset": result.page.get("offset", 0)}
         if error is not None and len(error) > MAX_INFO_ERROR:
             error = error[:MAX_INFO_ERROR] + fmt.ELLIPSIS
         self.turns.append(
@@ -133,8 +160,11 @@ class Episode:
                 "reason": action.reason,
                 "error": error,
                 "observation": obs,
+                "shown": shown,
             }
         )
+        if self.turn_noise is not None:
+            self.turns[-1]["noise"] = self.turn_noise
         if not self.terminated:
             if self.turn >= self.config.max_turns:
                 self.truncated, self.truncated_reason = True, "max_turns"
@@ -145,12 +175,23 @@ class Episode:
                     self.truncated, self.truncated_reason = True, "context"
         if self.terminated or self.truncated:
             self.done = True
-            outcome = Outcome(self.prediction, self.answers, self.format_ok)
+            outcome = Outcome(
+                self.prediction, self.answers, self.format_ok, evidence=self.evidence()
+            )
             self.rewards = score_all(outcome)
-            reward += self.rewards[self.config.reward]
+            reward += self.reward_spec.score(self.rewards)
             if self.config.record_path:
                 self._record()
-        return obs, reward, self.terminated, self.truncated, self._info(action, error)
+        return obs, reward, self.terminated, self.truncated, self._info(action, error, shown)
+
+    def evidence(self):
+        """What the tool calls so far showed, with the task's gold evidence (reset options
+        ``supporting_titles`` / ``supporting_ids``), for the evidence rewards."""
+        return evidence_of(
+            self.turns,
+            _strings(self.meta.get("supporting_titles")),
+            _strings(self.meta.get("supporting_ids")),
+        )
 
     def _page_obs(self, action: Action, page: dict) -> tuple[str, str | None]:
         offset, total = page.get("offset", 0), page.get("total_chars", 0)
@@ -165,10 +206,12 @@ class Episode:
         self.pages_read[action.arg] = window.page
         return fmt.format_page(page, window, n, self.style, self.obs_budget), None
 
-    def _info(self, action: Action, error: str | None) -> dict:
+    def _info(self, action: Action, error: str | None, shown: dict | None = None) -> dict:
         return {
             "turn": self.turn,
             "action": action.kind,
+            "query": action.arg if action.kind in (SEARCH, ACCESS) else None,
+            "shown": shown,
             "reason": action.reason,
             "error": error,
             "counts": dict(self.counts),
@@ -178,6 +221,7 @@ class Episode:
             "format_ok": self.format_ok,
             "context_size": self.context_size,
             "truncated_reason": self.truncated_reason,
+            "noise": self.turn_noise,
         }
 
     # ---- trajectory ------------------------------------------------------------------------
@@ -200,6 +244,7 @@ class Episode:
             "truncated": self.truncated,
             "truncated_reason": self.truncated_reason,
             "num_turns": self.turn,
+            "noise": None if self.noise is None else self.noise.summary(),
         }
 
     def _record(self) -> None:
@@ -207,3 +252,29 @@ class Episode:
         path = os.fspath(self.config.record_path)
         with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(line)
+
+
+def _title(doc: dict) -> str:
+    title = doc.get("title")
+    if not title:  # Search-R1 / FlashRAG servers: contents = '"Title"\ntext'
+        title = str(doc.get("contents") or "").split("\n", 1)[0].strip().strip('"')
+    return str(title)
+
+
+def _shown(docs: list) -> dict:
+    """Ids, titles and urls of the passages (or the page) a tool call showed."""
+    docs = [d for d in docs if isinstance(d, dict)]
+    return {
+        "ids": [str(d.get("id") or "") for d in docs],
+        "titles": [_title(d) for d in docs],
+        "urls": [str(d.get("url") or "") for d in docs],
+    }
+
+
+def _strings(value: object) -> list[str]:
+    """Gold titles or ids from reset options: a string or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []

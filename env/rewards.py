@@ -11,6 +11,11 @@ every answer score is the best over the accepted answers (aliases).
 0.8
 >>> score_all(Outcome(prediction="Paris", answers=("paris",), format_ok=True))["asearcher"]
 1.0
+
+The retrieval-aware rewards (``evidence_recall``, ``answer_in_evidence``, ``info_gain``,
+``redundancy``, ``search_cost``; see ``env.evidence``) read ``Outcome.evidence``, what the episode
+showed the policy. ``redundancy`` and ``search_cost`` are counts: weight them negatively in a
+reward spec (``env.reward_spec``), e.g. ``"f1:1,evidence_recall:0.5,search_cost:-0.05"``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from . import evidence as ev
+from .evidence import Evidence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -113,12 +121,14 @@ def f1_score(prediction: str | None, answers: Sequence[str] | str) -> float:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the reward functions see of an episode: the final answer, the gold answers, and
-    whether every turn was well formed (``format_ok``) and an answer was given."""
+    whether every turn was well formed (``format_ok``) and an answer was given; ``evidence``:
+    what its tool calls showed and the task's gold evidence (None: not recorded)."""
 
     prediction: str | None
     answers: tuple[str, ...]
     format_ok: bool = True
     invalid_question_ok: bool = True
+    evidence: Evidence | None = None
 
     @property
     def answered(self) -> bool:
@@ -142,6 +152,23 @@ def asearcher_reward(outcome: Outcome) -> float:
     return f1_score(outcome.prediction, outcome.answers) * float(outcome.format_ok)
 
 
+def answer_in_evidence(outcome: Outcome) -> float:
+    """1.0 when a gold answer occurs (cover-EM's rule: normalised, on word boundaries) in any
+    observation a tool call showed the policy, whatever it answered.
+
+    >>> shown = Evidence((ev.Shown("search", "q", text="Paris is the capital of France."),))
+    >>> answer_in_evidence(Outcome(None, ("paris",), evidence=shown))
+    1.0
+    """
+    if outcome.evidence is None:
+        return 0.0
+    return float(any(cover_exact_match(s.text, outcome.answers) for s in outcome.evidence.turns))
+
+
+def _on_evidence(fn: Callable[[Evidence], float]) -> Callable[[Outcome], float]:
+    return lambda o: 0.0 if o.evidence is None else float(fn(o.evidence))
+
+
 # name -> function of an Outcome; every one is computed into info["rewards"]
 REWARDS: dict[str, Callable[[Outcome], float]] = {
     "em": lambda o: exact_match(o.prediction, o.answers),
@@ -149,6 +176,11 @@ REWARDS: dict[str, Callable[[Outcome], float]] = {
     "f1": lambda o: f1_score(o.prediction, o.answers),
     "format": format_reward,
     "asearcher": asearcher_reward,
+    "evidence_recall": _on_evidence(ev.evidence_recall),
+    "answer_in_evidence": answer_in_evidence,
+    "info_gain": _on_evidence(ev.information_gain),
+    "redundancy": _on_evidence(ev.redundancy),
+    "search_cost": _on_evidence(ev.search_cost),
 }
 
 

@@ -23,6 +23,7 @@ from retriever.queries import (
     ANSWER_KEYS,
     QUESTION_KEYS,
     answers_of,
+    gold_evidence_of,
     id_of,
     iter_qa_rows,
     parse_dpr_line,
@@ -47,6 +48,11 @@ def row_to_task(row: dict, position: str = "", source: str = "") -> Task:
     if not answers:
         raise TaskFormatError(f"{position}: no answer (looked for {ANSWER_KEYS})")
     meta = {k: row[k] for k in ("type", "level", "supporting_facts") if k in row}
+    titles, ids = gold_evidence_of(row)  # gold evidence, for the evidence rewards
+    if titles:
+        meta["supporting_titles"] = titles
+    if ids:
+        meta["supporting_ids"] = ids
     return Task(
         question=question,
         answers=tuple(answers),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .noise import NoiseConfig, noise_config
 
 STYLES = ("asearcher", "search-r1", "tool-call")
 
@@ -15,6 +16,9 @@ SEARCH = "search"
 ACCESS = "access"
 ANSWER = "answer"
 INVALID = "invalid"
+
+# reset options / task meta that carry gold evidence (supporting page titles, passage ids)
+GOLD_KEYS = ("supporting_titles", "supporting_ids")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +79,18 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def options(self) -> dict:
-        """The ``options`` dict ``reset`` takes for this task."""
-        return {
+        """The ``options`` dict ``reset`` takes for this task (with its gold evidence, when it
+        has some, for the evidence rewards)."""
+        options = {
             "question": self.question,
             "answers": list(self.answers),
             "id": self.id,
             "source": self.source,
         }
+        for key in GOLD_KEYS:
+            if self.meta.get(key):
+                options[key] = list(self.meta[key])
+        return options
 
 
 @dataclass(frozen=True)
@@ -93,9 +102,13 @@ class EnvConfig:
     - ``page_chars``: size of one page chunk of the access tool ("page k of N").
     - ``max_context_chars`` / ``max_context_tokens``: budget of the whole episode text (prompt,
       actions, observations); when spent the episode is truncated.
-    - ``reward``: name in ``env.rewards.REWARDS``; ``format_penalty`` is subtracted from the step
+    - ``reward``: name in ``env.rewards.REWARDS`` or a weighted sum of them (``env.reward_spec``:
+      ``"f1:1,evidence_recall:0.5"`` or a dict); ``format_penalty`` is subtracted from the step
       reward of each malformed action (0 = no penalty).
     - ``record_path``: append each finished episode's trajectory to this JSONL file.
+    - ``noise``: a ``env.noise.NoiseConfig`` (or a dict or ``"MODE,key=value"`` text) that
+      replaces a scheduled fraction of search results; the step comes from reset options'
+      ``train_step``.
     """
 
     style: str = field(default="asearcher", metadata={"help": "tool syntax", "choices": STYLES})
@@ -115,7 +128,11 @@ class EnvConfig:
     max_context_tokens: int | None = None
     tokenizer: Any = field(default=None, compare=False)
     reward: str = field(
-        default="f1", metadata={"help": "reward the env reports (all are recorded)"}
+        default="f1",
+        metadata={
+            "help": "reward the env reports (all are recorded): a name or a weighted sum, "
+            "e.g. f1:1,evidence_recall:0.5,search_cost:-0.05"
+        },
     )
     format_penalty: float = field(
         default=0.0, metadata={"help": "subtracted from the reward of each malformed action"}
@@ -124,8 +141,20 @@ class EnvConfig:
     system_prompt: str | None = field(
         default=None, metadata={"help": "system prompt replacing the style's"}
     )
+    noise: NoiseConfig | None = field(
+        default=None,
+        metadata={
+            "help": "noise in search results (env.noise), e.g. hard-negative,p_end=0.5,steps=1000"
+        },
+    )
+
+    @property
+    def search_k(self) -> int:
+        """Hits fetched per search: ``topk``, deeper when noise backfills from lower ranks."""
+        return self.topk if self.noise is None else self.noise.search_k(self.topk)
 
     def __post_init__(self):
+        object.__setattr__(self, "noise", noise_config(self.noise))  # dict / text: one parser
         if self.style not in STYLES:
             raise ConfigError(f"style {self.style!r} is unknown; use one of {', '.join(STYLES)}")
         if self.max_turns < 1:
@@ -143,7 +172,8 @@ class EnvConfig:
                 "obs_max_tokens / max_context_tokens need a tokenizer (an object with encode and "
                 "decode, e.g. transformers.AutoTokenizer.from_pretrained(...)); or use *_chars"
             )
-        from .rewards import REWARDS
+        from .reward_spec import parse_reward_spec
 
-        if self.reward not in REWARDS:
-            raise ConfigError(f"reward {self.reward!r} is unknown; use one of {', '.join(REWARDS)}")
+        spec = parse_reward_spec(self.reward)  # ConfigError naming an unknown reward
+        if not isinstance(self.reward, str):  # a dict spec: kept as its string form (hashable)
+            object.__setattr__(self, "reward", str(spec))

@@ -135,6 +135,51 @@ def answers_of(row: dict) -> list[str]:
     return list(dict.fromkeys(answers))
 
 
+def _titles(value: object) -> list[str]:
+    """Titles of HotpotQA / 2Wiki ``supporting_facts`` (``[[title, sentence], ...]`` or the HF
+    ``{"title": [...], "sent_id": [...]}``), MuSiQue ``paragraphs`` (``is_supporting``) or a
+    plain list of titles."""
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays (parquet rows)
+        value = value.tolist()
+    if isinstance(value, dict):
+        value = value.get("title", [])
+        value = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        return []
+    out = []
+    for item in value:
+        item = item.tolist() if hasattr(item, "tolist") else item
+        if isinstance(item, list | tuple) and item:
+            item = item[0]
+        elif isinstance(item, dict):
+            item = item.get("title") if item.get("is_supporting", True) else None
+        if isinstance(item, str) and item.strip():
+            out.append(item.strip())
+    return out
+
+
+def gold_evidence_of(row: dict) -> tuple[list[str], list[str]]:
+    """(supporting titles, supporting passage ids) of a QA row, deduplicated in order; empty
+    when the row has none. Read from ``supporting_titles`` / ``supporting_ids``, HotpotQA's and
+    2Wiki's ``supporting_facts``, MuSiQue's ``paragraphs``, on the row or in ``extra_info``.
+
+    >>> gold_evidence_of({"supporting_facts": [["Paris", 0], ["France", 2], ["Paris", 1]]})
+    (['Paris', 'France'], [])
+    >>> gold_evidence_of({"extra_info": {"supporting_titles": ["A"], "supporting_ids": [7]}})
+    (['A'], ['7'])
+    """
+    titles: list[str] = []
+    ids: list[str] = []
+    for source in (row, _extra(row)):
+        for key in ("supporting_titles", "supporting_facts", "paragraphs"):
+            if source.get(key) is not None:
+                titles.extend(_titles(source[key]))
+        ids.extend(decode_answers(source.get("supporting_ids")))
+    return list(dict.fromkeys(titles)), list(dict.fromkeys(ids))
+
+
 def id_of(row: dict) -> str:
     """The row's own id (``id``, ``_id``, ``qid``, ``extra_info.index``), or ''."""
     rid = row.get("id", row.get("_id", row.get("qid", _extra(row).get("index", ""))))

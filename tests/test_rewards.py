@@ -127,4 +127,6 @@ COMPOSITE = [
 def test_score_all(outcome, expected):
     scores = score_all(outcome)
     assert set(scores) == set(REWARDS)
-    assert scores == pytest.approx({k: float(v) for k, v in expected.items()})
+    answer = {k: scores[k] for k in expected}
+    assert answer == pytest.approx({k: float(v) for k, v in expected.items()})
+    assert all(v == 0.0 for k, v in scores.items() if k not in expected)  # no evidence recorded
