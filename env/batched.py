@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
-from .search_env import episode_options, load_task_list, make_config
 from .tools import Call, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
 

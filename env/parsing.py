@@ -1,21 +1,22 @@
-"""Parse one policy turn into one ``Action``: the tag scanner, argument checks, tool-call JSON
-and the per-turn format rule that every style (``env.styles``) builds its parser from.
+"""The parts every style (``env.styles``) builds its parser from: the tag scanner, argument
+checks, tool-call JSON and the per-turn format rule. ``env.styles.parse_action`` puts them
+together for one turn; this module imports no style (it sits below them).
 
 Malformed turns never raise: they come back as ``Action(kind="invalid", error=..., reason=...)``
 with a message the policy can act on. Reasoning inside ``<think>...</think>`` is ignored.
 
 Cost: every pass over a turn is linear in its length (``find_blocks`` instead of lazy ``.*?``
 regexes, which rescan the rest of the turn from every unclosed tag: 30,000 unclosed ``<think>``
-took 25 s), and a turn longer than ``MAX_TURN_CHARS`` is refused unparsed (``long_turn``); it
-still counts against the episode's context budget like any turn.
+took 25 s), and ``parse_action`` refuses a turn longer than ``MAX_TURN_CHARS`` unparsed
+(``long_turn``); it still counts against the episode's context budget like any turn.
 
->>> parse_action("<think>find it</think><search> Eiffel Tower </search>", "search-r1")
-Action(kind='search', arg='Eiffel Tower', page=None, error=None, reason=None)
->>> parse_action("<access>https://en.wikipedia.org/wiki/Paris#page=2</access>", "asearcher").page
+>>> tag_calls(strip_thinking("<think>find it</think><search> Eiffel Tower </search>"), "")
+[('search', ' Eiffel Tower ')]
+>>> make_action("access", "https://en.wikipedia.org/wiki/Paris#page=2").page
 2
->>> parse_action('<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>', "tool-call").arg
+>>> parse_tool_call('{"name": "search", "arguments": {"query": "x"}}').arg
 'x'
->>> parse_action("<search>q", "asearcher").reason
+>>> tag_calls("<search>q", "").reason
 'unclosed_tag'
 """
 
@@ -237,23 +238,6 @@ def turn_format_ok(text: str) -> bool:
     return text.count("</think>") <= 1
 
 
-def parse_action(text: object, style="asearcher") -> Action:
-    """The one tool call or final answer of a policy turn in a style (a name or an
-    ``env.styles.Style``); never raises on bad text."""
-    from .styles import get_style
-
-    parser = get_style(style)
-    if not isinstance(text, str):
-        return invalid("not_text", f"the action must be text, got {type(text).__name__}")
-    if len(text) > MAX_TURN_CHARS:
-        return invalid(
-            "long_turn",
-            f"the turn has {len(text):,} characters, more than the {MAX_TURN_CHARS:,} that are "
-            "read; think briefly and make one tool call or answer",
-        )
-    return parser.parse(strip_thinking(text))
-
-
 __all__ = [
     "MAX_PAGE",
     "MAX_QUERY_CHARS",
@@ -264,7 +248,6 @@ __all__ = [
     "find_blocks",
     "invalid",
     "make_action",
-    "parse_action",
     "parse_tool_call",
     "strip_thinking",
     "tag_calls",

@@ -1,8 +1,7 @@
 """Prompt templates of the tool syntaxes (the first observation), and JSON-schema tool specs.
 
->>> text, messages = build_prompt("Who wrote Hamlet?", "search-r1")
->>> text.endswith("Question: Who wrote Hamlet?\\n"), messages[0]["role"]
-(True, 'user')
+>>> tag_prompt(SEARCH_R1_TEMPLATE, "Who wrote Hamlet?", None)[0].endswith("Hamlet?\\n")
+True
 >>> [t["function"]["name"] for t in tool_specs(("search", "answer"))]
 ['search', 'answer']
 """
@@ -113,12 +112,3 @@ def tag_prompt(template: str, question: str, system_prompt: str | None) -> tuple
         messages.insert(0, {"role": "system", "content": system_prompt})
         return f"{system_prompt}\n\n{user}", messages
     return user, messages
-
-
-def build_prompt(
-    question: str, style: str, system_prompt: str | None = None
-) -> tuple[str, list[dict]]:
-    """(text prompt for completion endpoints, chat messages) of the first observation."""
-    from .styles import get_style
-
-    return get_style(style).prompt(question, system_prompt)

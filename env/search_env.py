@@ -9,13 +9,12 @@ never raise; they come back as an observation that says what was wrong.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 
+from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
 from .tools import Plan, arun_plan, plan_calls, run_plan
@@ -45,39 +44,6 @@ class TextSpace(gym.Space):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, TextSpace) and other.max_length == self.max_length
-
-
-def make_config(config: EnvConfig | None = None, **overrides) -> EnvConfig:
-    """An ``EnvConfig`` from a base config and keyword overrides (unknown keys are an error)."""
-    config = config or EnvConfig()
-    if not overrides:
-        return config
-    names = {f.name for f in dataclasses.fields(EnvConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown env settings {unknown}; known: {sorted(names)}")
-    return dataclasses.replace(config, **overrides)
-
-
-def load_task_list(tasks: Sequence[Task] | str | os.PathLike | None) -> list[Task]:
-    if tasks is None:
-        return []
-    if isinstance(tasks, str | os.PathLike):
-        from .tasks import load_tasks
-
-        return load_tasks(tasks)
-    return list(tasks)
-
-
-def episode_options(options: dict | None, tasks: Sequence[Task], rng, missing: str) -> dict:
-    """One episode's reset options: ``options`` when it names a question, else a task drawn with
-    ``rng`` (a numpy Generator) and ``options`` over it; ``ConfigError(missing)`` with neither."""
-    if options and "question" in options:
-        return options
-    if not tasks:
-        raise ConfigError(missing)
-    task = tasks[int(rng.integers(len(tasks)))]
-    return {**task.options(), **(options or {})}
 
 
 class SearchEnv(gym.Env):

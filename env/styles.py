@@ -12,6 +12,21 @@ Action(kind='search', arg='Paris', page=None, error=None, reason=None)
 '\\n<tool_response>\\nx\\n</tool_response>\\n'
 >>> get_style("asearcher").search_entry(1, {"contents": '"Paris"\\nCapital.', "url": "u"})
 ('[Doc 1](u):\\n', '"Paris"\\nCapital.', '')
+>>> text, messages = get_style("search-r1").prompt("Who wrote Hamlet?")
+>>> text.endswith("Question: Who wrote Hamlet?\\n"), messages[0]["role"]
+(True, 'user')
+
+``parse_action`` is the parser of one policy turn (the episode's), built from the parts in
+``env.parsing``:
+
+>>> parse_action("<think>find it</think><search> Eiffel Tower </search>", "search-r1")
+Action(kind='search', arg='Eiffel Tower', page=None, error=None, reason=None)
+>>> parse_action("<access>https://en.wikipedia.org/wiki/Paris#page=2</access>", "asearcher").page
+2
+>>> parse_action('<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>', "tool-call").arg
+'x'
+>>> parse_action("<search>q", "asearcher").reason
+'unclosed_tag'
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ import json
 
 from . import prompts
 from .parsing import (
+    MAX_TURN_CHARS,
     drop_blocks,
     find_blocks,
     invalid,
@@ -263,3 +279,18 @@ def get_style(style: str | Style) -> Style:
         return _REGISTRY[style]
     except (KeyError, TypeError):
         raise ValueError(f"style {style!r} is unknown; use one of {', '.join(STYLES)}") from None
+
+
+def parse_action(text: object, style: str | Style = "asearcher") -> Action:
+    """The one tool call or final answer of a policy turn in a style (a name or a ``Style``);
+    never raises on bad text. A turn over ``MAX_TURN_CHARS`` is refused unread (``long_turn``)."""
+    parser = get_style(style)
+    if not isinstance(text, str):
+        return invalid("not_text", f"the action must be text, got {type(text).__name__}")
+    if len(text) > MAX_TURN_CHARS:
+        return invalid(
+            "long_turn",
+            f"the turn has {len(text):,} characters, more than the {MAX_TURN_CHARS:,} that are "
+            "read; think briefly and make one tool call or answer",
+        )
+    return parser.parse(strip_thinking(text))

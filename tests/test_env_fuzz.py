@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from env.batched import BatchedSearchEnv
-from env.parsing import MAX_TURN_CHARS, parse_action
+from env.parsing import MAX_TURN_CHARS
 from env.search_env import SearchEnv
+from env.styles import parse_action
 from env.types import STYLES
 
 ADVERSARIAL = [

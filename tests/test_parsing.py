@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from env.parsing import MAX_QUERY_CHARS, MAX_TURN_CHARS, parse_action, strip_thinking
+from env.parsing import MAX_QUERY_CHARS, MAX_TURN_CHARS, strip_thinking
+from env.styles import parse_action
 
 OK = [
     # (style, text, kind, arg, page)

@@ -51,7 +51,7 @@ class SearchRollout:
         turn_tokens: int = 96,
         **settings,
     ):
-        from ..search_env import make_config
+        from ..config import make_config
 
         settings.setdefault("style", "asearcher")
         settings.setdefault("max_turns", 4)
