@@ -2,7 +2,10 @@
 
 Defaults live in one place, the dataclass: ``add_config_arguments(parser, Config)`` adds a
 ``--kebab-case`` flag per field (help from ``field(metadata={"help": ...})``), and
-``config_from_args(Config, args)`` builds the frozen config back from the parsed flags.
+``config_from_args(Config, args)`` builds the frozen config back from the parsed flags. Every
+number given by flag must be finite and within the field's ``metadata`` ``min`` (default 0: counts,
+sizes, seconds; ``None`` for no bound) and ``max``, else a ``BadRequestError`` naming the flag,
+one line for ``fail`` (``nan`` passes every ``<`` check a dataclass makes, ``inf`` most).
 
 >>> from dataclasses import dataclass, field
 >>> @dataclass(frozen=True)
@@ -17,6 +20,9 @@ Defaults live in one place, the dataclass: ``add_config_arguments(parser, Config
 Demo(max_batch=8, warmup=False, retrievers=('bm25', 'dense-e5'))
 >>> config_from_args(Demo, p.parse_args([]))
 Demo(max_batch=64, warmup=True, retrievers=None)
+>>> config_from_args(Demo, p.parse_args(["--max-batch", "-1"]))
+Traceback (most recent call last):
+retriever.errors.BadRequestError: --max-batch -1 is out of range: give a number >= 0
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from .errors import BadRequestError
 
 _SCALARS = {int: int, float: float, str: str}
 
@@ -130,11 +139,37 @@ def add_config_arguments(
         )
 
 
+def check_number(flag: str, value: float, low: float | None = 0, high: float | None = None) -> None:
+    """A ``BadRequestError`` naming ``flag`` unless ``value`` is finite and in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    span = " and ".join(
+        f"{op} {bound:g}" for op, bound in ((">=", low), ("<=", high)) if bound is not None
+    )
+    want = f"give a finite number {span}" if span else "give a finite number"
+    if not math.isfinite(value):
+        raise BadRequestError(f"{flag} {value} is not a finite number: {want}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise BadRequestError(f"{flag} {value} is out of range: {want.replace(' finite', '')}")
+
+
+def _check_numbers(config: type, given: dict) -> None:
+    """Every numeric flag of ``config`` that was given: finite and within its field's bounds."""
+    for f in dataclasses.fields(config):
+        if f.name not in given:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        value = given[f.name]
+        for item in value if isinstance(value, tuple | list) else (value,):
+            check_number(flag, item, f.metadata.get("min", 0), f.metadata.get("max"))
+
+
 def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """Build ``config`` from the flags that were given (the rest keep the dataclass defaults),
-    then ``overrides``."""
+    then ``overrides``; a number out of its field's bounds is a ``BadRequestError``."""
     names = {f.name for f in dataclasses.fields(config) if f.init}
     given = {k: v for k, v in vars(args).items() if k in names}
+    _check_numbers(config, given)
     given.update(overrides)
     return config(**given)
 

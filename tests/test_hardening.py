@@ -188,8 +188,8 @@ def test_encoder_cuts_a_huge_query_before_tokenizing():
 class Subprocess:
     """``python -m retriever.server`` on a free port, its log in a file."""
 
-    def __init__(self, root, tmp_path, *flags: str, preexec_fn=None):
-        self.port = free_port()
+    def __init__(self, root, tmp_path, *flags: str, preexec_fn=None, port=None):
+        self.port = free_port() if port is None else port
         self.log_path = tmp_path / "server.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -246,9 +246,9 @@ def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_roo
         server.wait_ready()
         idle = socket.create_connection(("127.0.0.1", server.port))
         half = socket.create_connection(("127.0.0.1", server.port))
-        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{")
         head_only = socket.create_connection(("127.0.0.1", server.port))
-        head_only.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        head_only.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         for s in (idle, half, head_only):
             assert closed_within(s, 6), "a connection stayed open past the request timeout"
             s.close()
@@ -434,7 +434,7 @@ def test_sigterm_exits_zero_promptly_with_a_half_sent_request(bm25_root, tmp_pat
     try:
         server.wait_ready()
         half = socket.create_connection(("127.0.0.1", server.port))
-        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{")
         time.sleep(0.3)
         code, seconds = server.stop()
         half.close()
@@ -478,3 +478,273 @@ def test_limits_refuse_bad_values(root):
         ConnectionLimits(request_timeout=0)
     with pytest.raises(ValueError, match="max_connections"):
         ConnectionLimits(max_connections=0)
+
+
+# ---- issue 21: answers left unread, Host names, address files, flags -----------------------
+class Serving:
+    """``lifecycle.Server`` (the guarded protocol) over ``service`` in a thread."""
+
+    def __init__(self, service, limits: ConnectionLimits, host: str = "127.0.0.1"):
+        self.port = free_port()
+        config = server_config(
+            create_app(service, bind_host=host), host, self.port, limits,
+            log_config=None, access_log=False,
+        )  # fmt: skip
+        self.server = Server(config, service, limits.drain_seconds)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Serving:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive()
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+def test_an_answer_left_unread_is_dropped_with_its_connection(root, caplog):
+    """Item 8: a client that never reads its large /access answer held it for ever (+16 MB
+    per client); now the connection is closed after --send-timeout and the answer freed,
+    while a client that reads gets the whole answer under the same timeout."""
+    import orjson
+
+    service, _ = client_for(root)
+    service.start()
+    caplog.set_level(logging.INFO)
+    body = orjson.dumps({"titles": some_titles(root, 40) * 250})  # 10,000 pages
+    try:
+        with Serving(service, ConnectionLimits(send_timeout=1.0)) as serving:
+            port, state = serving.port, serving.server.server_state
+            full = httpx.post(f"http://127.0.0.1:{port}/access", content=body, timeout=60)
+            assert full.status_code == 200 and len(full.json()["result"]) == 10_000
+            assert len(full.content) > 2_000_000  # far more than the sockets' buffers hold
+
+            stalled = socket.socket()
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", port))
+            stalled.sendall(
+                b"POST /access HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            deadline = time.monotonic() + 30  # the answer is built, then 1 s unread
+            while len(state.connections) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not state.connections, "the connection that never read is still open"
+            got = b""  # what the kernel had taken before the close: never the whole answer
+            stalled.settimeout(5)
+            try:
+                while chunk := stalled.recv(1 << 20):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            stalled.close()
+            assert len(got) < len(full.content)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            assert 'retriever_connections_closed{reason="send_timeout"} 1' in metrics
+    finally:
+        service.stop()
+    assert "left an answer unread for 1s" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def host_client(root, bind_host, host, **config):
+    service, _ = client_for(root, **config)
+    app = create_app(service, background=False, bind_host=bind_host)
+    return TestClient(app, base_url=f"http://{host}")
+
+
+@pytest.mark.parametrize(
+    "bind, host, allowed, ok",
+    [
+        ("127.0.0.1", "127.0.0.1:8000", None, True),
+        ("127.0.0.1", "localhost:8000", None, True),
+        ("127.0.0.1", "LOCALHOST.", None, True),
+        ("127.0.0.1", "[::1]:8000", None, True),
+        ("127.0.0.1", "127.0.0.1:9999", None, True),  # a tunnel or a mapped port: any port
+        ("127.0.0.1", "rebind.attacker.example:8000", None, False),
+        ("127.0.0.1", "rebind.attacker.example", ("rebind.attacker.example",), True),
+        ("127.0.0.1", "a.search.example", ("*.search.example",), True),
+        ("127.0.0.1", "search.example.evil", ("*.search.example",), False),
+        ("127.0.0.1", "rebind.attacker.example", ("*",), True),
+        ("::1", "[::1]:8000", None, True),
+        ("10.0.0.7", "10.0.0.7:8000", None, True),
+        ("10.0.0.7", "node7", None, False),
+        ("0.0.0.0", "node7.cluster.local", None, True),  # wildcard bind: documented, no check
+        ("0.0.0.0", "node7.cluster.local", ("node7",), False),
+        ("0.0.0.0", "node7", ("node7",), True),
+        (None, "testserver", None, True),  # an app not bound by us (tests, embedding)
+    ],
+)
+def test_host_header_must_name_this_server(root, bind, host, allowed, ok):
+    """Item 14: a DNS-rebinding page reaches a loopback server under its own name; only the
+    bound address, localhost, IP literals and --allowed-hosts are answered."""
+    with host_client(root, bind, host, allowed_hosts=allowed) as client:
+        info, ui = client.get("/info"), client.get("/health")
+    if ok:
+        assert info.status_code == 200 and ui.status_code == 200
+    else:
+        assert info.status_code == ui.status_code == 421
+        body = info.json()
+        assert body["error"] == "misdirected_request"
+        assert "--allowed-hosts" in body["detail"] and host.split(":")[0] in body["detail"]
+
+
+def test_address_file_is_not_written_through_a_planted_symlink(tmp_path):
+    """Item 15: a link at the temporary name made the server overwrite the link's target."""
+    from retriever.client.addresses import address_file, read_addresses, write_address
+
+    folder, victim = tmp_path / "addr", tmp_path / "victim.txt"
+    folder.mkdir()
+    victim.write_text("keep me")
+    final = address_file(folder, "127.0.0.1", 8123)
+    (folder / (final.name + ".tmp")).symlink_to(victim)
+    path = write_address(folder, "127.0.0.1", 8123)
+    assert victim.read_text() == "keep me"
+    assert path == final and not path.is_symlink() and path.read_text() == "127.0.0.1:8123"
+    final.unlink()  # a link planted at the final name is replaced, not followed
+    final.symlink_to(victim)
+    write_address(folder, "127.0.0.1", 8123)
+    assert victim.read_text() == "keep me" and not final.is_symlink()
+    assert read_addresses(folder) == ["http://127.0.0.1:8123"]
+
+
+def test_discover_skips_and_logs_bad_address_files(tmp_path, caplog):
+    """Item 15: one bad file (not UTF-8, a stray line, a FIFO) broke discovery of every server."""
+    from retriever.client import HTTPClient
+    from retriever.client.addresses import read_addresses, write_address
+
+    write_address(tmp_path, "127.0.0.1", 8001)
+    write_address(tmp_path, "10.0.0.2", 8002)
+    (tmp_path / "Host10.0.0.3_IP8003.txt").write_bytes(b"\xff\xfe10.0.0.3:8003")
+    (tmp_path / "Host10.0.0.4_IP8004.txt").write_text("10.0.0.4:8004\nnot an address at all\n")
+    (tmp_path / "Host10.0.0.5_IP8005.txt").write_text("10.0.0.5:99999")
+    os.mkfifo(tmp_path / "Host10.0.0.6_IP8006.txt")  # opening it to read would block for ever
+    (tmp_path / "Host10.0.0.7_IP8007.txt").mkdir()
+    caplog.set_level(logging.WARNING)
+    with ThreadPoolExecutor(1) as pool:
+        found = pool.submit(read_addresses, tmp_path).result(timeout=10)
+    assert found == ["http://10.0.0.2:8002", "http://10.0.0.4:8004", "http://127.0.0.1:8001"]
+    for name in ("Host10.0.0.3_IP8003.txt", "Host10.0.0.5_IP8005.txt", "Host10.0.0.6_IP8006.txt"):
+        assert name in caplog.text
+    assert "'not an address at all'" in caplog.text
+    with HTTPClient.discover(tmp_path) as client:
+        assert client.urls == found
+
+
+def test_an_unusable_address_folder_fails_at_start(bm25_root, tmp_path):
+    """Item 15: the write failed in a thread (traceback) and the server served unadvertised."""
+    (tmp_path / "a-file").write_text("")
+    server = Subprocess(bm25_root, tmp_path, "--save-address-to", str(tmp_path / "a-file" / "d"))
+    try:
+        code = server.proc.wait(60)
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+        server.log.close()
+    text = server.text()
+    assert code == 2, text
+    assert "error: --save-address-to" in text and "a-file" in text and "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_port_0_is_advertised_as_bound_and_sighup_drains_and_removes_the_file(bm25_root, tmp_path):
+    """Item 15: SIGHUP killed the server at once and left its address file; port 0 (any free
+    port) advertised 0."""
+    from retriever.client.addresses import read_addresses
+
+    folder = tmp_path / "addresses"
+    server = Subprocess(bm25_root, tmp_path, "--save-address-to", str(folder), port=0)
+    try:
+        deadline = time.monotonic() + 90
+        while not (folder.is_dir() and list(folder.glob("Host*.txt"))):
+            assert server.proc.poll() is None and time.monotonic() < deadline, server.text()
+            time.sleep(0.1)
+        (url,) = read_addresses(folder)
+        assert not url.endswith(":0")
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        server.proc.send_signal(signal.SIGHUP)
+        code = server.proc.wait(30)
+        assert code == 0, server.text()
+        assert not list(folder.glob("Host*.txt"))
+        assert "Traceback" not in server.text()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_refused(bm25_root, tmp_path, port):
+    """Item 15: --port 70000 bound another port (70000 - 65536) but advertised 70000."""
+    server = Subprocess(bm25_root, tmp_path, port=port)
+    try:
+        code = server.proc.wait(60)
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+        server.log.close()
+    text = server.text()
+    assert code == 2 and f"error: --port {port}" in text and "65535" in text, text
+
+
+def _numeric_flag_configs():
+    from env.evaluate import EvalConfig
+    from env.policy import SamplingConfig
+    from env.types import EnvConfig
+    from index_build.corpus import CorpusConfig
+    from index_build.encode import EncodeOptions, EncoderChoice
+    from index_build.encode_ray import RayEncodeOptions
+    from retriever.server.ray_serve import DeploymentOptions
+
+    return [ServiceConfig, ConnectionLimits, DeploymentOptions, EncoderChoice, EncodeOptions,
+            RayEncodeOptions, CorpusConfig, EvalConfig, EnvConfig, SamplingConfig]  # fmt: skip
+
+
+def test_every_numeric_flag_must_be_finite_and_in_range():
+    """Item 16: --max-wait-ms nan never got past loading, --drain-seconds inf ended in a
+    traceback: one check in retriever.cli covers every numeric flag of every generated CLI."""
+    import argparse
+    import dataclasses
+    import typing
+
+    from retriever.cli import _unwrap, add_config_arguments, config_from_args
+    from retriever.errors import BadRequestError
+
+    checked = 0
+    for config in _numeric_flag_configs():
+        hints = typing.get_type_hints(config)
+        parser = argparse.ArgumentParser()
+        add_config_arguments(parser, config)
+        for f in dataclasses.fields(config):
+            kind, _ = _unwrap(hints[f.name])
+            if kind not in (int, float) or not f.init:
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            low = f.metadata.get("min", 0)
+            bad = ["nan", "inf", "-inf"] if kind is float else []
+            bad += ["-1000000000"] if low is not None else []
+            for value in bad:
+                args = parser.parse_args([f"{flag}={value}"])
+                with pytest.raises(BadRequestError, match=f"^{flag} ") as caught:
+                    config_from_args(config, args)
+                assert "\n" not in str(caught.value)
+                checked += 1
+    assert checked >= 50
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--max-wait-ms", "nan"), ("--drain-seconds", "inf"), ("--keep-alive", "1e300")]
+)
+def test_a_bad_number_is_one_error_line_at_start(bm25_root, tmp_path, flag, value):
+    server = Subprocess(bm25_root, tmp_path, flag, value)
+    try:
+        code = server.proc.wait(60)
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+        server.log.close()
+    lines = server.text().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {flag} "), lines

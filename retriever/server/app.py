@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import wire
 from ..errors import RetrieverError
+from .hosts import WILDCARD_BINDS
 from .metrics import CONTENT_TYPE
 from .service import RetrievalService, ServiceConfig, rss_bytes
 from .web import RequestMetrics, bearer_dependency, json_response, on_error, read_body
@@ -34,6 +35,7 @@ _ERRORS = {
     code: {"model": wire.ErrorResponse, "description": text}
     for code, text in (
         (401, "missing or wrong bearer token"),
+        (421, "Host names no address of this server (--allowed-hosts)"),
         (422, "bad request: the detail says what and how to fix it"),
         (429, "queue full: retry after Retry-After seconds"),
         (503, "loading, shutting down, or a worker died"),
@@ -59,9 +61,15 @@ def _wants_msgpack(request: Request, packed: bool) -> bool:
 
 
 # ---- the app ------------------------------------------------------------------------------
-def create_app(service_or_config: RetrievalService | ServiceConfig, *, background: bool = True):
+def create_app(
+    service_or_config: RetrievalService | ServiceConfig,
+    *,
+    background: bool = True,
+    bind_host: str | None = None,
+):
     """The FastAPI app. Its lifespan starts the service (in the background: 503 until loaded,
-    unless it is already started) and stops it, answering every waiting request."""
+    unless it is already started) and stops it, answering every waiting request.
+    ``bind_host``: the address the server listens on, for the ``Host`` check (``hosts.py``)."""
     if isinstance(service_or_config, ServiceConfig):
         service = RetrievalService(service_or_config)
     else:
@@ -163,6 +171,11 @@ def create_app(service_or_config: RetrievalService | ServiceConfig, *, backgroun
         from .ui import mount_ui
 
         mount_ui(app, service, config.trajectories)
+    from .hosts import HostCheck, HostGuard
+
+    check = HostCheck.allowing(bind_host, config.allowed_hosts)
+    if check is not None:  # outermost: a refused request reaches nothing else
+        app.add_middleware(HostGuard, check=check)
     return app
 
 
@@ -180,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m retriever.server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
     p.add_argument(
         "--save-address-to",
         metavar="DIR",
@@ -213,9 +226,22 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 def checked_config(args: argparse.Namespace) -> tuple[ServiceConfig, list[str]]:
     """``config_from_args`` and the index's part names, failing fast (``RetrieverError``) on a
-    root with no part: the check both ``python -m retriever.server`` and Ray Serve make first."""
+    root with no part, a ``--port`` out of range or a ``--save-address-to`` folder it cannot
+    write: the checks both ``python -m retriever.server`` and Ray Serve make first."""
+    from ..cli import check_number
     from ..index import Index
 
+    check_number("--port", args.port, 0, 65535)  # uvicorn would bind 70000 - 65536
+    if args.save_address_to:  # now, not once loaded: a server nobody can find is no use
+        from ..client.addresses import check_folder
+
+        try:
+            check_folder(args.save_address_to)
+        except OSError as exc:
+            raise RetrieverError(
+                f"--save-address-to {args.save_address_to}: {exc.strerror or exc}: "
+                "give a folder this server may create files in"
+            ) from None
     config = config_from_args(args)
     names = Index.open(config.index).names()
     if not names:
@@ -245,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     service = RetrievalService(config)
     try:
-        app = create_app(service)
+        app = create_app(service, bind_host=args.host)
     except RetrieverError as exc:  # e.g. a --trajectories file that is not there
         return fail(str(exc))
     log.info(
@@ -256,15 +282,19 @@ def main(argv: list[str] | None = None) -> int:
         rss_bytes() / 2**20,
         ", ".join(config.retrievers or names),
     )
+    if args.host in WILDCARD_BINDS and not config.token and not config.allowed_hosts:
+        log.warning(
+            "bound to every interface without --token: any machine that reaches this one can "
+            "read the index and the trajectories (Host is not checked: --allowed-hosts does)"
+        )
     address: list = []
+    unadvertised: list[BaseException] = []
     server: Server | None = None
 
     def report_ready() -> None:
-        while service.state in ("created", "loading"):
+        while service.state in ("created", "loading") or server is None:
             time.sleep(0.05)
         if service.state == "failed":  # exit non-zero (a supervisor restarts, the user sees why)
-            while server is None:
-                time.sleep(0.05)
             server.should_exit = True
         if service.state == "ready":
             log.info(
@@ -276,12 +306,22 @@ def main(argv: list[str] | None = None) -> int:
             if args.save_address_to:
                 from ..client.addresses import write_address
 
-                address.append(write_address(args.save_address_to, args.host, args.port))
-                log.info("address written to %s", address[0])
+                while not server.started and not server.should_exit:
+                    time.sleep(0.05)
+                try:  # port 0: the port the system chose
+                    port = server.bound_port() or args.port
+                    address.append(write_address(args.save_address_to, args.host, port))
+                    log.info("address written to %s", address[0])
+                except OSError as exc:  # the folder went away since the start: say so, stop
+                    unadvertised.append(exc)
+                    server.should_exit = True
 
     threading.Thread(target=report_ready, name="report-ready", daemon=True).start()
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0 instead of dying by it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn shuts down gracefully on SIGTERM (and here SIGHUP), then re-raises it: exit 0
+    # instead of dying by it, after the address file is removed
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, lambda *_: sys.exit(0))
     uv_config = server_config(
         app, args.host, args.port, limits, log_level=args.log_level, access_log=False
     )
@@ -293,4 +333,6 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink(missing_ok=True)
     if service.state == "failed":
         return fail(f"the index failed to load: {service.error}", 1)
+    if unadvertised:
+        return fail(f"could not write the address file: {unadvertised[0]}", 1)
     return 0 if server.started else 1

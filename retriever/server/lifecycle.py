@@ -7,7 +7,11 @@ outlast its grace time (plain-text 500s, tracebacks). Here:
 - ``guarded_protocol``: a request's head and body must arrive within ``request_timeout`` of the
   connection opening (or of its first byte after a response), else the connection is closed;
   past ``max_connections`` open connections a new one is answered ``503`` JSON with
-  ``Retry-After`` and closed, and that is logged;
+  ``Retry-After`` and closed, and that is logged; an answer the client leaves unread (the
+  transport's write buffer over its high-water mark) for ``send_timeout`` seconds is dropped
+  with its connection: uvicorn writes a whole body into that buffer at once and a plain close
+  waits for it to drain, so a client that never reads would pin the answer (16 MB for a large
+  ``/access``) for ever;
 - ``Server``: on SIGTERM new requests get 503, queued ones are served for ``drain_seconds``,
   then every request still waiting is answered 503 with ``Retry-After`` and connections still
   sending a request are closed, so the process exits within about ``drain_seconds + 5``.
@@ -16,7 +20,10 @@ outlast its grace time (plain-text 500s, tracebacks). Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,8 +42,11 @@ REFUSE_WAIT = 0.25
 PENDING_REFUSALS = 32
 
 
-def _opt(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
+DAY = 86_400.0  # the largest time flag: an hour-long timeout is odd already, a day a mistake
+
+
+def _opt(default, help_text: str, **bounds):
+    return field(default=default, metadata={"help": help_text, **bounds})
 
 
 @dataclass(frozen=True)
@@ -44,20 +54,30 @@ class ConnectionLimits:
     """Per-connection bounds; every field is a flag of ``python -m retriever.server``."""
 
     request_timeout: float = _opt(
-        20.0, "seconds a request's head and body may take to arrive (else the connection closes)"
+        20.0,
+        "seconds a request's head and body may take to arrive (else the connection closes)",
+        max=DAY,
     )
-    keep_alive: float = _opt(5.0, "seconds an idle keep-alive connection stays open")
+    keep_alive: float = _opt(5.0, "seconds an idle keep-alive connection stays open", max=DAY)
+    send_timeout: float = _opt(
+        30.0,
+        "seconds a client may take to read an answer once the server's send buffer is full "
+        "(else the connection is closed and the answer dropped)",
+        max=DAY,
+    )
     max_connections: int = _opt(
-        1000, "open connections; past it a new one gets 503 with Retry-After"
+        1000, "open connections; past it a new one gets 503 with Retry-After", min=1
     )
     drain_seconds: float = _opt(
-        10.0, "on SIGTERM: seconds queued requests may still finish before they get 503"
+        10.0,
+        "on SIGTERM or SIGHUP: seconds queued requests may still finish before they get 503",
+        max=DAY,
     )
 
     def __post_init__(self):
-        for name in ("request_timeout", "keep_alive", "drain_seconds"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("request_timeout", "keep_alive", "send_timeout", "drain_seconds"):
+            if not 0 < getattr(self, name) <= DAY:
+                raise ValueError(f"{name} must be > 0 and <= {DAY:g} s, got {getattr(self, name)}")
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
 
@@ -123,20 +143,32 @@ class _RateLimitedLog:
             self.count, self.last = 0, now
 
 
-def guarded_protocol(request_timeout: float, max_connections: int, base: type | None = None):
+def guarded_protocol(
+    request_timeout: float,
+    max_connections: int,
+    base: type | None = None,
+    send_timeout: float = ConnectionLimits.send_timeout,
+):
     """uvicorn's HTTP protocol class (``base``, default httptools when installed, else h11) with
-    a request timer and a cap on open connections."""
+    a request timer, a send timer and a cap on open connections."""
     base = base or AutoHTTPProtocol
     busy = _busy_response(max_connections)
     closed_log = _RateLimitedLog(logging.INFO, 60.0)
+    unread_log = _RateLimitedLog(logging.WARNING)
     refused_log = _RateLimitedLog(logging.WARNING)
     flood_log = _RateLimitedLog(logging.WARNING)
     pending: set = set()  # connections past the cap waiting for their request
 
     class GuardedProtocol(base):
         # what the guard did, for /metrics: closed by the timeout, answered 503, closed at once
-        outcomes = {"request_timeout": closed_log, "refused_503": refused_log, "flood": flood_log}
+        outcomes = {
+            "request_timeout": closed_log,
+            "send_timeout": unread_log,
+            "refused_503": refused_log,
+            "flood": flood_log,
+        }
         _timer: asyncio.TimerHandle | None = None
+        _send_timer: asyncio.TimerHandle | None = None
         _refused = False
 
         def connection_made(self, transport) -> None:
@@ -200,12 +232,40 @@ def guarded_protocol(request_timeout: float, max_connections: int, base: type | 
             else:  # the whole request is in: the app has it, no timer while it works
                 self._disarm()
 
+        # the transport calls these when its write buffer passes the high-water mark and when it
+        # falls back under the low one: the client has that long to take what the buffer holds
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._send_timer is None:
+                self._send_timer = self.loop.call_later(send_timeout, self._unread)
+
+        def resume_writing(self) -> None:
+            self._stop_send_timer()
+            super().resume_writing()
+
+        def _stop_send_timer(self) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+
+        def _unread(self) -> None:
+            self._send_timer = None
+            unsent = self.transport.get_write_buffer_size()
+            if unsent:
+                unread_log.note(
+                    "closed connections that left an answer unread for %gs (%d bytes here)",
+                    send_timeout,
+                    unsent,
+                )
+                self.transport.abort()  # close() would wait for the buffer to drain
+
         def on_response_complete(self) -> None:
             self._disarm()  # idle again: uvicorn's keep-alive timer takes over
             super().on_response_complete()
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            self._stop_send_timer()
             pending.discard(self)
             super().connection_lost(exc)
 
@@ -226,7 +286,7 @@ def server_config(app, host: str, port: int, limits: ConnectionLimits, **options
         app,
         host=host,
         port=port,
-        http=guarded_protocol(limits.request_timeout, cap),
+        http=guarded_protocol(limits.request_timeout, cap, send_timeout=limits.send_timeout),
         timeout_keep_alive=max(1, round(limits.keep_alive)),
         timeout_graceful_shutdown=round(limits.drain_seconds + GRACE_SECONDS),
         **options,
@@ -245,7 +305,8 @@ class Server(uvicorn.Server):
             service.metrics.add_gauge(
                 "retriever_connections_closed",
                 "Connections the server closed: idle or slow past --request-timeout "
-                "(request_timeout), past --max-connections (refused_503, flood); since start",
+                "(request_timeout), an answer left unread past --send-timeout (send_timeout), "
+                "past --max-connections (refused_503, flood); since start",
                 lambda: {(("reason", k),): float(v.total) for k, v in outcomes.items()},
             )
             service.metrics.add_gauge(
@@ -253,6 +314,28 @@ class Server(uvicorn.Server):
                 "Open HTTP connections",
                 lambda: {(): float(len(self.server_state.connections))},
             )
+
+    def bound_port(self) -> int | None:
+        """The port the server listens on (the chosen one when asked for port 0)."""
+        for server in getattr(self, "servers", ()):
+            for sock in server.sockets:
+                return sock.getsockname()[1]
+        return None
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        """uvicorn's SIGINT and SIGTERM handling, and SIGHUP the same way (a closed terminal,
+        a supervisor's stop): drain, then re-raise it to the handler it had before."""
+        with super().capture_signals():
+            hup = getattr(signal, "SIGHUP", None)
+            if hup is None or threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = signal.signal(hup, self.handle_exit)
+            try:
+                yield
+            finally:
+                signal.signal(hup, previous)
 
     async def shutdown(self, sockets=None) -> None:
         self.service.begin_shutdown()

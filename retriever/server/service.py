@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+MAX_WAIT_MS = 10_000.0  # a batch that waits longer for company is a misconfiguration
+
+
 def _opt(default, help_text: str, **more):
     return field(default=default, metadata={"help": help_text, **more})
 
@@ -72,7 +75,9 @@ class ServiceConfig:
     search_threads: int | None = _opt(None, "BM25 kernel threads per batch (default: all cores)")
     max_batch: int = _opt(64, "queries per search batch")
     max_wait_ms: float = _opt(
-        0.0, "extra wait for a batch to fill (0: take what queued while the worker was busy)"
+        0.0,
+        "extra wait for a batch to fill (0: take what queued while the worker was busy)",
+        max=MAX_WAIT_MS,
     )
     queue_size: int = _opt(1024, "waiting requests per retriever before 429")
     cache_size: int = _opt(100_000, "result cache entries (0 disables)")
@@ -90,6 +95,12 @@ class ServiceConfig:
     token: str | None = _opt(
         None, "require 'Authorization: Bearer TOKEN' (default: $RETRIEVER_TOKEN)"
     )
+    allowed_hosts: tuple[str, ...] | None = _opt(
+        None,
+        "comma list of Host names answered besides the bound address, localhost and IP "
+        "addresses (*.example.org: its subdomains; *: any Host); a server bound to 0.0.0.0 "
+        "checks Host only when this is given",
+    )
     warmup: bool = _opt(True, "skip the warm-up query")
     ui: bool = _opt(True, "do not serve the /ui pages (search playground, trajectories, stats)")
     trajectories: tuple[str, ...] = _opt(
@@ -105,8 +116,10 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_access_chars < 1:
             raise ValueError(f"max_access_chars must be >= 1, got {self.max_access_chars}")
-        if self.cache_size < 0 or self.max_wait_ms < 0 or self.cache_bytes < 0:
-            raise ValueError("cache_size, cache_bytes and max_wait_ms must be >= 0")
+        if self.cache_size < 0 or self.cache_bytes < 0:
+            raise ValueError("cache_size and cache_bytes must be >= 0")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # also nan: it stalled the first batch
+            raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS}], got {self.max_wait_ms}")
         if self.default_topk > self.max_topk:
             raise ValueError(f"default_topk {self.default_topk} > max_topk {self.max_topk}")
         if self.dense_mode not in (None, "sharded", "replicated"):

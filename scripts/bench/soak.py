@@ -73,7 +73,7 @@ def http_raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, byt
 
 
 def get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
 
 
 # ---- the load ---------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class Stats:
 
 async def _send(reader, writer, method: str, path: str, body: bytes, ctype: str) -> int:
     writer.write(
-        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
@@ -132,7 +132,7 @@ async def slow_client(port, stop, stats: Stats):
     """Dribbles a valid request out a few bytes every 0.5 s; counts what the server did."""
     body = json.dumps({"queries": ["slow query"], "topk": 1}).encode()
     request = (
-        f"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     while time.perf_counter() < stop:
@@ -168,7 +168,9 @@ async def idle_client(port, stop, stats: Stats, half: bool, timeout: float):
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             if half:
-                writer.write(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+                writer.write(
+                    b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{"
+                )
             left = max(0.1, stop - time.perf_counter())
             data = await asyncio.wait_for(reader.read(65536), left)
             stats.add(kind, "closed by server" if not data else "answered", time.perf_counter() - t)
@@ -318,15 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     tmp = None
-    if args.smoke:
+    if args.smoke:  # three articles: the dense encode takes seconds
         args.minutes = 0.05
-    if args.index is None:
+        index = str(smoke_index(dense="minilm"))
+    elif args.index is None:
         tmp = tempfile.TemporaryDirectory(prefix="soak-")
-        source = SAMPLE
-        if args.smoke:  # three articles: the dense encode takes seconds
-            source = tiny_wikiextractor(Path(tmp.name) / "tiny.txt.gz", articles=3)
-        print(f"building the soak index from {source.name} ...", flush=True)
-        index = str(build_index(Path(tmp.name) / "index", source, dense="minilm"))
+        print(f"building the soak index from {SAMPLE.name} ...", flush=True)
+        index = str(build_index(Path(tmp.name) / "index", SAMPLE, dense="minilm"))
     else:
         index = args.index
     from retriever.index import Index
