@@ -18,6 +18,7 @@ import numpy as np
 from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
+from .noise import negative_pool
 from .tools import Call, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
 
@@ -42,7 +43,8 @@ class BatchedSearchEnv:
         self.client = client
         self.num_envs = num_envs
         self.tasks = load_task_list(tasks)
-        self.episodes = [Episode(self.config) for _ in range(num_envs)]
+        pool = negative_pool(self.config.noise, client)
+        self.episodes = [Episode(self.config, pool) for _ in range(num_envs)]
         self._rng = np.random.default_rng()
         self._pending: list[tuple[int, Call, asyncio.Future]] = []
         self._flush_scheduled = False
@@ -75,9 +77,12 @@ class BatchedSearchEnv:
             self._rng = np.random.default_rng(seed)
         obs, infos = [], []
         for j, i in enumerate(indices):
+            option = self._option_for(None if options is None else options[j])
+            noise_seed = None
+            if seed is None and self.config.noise is not None:  # drawn, so seeded runs repeat
+                noise_seed = int(self._rng.integers(1 << 62))
             o, info = self.episodes[i].reset(
-                self._option_for(None if options is None else options[j]),
-                seed=None if seed is None else seed + j,
+                option, seed=None if seed is None else seed + j, noise_seed=noise_seed
             )
             obs.append(o)
             infos.append(info)
@@ -127,7 +132,7 @@ class BatchedSearchEnv:
 
     def _plan(self, calls):
         cfg = self.config
-        return plan_calls(calls, cfg.topk, cfg.retriever)
+        return plan_calls(calls, cfg.search_k, cfg.retriever)
 
     def step(self, actions: Sequence[str | None]) -> StepBatch:
         """One turn of every episode whose action is not None (stepping an ended one raises)."""

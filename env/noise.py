@@ -365,6 +365,11 @@ class EpisodeNoise:
         seed: int | None,
         pool: NegativePool | None = None,
     ):
+        if config.mode == "random" and pool is None:
+            raise ConfigError(
+                "random noise needs a NegativePool (env.noise.negative_pool(config, client)); "
+                "SearchEnv and BatchedSearchEnv build one from their client"
+            )
         self.config, self.topk, self.pool = config, topk, pool
         self.seed = int(seed) if seed is not None else secrets.randbits(63)
         step = options.get("train_step", 0)
@@ -410,3 +415,12 @@ def _strings(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def negative_pool(config: NoiseConfig | None, client: Any) -> NegativePool | None:
+    """The random-passage pool an env's episodes share (None unless the mode is ``random``);
+    a ``ConfigError`` at construction when there is no way to get one."""
+    if config is None or config.mode != "random":
+        return None
+    check_pool_source(config, client)
+    return NegativePool(config, client)

@@ -17,6 +17,7 @@ import gymnasium as gym
 from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
+from .noise import negative_pool
 from .tools import Plan, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
 
@@ -71,7 +72,7 @@ class SearchEnv(gym.Env):
         self.render_mode = render_mode
         self.observation_space = TextSpace()
         self.action_space = TextSpace()
-        self.episode = Episode(self.config)
+        self.episode = Episode(self.config, negative_pool(self.config.noise, client))
         self._closed = False
 
     def _options(self, options: dict | None) -> dict:
@@ -82,7 +83,11 @@ class SearchEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        return self.episode.reset(self._options(options), seed=seed)
+        options = self._options(options)
+        noise_seed = None
+        if seed is None and self.config.noise is not None:  # drawn, so seeded runs repeat
+            noise_seed = int(self.np_random.integers(1 << 62))
+        return self.episode.reset(options, seed=seed, noise_seed=noise_seed)
 
     def _plan(self, action: str) -> Plan | None:
         """The backend plan of this action's tool call; None when the action calls no tool."""
@@ -91,7 +96,7 @@ class SearchEnv(gym.Env):
             return None
         if self.client is None:
             raise ConfigError("this env has no search client; pass client= to SearchEnv")
-        return plan_calls([call], self.config.topk, self.config.retriever)
+        return plan_calls([call], self.config.search_k, self.config.retriever)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         plan = self._plan(action)
