@@ -136,3 +136,138 @@ def test_noise_config_parsing_and_errors(tmp_path):
     pool.write_text("[1]\n")
     with pytest.raises(ConfigError, match="line 1: expected a passage"):
         read_pool(pool)
+
+
+# ---- real episodes over the HotpotQA mini index ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(hotpot_root):
+    from env_support import hotpot_client
+
+    c = hotpot_client(hotpot_root)
+    yield c
+    c.close()
+
+
+def gold_task():
+    from env_support import gold_titles, hotpot_tasks
+
+    task = hotpot_tasks(1)[0]
+    return task, gold_titles(task)
+
+
+def search(query: str) -> str:
+    return f"<search> {query} </search>"
+
+
+def test_env_hard_negatives_are_shown_and_logged(client):
+    from env_support import titles_in
+
+    from env.search_env import SearchEnv
+
+    task, gold = gold_task()
+    k = 3
+    env = SearchEnv(client, topk=k, noise="hard-negative,p_start=1,p_end=1,depth=5")
+    env.reset(seed=1, options=task.options())
+    obs, _, _, _, info = env.step(search(gold[0]))
+    deep = client.retrieve([gold[0]], topk=k + 5)[0]
+    assert titles_in(obs, "asearcher") == [d["title"] for d in deep[k : 2 * k]]
+    log = info["noise"]
+    assert log["p"] == 1.0 and [r["slot"] for r in log["replaced"]] == [0, 1, 2]
+    assert [r["by_rank"] for r in log["replaced"]] == [4, 5, 6]
+    assert [r["id"] for r in log["replaced"]] == [d["id"] for d in deep[:k]]
+    traj = env.trajectory()
+    assert traj["turns"][0]["noise"] == log
+    assert traj["noise"]["mode"] == "hard-negative" and traj["noise"]["seed"] == 1
+    assert traj["noise"]["searches"] == [log]
+    if "shown" in traj["turns"][0]:  # the per-turn record of what was shown is after noise
+        assert traj["turns"][0]["shown"]["ids"] == [r["by_id"] for r in log["replaced"]]
+
+
+def test_env_drop_gold_over_the_real_index(client):
+    from env_support import titles_in
+
+    from env.search_env import SearchEnv
+
+    task, gold = gold_task()
+    options = {**task.options(), "supporting_titles": gold}
+    queries = [*gold, task.question]
+    plain = SearchEnv(client, topk=5)
+    plain.reset(seed=0, options=options)
+    plain_titles = [titles_in(plain.step(search(q))[0], "asearcher") for q in queries]
+    assert any(set(t) & set(gold) for t in plain_titles)  # gold passages do come up
+    env = SearchEnv(client, topk=5, noise={"mode": "drop-gold", "p_start": 1.0, "p_end": 1.0})
+    env.reset(seed=0, options=options)
+    for query, before in zip(queries, plain_titles):
+        obs, _, _, _, info = env.step(search(query))
+        shown = titles_in(obs, "asearcher")
+        assert len(shown) == 5 and not set(shown) & set(gold)
+        dropped = [r["title"] for r in info["noise"]["replaced"]]
+        assert dropped == [t for t in before if t in gold]
+        assert all(r["by_title"] not in gold for r in info["noise"]["replaced"])
+
+
+def random_episode(client, seed, step=0, noise=None):
+    from env.search_env import SearchEnv
+
+    task, gold = gold_task()
+    noise = noise or NoiseConfig("random", p_start=0.0, p_end=0.6, steps=10, seed=5)
+    env = SearchEnv(client, topk=5, noise=noise)
+    env.reset(seed=seed, options={**task.options(), "train_step": step})
+    return [env.step(search(q))[0] for q in gold], env.trajectory()["noise"]
+
+
+def test_env_random_noise_is_seeded_and_follows_the_step(client):
+    obs_a, log_a = random_episode(client, seed=3, step=10)
+    obs_b, log_b = random_episode(client, seed=3, step=10)
+    assert obs_a == obs_b and log_a == log_b  # same seed, same observations
+    assert sum(len(s["replaced"]) for s in log_a["searches"]) > 0
+    others = [random_episode(client, seed=s, step=10)[0] for s in (4, 5, 6)]
+    assert any(o != obs_a for o in others)
+    # step 0 of the curriculum: p_start = 0, the plain results
+    obs_0, log_0 = random_episode(client, seed=3, step=0)
+    assert log_0["p"] == 0.0 and all(s["replaced"] == [] for s in log_0["searches"])
+    plain = [client.retrieve([q], topk=5)[0] for q in gold_task()[1]]
+    from env_support import titles_in
+
+    assert [titles_in(o, "asearcher") for o in obs_0] == [[d["title"] for d in p] for p in plain]
+
+
+def test_batched_noise_matches_one_by_one(client):
+    from env_support import hotpot_tasks
+
+    from env.batched import BatchedSearchEnv
+    from env.search_env import SearchEnv
+
+    tasks = hotpot_tasks(4)
+    noise = "hard-negative,p_start=0.5,p_end=0.5,depth=4"
+    benv = BatchedSearchEnv(client, num_envs=4, topk=3, noise=noise)
+    benv.reset(seed=10, options=[t.options() for t in tasks])
+    batched, _, _, _, infos = benv.step([search(t.question) for t in tasks])
+    for j, task in enumerate(tasks):
+        env = SearchEnv(client, topk=3, noise=noise)
+        env.reset(seed=10 + j, options=task.options())
+        obs, _, _, _, info = env.step(search(task.question))
+        assert obs == batched[j] and info["noise"] == infos[j]["noise"]
+
+
+def test_random_noise_over_a_server_needs_a_pool(tmp_path, client):
+    from env.search_env import SearchEnv
+
+    class HTTPLike:  # a client with no in-process store
+        def retrieve(self, queries, topk=3, retriever=None):
+            return client.retrieve(queries, topk, retriever)
+
+    with pytest.raises(ConfigError, match="retriever.inspect ROOT --sample"):
+        SearchEnv(HTTPLike(), noise="random,p_end=1")
+    pool = tmp_path / "pool.jsonl"
+    docs = [
+        {"id": f"n{i}", "title": f"Noise {i}", "text": "noise text", "url": ""} for i in range(9)
+    ]
+    pool.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    env = SearchEnv(HTTPLike(), topk=3, noise={"mode": "random", "p_end": 1, "pool": str(pool)})
+    env.reset(seed=0, options={"question": "q?", "answers": ["a"]})
+    _, _, _, _, info = env.step(search("Kansas"))
+    assert {r["by_id"] for r in info["noise"]["replaced"]} <= {d["id"] for d in docs}
+    assert len(info["noise"]["replaced"]) == 3
