@@ -111,7 +111,7 @@ class HTTPClient(ClientBase):
         """A client of every server listed in ASearcher's address directory (``folder``, or
         ``$RAG_SERVER_ADDR_DIR``): the ``Host{ip}_IP{port}.txt`` files that servers started
         with ``--save-address-to`` write."""
-        from .addresses import read_addresses
+        from ..addresses import read_addresses
 
         folder = folder or os.environ.get("RAG_SERVER_ADDR_DIR")
         if not folder:

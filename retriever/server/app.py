@@ -233,7 +233,7 @@ def checked_config(args: argparse.Namespace) -> tuple[ServiceConfig, list[str]]:
 
     check_number("--port", args.port, 0, 65535)  # uvicorn would bind 70000 - 65536
     if args.save_address_to:  # now, not once loaded: a server nobody can find is no use
-        from ..client.addresses import check_folder
+        from ..addresses import check_folder
 
         try:
             check_folder(args.save_address_to)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 (service.rss_at_ready or 0) / 2**20,
             )
             if args.save_address_to:
-                from ..client.addresses import write_address
+                from ..addresses import write_address
 
                 while not server.started and not server.should_exit:
                     time.sleep(0.05)

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     written = []
     if args.save_address_to:  # one ASearcher address file per node's proxy
-        from ..client.addresses import write_address
+        from ..addresses import write_address
 
         for url in urls:
             host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
