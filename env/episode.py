@@ -14,8 +14,8 @@ from collections import Counter
 
 from . import formatting as fmt
 from .errors import ResetNeededError
-from .noise import EpisodeNoise, NegativePool
 from .evidence import evidence_of
+from .noise import EpisodeNoise, NegativePool
 from .parsing import clean_text, turn_format_ok
 from .reward_spec import parse_reward_spec
 from .rewards import REWARDS, Outcome, score_all
