@@ -125,6 +125,35 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def evidence_metrics(records: list[dict]) -> dict:
+    """The retrieval-aware quantities (``env.evidence``) of episode records: evidence recall
+    over the episodes whose task has gold evidence (None when none has), the others over all.
+
+    >>> m = evidence_metrics([{"meta": {"supporting_titles": ["A"]}, "rewards": {"evidence_recall": 1.0}},
+    ...                       {"meta": {}, "rewards": {"search_cost": 2.0, "redundancy": 1.0}}])
+    >>> m["recall"], m["with_gold"], m["search_cost"], m["redundant"]
+    (1.0, 1, 1.0, 0.5)
+    """
+    from .types import GOLD_KEYS
+
+    def has_gold(r: dict) -> bool:
+        meta = r.get("meta") or {}
+        return any(meta.get(k) for k in GOLD_KEYS)
+
+    def mean(name: str, recs: list[dict]) -> float:
+        return _mean(float((r.get("rewards") or {}).get(name, 0.0)) for r in recs)
+
+    gold = [r for r in records if has_gold(r)]
+    return {
+        "with_gold": len(gold),
+        "recall": mean("evidence_recall", gold) if gold else None,
+        "answer_in_evidence": mean("answer_in_evidence", records),
+        "info_gain": mean("info_gain", records),
+        "redundant": mean("redundancy", records),
+        "search_cost": mean("search_cost", records),
+    }
+
+
 def summarize(records: list[dict], samples: int) -> dict:
     """Per-dataset metrics of episode records (``dataset``, ``task_id``, ``rewards``, ...)."""
     by_dataset: dict[str, list[dict]] = defaultdict(list)
@@ -154,6 +183,7 @@ def summarize(records: list[dict], samples: int) -> dict:
             "invalid": _mean(r["counts"].get("invalid", 0) for r in recs),
             "max_turns": max((r["num_turns"] for r in recs), default=0),
         }
+        row["evidence"] = evidence_metrics(recs)
         row["answered"] = sum(r["prediction"] is not None for r in recs)
         row["truncated"] = sum(bool(r["truncated"]) for r in recs)
         row["policy_errors"] = sum(r.get("policy_error") is not None for r in recs)
@@ -185,6 +215,14 @@ def format_table(summary: dict) -> str:
             if key.startswith(("avg@", "pass@")):
                 vals = " ".join(f"{m}={v:.3f}" for m, v in row[key].items())
                 lines.append(f"  {key}: {vals}")
+        e = row.get("evidence") or {}
+        if e.get("recall") is not None or e.get("search_cost"):
+            recall = "-" if e.get("recall") is None else f"{e['recall']:.3f}"
+            lines.append(
+                f"  evidence: recall={recall} (gold: {e['with_gold']}) "
+                f"answer_in_evidence={e['answer_in_evidence']:.3f} info_gain={e['info_gain']:.2f} "
+                f"redundant={e['redundant']:.2f} search_cost={e['search_cost']:.2f}"
+            )
         if "judge" in row and row["judge"]["parse_failures"]:
             lines.append(f"  judge parse failures: {row['judge']['parse_failures']}")
     return "\n".join(lines)

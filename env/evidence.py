@@ -192,9 +192,9 @@ def evidence_of(
 
 # what a tag-style response shows, for trainers that keep only the text (verl, TRL text rewards)
 _CALL = re.compile(r"<(search|access)>(.*?)</\1>|<tool_call>(.*?)</tool_call>", re.S)
-_DOC = re.compile(r"\[Doc \d+\]\(([^)\n]*)\):\n\"([^\n]*)\"")
+_DOC = re.compile(r"\[Doc \d+\]\(([^\n]*?)\):\n\"([^\n]*)\"")  # urls may hold ( )
 _DOC_R1 = re.compile(r"Doc \d+\(Title: \"([^\n]*?)\"\)")
-_PAGE = re.compile(r">>>> Page (\d+) of \d+ >>>> ([^\n]*) \(([^\n()]*)\)")
+_PAGE = re.compile(r">>>> Page (\d+) of \d+ >>>> ([^\n]*?) \((\S*)\)$", re.M)
 _TOOL_NAME = re.compile(r'"name"\s*:\s*"(search|access)"')
 _TOOL_ARG = re.compile(r'"(?:query|url)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 

@@ -23,9 +23,11 @@ from collections.abc import Sequence
 
 from retriever.queries import ANSWER_DICT_KEYS, decode_answers
 
-from ..errors import ConfigError, TaskFormatError
+from ..errors import TaskFormatError
+from ..evidence import evidence_from_text
 from ..parsing import find_blocks, turn_format_ok
-from ..rewards import REWARDS, Outcome, score_all
+from ..reward_spec import RewardSpec, parse_reward_spec
+from ..rewards import Outcome, score_all
 
 # the example answer inside Search-R1's / ASearcher's prompt template, when a trainer scores
 # prompt + response together
@@ -78,25 +80,33 @@ def format_ok_of(text: str) -> bool:
     return turn_format_ok(text[pos:])
 
 
-def outcome_of(text: str, answers: Sequence[str]) -> Outcome:
+def outcome_of(text: str, answers: Sequence[str], gold_titles: Sequence[str] = ()) -> Outcome:
+    """The ``Outcome`` of a response text; its evidence (what the ``<information>`` blocks
+    showed) is read back from the text, ``gold_titles`` are the task's supporting titles."""
     prediction = extract_answer(text)
-    return Outcome(prediction, tuple(answers), format_ok=format_ok_of(text))
+    evidence = evidence_from_text(text, gold_titles)
+    return Outcome(prediction, tuple(answers), format_ok=format_ok_of(text), evidence=evidence)
 
 
-def check_reward_name(name: str) -> str:
-    if name not in REWARDS:
-        raise ConfigError(f"reward {name!r} is unknown; use one of {', '.join(REWARDS)}")
-    return name
+def check_reward_name(name: str | dict | RewardSpec) -> RewardSpec:
+    """The parsed reward spec (a name, ``"f1:1,search_cost:-0.05"`` or a dict); ConfigError
+    naming an unknown reward."""
+    return parse_reward_spec(name)
 
 
-def score_text(name: str, text: str, answers: Sequence[str]) -> float:
-    """Reward ``name`` (see ``env.rewards.REWARDS``) of a response text against gold answers."""
-    return float(REWARDS[check_reward_name(name)](outcome_of(text, answers)))
+def score_text(
+    name: str | dict, text: str, answers: Sequence[str], gold_titles: Sequence[str] = ()
+) -> float:
+    """Reward ``name`` (a reward spec, see ``env.reward_spec``) of a response text."""
+    spec = check_reward_name(name)
+    return spec.score(score_all(outcome_of(text, answers, gold_titles)))
 
 
-def score_text_all(text: str, answers: Sequence[str]) -> dict[str, float]:
+def score_text_all(
+    text: str, answers: Sequence[str], gold_titles: Sequence[str] = ()
+) -> dict[str, float]:
     """Every registered reward of a response text, by name."""
-    return score_all(outcome_of(text, answers))
+    return score_all(outcome_of(text, answers, gold_titles))
 
 
 def num_tool_calls(text: str) -> int:

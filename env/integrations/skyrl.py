@@ -11,7 +11,9 @@ SkyRL's generator builds it from the dataset's ``env_class: wikisearch`` column 
 (``reward_spec.ground_truth``, optional ``max_turns``, ``extra_info``).
 ``env_config``: ``search_url`` (a running ``python -m retriever.server``; ``/retrieve`` suffix
 allowed) or ``index`` (an index root, searched in this process), ``style`` (asearcher,
-search-r1, tool-call), ``topk``, ``reward``, ``max_chars``, ``page_chars``, ``prompt``
+search-r1, tool-call), ``topk``, ``reward`` (a reward spec, ``env.reward_spec``: a name,
+``"f1:1,evidence_recall:0.5,search_cost:-0.05"`` or a dict; gold evidence for the evidence
+rewards from the extras' ``supporting_titles`` / ``supporting_ids``, also in ``extra_info``), ``max_chars``, ``page_chars``, ``prompt``
 (``env``: the env's instructions and the question, the default; ``dataset``: the row's prompt).
 """
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+
+from retriever.queries import gold_evidence_of
 
 from ..errors import ConfigError, TaskFormatError
 from .scoring import answers_of
@@ -133,7 +137,10 @@ class WikiSearchEnv(_base()):
         question = _question(prompt, self.extras)
         if not question:
             raise TaskFormatError(f"{self.where}: no question in the prompt or extra_info.question")
-        _, info = self._env.reset(options={"question": question, "answers": list(self.answers)})
+        titles, ids = gold_evidence_of(self.extras)  # extras or extras.extra_info
+        options = {"question": question, "answers": list(self.answers)}
+        options.update(supporting_titles=titles, supporting_ids=ids)
+        _, info = self._env.reset(options=options)
         self._started, self.turns, self._info = True, 0, {}
         if self.prompt_mode == "dataset":
             return prompt, {"question": question}

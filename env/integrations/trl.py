@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import TaskFormatError
+from ..reward_spec import RewardSpec, parse_reward_spec
 from ..rewards import REWARDS
 from ..tasks import row_to_task
 from ..types import EnvConfig, Task
@@ -49,6 +50,7 @@ def task_rows(tasks: Sequence[Task], style: str = "asearcher") -> list[dict]:
                 "question": task.question,
                 "answers": list(task.answers),
                 "id": task.id,
+                "supporting_titles": list(task.meta.get("supporting_titles", [])),
             }
         )
     return rows
@@ -93,25 +95,29 @@ def episode_scores(completions: Sequence[Any], **kwargs) -> list[dict[str, float
     environments = kwargs.get("environments")
     if environments is not None and all(isinstance(e, SearchToolEnvironment) for e in environments):
         return [e._scores() for e in environments]
+    titles = kwargs.get("supporting_titles")
     return [
-        score_text_all(_completion_text(c), _row_answers(kwargs, i))
+        score_text_all(
+            _completion_text(c), _row_answers(kwargs, i), titles[i] if titles is not None else ()
+        )
         for i, c in enumerate(completions)
     ]
 
 
-def reward_function(name: str) -> Callable[..., list[float]]:
+def reward_function(name: str | dict | RewardSpec) -> Callable[..., list[float]]:
     """A TRL reward function (``f(prompts, completions, **columns) -> list[float]``) for the
-    reward ``name`` of ``env.rewards.REWARDS``; TRL logs it under ``name``."""
-    check_reward_name(name)
+    reward spec ``name`` (a name of ``env.rewards.REWARDS``, ``"f1:1,evidence_recall:0.5"`` or
+    a dict; ``env.reward_spec``); TRL logs it under the spec's text."""
+    spec = check_reward_name(name)
 
     def reward(prompts=None, completions=None, **kwargs) -> list[float]:
-        return [s[name] for s in episode_scores(completions or [], **kwargs)]
+        return [spec.score(s) for s in episode_scores(completions or [], **kwargs)]
 
-    reward.__name__ = reward.__qualname__ = name
+    reward.__name__ = reward.__qualname__ = name if isinstance(name, str) else str(spec)
     return reward
 
 
-def reward_functions(names: Sequence[str]) -> list[Callable[..., list[float]]]:
+def reward_functions(names: Sequence[str | dict]) -> list[Callable[..., list[float]]]:
     return [reward_function(n) for n in names]
 
 
@@ -136,7 +142,7 @@ class SearchToolEnvironment:
 
         settings.setdefault("style", "tool-call")
         self._env = SearchEnv(client, config, **settings)
-        self._reward_name = self._env.config.reward
+        self._reward = parse_reward_spec(self._env.config.reward)
         self._fatal: BaseException | None = None
         self._done = True
         self._last_info: dict = {}
@@ -214,4 +220,4 @@ class SearchToolEnvironment:
 
     def get_reward(self) -> float:
         """The configured reward of the finished episode (TRL calls this once per rollout)."""
-        return self._scores()[self._reward_name]
+        return self._reward.score(self._scores())

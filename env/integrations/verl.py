@@ -30,7 +30,7 @@ from typing import Any
 from env.errors import TaskFormatError
 from env.integrations.scoring import answers_of, num_tool_calls, score_text_all
 from env.prompts import tool_specs
-from retriever.queries import decode_answers
+from retriever.queries import decode_answers, gold_evidence_of
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def compute_score_all(
                 ground_truth = extra[key]
                 break
     answers = answers_of(ground_truth, f"{where}: ground_truth")
-    scores = score_text_all(solution_str, answers)
+    titles, _ = gold_evidence_of({"extra_info": extra_info if isinstance(extra_info, dict) else {}})
+    scores = score_text_all(solution_str, answers, titles)
     scores["searches"] = float(num_tool_calls(solution_str))
     return scores
 
@@ -79,22 +80,24 @@ def compute_score(
     solution_str: str,
     ground_truth: Any,
     extra_info: dict | None = None,
-    reward: str = "em",
+    reward: str | dict = "em",
     return_dict: bool = False,
     **kwargs,
 ) -> float | dict[str, float]:
     """verl's reward-function signature. ``ground_truth``: a string, a list or numpy array (as
-    verl passes parquet columns), or Search-R1's ``{"target": [...]}``; ``reward`` names the score (``env.rewards.REWARDS``);
+    verl passes parquet columns), or Search-R1's ``{"target": [...]}``; ``reward`` is a reward
+    spec (``env.reward_spec``: a name of ``env.rewards.REWARDS``, ``"f1:1,evidence_recall:0.5"``
+    or a dict; evidence rewards read ``extra_info.supporting_titles`` / ``supporting_facts``);
     ``return_dict`` answers ``{"score": ..., <every reward>...}`` (verl logs the extra keys).
     A row without a gold answer raises, naming the row."""
-    scores = compute_score_all(data_source, solution_str, ground_truth, extra_info)
-    if reward not in scores or reward == "searches":
-        from env.integrations.scoring import check_reward_name
+    from env.integrations.scoring import check_reward_name
 
-        check_reward_name(reward)
+    spec = check_reward_name(reward)
+    scores = compute_score_all(data_source, solution_str, ground_truth, extra_info)
+    score = spec.score(scores)
     if return_dict:
-        return {"score": scores[reward], **scores}
-    return scores[reward]
+        return {"score": score, **scores}
+    return score
 
 
 # ---- tools of verl's multi-turn agent loop ---------------------------------------------------
