@@ -10,8 +10,8 @@
    table.
 3. Merge term ranges of about ``MERGE_POSTINGS`` postings: place each run's slice of the range
    the same way (runs are in row order, so rows stay ascending), score it with
-   ``retriever.bm25.formula`` and append it to the output files; per-block maxima for dynamic
-   pruning (``retriever.bm25.blockmax``) are computed on the way.
+   ``retriever.bm25.formula`` and append it to the output files; each term's largest score
+   (``retriever.bm25.termmax``, the bound dynamic pruning scales by) is computed on the way.
 
 Resident memory is the vocabulary, one int32 length per passage, the run buffer and one merge
 range; the score matrix itself only ever exists on disk. The bytes equal an in-memory build's
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.bm25 import blockmax
+from retriever.bm25 import termmax
 from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import idf, posting_scores
 from retriever.bm25.retriever import BM25S_FILES, save_params, save_vocab
@@ -256,12 +256,11 @@ def _pwrite(path: Path, at: int, a: np.ndarray) -> None:
 
 
 def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
-    """Worker: score terms ``[t_lo, t_hi)`` and write their postings and block maxima into the
-    output files at their offsets; returns (postings, the terms' maximum scores)."""
+    """Worker: score terms ``[t_lo, t_hi)`` and write their postings into the output files at
+    their offsets; returns (postings, the terms' maximum scores)."""
     folder, runs, t_lo, t_hi, starts, avgdl, k1, b, method = task
     spill = folder / "spill"
     ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
-    bp = np.array(np.load(folder / blockmax.FILES[0], mmap_mode="r")[t_lo : t_hi + 1])
     df = np.diff(ip)
     term_idf = np.array(np.load(spill / "idf.npy", mmap_mode="r")[t_lo:t_hi])
     lengths = np.load(spill / "lengths.npy", mmap_mode="r")
@@ -270,15 +269,9 @@ def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
     scores = posting_scores(
         tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method, step=1 << 20
     )
-    bmax, blast = blockmax.block_stats(scores, docs, ip - ip[0], blockmax.BLOCK_SIZE)
-    for name, a, at in (
-        (BM25S_FILES[0], scores, ip[0]),
-        (BM25S_FILES[1], docs, ip[0]),
-        (blockmax.FILES[1], bmax, bp[0]),
-        (blockmax.FILES[2], blast, bp[0]),
-    ):
-        _pwrite(folder / name, starts[name] + int(at) * a.itemsize, a)
-    return len(docs), blockmax.term_maxima(bmax, bp - bp[0])
+    for name, a in ((BM25S_FILES[0], scores), (BM25S_FILES[1], docs)):
+        _pwrite(folder / name, starts[name] + int(ip[0]) * a.itemsize, a)
+    return len(docs), termmax.term_maxima(scores, ip - ip[0])
 
 
 # ---- the build --------------------------------------------------------------------------------
@@ -290,7 +283,7 @@ def build_postings(
     workers: int,
     show_progress: bool = False,
 ) -> dict:
-    """Write the bm25s files, hashed vocabulary and block maxima of ``store`` into ``folder``;
+    """Write the bm25s files, hashed vocabulary and term maxima of ``store`` into ``folder``;
     returns manifest keys. One pool of ``workers`` processes tokenizes and then merges."""
     pool = None
     if workers > 1:
@@ -355,9 +348,6 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
     indptr = np.zeros(v + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     np.save(folder / BM25S_FILES[2], indptr)
-    block_ptr = blockmax.block_pointers(indptr, blockmax.BLOCK_SIZE)
-    np.save(folder / blockmax.FILES[0], block_ptr)
-    nblocks = int(block_ptr[-1])
     avgdl = float(lengths.mean()) if n else 0.0
     np.save(spill / "idf.npy", idf(df, n, params["method"]))
     np.save(spill / "lengths.npy", lengths)
@@ -365,8 +355,6 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
     starts = {
         BM25S_FILES[0]: _npy_file(folder / BM25S_FILES[0], np.float32, total),
         BM25S_FILES[1]: _npy_file(folder / BM25S_FILES[1], np.int32, total),
-        blockmax.FILES[1]: _npy_file(folder / blockmax.FILES[1], np.float32, nblocks),
-        blockmax.FILES[2]: _npy_file(folder / blockmax.FILES[2], np.int32, nblocks),
     }
     # term ranges of at most MERGE_POSTINGS postings, at least four per worker
     step = max(1, min(MERGE_POSTINGS, -(-total // (4 * workers))))
@@ -393,7 +381,7 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
             bar.update(done)
     if bar is not None:
         bar.close()
-    np.save(folder / blockmax.FILES[3], term_max)
+    np.save(folder / termmax.FILE, term_max)
     shutil.rmtree(spill)
     log.info("merged and scored %d postings in %.1f s", total, time.perf_counter() - t0)
     return {
@@ -401,5 +389,5 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
         "vocab_size": v,
         "num_postings": total,
         "avg_doc_len": avgdl,
-        "postings": {"layout": blockmax.LAYOUT, "block_size": blockmax.BLOCK_SIZE},
+        "postings": {"layout": termmax.LAYOUT},
     }

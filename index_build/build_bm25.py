@@ -9,8 +9,8 @@ looks finished, and a rerun starts it afresh.
 Passages are indexed as title + text. The bm25s backend tokenizes in worker processes, spills
 sorted postings to disk and merges them (``bm25_postings``: memory does not grow with the
 corpus), scoring with ``retriever.bm25.formula`` exactly as bm25s does, so ``bm25s.BM25.load``
-opens the folder as its own; per-block maxima for pruned search are written beside it. The
-Lucene build is ``index_build.lucene``.
+opens the folder as its own; term and row-range maxima for pruned search are written beside
+it. The Lucene build is ``index_build.lucene``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Dynamic pruning (block-max pruning over row ranges, block-max MaxScore) against the exhaustive
-kernel, and the spilling build against the in-memory reference: same rows, same float32 scores,
-ties by row."""
+"""Dynamic pruning (block-max pruning over row ranges) against the exhaustive kernel, and the
+spilling build against the in-memory reference: same rows, same float32 scores, ties by row."""
 
 from __future__ import annotations
 
@@ -12,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retriever.bm25 import blockmax, bmp, daat, kernels, rowmax
+from retriever.bm25 import bmp, exhaustive, rowmax, termmax
 from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import score_matrix
-from retriever.bm25.retriever import BM25Retriever
+from retriever.bm25.retriever import KERNELS, BM25Retriever
 from retriever.errors import IndexFormatError
+from retriever.files import file_table
 from retriever.manifest import read_manifest, write_manifest
 
 HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
@@ -80,14 +80,14 @@ def test_bmp_kernel_equals_exhaustive_on_random_matrices(seed):
     num_docs = int(rng.integers(1, 5000)) if seed else 1
     data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0, 1][seed % 4])
     qptr, tids, tw = _queries(rng, 40, 60)
-    tmax = blockmax.compute(data, indices, indptr)[3]
+    tmax = termmax.term_maxima(data, indptr)
     acc = np.zeros(num_docs, np.float32)
     seen = np.zeros(num_docs, np.bool_)
     for shift in (0, 1, 4, 6):
         for min_df in (1, 30, num_docs + 1):  # all terms precomputed, a mix, none
             slot, qmax = rowmax.compute(data, indices, indptr, tmax, num_docs, shift, min_df)
             for k, first in ((1, 1), (3, 16), (10, 2), (33, 1000), (num_docs + 3, 16)):
-                want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
+                want = exhaustive.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
                 args = (qptr, tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first)
                 # fallback 0: never exhaustive; 1: when more ranges than postings are left;
                 # 10**6: whenever a range is left after the first ones
@@ -106,7 +106,7 @@ def test_range_maxima_bound_every_score():
     """Each byte, scaled by the term's maximum, is at least every score of its range."""
     rng = np.random.default_rng(5)
     data, indices, indptr = _random_matrix(rng, 3000, 60, levels=0)
-    tmax = blockmax.compute(data, indices, indptr)[3]
+    tmax = termmax.term_maxima(data, indptr)
     slot, qmax = rowmax.compute(data, indices, indptr, tmax, 3000, 3, 20)
     dense = np.flatnonzero(slot >= 0)
     assert 0 < len(dense) < 60
@@ -124,12 +124,12 @@ def test_bmp_kernel_edge_cases():
     data = np.ones(6, np.float32)
     indices = np.array([0, 1, 2, 3, 4, 5], np.int32)
     indptr = np.array([0, 0, 1, 6], np.int64)
-    tmax = blockmax.compute(data, indices, indptr)[3]
+    tmax = termmax.term_maxima(data, indptr)
     qptr = np.array([0, 0, 1, 3, 4], np.int64)
     tids = np.array([0, 0, 1, 2], np.int32)
     tw = np.ones(4, np.float32)
     acc, seen = np.zeros(6, np.float32), np.zeros(6, np.bool_)
-    want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, 3, acc, seen)
+    want = exhaustive.search_serial(qptr, tids, tw, data, indices, indptr, 3, acc, seen)
     assert want[0].tolist() == [[-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]]
     for min_df in (0, 2):
         slot, qmax = rowmax.compute(data, indices, indptr, tmax, 6, 1, min_df)
@@ -140,56 +140,11 @@ def test_bmp_kernel_edge_cases():
             np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_daat_kernel_equals_exhaustive_on_random_matrices(seed):
-    """Document-at-a-time block-max MaxScore: same rows and float32 scores, ties by row, for
-    block sizes down to 1, k past the corpus, and with or without the exhaustive bail-out."""
-    rng = np.random.default_rng(100 + seed)
-    num_docs = int(rng.integers(50, 4000))
-    data, indices, indptr = _random_matrix(rng, num_docs, 40, levels=[3, 8, 0, 1][seed % 4])
-    qptr, tids, tw = _queries(rng, 40, 60)
-    acc = np.zeros(num_docs, np.float32)
-    seen = np.zeros(num_docs, np.bool_)
-    for bsize in (1, 2, 7, 64, 128):
-        blocks = blockmax.compute(data, indices, indptr, bsize)
-        for k in (1, 3, 10, 33, num_docs + 3):
-            want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, k, acc, seen)
-            args = (qptr, tids, tw, data, indices, indptr, *blocks, bsize, k)
-            got = [daat.search_serial(*args, bail, acc, seen) for bail in (0, 1, 8)]
-            got.append(daat.search_parallel(*args, 0, np.zeros((3, num_docs), np.float32),
-                                            np.zeros((3, num_docs), np.bool_)))  # fmt: skip
-            assert not acc.any() and not seen.any()
-            for g in got:
-                for w, x in zip(want, g):
-                    np.testing.assert_array_equal(x, w, err_msg=f"block {bsize}, k {k}")
-
-
-def test_daat_kernel_edge_cases():
-    """Empty queries, a term without postings, one-posting columns, all scores tied."""
-    data = np.ones(6, np.float32)
-    indices = np.array([0, 1, 2, 3, 4, 5], np.int32)
-    indptr = np.array([0, 0, 1, 6], np.int64)  # term 0: no postings; 1: row 0; 2: rows 1-5
-    acc, seen = np.zeros(6, np.float32), np.zeros(6, np.bool_)
-    blocks = blockmax.compute(data, indices, indptr, 2)
-    qptr = np.array([0, 0, 1, 3, 4], np.int64)
-    tids = np.array([0, 0, 1, 2], np.int32)
-    tw = np.ones(4, np.float32)
-    rows, scores, counts = daat.search_serial(
-        qptr, tids, tw, data, indices, indptr, *blocks, 2, 3, 0, acc, seen
-    )
-    assert counts.tolist() == [0, 0, 1, 3]
-    assert rows.tolist() == [[-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]]
-    want = kernels.search_serial(qptr, tids, tw, data, indices, indptr, 3, acc, seen)
-    for w, g in zip(want, (rows, scores, counts)):
-        np.testing.assert_array_equal(g, w)
-
-
 @pytest.mark.slow
 def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
     ref = BM25Retriever(root / "bm25", threads=1, pruning=False)
     default = BM25Retriever(root / "bm25", threads=2)
-    daat_ = BM25Retriever(root / "bm25", threads=2, pruning="daat", bail=0)
-    assert (default.method, daat_.method, ref.method) == ("bmp", "daat", "off")
+    assert (default.method, ref.method) == ("bmp", "exhaustive")
     # questions, plus random mixes of frequent and rare vocabulary terms
     vocab = list(json.loads((root / "bm25" / "vocab.index.json").read_text()))
     rng = np.random.default_rng(7)
@@ -197,16 +152,14 @@ def test_pruned_equals_exhaustive_on_the_real_index(root, questions):
     texts = questions + mixes + ["film", "the film", "born american film director"]
     for k in (1, 3, 5, 10, 40, 1000):
         want = ref.search(texts, k)
-        for fast in (default, daat_):
-            assert fast.search(texts, k) == want  # parallel batch
-            assert [fast.search([t], k)[0] for t in texts[::25]] == want[::25]  # one by one
+        assert default.search(texts, k) == want  # parallel batch
+        assert [default.search([t], k)[0] for t in texts[::25]] == want[::25]  # one by one
 
 
 def test_ranges_verb_upgrades_an_older_index(root, questions, tmp_path, caplog):
     """A part built before row ranges: searched exhaustively with a hint; ``index_build
     ranges`` adds them (manifest and verify's file table too), then the default prunes."""
     from index_build.__main__ import main
-    from retriever.files import file_table
 
     old = tmp_path / "index"
     shutil.copytree(root / "bm25", old / "bm25")
@@ -218,7 +171,7 @@ def test_ranges_verb_upgrades_an_older_index(root, questions, tmp_path, caplog):
     write_manifest(old / "bm25", manifest)
     with caplog.at_level(logging.WARNING, logger="retriever.bm25.retriever"):
         before = BM25Retriever(old / "bm25", threads=1)
-    assert before.method == "off" and "index_build ranges" in caplog.text
+    assert before.method == "exhaustive" and "index_build ranges" in caplog.text
     with pytest.raises(IndexFormatError, match="bmp"):
         BM25Retriever(old / "bm25", pruning="bmp")
     assert main(["ranges", "--index", str(old), "--no-progress"]) == 0
@@ -232,7 +185,7 @@ def test_ranges_verb_upgrades_an_older_index(root, questions, tmp_path, caplog):
 
 def test_spilled_build_equals_in_memory_reference(root, monkeypatch, tmp_path):
     """Many runs and merge ranges: the same matrix as ``score_matrix`` over all triples, and
-    the block maxima of that matrix."""
+    the term maxima of that matrix; no per-block arrays (only a removed kernel read them)."""
     import index_build.bm25_postings as postings
     from retriever.store.docstore import DocStore
 
@@ -267,22 +220,22 @@ def test_spilled_build_equals_in_memory_reference(root, monkeypatch, tmp_path):
     np.testing.assert_array_equal(np.load(folder / "indptr.csc.index.npy"), ptr)
     np.testing.assert_array_equal(np.load(folder / "indices.csc.index.npy"), ind)
     np.testing.assert_array_equal(np.load(folder / "data.csc.index.npy"), data)
-    for name, want in zip(blockmax.FILES, blockmax.compute(data, ind, ptr)):
-        np.testing.assert_array_equal(np.load(folder / name), want, err_msg=name)
+    tmax = termmax.term_maxima(data, ptr)
+    np.testing.assert_array_equal(np.load(folder / termmax.FILE), tmax)
+    assert not list(folder.glob("blocks.*"))
     postings = read_manifest(folder)["postings"]
-    assert (postings["layout"], postings["block_size"]) == ("csc+blockmax", 128)
-    slot, qmax = rowmax.compute(data, ind, ptr, blockmax.compute(data, ind, ptr)[3], len(store))
+    assert postings["layout"] == "csc+termmax" and "block_size" not in postings
+    slot, qmax = rowmax.compute(data, ind, ptr, tmax, len(store))
     np.testing.assert_array_equal(np.load(folder / rowmax.FILES[0]), slot)
     np.testing.assert_array_equal(np.load(folder / rowmax.FILES[1]), qmax)
     assert postings["row_ranges"]["dense_terms"] == len(qmax)
 
 
-def test_index_without_block_maxima_still_opens(root, questions, tmp_path, caplog):
-    """An index from before block maxima: searched exhaustively, same hits, a hint to rebuild."""
+def test_index_without_term_maxima_still_opens(root, questions, tmp_path, caplog):
+    """An index from before term maxima: searched exhaustively, same hits, a hint to rebuild."""
     old = tmp_path / "bm25"
     shutil.copytree(root / "bm25", old)
-    for name in blockmax.FILES:
-        (old / name).unlink()
+    (old / termmax.FILE).unlink()
     manifest = read_manifest(old)
     del manifest["postings"]
     write_manifest(old, manifest)
@@ -293,9 +246,47 @@ def test_index_without_block_maxima_still_opens(root, questions, tmp_path, caplo
     assert r.search(questions[:50], 10) == BM25Retriever(root / "bm25").search(questions[:50], 10)
 
 
-def test_missing_block_files_are_refused(root, tmp_path):
+def test_missing_term_maxima_are_refused(root, tmp_path):
     broken = tmp_path / "bm25"
     shutil.copytree(root / "bm25", broken)
-    (broken / "blocks.max.npy").unlink()
-    with pytest.raises(IndexFormatError, match="block maxima"):
+    (broken / termmax.FILE).unlink()
+    with pytest.raises(IndexFormatError, match=r"terms\.max\.npy"):
         BM25Retriever(broken, pruning=True)
+
+
+def test_kernels_are_bmp_and_the_exhaustive_reference(root):
+    """``pruning`` picks a kernel of ``KERNELS``; the removed ``daat`` is refused by name."""
+    assert set(KERNELS) == {"bmp", "exhaustive"} and all(map(callable, KERNELS.values()))
+    for pruning, method in ((True, "bmp"), ("bmp", "bmp"), (False, "exhaustive")):
+        assert BM25Retriever(root / "bm25", warmup=False, pruning=pruning).method == method
+    assert BM25Retriever(root / "bm25", warmup=False, pruning="exhaustive").method == "exhaustive"
+    with pytest.raises(ValueError, match="'daat'.*'bmp', 'exhaustive'"):
+        BM25Retriever(root / "bm25", warmup=False, pruning="daat")
+
+
+def test_part_with_old_block_arrays_opens_and_verifies(root, questions, tmp_path):
+    """A part built when per-block arrays were written (layout ``csc+blockmax``, ``blocks.*``
+    in its file table): it opens and prunes as before (the arrays are ignored), ``verify``
+    passes on it and ``ranges`` upgrades it."""
+    from index_build.__main__ import main
+
+    old = tmp_path / "index"
+    shutil.copytree(root / "corpus", old / "corpus")
+    shutil.copytree(root / "bm25", old / "bm25")
+    folder = old / "bm25"
+    indptr = np.load(folder / "indptr.csc.index.npy")
+    bptr = np.zeros(len(indptr), np.int64)
+    np.cumsum((np.diff(indptr) + 127) // 128, out=bptr[1:])
+    np.save(folder / "blocks.ptr.npy", bptr)
+    np.save(folder / "blocks.max.npy", np.ones(bptr[-1], np.float32))
+    np.save(folder / "blocks.last.npy", np.zeros(bptr[-1], np.int32))
+    manifest = read_manifest(folder)
+    manifest["postings"].update(layout="csc+blockmax", block_size=128)
+    manifest["files"] = file_table(folder)
+    write_manifest(folder, manifest)
+    r = BM25Retriever(folder, threads=1)
+    assert r.method == "bmp"
+    assert r.search(questions, 10) == BM25Retriever(root / "bm25").search(questions, 10)
+    assert main(["verify", "--index", str(old), "--no-progress"]) == 0
+    assert main(["ranges", "--index", str(old), "--no-progress"]) == 0
+    assert BM25Retriever(folder, threads=1).search(questions, 10) == r.search(questions, 10)

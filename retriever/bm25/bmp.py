@@ -14,7 +14,7 @@ Per query:
    so far are extrapolated: past the query's postings / ``FALLBACK`` (a large k, flat bounds)
    the exhaustive kernel is cheaper and finishes the query.
 
-A range is scored like the exhaustive kernel scores a row (``kernels``): each term's
+A range is scored like the exhaustive kernel scores a row (``exhaustive``): each term's
 ``w * score`` added in query-term order into a zeroed float32 slot, so scores are bit-identical,
 and hits enter one heap ordered by (score desc, row asc), so the top k and its ties are the
 exhaustive kernel's whatever order ranges are visited in. A skipped range's bound is below
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
-from .kernels import _one_query as _exhaustive
+from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
+from .exhaustive import _one_query as _exhaustive
 
 GROUP = 64  # ranges whose largest bound is kept together
 FALLBACK = 64  # bmp scores a range in about the time the exhaustive kernel adds 64+ postings

@@ -1,4 +1,6 @@
-"""Numba kernels of BM25 search over a bm25s CSC score matrix (imported lazily: numba is heavy).
+"""The exhaustive BM25 kernel: every posting of the query terms scored, over a bm25s CSC score
+matrix. It is the reference the pruned kernel (``bmp``) must equal, the fallback ``bmp``
+finishes flat queries with, and the home of the heap both share (numba: imported lazily).
 
 Per query: add each query term's precomputed scores into a dense float32 accumulator (exactly
 bm25s's sums, in query-term order), remembering which documents were touched; select the top

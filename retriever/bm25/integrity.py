@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptStoreError
-from . import blockmax, rowmax
+from . import rowmax
 
 _KINDS = {  # the array kinds the kernels are compiled for (numpy dtype.kind)
     "data.csc.index.npy": "f",
@@ -25,9 +25,6 @@ _KINDS = {  # the array kinds the kernels are compiled for (numpy dtype.kind)
     "indptr.csc.index.npy": "iu",
     "vocab.hash.npy": "i",
     "vocab.ids.npy": "iu",
-    "blocks.ptr.npy": "iu",
-    "blocks.max.npy": "f",
-    "blocks.last.npy": "iu",
     "terms.max.npy": "f",
     "rows.slot.npy": "i",
     "rows.max.npy": "u",
@@ -87,13 +84,13 @@ def check_arrays(
     indptr: np.ndarray,
     vocab_hash: np.ndarray,
     vocab_ids: np.ndarray,
-    blocks: tuple[np.ndarray, ...] | None,
+    tmax: np.ndarray | None,
     ranges: tuple[np.ndarray, np.ndarray] | None,
     shift: int,
 ) -> None:
     """Shapes against each other and the manifest, and the values the kernels index by:
     column pointers rising within the postings, vocabulary ids a permutation of the terms,
-    hashes sorted, range slots numbering the frequent terms, block pointers as built."""
+    hashes sorted, range slots numbering the frequent terms, one term maximum a term."""
     v = len(indptr) - 1
     postings = len(indices)
     f = {name: folder / name for name in _KINDS}
@@ -113,14 +110,7 @@ def check_arrays(
         raise _damaged(f["vocab.ids.npy"], "names a term twice")
     if np.any(vocab_hash[1:] <= vocab_hash[:-1]):
         raise _damaged(f["vocab.hash.npy"], "is not sorted")
-    if blocks is not None:
-        bptr, bmax, blast, tmax = blocks
-        bsize = int(manifest.get("postings", {}).get("block_size", blockmax.BLOCK_SIZE))
-        _shape(f["blocks.ptr.npy"], bptr, (v + 1,))
-        if not np.array_equal(bptr, blockmax.block_pointers(ptr, bsize)):
-            raise _damaged(f["blocks.ptr.npy"], "does not match the column pointers")
-        _shape(f["blocks.max.npy"], bmax, (int(bptr[-1]) if v >= 0 else 0,))
-        _shape(f["blocks.last.npy"], blast, bmax.shape)
+    if tmax is not None:
         _shape(f["terms.max.npy"], tmax, (v,))
     if ranges is not None:
         slot, qmax = ranges

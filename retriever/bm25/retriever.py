@@ -7,12 +7,11 @@ parses the whole vocabulary, and a manifest holding the analyzer used for docume
 
 Scoring is bm25s's (same precomputed score matrix, same float32 sums in query-term order); the
 top-k selection is ours, ties broken by lower row, so results are deterministic and batched
-equals one-by-one exactly. Indexes built with row-range maxima (``rowmax``; manifest
-``postings.row_ranges``) are searched with exact block-max pruning over row ranges (``bmp``),
-the default; ``pruning="daat"`` picks document-at-a-time block-max MaxScore over the per-term
-block maxima (``blockmax``) instead, and ``pruning=False``, or an index built before either,
-the exhaustive kernel (``kernels``), the reference both are tested against. A part whose
-manifest says ``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
+equals one-by-one exactly. Two kernels (``KERNELS``): indexes built with row-range maxima
+(``rowmax``; manifest ``postings.row_ranges``) are searched with exact block-max pruning over row
+ranges (``bmp``), the default; ``pruning=False``, or an index built before them, scores every
+posting (``exhaustive``), the reference ``bmp`` is tested against. A part whose manifest says
+``backend: "pyserini"`` is opened by ``retriever.bm25.lucene`` instead.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -33,7 +33,7 @@ from ..protocol import check_search_args
 from ..store.docstore import DocStore
 from ..store.titles import key_hash
 from ..types import Hit
-from . import blockmax, integrity, rowmax
+from . import integrity, rowmax, termmax
 from .analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,6 @@ log = logging.getLogger(__name__)
 MAX_QUERY_TERMS = 1024
 BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 _PARALLEL_LOCK = threading.Lock()  # numba's parallel pools must not be entered concurrently
-PRUNING = ("bmp", "daat", "off")
-
-
-def _get_kernels(method: str = "off"):
-    """The kernel module of a pruning method (numba compiles or loads it on first import)."""
-    if method == "bmp":
-        from . import bmp as module
-    elif method == "daat":
-        from . import daat as module
-    else:
-        from . import kernels as module
-    return module
 
 
 def term_hash(term: str) -> int:
@@ -106,12 +94,10 @@ class BM25Retriever:
     threads (default: all cores); smaller batches and single queries run on the calling thread,
     which releases the GIL. Loading compiles (or loads the cached) kernels and runs them once,
     so the first query is as fast as the others. ``pruning``: True (default) prunes with
-    ``bmp`` when the index has row-range maxima, else searches every posting; ``"bmp"`` or
-    ``"daat"`` ask for that method (an error if the index lacks its arrays); False searches
-    every posting. All give the same hits and scores (BENCHMARKS.md "BM25 at scale": speed).
-    ``bail``: a ``daat`` query whose work, extrapolated over the corpus, passes ``bail`` / 4
-    times its postings finishes exhaustively (0: never). ``first``: ranges ``bmp`` scores
-    before its sweep.
+    ``bmp`` when the index has row-range maxima, else searches every posting; a name of
+    ``KERNELS`` asks for that kernel (an error if the index lacks its arrays); False is
+    ``"exhaustive"``. Both give the same hits and scores (BENCHMARKS.md "BM25 at scale":
+    speed). ``first``: ranges ``bmp`` scores before its sweep.
     """
 
     def __init__(
@@ -123,7 +109,6 @@ class BM25Retriever:
         max_query_terms: int = MAX_QUERY_TERMS,
         warmup: bool = True,
         pruning: bool | str = True,
-        bail: int = 8,
         first: int = 16,
     ):
         start = time.perf_counter()
@@ -138,8 +123,8 @@ class BM25Retriever:
         self.analyzer = Analyzer.from_dict(self.manifest["analyzer"])
         postings = self.manifest.get("postings", {})
         mapped = BM25S_FILES + ("vocab.hash.npy", "vocab.ids.npy")
-        if postings.get("layout") == blockmax.LAYOUT:
-            mapped += tuple(f for f in blockmax.FILES if (self.folder / f).is_file())
+        if postings.get("layout") in termmax.LAYOUTS and (self.folder / termmax.FILE).is_file():
+            mapped += (termmax.FILE,)
         if postings.get("row_ranges"):
             mapped += tuple(f for f in rowmax.FILES if (self.folder / f).is_file())
         integrity.check_sizes(self.folder, self.manifest, mapped)  # before anything is mapped
@@ -164,19 +149,21 @@ class BM25Retriever:
             raise IndexFormatError(
                 f"{folder}: params say {self.num_docs} documents, manifest {self.manifest['num_docs']}"
             )
-        self._blocks = (
-            blockmax.load(self.folder) if postings.get("layout") == blockmax.LAYOUT else None
+        self._tmax = (
+            termmax.load(self.folder) if postings.get("layout") in termmax.LAYOUTS else None
         )
-        if postings.get("layout") == blockmax.LAYOUT and self._blocks is None:
-            raise IndexFormatError(f"{folder} lacks its block maxima: rebuild the bm25 index")
-        self._block_size = int(postings.get("block_size", 0))
+        if postings.get("layout") in termmax.LAYOUTS and self._tmax is None:
+            raise IndexFormatError(
+                f"{folder} lacks {termmax.FILE}, its term maxima: rebuild the bm25 index"
+            )
         ranges = postings.get("row_ranges")
         self._ranges = rowmax.load(self.folder) if ranges else None
-        if ranges and (self._ranges is None or self._blocks is None):
+        if ranges and (self._ranges is None or self._tmax is None):
             raise IndexFormatError(f"{folder} lacks its row-range maxima: rebuild the bm25 index")
         self._shift = int(ranges["shift"]) if ranges else 0
-        self.bail, self.first = bail, max(1, int(first))
+        self.first = max(1, int(first))
         self.method = self._method(pruning)
+        self._kernel: Kernel | None = None  # bound on first use: numba loads it then
         self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
         self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
         integrity.check_arrays(
@@ -187,7 +174,7 @@ class BM25Retriever:
             self._indptr,
             self._vocab_hash,
             self._vocab_ids,
-            self._blocks,
+            self._tmax,
             self._ranges,
             self._shift,
         )
@@ -202,13 +189,14 @@ class BM25Retriever:
             "loaded %s (%d passages, %s search) in %.2f s",
             self.folder,
             self.num_docs,
-            {"bmp": "pruned", "daat": "pruned (daat)", "off": "exhaustive"}[self.method],
+            self.method,
             self.load_seconds,
         )
 
     def _method(self, pruning: bool | str) -> str:
-        if pruning is False or pruning == "off":
-            return "off"
+        """The name in ``KERNELS`` that ``pruning`` asks for on this index."""
+        if pruning is False or pruning == "exhaustive":
+            return "exhaustive"
         if pruning is True:
             if self._ranges is not None:
                 return "bmp"
@@ -218,17 +206,23 @@ class BM25Retriever:
                 "(seconds) or rebuild the bm25 part",
                 self.folder,
             )
-            return "off"
-        if pruning not in PRUNING:
-            raise ValueError(f"pruning must be True, False or one of {', '.join(PRUNING)}")
-        if (pruning == "bmp" and self._ranges is None) or self._blocks is None:
-            raise IndexFormatError(f"{self.folder} has no arrays for {pruning!r}: rebuild it")
+            return "exhaustive"
+        if pruning not in KERNELS:
+            raise ValueError(
+                f"pruning={pruning!r} is not a kernel: pass True, False or one of "
+                f"{', '.join(map(repr, KERNELS))}"
+            )
+        if self._ranges is None:
+            raise IndexFormatError(
+                f"{self.folder} has no row-range maxima for {pruning!r}: add them with "
+                f"`python -m index_build ranges --index {self.folder.parent}`"
+            )
         return pruning
 
     @property
     def pruning(self) -> bool:
         """True when searches skip postings (``method`` says how)."""
-        return self.method != "off"
+        return self.method != "exhaustive"
 
     @property
     def vocab_size(self) -> int:
@@ -311,26 +305,19 @@ class BM25Retriever:
             )
         if parallel is None:
             parallel = self.threads > 1 and nq >= 2 * self.threads
-        kernels = _get_kernels(self.method)
-        args = (qptr, tids, tw, self._data, self._indices, self._indptr)
-        if self.method == "bmp":
-            args = (*args, self._blocks[3], *self._ranges, self._shift, k, self.first)
-            args = (*args, kernels.FALLBACK)
-        elif self.method == "daat":
-            args = (*args, *self._blocks, self._block_size, k, self.bail)
-        else:
-            args = (*args, k)
+        if self._kernel is None:
+            self._kernel = KERNELS[self.method](self)
+        kern = self._kernel
+        args = (qptr, tids, tw, *kern.arrays, k, *kern.options)
         if parallel:
             with _PARALLEL_LOCK:
-                out = kernels.search_parallel(*args, *self._scratch(self.threads))
+                out = kern.parallel(*args, *self._scratch(self.threads))
         else:
-            out = kernels.search_serial(*args, *self._scratch(0))
-        if (out[2] == kernels.DAMAGED).any():
+            out = kern.serial(*args, *self._scratch(0))
+        if (out[2] < 0).any():  # a hit count of DAMAGED
             raise CorruptStoreError(
                 f"{self.folder / 'indices.csc.index.npy'} holds row ids outside [0, "
-                f"{self.num_docs}) in the postings of these queries' terms"
-                f"{' (or blocks.last.npy does not rise)' if self.method == 'daat' else ''}: "
-                "the file is damaged; "
+                f"{self.num_docs}) in the postings of these queries' terms: the file is damaged; "
                 f"run `python -m index_build verify --index {self.folder.parent}` and rebuild "
                 f"the {self.folder.name} part"
             )
@@ -343,6 +330,37 @@ class BM25Retriever:
             [Hit(r, s) for r, s in zip(rows_l[i][:n], scores_l[i][:n])]
             for i, n in enumerate(counts.tolist())
         ]
+
+
+class Kernel(NamedTuple):
+    """A kernel bound to a retriever's arrays. Its drivers take ``(qptr, tids, tw, *arrays, k,
+    *options, *scratch)`` and return (rows[q, k], scores[q, k], counts[q]); ``parallel`` splits
+    the queries over the rows of 2-d scratch."""
+
+    serial: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+    parallel: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+    arrays: tuple
+    options: tuple
+
+
+def _exhaustive(r: BM25Retriever) -> Kernel:
+    """Every posting of the query terms (``exhaustive``): the reference."""
+    from . import exhaustive  # numba compiles or loads the kernel on first import
+
+    arrays = (r._data, r._indices, r._indptr)
+    return Kernel(exhaustive.search_serial, exhaustive.search_parallel, arrays, ())
+
+
+def _bmp(r: BM25Retriever) -> Kernel:
+    """Exact block-max pruning over row ranges (``bmp``): needs the term and range maxima."""
+    from . import bmp
+
+    arrays = (r._data, r._indices, r._indptr, r._tmax, *r._ranges, r._shift)
+    return Kernel(bmp.search_serial, bmp.search_parallel, arrays, (r.first, bmp.FALLBACK))
+
+
+# The kernels ``pruning`` chooses from, by name (``BM25Retriever.method``); same hits and scores.
+KERNELS: dict[str, Callable[[BM25Retriever], Kernel]] = {"bmp": _bmp, "exhaustive": _exhaustive}
 
 
 def load(folder: Path, store: DocStore | None = None, **options):

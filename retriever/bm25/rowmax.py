@@ -9,7 +9,7 @@ memory-mapped at search time:
 
 - ``rows.slot.npy``  int32[V]: the term's row in ``rows.max.npy``, -1 for a rare term;
 - ``rows.max.npy``   uint8[D, R]: ``ceil(255 x max / term max)`` of each range (0: the term has
-  no posting there), where term max is ``terms.max.npy`` (``blockmax``).
+  no posting there), where term max is ``terms.max.npy`` (``termmax``).
 
 Rounding up keeps every byte an upper bound: ``term max x q / 255 >= max``.
 
