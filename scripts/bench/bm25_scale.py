@@ -1,4 +1,4 @@
-"""BM25 at scale: ours (pruned: bmp, daat; exhaustive) vs pyserini 0.25 on the 30k corpus repeated.
+"""BM25 at scale: ours (pruned: bmp; exhaustive) vs pyserini 0.25 on the 30k corpus repeated.
 
 The ~666k passages of ``../shared/data/wikiextractor-enwiki-30k.txt.gz`` are written ``--factor``
 times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"`` is titled
@@ -10,10 +10,9 @@ times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"``
   built before row ranges gets them with ``index_build ranges``, timed as its own step);
 - index open in a fresh process (incl. first query) and server time-to-ready, with RSS;
 - queries/s, p50/p99 at k = 3, 5, 10 for single queries and batches of 64, one thread each:
-  ours with the default pruning (``bmp``, row-range block maxima), ours with ``daat``
-  (document-at-a-time block-max MaxScore), ours exhaustive (the in-run baseline) and Lucene
-  (raw ``SimpleSearcher.search`` for single queries, ``batch_search`` with one thread for
-  batches), alternating per repeat; ``--no-daat`` leaves daat out;
+  ours with the default pruning (``bmp``, row-range block maxima), ours exhaustive (the
+  in-run baseline) and Lucene (raw ``SimpleSearcher.search`` for single queries,
+  ``batch_search`` with one thread for batches), alternating per repeat;
 - answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene.
 
 Stages are skipped when their output exists (``--rebuild`` redoes the BM25 builds), so an
@@ -133,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="alternating runs (median kept)")
     p.add_argument("--workers", type=int, default=0, help="tokenizing processes (0: all cores)")
     p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
-    p.add_argument("--no-daat", action="store_true", help="leave the daat kernel out")
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
     p.add_argument("--corpus-only", action="store_true", help="stop after the corpus store")
@@ -222,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     exhaustive = BM25Retriever(root / "bm25", threads=1, pruning=False)
     assert ours.method == "bmp", "the bm25 part has no row-range maxima"
     systems = {"ours bmp (default)": ours.search}
-    if not args.no_daat:
-        daat = BM25Retriever(root / "bm25", threads=1, pruning="daat")
-        systems["ours daat"] = daat.search
     systems["ours exhaustive"] = exhaustive.search
     if use_lucene:
         lucene = index.retriever("bm25-lucene", threads=1)
@@ -281,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 index.store, lucene.search(qtexts, k), golds, normalize_answer
             )
     want = exhaustive.search(qtexts, 10)
-    same = ours.search(qtexts, 10) == want and (args.no_daat or daat.search(qtexts, 10) == want)
+    same = ours.search(qtexts, 10) == want
 
     header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
     table = [
