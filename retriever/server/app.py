@@ -25,7 +25,9 @@ from .. import wire
 from ..errors import RetrieverError
 from .hosts import WILDCARD_BINDS
 from .metrics import CONTENT_TYPE
-from .service import RetrievalService, ServiceConfig, rss_bytes
+from .reports import rss_bytes
+from .service import RetrievalService
+from .service_config import ServiceConfig
 from .web import RequestMetrics, bearer_dependency, json_response, on_error, read_body
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .service import RetrievalService, ServiceConfig
+from .service_config import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class ServiceReplica:
     """One Serve replica: a started ``RetrievalService`` and the FastAPI app over it."""
 
     def __init__(self, config: ServiceConfig):
+        from .service import RetrievalService  # in the replica only: the driver loads no index
+
         self.service = RetrievalService(config)
         self.service.start()  # the replica counts as up only once the index is loaded
 
