@@ -379,10 +379,14 @@ def parse_judgement(text: str) -> bool | None:
 
 
 async def judge(
-    client: OpenAIClient, question: str, answers: list[str], prediction: str
+    client: OpenAIClient,
+    question: str,
+    answers: list[str],
+    prediction: str,
+    prompt_template: str = JUDGE_PROMPT,
 ) -> tuple[bool | None, str]:
     """Ask the judge model; (verdict or None when unparseable or failed, raw reply)."""
-    prompt = JUDGE_PROMPT.format(
+    prompt = prompt_template.format(
         question=question, answers=json.dumps(answers, ensure_ascii=False), prediction=prediction
     )
     try:

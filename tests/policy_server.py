@@ -342,3 +342,32 @@ def fake_openai(
         return broken(question, n_obs, reply, GARBAGE_TEXT_MODES) or reply
 
     return app, requests
+
+
+def fake_judge(stats: dict, delay: float = 0.05):
+    """A scripted judge: the verdict follows the predicted answer (``right`` Correct, ``wrong``
+    Incorrect, ``garbled`` text out of format, ``slow`` no reply within 3 s); ``stats`` counts
+    ``requests`` and the most requests in flight at once (``max_in_flight``)."""
+    app = FastAPI()
+    stats.update(requests=0, in_flight=0, max_in_flight=0)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        pred = re.search(r"Predicted answer: (.*)\n", body["messages"][-1]["content"]).group(1)
+        stats["requests"] += 1
+        stats["in_flight"] += 1
+        stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        try:
+            await asyncio.sleep(3 if pred.startswith("slow") else delay)
+        finally:
+            stats["in_flight"] -= 1
+        if pred.startswith("garbled"):
+            text = "I would say it is probably right."
+        else:
+            verdict = "Correct" if pred.startswith("right") else "Incorrect"
+            text = f'{{"rationale": "compared", "judgement": "{verdict}"}}'
+        message = {"role": "assistant", "content": text}
+        return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+    return app
