@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 
 from .errors import BadRequestError, CorpusInputError
-from .queries import answers_of, id_of, iter_qa_rows, question_of
+from .queries import answers_of, gold_evidence_of, id_of, iter_qa_rows, question_of
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ def _is_topics_tsv(path: str | os.PathLike) -> bool:
 
 def read_topics(path: str | os.PathLike, *, store=None, missing_gold: str = "error") -> Topics:
     """Queries from a TREC topics TSV (``qid<TAB>query``) or any QA file ``retriever.queries``
-    reads. QA rows bring their answers; HotpotQA rows (``supporting_facts``) also bring gold
-    titles, judged against the corpus ``store`` (``missing_gold``: a title the corpus lacks is an
-    error, kept as an unretrievable relevant title, or dropped)."""
+    reads. QA rows bring their answers; rows with gold evidence (HotpotQA's ``supporting_facts``,
+    ``supporting_titles``; read by ``retriever.queries.gold_evidence_of``) also bring gold
+    titles, judged against the corpus ``store`` (``missing_gold``: a title the corpus lacks is
+    an error, kept as an unretrievable relevant title, or dropped)."""
     if missing_gold not in MISSING_GOLD:
         raise BadRequestError(f"missing_gold must be one of {MISSING_GOLD}, got {missing_gold!r}")
     out = Topics(str(path))
@@ -154,17 +155,11 @@ def read_topics(path: str | os.PathLike, *, store=None, missing_gold: str = "err
             raise CorpusInputError(str(path), position, "no question found")
         qid = id_of(row) or str(i)
         answers = tuple(answers_of(row))
-        titles: tuple[str, ...] = ()
-        facts = row.get("supporting_facts")
-        if facts is not None:
-            try:
-                titles = tuple(dict.fromkeys(str(f[0]) for f in facts))
-            except (TypeError, IndexError, KeyError):
-                titles = ()
-            if not titles:
-                raise CorpusInputError(
-                    str(path), position, "supporting_facts is not a list of [title, sentence]"
-                )
+        titles = tuple(gold_evidence_of(row)[0])  # the one reader of gold evidence
+        if not titles and row.get("supporting_facts") is not None:
+            raise CorpusInputError(
+                str(path), position, "supporting_facts is not a list of [title, sentence]"
+            )
         add(Topic(qid, question, answers, titles, position))
     if any(t.gold_titles for t in out.items):
         _title_qrels(out, store, missing_gold)
@@ -176,7 +171,9 @@ def _title_qrels(topics: Topics, store, missing_gold: str) -> None:
     dropped = 0
     for t in topics.items:
         if not t.gold_titles:
-            raise CorpusInputError(topics.path, t.position, "no supporting_facts (gold titles)")
+            raise CorpusInputError(
+                topics.path, t.position, "no gold titles (supporting_facts or supporting_titles)"
+            )
         gold = {}
         for title in t.gold_titles:
             if store is not None and not store.find_title(title):

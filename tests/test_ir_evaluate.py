@@ -244,3 +244,28 @@ def test_answer_recall_bm25s_vs_pyserini(bm25_root, tmp_path, capsys):
         assert has_answer(text, answers[qid]) == has_answers(text, answers[qid], tokenizer), text
         checked += 1
     assert checked == 5000
+
+
+def test_topics_read_gold_titles_with_the_one_qa_reader(tmp_path):
+    """Gold titles come from retriever.queries.gold_evidence_of: HotpotQA's list form, the HF
+    datasets column form ({"title": [...], "sent_id": [...]}) and supporting_titles alike."""
+    from retriever.evaluation import read_topics
+
+    rows = [
+        {"id": "a", "question": "q1?", "answer": "x", "supporting_facts": [["P", 0], ["Q", 1]]},
+        {
+            "id": "b",
+            "question": "q2?",
+            "answer": "y",
+            "supporting_facts": {"title": ["Paris", "France", "Paris"], "sent_id": [0, 2, 1]},
+        },
+        {"id": "c", "question": "q3?", "answer": "z", "supporting_titles": ["Lyon"]},
+    ]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    topics = read_topics(path, missing_gold="keep")
+    assert [t.gold_titles for t in topics.items] == [("P", "Q"), ("Paris", "France"), ("Lyon",)]
+    assert topics.qrels == {"a": {"P": 1, "Q": 1}, "b": {"Paris": 1, "France": 1}, "c": {"Lyon": 1}}
+    path.write_text(json.dumps({"question": "q?", "answer": "x", "supporting_facts": [7]}) + "\n")
+    with pytest.raises(Exception, match="supporting_facts is not a list"):
+        read_topics(path)
