@@ -127,9 +127,12 @@ def verify_root(
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != CORPUS_DIR):
         if is_leftover(sub.name):
             continue
-        if not (sub / MANIFEST).is_file():
-            if sub.name.startswith("dense-") or sub.name == "bm25":
-                problems.append(f"{sub.name}: no manifest (unfinished build? rerun it)")
+        if not (sub / MANIFEST).is_file():  # no kind to go by: any folder with files counts
+            if any(sub.iterdir()):
+                problems.append(
+                    f"{sub.name}: no {MANIFEST} (an unfinished build? rerun it; not an index "
+                    "part? move it out of the index root)"
+                )
             continue
         part: dict = {}
         report["parts"][sub.name] = part

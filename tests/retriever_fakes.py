@@ -23,8 +23,9 @@ from retriever.types import Hit
 class FakeRetriever:
     """``search(queries, k)`` with pseudo-random but reproducible scores per (query, row)."""
 
-    def __init__(self, num_docs: int, name: str = "fake", delay: float = 0.0):
+    def __init__(self, num_docs: int, name: str = "fake", delay: float = 0.0, kind: str = "bm25"):
         self.name = name
+        self.kind = kind  # what a part's manifest would say (the service routes by it)
         self.num_docs = num_docs
         self.delay = delay
         self.batches: list[list[str]] = []

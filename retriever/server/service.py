@@ -69,6 +69,7 @@ class RetrievalService:
         self._retrievers: dict = {}
         self._batchers: dict[str, Batcher] = {}
         self._hybrids: dict[str, HybridRetriever] = {}
+        self._kinds: dict[str, str | None] = {}  # loaded part -> its manifest kind
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._loader: threading.Thread | None = None
@@ -115,15 +116,16 @@ class RetrievalService:
                 if name != "hybrid":
                     self._load(name)
             if "hybrid" in names:
+                for part in (self.index.default_bm25(), self.index.default_dense()):
+                    if part is not None and part not in self._batchers:  # with their options
+                        self._load(part)
                 hybrid = self.index.retriever(
                     "hybrid", k_rrf=self.config.hybrid_k_rrf, depth=self.config.hybrid_depth
                 )
                 self._add_hybrid("hybrid", hybrid)
             default = self.config.default_retriever
-            if default is None:
-                default = (
-                    "bm25" if "bm25" in self._retrievers else next(iter(self._retrievers), None)
-                )
+            if default is None:  # the BM25 part that "sparse" means, else the first
+                default = self._first_of_kind("bm25") or next(iter(self._retrievers), None)
             elif default not in self._retrievers:
                 raise BadRequestError(
                     f"default retriever {default!r} is not loaded; loaded: {sorted(self._retrievers)}"
@@ -167,25 +169,33 @@ class RetrievalService:
         return self._loader
 
     def _add_hybrid(self, name: str, hybrid: HybridRetriever) -> None:
-        for part in hybrid.parts:
+        for part, kind in zip(hybrid.parts, ("bm25", "dense")):  # HybridRetriever(bm25, dense)
             if part.name not in self._batchers:
-                self._load(part.name, part)
+                self._load(part.name, part, kind)
         self._hybrids[name] = hybrid
         self._retrievers[name] = hybrid
 
-    def _load(self, name: str, retriever=None) -> None:
-        if retriever is None:
+    def part_options(self, kind: str | None) -> dict:
+        """The server flags that reach a part of this manifest ``kind`` (whatever its folder
+        is called): device, mode and backend for dense parts, threads for BM25 parts."""
+        c = self.config
+        if kind == "dense":
+            shard = None if c.dense_mode is None else c.dense_mode == "sharded"
+            options = {"device": c.device, "shard": shard, "backend": c.dense_backend}
+        elif kind == "bm25":
+            options = {"threads": c.search_threads}
+        else:
             options = {}
-            if name.startswith("dense-"):
-                if self.config.device is not None:
-                    options["device"] = self.config.device
-                if self.config.dense_mode is not None:  # the loader's shard flag
-                    options["shard"] = self.config.dense_mode == "sharded"
-                if self.config.dense_backend is not None:
-                    options["backend"] = self.config.dense_backend
-            if name == "bm25" and self.config.search_threads is not None:
-                options["threads"] = self.config.search_threads
-            retriever = self.index.retriever(name, **options)
+        return {k: v for k, v in options.items() if v is not None}
+
+    def _load(self, name: str, retriever=None, kind: str | None = None) -> None:
+        """Load part ``name`` with the options of its manifest kind (or take the one given)."""
+        manifest = self.index.parts().get(name)
+        if manifest is not None:
+            kind = manifest.get("kind")
+        if retriever is None:
+            retriever = self.index.retriever(name, **self.part_options(kind))
+        self._kinds[name] = kind or getattr(retriever, "kind", None)
         self._retrievers[name] = retriever
         self._batchers[name] = Batcher(
             name,
@@ -246,13 +256,20 @@ class RetrievalService:
             return self.default_retriever
         if retriever in ("sparse", "dense") and retriever not in self._retrievers:
             alias = self.index.resolve_alias(retriever)  # by manifest kind, not folder name
-            if alias not in self._retrievers:  # retrievers handed in: by their usual names
-                dense = [n for n in self.names if n.startswith("dense-")]
-                alias = "bm25" if retriever == "sparse" else (dense[0] if dense else retriever)
-            retriever = alias
+            if alias not in self._retrievers:  # the first loaded part of that kind
+                alias = self._first_of_kind("bm25" if retriever == "sparse" else "dense")
+            retriever = alias or retriever
         if not isinstance(retriever, str) or retriever not in self._retrievers:
             raise BadRequestError(f"unknown retriever {retriever!r}; this server has {self.names}")
         return retriever
+
+    def _first_of_kind(self, kind: str) -> str | None:
+        """The part ``sparse`` (kind bm25) or ``dense`` means: the index's default part of
+        that kind when loaded, else the first loaded part of that kind by name."""
+        default = self.index.default_bm25() if kind == "bm25" else self.index.default_dense()
+        if default in self._retrievers:
+            return default
+        return next((n for n in self.names if self._kinds.get(n) == kind), None)
 
     def check_queries(self, queries: Sequence[str], topk: int | None) -> tuple[list[str], int]:
         """Validate a retrieve call's queries and topk; returns them normalised."""

@@ -31,9 +31,9 @@ class ServiceConfig:
         None, "comma list of retrievers to load (default: every part of the index, + hybrid)"
     )
     default_retriever: str | None = _opt(
-        None, "retriever of requests that name none (default: bm25 when loaded, else the first)"
+        None, "retriever of requests that name none (default: the BM25 part, else the first)"
     )
-    device: str | None = _opt(None, "dense retrievers: cpu, cuda, cuda:0,1")
+    device: str | None = _opt(None, "parts of kind dense: cpu, cuda, cuda:0,1")
     dense_mode: str | None = _opt(
         None,
         "several devices: split the vectors (sharded, default) or the queries (replicated)",
@@ -43,7 +43,9 @@ class ServiceConfig:
         None, "dense search backend (default auto: faiss when built)",
         choices=["auto", "faiss", "torch"],
     )  # fmt: skip
-    search_threads: int | None = _opt(None, "BM25 kernel threads per batch (default: all cores)")
+    search_threads: int | None = _opt(
+        None, "parts of kind bm25: kernel threads per batch (default: all cores)"
+    )
     max_batch: int = _opt(64, "queries per search batch")
     max_wait_ms: float = _opt(
         0.0,
