@@ -29,6 +29,8 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from retriever.queries import title_key
+
 from .parsing import find_blocks
 
 _PUNCT = str.maketrans(string.punctuation, " " * len(string.punctuation))
@@ -61,15 +63,6 @@ class Evidence:
     @property
     def has_gold(self) -> bool:
         return bool(self.gold_ids or self.gold_titles)
-
-
-def title_key(title: str) -> str:
-    """A title as compared with gold titles: case folded, underscores as spaces.
-
-    >>> title_key(" University_of  Kansas ") == title_key("university of kansas")
-    True
-    """
-    return " ".join(str(title).replace("_", " ").split()).casefold()
 
 
 def query_key(query: str) -> str:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retriever.queries import title_key
+
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -193,12 +195,8 @@ class NoiseRecord:
         }
 
 
-def _key(title: object) -> str:
-    return " ".join(str(title or "").replace("_", " ").split()).casefold()
-
-
 def _is_gold(doc: dict, gold_titles: set[str], gold_ids: set[str]) -> bool:
-    return str(doc.get("id", "")) in gold_ids or _key(doc.get("title")) in gold_titles
+    return str(doc.get("id", "")) in gold_ids or title_key(doc.get("title")) in gold_titles
 
 
 def _rng(*parts: int):
@@ -228,7 +226,7 @@ def add_noise(
     rng = _rng(config.seed, seed, turn)
     top = [dict(h) for h in hits[:k]]
     draws = rng.random(len(top)) < p
-    golds = {_key(t) for t in gold_titles}, {str(i) for i in gold_ids}
+    golds = {title_key(t) for t in gold_titles}, {str(i) for i in gold_ids}
     if config.mode == "drop-gold":
         draws &= [_is_gold(h, *golds) for h in top]
     shown_ids = {str(h.get("id", "")) for h in top}

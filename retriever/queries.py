@@ -160,6 +160,17 @@ def _titles(value: object) -> list[str]:
     return out
 
 
+def title_key(title: object) -> str:
+    """A title as compared with gold titles (``gold_evidence_of``): case folded, underscores
+    as spaces, runs of spaces as one. The one key for "is this passage gold" (the env's
+    evidence rewards and its drop-gold noise both use it).
+
+    >>> title_key(" University_of  Kansas ") == title_key("university of kansas")
+    True
+    """
+    return " ".join(str(title or "").replace("_", " ").split()).casefold()
+
+
 def gold_evidence_of(row: dict) -> tuple[list[str], list[str]]:
     """(supporting titles, supporting passage ids) of a QA row, deduplicated in order; empty
     when the row has none. Read from ``supporting_titles`` / ``supporting_ids``, HotpotQA's and

@@ -271,3 +271,18 @@ def test_random_noise_over_a_server_needs_a_pool(tmp_path, client):
     _, _, _, _, info = env.step(search("Kansas"))
     assert {r["by_id"] for r in info["noise"]["replaced"]} <= {d["id"] for d in docs}
     assert len(info["noise"]["replaced"]) == 3
+
+
+def test_gold_titles_compare_with_the_one_normaliser():
+    """drop-gold and the evidence rewards decide "gold" with the same title key (the one in
+    retriever.queries beside the gold-evidence reader), so what noise drops is what recall counts."""
+    import env.evidence
+    import env.noise
+    import retriever.queries
+
+    assert env.noise.title_key is env.evidence.title_key is retriever.queries.title_key
+    deep = hits(6)
+    deep[0]["title"] = "University_of  Kansas"
+    config = NoiseConfig("drop-gold", p_start=1.0, p_end=1.0, depth=3)
+    shown, record = add_noise(deep, 3, config, seed=0, gold_titles=["university of kansas"])
+    assert [r.title for r in record.replaced] == ["University_of  Kansas"]
