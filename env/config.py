@@ -17,19 +17,29 @@ import os
 from collections.abc import Sequence
 
 from .errors import ConfigError
+from .reward_spec import parse_reward_spec
 from .types import EnvConfig, Task
 
 
 def make_config(config: EnvConfig | None = None, **overrides) -> EnvConfig:
-    """An ``EnvConfig`` from a base config and keyword overrides (unknown keys are an error)."""
+    """An ``EnvConfig`` from a base config and keyword overrides (unknown keys are an error),
+    its reward spec checked (``ConfigError`` naming an unknown reward) and a dict spec kept as
+    its string form, so the config stays hashable.
+
+    >>> make_config(reward={"f1": 1, "search_cost": -0.05}).reward
+    'f1:1,search_cost:-0.05'
+    """
     config = config or EnvConfig()
-    if not overrides:
-        return config
-    names = {f.name for f in dataclasses.fields(EnvConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown env settings {unknown}; known: {sorted(names)}")
-    return dataclasses.replace(config, **overrides)
+    if overrides:
+        names = {f.name for f in dataclasses.fields(EnvConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown env settings {unknown}; known: {sorted(names)}")
+        config = dataclasses.replace(config, **overrides)
+    spec = parse_reward_spec(config.reward)
+    if not isinstance(config.reward, str):
+        config = dataclasses.replace(config, reward=str(spec))
+    return config
 
 
 def load_task_list(tasks: Sequence[Task] | str | os.PathLike | None) -> list[Task]:

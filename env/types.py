@@ -103,7 +103,8 @@ class EnvConfig:
     - ``max_context_chars`` / ``max_context_tokens``: budget of the whole episode text (prompt,
       actions, observations); when spent the episode is truncated.
     - ``reward``: name in ``env.rewards.REWARDS`` or a weighted sum of them (``env.reward_spec``:
-      ``"f1:1,evidence_recall:0.5"`` or a dict); ``format_penalty`` is subtracted from the step
+      ``"f1:1,evidence_recall:0.5"`` or a dict; checked, and a dict kept as its string form, by
+      ``env.config.make_config``); ``format_penalty`` is subtracted from the step
       reward of each malformed action (0 = no penalty).
     - ``record_path``: append each finished episode's trajectory to this JSONL file.
     - ``noise``: a ``env.noise.NoiseConfig`` (or a dict or ``"MODE,key=value"`` text) that
@@ -172,8 +173,5 @@ class EnvConfig:
                 "obs_max_tokens / max_context_tokens need a tokenizer (an object with encode and "
                 "decode, e.g. transformers.AutoTokenizer.from_pretrained(...)); or use *_chars"
             )
-        from .reward_spec import parse_reward_spec
-
-        spec = parse_reward_spec(self.reward)  # ConfigError naming an unknown reward
-        if not isinstance(self.reward, str):  # a dict spec: kept as its string form (hashable)
-            object.__setattr__(self, "reward", str(spec))
+        # the reward spec is checked where the config is used (env.config.make_config, Episode):
+        # the registry of rewards sits above these types

@@ -59,3 +59,36 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
     assert "retriever.store is not allowed to import retriever.index" in report
     assert "retriever.client.http -> retriever.server.app" in report
     assert "No cycles are allowed in env" in report
+
+
+def test_env_contracts_ignore_no_import():
+    """EnvConfig no longer reaches up to the reward registry (the spec is checked where the config
+    is used: ``env.config.make_config`` and ``Episode``), so no env contract needs an ignore."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    for contract in contracts["contracts"]:
+        ignored = [i for i in contract.get("ignore_imports", []) if i.startswith("env")]
+        assert ignored == [], (contract["id"], ignored)
+
+
+def test_types_importing_the_reward_spec_breaks_the_contracts(tmp_path):
+    copy_tree(tmp_path)
+    add_import(tmp_path / "env" / "types.py", "from . import reward_spec")
+    out = lint_imports(tmp_path)
+    assert (
+        out.returncode == 1 and "env.types is not allowed to import env.reward_spec" in out.stdout
+    )
+
+
+def test_reward_spec_checked_where_the_config_is_used():
+    import pytest
+
+    from env.config import make_config
+    from env.errors import ConfigError
+    from env.types import EnvConfig
+
+    assert make_config(reward={"f1": 1, "search_cost": -0.05}).reward == "f1:1,search_cost:-0.05"
+    assert make_config(EnvConfig(reward={"em": 2})).reward == "em:2"  # no overrides: checked too
+    with pytest.raises(ConfigError, match="reward 'nope' in the reward spec"):
+        make_config(EnvConfig(reward="nope"))
