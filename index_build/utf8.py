@@ -1,73 +1,142 @@
-"""Reading on past bytes that are not UTF-8, and telling which page held them.
+"""Reading on past damaged characters, and telling which page held them.
 
-One bad byte in a dump must cost one page, not every page after it: the XML parser stops at the
-first invalid byte, so the stream it reads replaces such bytes with U+FFFD first.
+One damaged character in a dump must cost one page, not every page after it. The XML parser
+stops at the first byte that is not UTF-8 and at the first character XML 1.0 does not allow (a
+NUL from a zeroed disk block, a stray control byte, U+FFFE, a reference such as ``&#0;``), so
+the stream it reads replaces those first with a mark: U+FFFD for bytes that are not UTF-8,
+U+FDD0 (a noncharacter, never in real text) for characters XML does not allow. The page whose
+text holds a mark is then told apart and skipped.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
+import re
 import threading
 import xml.etree.ElementTree as ET
+from collections import deque
 
 _counts = threading.local()
+
+NOT_UTF8 = "\ufffd"
+NOT_XML = "\ufdd0"
+
+# bytes that may start something expat refuses: control bytes, U+FFFE/U+FFFF, a character
+# reference (also one cut at the end of the block)
+_SUSPECT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]|&(?:#|\Z)")
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]+|&#(x[0-9a-fA-F]+|[0-9]+);")
 
 
 def _replace_and_count(exc: UnicodeDecodeError) -> tuple[str, int]:
     _counts.n = getattr(_counts, "n", 0) + 1
-    return "\ufffd", exc.end
+    return NOT_UTF8, exc.end
 
 
 ERRORS = "index_build.utf8-replace-count"
 codecs.register_error(ERRORS, _replace_and_count)
 
 
-class Utf8Repair:
-    """A binary stream whose bytes that are not UTF-8 become U+FFFD, for the XML parser.
+def xml_allows(code: int) -> bool:
+    """Whether XML 1.0 allows the character (its ``Char`` production).
 
-    expat stops at the first invalid byte; with this in between it reads on, and the page that
-    held the byte is told apart by its U+FFFD while ``pending`` says bytes were replaced.
-    Valid input passes through unchanged (one strict decode per block to check it).
+    >>> [xml_allows(c) for c in (0, 9, 0x1F, 0x20, 0xFFFE, 0x10FFFF, 0x110000)]
+    [False, True, False, True, False, True, False]
+    """
+    return (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+class CharRepair:
+    """A binary stream for the XML parser in which damaged characters become marks.
+
+    Bytes that are not UTF-8 become U+FFFD, runs of characters XML does not allow and
+    references to them become U+FDD0; ``take(page)`` then says whether a page held one and
+    which. Valid input passes through unchanged (one strict decode and one scan per block).
     """
 
     def __init__(self, stream):
         self.stream = stream
         self.decoder = codecs.getincrementaldecoder("utf-8")(ERRORS)
-        self.pending = 0  # replacements not yet matched to a page
+        self.carry = ""  # a character reference cut at the end of a block
+        self.pending = 0  # bytes that were not UTF-8, not yet matched to a page
+        self.not_xml: deque[str] = deque()  # what each U+FDD0 not yet matched replaced
         self.replaced = 0
 
     def read(self, n: int = -1) -> bytes:
         while True:
             data = self.stream.read(n)
             final = not data
-            if not final and self.decoder.getstate()[0] == b"":
-                cut = _complete_prefix(data)
-                if cut == len(data):
+            if not final and not self.carry and self.decoder.getstate()[0] == b"":
+                if _complete_prefix(data) == len(data) and not _SUSPECT.search(data):
                     try:
                         data.decode("utf-8")
                         return data  # the common case: valid, whole characters
                     except UnicodeDecodeError:
                         pass
             before = getattr(_counts, "n", 0)
-            out = self.decoder.decode(data, final=final).encode("utf-8")
+            text = self.carry + self.decoder.decode(data, final=final)
             bad = getattr(_counts, "n", 0) - before
             self.pending += bad
             self.replaced += bad
+            self.carry = ""
+            if not final:
+                cut = text.rfind("&", max(0, len(text) - 16))
+                if cut >= 0 and ";" not in text[cut:]:
+                    text, self.carry = text[:cut], text[cut:]
+            out = _NOT_XML.sub(self._mark, text).encode("utf-8")
             if out or final:  # never an empty read before the end: expat takes it for EOF
                 return out
 
-    def take(self, elem: ET.Element) -> bool:
-        """True when the element (a page) holds replaced bytes, which are then marked matched."""
-        if not self.pending:
-            return False
-        n = sum(
-            (e.text or "").count("\ufffd")
-            + (e.tail or "").count("\ufffd")
-            + sum(v.count("\ufffd") for v in e.attrib.values())
+    def _mark(self, m: re.Match) -> str:
+        ref = m.group(1)
+        if ref is not None:
+            code = int(ref[1:], 16) if ref[0] == "x" else int(ref)
+            if xml_allows(code):
+                return m.group(0)
+            what = m.group(0)
+        else:
+            run = m.group(0)
+            what = f"U+{ord(run[0]):04X}" + (f" (a run of {len(run)})" if len(run) > 1 else "")
+        self.not_xml.append(what)
+        self.replaced += 1
+        return NOT_XML
+
+    def take(self, elem: ET.Element) -> tuple[str, str] | None:
+        """``(count kind, reason)`` when the element (a page) holds marks, which are then
+        matched to it; ``None`` for an undamaged one."""
+        if not self.pending and not self.not_xml:
+            return None
+        texts = [
+            s
             for e in elem.iter()
-        )
-        self.pending = max(0, self.pending - n)
-        return n > 0
+            for s in (e.text or "", e.tail or "", *e.attrib.values())
+            if s and (NOT_UTF8 in s or NOT_XML in s)
+        ]
+        if not texts:
+            return None
+        found = []
+        n_xml = sum(s.count(NOT_XML) for s in texts)
+        if n_xml and self.not_xml:
+            found = [self.not_xml.popleft() for _ in range(min(n_xml, len(self.not_xml)))]
+        n_utf8 = sum(s.count(NOT_UTF8) for s in texts) if self.pending else 0
+        self.pending = max(0, self.pending - n_utf8)
+        if found:
+            return "invalid_xml_char", f"holds a character XML does not allow: {found[0]}"
+        if n_utf8:
+            return "invalid_utf8", "holds bytes that are not UTF-8"
+        return None
+
+
+def repair_bytes(data: bytes) -> tuple[bytes, CharRepair]:
+    """A whole document (one stream of a multistream dump) with its damaged characters
+    marked, and the ``CharRepair`` that tells its pages apart."""
+    repair = CharRepair(io.BytesIO(data))
+    return b"".join(iter(lambda: repair.read(1 << 20), b"")), repair
 
 
 def _complete_prefix(data: bytes) -> int:
@@ -80,3 +149,6 @@ def _complete_prefix(data: bytes) -> int:
             need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
             return len(data) - back if need > back else len(data)
     return len(data)
+
+
+Utf8Repair = CharRepair  # the name it had when it repaired bytes that are not UTF-8 only

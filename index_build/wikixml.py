@@ -5,8 +5,13 @@ cleaner's link rules and its ``<base>`` the page URLs, in any language. Pages of
 namespace (``<ns>0</ns>``) become ``Doc`` records with clean text; pages with ``<redirect>``
 become ``Redirect`` records. Wikitext cleaning runs in worker processes. A multistream ``.bz2``
 with its ``-index.txt.bz2`` beside it is read stream by stream, in parallel. With
-``on_error="skip"`` a page holding bytes that are not UTF-8 is skipped and counted
-(``invalid_utf8``); the pages after it are read as usual.
+``on_error="skip"`` a page holding bytes that are not UTF-8 (``invalid_utf8``) or characters
+XML does not allow (``invalid_xml_char``: NUL, control bytes, ``&#0;``) is skipped and counted;
+the pages after it are read as usual.
+
+The worker pool is never killed mid-task: a worker killed while it writes a result holds the
+result queue's lock, and ``multiprocessing.Pool.terminate`` then waits on it forever
+(CPython gh-96995). Workers finish what they hold and exit; a worker that dies is an error.
 """
 
 from __future__ import annotations
@@ -15,17 +20,20 @@ import bz2
 import logging
 import multiprocessing as mp
 import os
+import signal
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from retriever.errors import CorpusInputError
+from retriever.errors import BuildError, CorpusInputError
 
 from .readers import Counts, Doc, Progress, Redirect, _magic_open
 from .siteinfo import XML_LANG, SiteInfo, parse_siteinfo, siteinfo_from_header
-from .utf8 import Utf8Repair
+from .utf8 import CharRepair, repair_bytes
 from .wikitext import MarkupRules, wikitext_to_text
 
 log = logging.getLogger(__name__)
@@ -73,8 +81,9 @@ class XmlOptions:
         return self.site.markup_rules(variants_for(self.chinese_script))
 
 
-# A page as read: (id, title, redirect target or None, wikitext, has bytes that were not UTF-8)
-Page = tuple[str, str, "str | None", str, bool]
+# A page as read: (id, title, redirect target or None, wikitext, damage or None), the damage
+# as ``CharRepair.take`` tells it: (count kind, reason)
+Page = tuple[str, str, "str | None", str, "tuple[str, str] | None"]
 
 
 def _clean_task(item: tuple[XmlOptions, list[Page]] | SiteInfo) -> list:
@@ -89,9 +98,9 @@ def _clean_task(item: tuple[XmlOptions, list[Page]] | SiteInfo) -> list:
 
         convert = converter(options.chinese_script)
     out: list = []
-    for pid, title, redirect, wikitext, bad in batch:
-        if bad:
-            out.append(("invalid_utf8", pid, title, "holds bytes that are not UTF-8"))
+    for pid, title, redirect, wikitext, damage in batch:
+        if damage is not None:
+            out.append((damage[0], pid, title, damage[1]))
             continue
         shown = convert(title) if convert else title
         if redirect is not None:
@@ -118,7 +127,7 @@ def _clean_task(item: tuple[XmlOptions, list[Page]] | SiteInfo) -> list:
 def _iter_pages(stream, path: Path, progress_cb=None) -> Iterator:
     """Stream a dump: its ``SiteInfo`` first, then ``(ns, id, title, redirect, text, bad)`` per
     ``<page>``, freeing each element after use."""
-    repair = Utf8Repair(stream)
+    repair = CharRepair(stream)
     context = ET.iterparse(repair, events=("start", "end"))
     root = None
     n = 0
@@ -133,11 +142,9 @@ def _iter_pages(stream, path: Path, progress_cb=None) -> Iterator:
             tag = _local(elem.tag)
             if tag == "siteinfo" and not site_seen:
                 site_seen = True
-                if repair.pending:  # not a page's: say so, and match no page with them
-                    log.warning(
-                        "%s: %d bytes that are not UTF-8 in <siteinfo>", path, repair.pending
-                    )
-                    repair.pending = 0
+                damage = repair.take(elem)  # not a page's: say so, and match no page with it
+                if damage is not None:
+                    log.warning("%s: <siteinfo> %s", path, damage[1])
                 yield parse_siteinfo(elem, root.get(XML_LANG, "") if root is not None else "")
                 continue
             if tag != "page":
@@ -154,8 +161,12 @@ def _iter_pages(stream, path: Path, progress_cb=None) -> Iterator:
                 root.clear()
             if progress_cb is not None and n % 64 == 0:
                 progress_cb()
-        if repair.pending:
-            log.warning("%s: %d bytes that are not UTF-8 outside pages", path, repair.pending)
+        if repair.pending or repair.not_xml:
+            log.warning(
+                "%s: %d damaged characters outside pages",
+                path,
+                repair.pending + len(repair.not_xml),
+            )
     except ET.ParseError as exc:
         line, col = exc.position
         raise CorpusInputError(
@@ -194,67 +205,88 @@ def _stream_offsets(index: Path, size: int) -> list[int]:
     return sorted(o for o in offsets if o < size) + [size]
 
 
-def _parse_stream(doc: bytes) -> tuple[ET.Element, bool]:
-    """A stream's pages; bytes that are not UTF-8 become U+FFFD (then ``True``)."""
-    try:
-        return ET.fromstring(doc), False
-    except ET.ParseError:
-        fixed = doc.decode("utf-8", "replace").encode("utf-8")
-        if fixed == doc:
-            raise
-        return ET.fromstring(fixed), True
-
-
 def _read_streams(args: tuple[str, list[tuple[int, int]], XmlOptions]) -> list:
     """Worker: decompress a few streams of a multistream dump, parse and clean their pages."""
     path, spans, options = args
-    pages: list[Page] = []
+    out: list = []
     with open(path, "rb") as f:
-        for start, end in spans:
+        for start, end in spans:  # a damaged stream costs that stream, not the task's others
             f.seek(start)
             try:
                 xml = bz2.decompress(f.read(end - start))
             except (OSError, EOFError, ValueError) as exc:
-                return [("fatal", "", "", f"stream at byte {start}: cannot decompress: {exc}")]
+                out.append(("fatal", "", "", f"stream at byte {start}: cannot decompress: {exc}"))
+                continue
             xml = xml.rstrip()
             if xml.endswith(b"</mediawiki>"):  # the dump's last stream closes the document
                 xml = xml[: -len(b"</mediawiki>")]
-            doc = b"<mediawiki>" + xml + b"</mediawiki>"
+            doc, repair = repair_bytes(b"<mediawiki>" + xml + b"</mediawiki>")
             try:
-                root, repaired = _parse_stream(doc)
+                root = ET.fromstring(doc)
             except ET.ParseError as exc:
-                return [("fatal", "", "", f"stream at byte {start}: malformed XML: {exc}")]
+                out.append(("fatal", "", "", f"stream at byte {start}: malformed XML: {exc}"))
+                continue
+            pages: list[Page] = []
             for elem in root.iter():
                 if _local(elem.tag) == "page":
                     ns, pid, title, redirect, text = _page_fields(elem)
                     if ns == "" and title:
                         ns = str(options.site.namespace_of(title))
+                    damage = repair.take(elem)
                     if ns == "0":
-                        bad = repaired and any("\ufffd" in f for f in (title, text, redirect or ""))
-                        pages.append((pid, title, redirect, text, bad))
-    return _clean_task((options, pages))
+                        pages.append((pid, title, redirect, text, damage))
+            out.extend(_clean_task((options, pages)))
+    return out
 
 
-def _bounded_imap(pool, fn, items, window: int) -> Iterator:
-    """Ordered ``pool.imap`` with at most ``window`` tasks in flight: memory stays bounded
-    when the writer is slower than the workers."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
-        if len(pending) >= window:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+def _bounded_imap(pool: ProcessPoolExecutor, fn, items, window: int, path: Path) -> Iterator:
+    """Ordered ``pool.map`` with at most ``window`` tasks in flight: memory stays bounded
+    when the writer is slower than the workers. Tasks not yet started when the caller stops
+    early (an error, a closed generator) are cancelled; a worker that died is a ``BuildError``,
+    not a wait for its result."""
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise BuildError(
+            f"{path}: a wikitext worker process died (killed, out of memory?): "
+            f"rerun with fewer --workers ({exc})"
+        ) from exc
+    finally:
+        for future in pending:
+            future.cancel()
 
 
-def _pool(workers: int):
+def _ignore_interrupt() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor | None:
     workers = workers or os.cpu_count() or 1
     if workers <= 1:
         return None
-    return mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers)
+    context = mp.get_context("spawn" if os.name == "nt" else "fork")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupt)
 
 
-_ERROR_COUNT = {"error": "malformed", "invalid_utf8": "invalid_utf8"}
+def _close(pool: ProcessPoolExecutor | None) -> None:
+    """Stop the workers without killing one mid-task: queued tasks are cancelled, running
+    ones finish (a batch each), then every worker exits and is joined."""
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_ERROR_COUNT = {
+    "error": "malformed",
+    "invalid_utf8": "invalid_utf8",
+    "invalid_xml_char": "invalid_xml_char",
+}
 
 
 def _emit(results, path: Path, on_error: str, counts: Counts) -> Iterator:
@@ -270,10 +302,8 @@ def _emit(results, path: Path, on_error: str, counts: Counts) -> Iterator:
             if on_error == "raise":
                 raise err
             counts[_ERROR_COUNT.get(kind, "truncated")] += 1
-            if kind == "invalid_utf8":
-                log.warning(
-                    "%s: skipped page id %s (%r): bytes that are not UTF-8", path, pid, title
-                )
+            if kind in ("invalid_utf8", "invalid_xml_char"):
+                log.warning("%s: skipped page id %s (%r): %s", path, pid, title, reason)
             continue
         yield rec
 
@@ -312,13 +342,13 @@ def read_wiki_xml(
                     options = XmlOptions(site=item, chinese_script=chinese_script)
                     yield item
                     continue
-                ns, pid, title, redirect, text, bad = item
+                ns, pid, title, redirect, text, damage = item
                 if ns == "" and title:  # very old dumps: no <ns>, the title's prefix decides
                     ns = str(options.site.namespace_of(title))
                 if ns != "0":
                     counts["other_namespace"] += 1
                     continue
-                batch.append((pid, title, redirect, text, bad))
+                batch.append((pid, title, redirect, text, damage))
                 if len(batch) >= BATCH:
                     yield options, batch
                     batch = []
@@ -333,15 +363,14 @@ def read_wiki_xml(
     pool = _pool(workers)
     try:
         results = (
-            _bounded_imap(pool, _clean_task, batches(), 4 * (workers or os.cpu_count() or 1))
+            _bounded_imap(pool, _clean_task, batches(), 4 * (workers or os.cpu_count() or 1), path)
             if pool
             else map(_clean_task, batches())
         )
         for recs in results:
             yield from _emit(recs, path, on_error, counts)
     finally:
-        if pool:
-            pool.terminate()
+        _close(pool)
         stream.close()
         raw.close()
         progress.update(os.path.getsize(path) - last[0])
@@ -380,7 +409,7 @@ def _read_multistream(
     pool = _pool(workers)
     try:
         results = (
-            _bounded_imap(pool, _read_streams, tasks, 2 * (workers or os.cpu_count() or 1))
+            _bounded_imap(pool, _read_streams, tasks, 2 * (workers or os.cpu_count() or 1), path)
             if pool
             else map(_read_streams, tasks)
         )
@@ -388,5 +417,4 @@ def _read_multistream(
             yield from _emit(recs, path, on_error, counts)
             progress.update(task[1][-1][1] - task[1][0][0])
     finally:
-        if pool:
-            pool.terminate()
+        _close(pool)
