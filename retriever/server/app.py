@@ -29,6 +29,8 @@ from .reports import rss_bytes
 from .service import RetrievalService
 from .service_config import ServiceConfig
 from .web import RequestMetrics, bearer_dependency, json_response, on_error, read_body
+from .webapi import ENDPOINTS as WEB_ENDPOINTS
+from .webapi import web_router
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
-    app.add_middleware(RequestMetrics, metrics=service.metrics, endpoints=ENDPOINTS)
+    app.add_middleware(RequestMetrics, metrics=service.metrics, endpoints=ENDPOINTS | WEB_ENDPOINTS)
     app.add_exception_handler(RetrieverError, on_error)
     app.add_exception_handler(Exception, on_error)
     guarded = [Depends(bearer_dependency(config.token))] if config.token else []
@@ -169,6 +171,7 @@ def create_app(
         """Prometheus text format."""
         return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
+    app.include_router(web_router(service))  # Serper, Jina Reader, ... (webapi.py)
     if config.ui:  # the pages: retriever/server/ui/
         from .ui import mount_ui
 
