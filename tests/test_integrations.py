@@ -519,3 +519,76 @@ def test_verl_agent_loop_call_tool_pages_on(live, tmp_path):
         return out
 
     assert asyncio.run(read(3)) == ["1", "2", "3"]
+
+
+# ---- noise through the trainer integrations --------------------------------------------------
+
+# hard negatives on a schedule: none at step 0, every top hit replaced from step 10 on
+CURRICULUM = "hard-negative,p_start=0,p_end=1,steps=10,depth=3"
+
+
+def test_trl_environment_factory_noise_follows_the_trainers_step(client):
+    """TRL resets pooled environments with the row only; TrainStep's callback, driven by
+    transformers' own CallbackHandler, gives them the global step."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler
+
+    from env.integrations.trl import TrainStep
+
+    steps = TrainStep()
+    handler = CallbackHandler([steps.callback()], None, None, None, None)
+    state, control = TrainerState(), TrainerControl()
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    make = SearchToolEnvironment.factory(client, noise=CURRICULUM, train_step=steps, topk=2)
+    envs = [make(), make()]  # TRL's pool: built once, reset every batch
+    task = hotpot_tasks(1)[0]
+    row = task_rows([task], style="tool-call")[0]
+    for global_step, replaced in [(0, 0), (4, None), (10, 2)]:
+        state.global_step = global_step
+        handler.on_step_begin(args, state, control)
+        for env in envs:
+            env.reset(**row)
+            env.search(query=task.question)
+            noise = env._env.trajectory()["noise"]
+            assert noise["step"] == global_step and noise["p"] == pytest.approx(global_step / 10)
+            if replaced is not None:
+                assert len(noise["searches"][0]["replaced"]) == replaced
+
+
+def test_trl_rollout_resets_episodes_at_the_trainers_step(client, tmp_path):
+    """SearchRollout (TRL's rollout_func) puts trainer.state.global_step into each reset."""
+    from env.integrations.trl_rollout import SearchRollout
+
+    class CharTokenizer:  # ids are code points: enough for the rollout's bookkeeping
+        eos_token_id, pad_token_id, unk_token_id, bos_token_id = 0, 1, None, None
+
+        def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True):
+            return self.encode("".join(m["content"] for m in messages))
+
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(i) for i in ids if i > 1)
+
+    tasks = hotpot_tasks(2)
+
+    class Scripted(SearchRollout):  # the policy: search the question, then answer
+        def _generate(self, trainer, tok, seqs, room, active):
+            turn = "<answer> x </answer>" if "<information>" in tok.decode(seqs[0]) else None
+            return [
+                (tok.encode(turn or f"<search> {tasks[i].question} </search>"), [], False)
+                for i in active
+            ]
+
+    record = tmp_path / "episodes.jsonl"
+    rollout = Scripted(client, tasks, noise=CURRICULUM, record_path=str(record), topk=2)
+    trainer = SimpleNamespace(
+        processing_class=CharTokenizer(),
+        max_completion_length=100_000,
+        state=SimpleNamespace(global_step=7),
+    )
+    out = rollout([r["prompt"] for r in rollout.rows()], trainer)
+    assert len(out["completion_ids"]) == 2
+    noise = [json.loads(line)["noise"] for line in record.read_text().splitlines()]
+    assert [n["step"] for n in noise] == [7, 7] and noise[0]["p"] == pytest.approx(0.7)

@@ -5,7 +5,9 @@ Two ways in, both scored by our rewards:
 - ``environment_factory=SearchToolEnvironment.factory(client)``: TRL's own multi-turn tool loop.
   The model calls ``search``, ``access`` and ``answer`` as JSON tool calls, so it needs a chat
   template that renders tools (Qwen2.5/3, Llama 3.1, ...). ``get_reward`` gives TRL the
-  episode's reward.
+  episode's reward. Noise (``noise="hard-negative,p_end=0.5,steps=1000"``) learns the step from
+  a shared ``TrainStep``: ``factory(client, noise=..., train_step=steps)`` and
+  ``GRPOTrainer(..., callbacks=[steps.callback()])``.
 - ``rollout_func=SearchRollout(client, tasks)`` (``env.integrations.trl_rollout``): tag-style
   episodes (``<search>``, ``<access>``, ``<answer>``) of any chat model, all searches of a turn
   sent as one batched call.
@@ -121,6 +123,30 @@ def reward_functions(names: Sequence[str | dict]) -> list[Callable[..., list[flo
     return [reward_function(n) for n in names]
 
 
+class TrainStep:
+    """The trainer's global step, for the noise curriculum (``env.noise``) of environments that
+    TRL builds and resets itself: ``reset(**row)`` gets only the dataset row, so the step comes
+    from a ``TrainerCallback`` that updates this holder (``callbacks=[steps.callback()]``)."""
+
+    def __init__(self, step: int = 0):
+        self.step = step
+
+    def callback(self):
+        """A ``transformers.TrainerCallback`` that copies ``state.global_step`` here at the start
+        of training (also after a resume) and of every step, before its rollouts."""
+        from transformers import TrainerCallback
+
+        holder = self
+
+        class TrainStepCallback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                holder.step = int(state.global_step)
+
+            on_step_begin = on_train_begin
+
+        return TrainStepCallback()
+
+
 def searches_of(completions: Sequence[Any], **kwargs) -> list[int]:
     """Tool calls per completion (from the rollout's counts when there are any)."""
     if kwargs.get("num_searches") is not None:
@@ -137,27 +163,53 @@ class SearchToolEnvironment:
     cannot be reached is not turned into a tool error the model sees: ``get_reward`` raises it.
     """
 
-    def __init__(self, client, config: EnvConfig | None = None, **settings):
+    def __init__(
+        self,
+        client,
+        config: EnvConfig | None = None,
+        *,
+        train_step: TrainStep | None = None,
+        **settings,
+    ):
         from ..search_env import SearchEnv
 
         settings.setdefault("style", "tool-call")
         self._env = SearchEnv(client, config, **settings)
+        self._train_step = train_step
+        noise = self._env.config.noise
+        if noise is not None and noise.steps and train_step is None:
+            log.warning(
+                "noise has a %d-step schedule but no train_step: every episode is at step 0 "
+                "(pass train_step=TrainStep() and callbacks=[steps.callback()] to GRPOTrainer)",
+                noise.steps,
+            )
         self._reward = parse_reward_spec(self._env.config.reward)
         self._fatal: BaseException | None = None
         self._done = True
         self._last_info: dict = {}
 
     @classmethod
-    def factory(cls, client, config: EnvConfig | None = None, **settings) -> Callable[[], Any]:
-        """A zero-argument callable that TRL calls once per concurrent rollout."""
-        return lambda: cls(client, config, **settings)
+    def factory(
+        cls,
+        client,
+        config: EnvConfig | None = None,
+        *,
+        train_step: TrainStep | None = None,
+        **settings,
+    ) -> Callable[[], Any]:
+        """A zero-argument callable that TRL calls once per concurrent rollout; its
+        environments share ``train_step`` (the noise curriculum's step)."""
+        return lambda: cls(client, config, train_step=train_step, **settings)
 
     def reset(self, **row) -> str | None:
         """Start the episode of one dataset row (its answers are needed for the reward)."""
         where = f"row {row.get('id', '')!r}" if row.get("id") not in (None, "") else "row"
         question = row.get("question") or row.get("prompt")
         task = task_of_row(row, f"{where} ({str(question)[:60]!r})")
-        self._env.reset(options=task.options())
+        options = task.options()
+        if self._train_step is not None:
+            options["train_step"] = int(self._train_step.step)
+        self._env.reset(options=options)
         self._fatal, self._done, self._last_info = None, False, {}
         return None  # the dataset's prompt already carries the question
 

@@ -5,7 +5,8 @@ Any chat model, tag-style tools (``asearcher``: ``<search>``, ``<access>``, ``<a
 generates until it closes a tool tag (or ends its message); the env parses the turns and sends
 all their searches as ONE backend call; each observation is appended to that episode's
 completion as tokens the policy did not write (``env_mask`` 0, so GRPO does not train on them).
-The episode scores go to the reward functions as ``env_rewards``.
+The episode scores go to the reward functions as ``env_rewards``. With ``noise=`` (``env.noise``)
+each episode is reset at ``trainer.state.global_step``, the step of its curriculum.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class SearchRollout:
         tok = getattr(tok, "tokenizer", tok)
         n = len(prompts)
         benv = BatchedSearchEnv(self.client, num_envs=n, config=self.config)
-        _, infos = benv.reset(options=[t.options() for t in tasks])
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0) or 0)
+        _, infos = benv.reset(options=[{**t.options(), "train_step": step} for t in tasks])
         prompt_ids = [self._encode_prompt(tok, info["messages"]) for info in infos]
         completion = [[] for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
