@@ -36,6 +36,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@# GEM's real SearchTool (tests/test_conformance.py): gem-llm's dependencies (reasoning-gym,
 	@# math-verify, nltk) serve its env registry, not the tool, which imports only msgspec and requests
 	$(BIN)/pip install -q --no-deps -c constraints.txt gem-llm msgspec
+	@# AReaL 1.0 (env/integrations/areal.py tests): it pins an older torch and transformers, so it
+	@# comes without its dependencies, like verl; these are what its workflow, OpenAI-client and
+	@# config modules import (its proxy server's litellm/anthropic and its trainer are not needed)
+	$(BIN)/pip install -q --no-deps -c constraints.txt areal colorlog tenacity flask blinker \
+	  itsdangerous torchdata lark einops aiofiles
 	touch $(STAMP)
 
 demo: $(STAMP)

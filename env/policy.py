@@ -252,7 +252,10 @@ class OpenAIClient:
         retries: int = 3,
         max_connections: int = 256,
         retry_policy: RetryPolicy | None = None,
+        http_client=None,
     ):
+        """``http_client``: an ``httpx.AsyncClient`` to send through (a trainer's shared pool,
+        as AReaL hands its agents); it stays open on ``aclose``, its owner closes it."""
         import httpx
 
         base = base_url.rstrip("/")
@@ -260,10 +263,11 @@ class OpenAIClient:
         self.model = model
         self.timeout = timeout
         self.policy = retry_policy or RetryPolicy(retries=retries, backoff=0.5, max_backoff=8.0)
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        # sent with each request, not set on the client: a shared client is not ours to change
+        self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owns_client = http_client is None
+        self._client = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=10.0),
-            headers=headers,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -287,7 +291,7 @@ class OpenAIClient:
 
         url = self.base_url + path
         content = encode_body(body)
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **self._auth}
 
         async def attempt(n: int) -> dict:
             try:
@@ -340,7 +344,8 @@ class OpenAIClient:
         return restore_stop(text, choice, stops), choice
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
 
 
 JUDGE_PROMPT = """You are an evaluation assistant. Judge whether the predicted answer to the question is correct, given the gold answers (any one of them is enough). Minor wording differences, abbreviations and extra detail that does not contradict the gold answer are fine.

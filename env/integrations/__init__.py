@@ -1,5 +1,4 @@
-"""Glue between the search environment and RL trainers: TRL, verl, SkyRL-gym (AReaL/ASearcher
-talks to the server directly, see the README).
+"""Glue between the search environment and RL trainers: TRL, verl, SkyRL-gym, AReaL.
 
 Nothing here is imported by ``import env``, and no trainer is a dependency of this package:
 each module imports its trainer lazily, inside the functions that need it.
@@ -10,4 +9,6 @@ each module imports its trainer lazily, inside the functions that need it.
   ``rollout_func`` for tag-style policies (any chat model).
 - ``env.integrations.verl``: ``compute_score`` and search/access tools of verl's agent loop.
 - ``env.integrations.skyrl``: the environment as a registered ``skyrl_gym`` environment.
+- ``env.integrations.areal``: an AReaL 1.0 agent (``async run(data, **extra_kwargs)`` behind
+  AReaL's OpenAI proxy) and ``RolloutWorkflow`` (token level), ASearcher's server discovery.
 """
