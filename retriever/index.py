@@ -18,7 +18,9 @@ from pathlib import Path
 from .errors import BadRequestError, IndexFormatError
 from .files import interrupted, is_leftover
 from .manifest import MANIFEST, check_corpus, read_manifest
-from .protocol import Retriever
+from .protocol import Retriever, resolve_k
+from .rerank import DEFAULT_DEPTH as DEFAULT_RERANK_DEPTH
+from .rerank import Reranker, RerankRetriever, check_depth, parse_spec, split_name
 from .store.docstore import CORPUS_DIR, DocStore
 from .types import Hit, ScoredPassage
 
@@ -40,6 +42,7 @@ class Index:
             raise IndexFormatError(f"index root {self.root} does not exist")
         self.store = DocStore.open(self.root / CORPUS_DIR)
         self._retrievers: dict[str, Retriever] = {}
+        self._rerankers: dict[tuple, Reranker] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -60,7 +63,8 @@ class Index:
         return found
 
     def names(self) -> list[str]:
-        """Names ``retriever(name)`` accepts: every part, plus ``hybrid`` when BM25 and dense exist."""
+        """Names ``retriever(name)`` accepts: every part, plus ``hybrid`` when BM25 and dense exist
+        (and ``NAME+rerank`` for each of them, not listed)."""
         names = list(self.parts())
         if self.default_bm25() and self.default_dense():
             names.append("hybrid")
@@ -96,7 +100,9 @@ class Index:
         with self._lock:
             if name in self._retrievers:
                 return self._retrievers[name]
-            if name == "hybrid":
+            if split_name(name)[1]:
+                retriever = self._load_reranked(name, **options)
+            elif name == "hybrid":
                 retriever = self._load_hybrid(**options)
             else:
                 folder = self.root / name
@@ -132,10 +138,87 @@ class Index:
             self._lock.acquire()
         return HybridRetriever(bm25, dense, **options)
 
+    def _load_reranked(
+        self,
+        name: str,
+        reranker: str | Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        rerank_device: str | None = None,
+        **options,
+    ) -> Retriever:
+        base_name = split_name(name)[0]
+        check_depth(rerank_depth)
+        self._lock.release()
+        try:
+            base = self.retriever(base_name, **options)
+            if not isinstance(reranker, Reranker):
+                reranker = self.reranker(reranker, device=rerank_device)
+        finally:
+            self._lock.acquire()
+        get = self.store.get
+        return RerankRetriever(
+            base, reranker, lambda row: get(row).contents, rerank_depth, name=name
+        )
+
+    def reranker(
+        self, spec: str | None = None, device: str | None = None, batch_size: int = 64
+    ) -> Reranker:
+        """Load (once per spec) the reranker ``spec`` names (``[KIND:]MODEL``, see
+        ``retriever.rerank``); None: the default dense part's encoder as a bi-encoder.
+
+        A dense part's encoder is built from its manifest alone (its vectors are not needed),
+        or taken from that part's retriever when it is loaded already."""
+        if spec is None:
+            spec = self.default_dense()
+            if spec is None:
+                raise BadRequestError(
+                    "rerank without a reranker needs a dense part in the index: pass "
+                    "--rerank [KIND:]MODEL (a dense part or a model folder)"
+                )
+        key = (spec, device)
+        with self._lock:
+            if key in self._rerankers:
+                return self._rerankers[key]
+        parsed = parse_spec(spec)
+        found: Reranker
+        if parsed.model in self.names_of_kind("dense"):
+            if parsed.kind == "cross-encoder":
+                raise BadRequestError(
+                    f"reranker {spec!r}: {parsed.model} is a dense part, which reranks as a "
+                    "bi-encoder: drop 'cross-encoder:'"
+                )
+            found = self._part_reranker(parsed.model, device, batch_size)
+        else:
+            from .dense.rerankers import load_model_reranker
+
+            if not Path(parsed.model).exists() and parsed.model.startswith("dense-"):
+                raise BadRequestError(
+                    f"unknown reranker {spec!r}: no dense part {parsed.model!r} in this index "
+                    f"(it has {self.names_of_kind('dense') or 'none'}) and no such folder"
+                )
+            found = load_model_reranker(parsed.kind, parsed.model, device or "cpu", batch_size)
+        with self._lock:
+            return self._rerankers.setdefault(key, found)
+
+    def _part_reranker(self, part: str, device: str | None, batch_size: int) -> Reranker:
+        from .dense.encoders import EncoderConfig, load_encoder
+        from .dense.rerankers import BiEncoderReranker
+
+        with self._lock:
+            loaded = self._retrievers.get(part)
+        encoder = getattr(loaded, "encoder", None)
+        if encoder is None:
+            manifest = read_manifest(self.root / part, kind="dense")
+            config = EncoderConfig.from_dict(manifest["encoder"])
+            encoder = load_encoder(config, device or "cpu", "auto", batch_size)
+        return BiEncoderReranker(encoder, name=f"bi-encoder:{part}")
+
     def search(
-        self, queries: Sequence[str], k: int = 10, retriever: str = "bm25"
+        self, queries: Sequence[str], k: int | None = None, retriever: str = "bm25"
     ) -> list[list[ScoredPassage]]:
-        """Search and fetch the passages of the hits (only those) from the store."""
+        """Search and fetch the passages of the hits (only those) from the store; ``k`` None
+        or 0 is ``DEFAULT_K``, as on the server."""
+        k = resolve_k(k)
         return list(self.passages(self.retriever(retriever).search(queries, k)))
 
     def passages(self, results: Iterable[Sequence[Hit]]) -> Iterator[list[ScoredPassage]]:

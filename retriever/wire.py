@@ -42,17 +42,20 @@ __all__ = [
     "ErrorResponse",
     "MSGPACK",
     "Page",
+    "RerankRequest",
     "RetrieveRequest",
     "RetrieveResponse",
     "decode_body",
     "describe",
+    "document_text",
     "encode_body",
     "retrieve_response",
 ]
 
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
-_TOPK_NAMES = ("topk", "top_k", "k")
+# topk_rerank and rerank_topk: Search-R1's rerank servers (/retrieve and /rerank)
+_TOPK_NAMES = ("topk", "top_k", "k", "topk_rerank", "rerank_topk")
 
 
 class _Request(BaseModel):
@@ -78,8 +81,15 @@ class RetrieveRequest(_Request):
     )
     retriever: StrictStr | None = Field(
         None,
-        description="bm25, dense-NAME or hybrid (alias retriever_type; rLLM's sparse and dense)",
+        description="bm25, dense-NAME or hybrid, each also NAME+rerank when the server has "
+        "--rerank (alias retriever_type; rLLM's sparse and dense)",
         validation_alias=AliasChoices("retriever", "retriever_type"),
+    )
+    rerank_depth: StrictInt | None = Field(
+        None,
+        description="NAME+rerank: candidates reranked per query (alias topk_retrieval, as "
+        "Search-R1's rerank server names it; default --rerank-depth)",
+        validation_alias=AliasChoices("rerank_depth", "topk_retrieval"),
     )
     # set when the body sent one 'query' string: the answer also carries rLLM's 'results'
     single: SkipJsonSchema[bool] = Field(False, exclude=True)
@@ -98,6 +108,8 @@ class RetrieveRequest(_Request):
             "query" not in body
             and "top_k" not in body
             and "k" not in body
+            and "topk_rerank" not in body
+            and "rerank_topk" not in body
             and "single" not in body
             and body.get("topk", 1) != 0
         ):
@@ -120,6 +132,74 @@ class RetrieveRequest(_Request):
             for name in _TOPK_NAMES[1:]:
                 body.pop(name, None)
         return body
+
+
+class RerankRequest(_Request):
+    """``POST /rerank`` (Search-R1's ``rerank_server.py`` body): each query's own documents,
+    reranked; documents are doc dicts (``contents``, or ``title`` and ``text``), scored items
+    ``{"document": doc, "score": s}`` as ``/retrieve`` returns them, or plain strings."""
+
+    queries: list[StrictStr] = Field(description="one document list per query")
+    documents: list[list[StrictStr | dict[str, Any]]] = Field(
+        description="documents[i]: the candidates of queries[i] (never scored against another)"
+    )
+    topk: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None,
+        description="documents kept per query (aliases rerank_topk, top_k, k); 0 or null: "
+        "the server's default",
+        validation_alias=AliasChoices(*_TOPK_NAMES),
+    )
+    return_scores: bool = Field(False, description='items {"document": doc, "score": s}')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aligned(cls, body: Any) -> Any:
+        if not isinstance(body, dict):
+            return body
+        given = {n: body[n] for n in _TOPK_NAMES if body.get(n) is not None}
+        if len(set(map(repr, given.values()))) > 1:
+            raise ValueError(f"conflicting result counts {given}: send one of topk, rerank_topk")
+        body = {k: v for k, v in body.items() if k not in _TOPK_NAMES}
+        if given:
+            value = next(iter(given.values()))
+            body["topk"] = None if value == 0 and not isinstance(value, bool) else value
+        queries, documents = body.get("queries"), body.get("documents")
+        if isinstance(queries, list) and isinstance(documents, list):
+            if len(queries) != len(documents):
+                raise ValueError(
+                    f"{len(queries)} queries but {len(documents)} document lists: send one "
+                    "list of documents per query"
+                )
+        return body
+
+
+def document_text(doc: str | dict) -> str:
+    r"""The text a reranker reads of a sent document: a string as it is, a doc's ``contents``
+    (``"Title"\ntext``), else its title and text; a scored item's document.
+
+    >>> document_text({"document": {"title": "A", "text": "b"}, "score": 1.0})
+    '"A"\nb'
+    """
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc.get("document"), dict):
+        doc = doc["document"]
+    if isinstance(doc.get("contents"), str):
+        return doc["contents"]
+    title, text = doc.get("title"), doc.get("text")
+    if isinstance(text, str):
+        return f'"{title}"\n{text}' if isinstance(title, str) and title else text
+    raise BadRequestError(
+        f"document {str(doc)[:80]!r} has no text: send a string, or a dict with 'contents' "
+        "(or 'title' and 'text')"
+    )
+
+
+def unwrap_document(doc: str | dict) -> str | dict:
+    """A sent document as ``/rerank`` returns it: a scored item's document, else as sent."""
+    if isinstance(doc, dict) and isinstance(doc.get("document"), dict):
+        return doc["document"]
+    return doc
 
 
 class AccessRequest(_Request):

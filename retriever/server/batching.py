@@ -29,10 +29,11 @@ BatchObserver = Callable[[str, int, int, float, BaseException | None], None]
 
 @dataclass(eq=False)
 class _Request:
-    queries: list[str]
+    queries: list
     k: int
     enqueued: float
     future: Future = field(default_factory=Future)
+    op: str | None = None  # None: search; else an operation added by ``add_op``
 
 
 class Batcher:
@@ -64,6 +65,7 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self._observer = observer
+        self._ops: dict[str | None, SearchFn] = {None: search}
         self._queue: deque[_Request] = deque()
         self._queued_queries = 0
         self._cond = threading.Condition()
@@ -119,16 +121,34 @@ class Batcher:
     def queued_queries(self) -> int:
         return self._queued_queries
 
+    def add_op(self, op: str, fn: Callable[[Sequence, int], list]) -> Batcher:
+        """Serve ``fn(items, k)`` on this worker too (``submit(..., op=op)``): a reranker that
+        is a dense part's encoder runs on that part's thread, coalesced with its searches'
+        queue, never beside them on another thread."""
+        if op in self._ops:
+            raise ValueError(f"batcher {self.name!r} already serves {op!r}")
+        self._ops[op] = fn
+        return self
+
     # ---- submitting -----------------------------------------------------------------------
     def submit(
-        self, queries: Sequence[str], k: int, *, block: bool = False, timeout: float | None = None
+        self,
+        queries: Sequence,
+        k: int,
+        *,
+        block: bool = False,
+        timeout: float | None = None,
+        op: str | None = None,
     ) -> Future:
-        """Queue a search; the future resolves to one hit list per query.
+        """Queue a search (or an ``op`` added by ``add_op``: then ``queries`` are its items);
+        the future resolves to one result per item.
 
         Raises ``QueueFullError`` when the queue is full (after waiting up to ``timeout`` when
         ``block``) and ``ServiceUnavailableError`` when the worker is not running.
         """
-        req = _Request(list(queries), k, time.monotonic())
+        if op not in self._ops:
+            raise ValueError(f"batcher {self.name!r} serves no operation {op!r}")
+        req = _Request(list(queries), k, time.monotonic(), op=op)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
@@ -223,21 +243,23 @@ class Batcher:
                 _fail(req, ServiceUnavailableError(f"retriever {self.name!r} worker died"))
 
     def _serve(self, batch: list[_Request]) -> None:
-        """Search a batch, one call per distinct ``k``, and resolve each request's future."""
-        by_k: dict[int, list[_Request]] = {}
+        """Search a batch, one call per distinct (operation, ``k``), and resolve each request's
+        future."""
+        by_k: dict[tuple[str | None, int], list[_Request]] = {}
         for req in batch:
-            by_k.setdefault(req.k, []).append(req)
-        for k, reqs in by_k.items():
+            by_k.setdefault((req.op, req.k), []).append(req)
+        for (op, k), reqs in by_k.items():
             queries = [q for req in reqs for q in req.queries]
             start = time.perf_counter()
             error: BaseException | None = None
             results: list[list[Hit]] = []
+            label = self.name if op is None else op
             try:
-                results = self._search(queries, k)
+                results = self._ops[op](queries, k)
                 if not isinstance(results, list) or len(results) != len(queries):
                     got = len(results) if isinstance(results, list) else type(results).__name__
                     raise BatchError(
-                        f"retriever {self.name!r} returned {got} result lists for "
+                        f"retriever {label!r} returned {got} result lists for "
                         f"{len(queries)} queries"
                     )
             except Exception as exc:
@@ -247,11 +269,11 @@ class Batcher:
             self._avg_batch_seconds = 0.9 * self._avg_batch_seconds + 0.1 * seconds
             if self._observer is not None:
                 try:
-                    self._observer(self.name, len(queries), len(reqs), seconds, error)
+                    self._observer(label, len(queries), len(reqs), seconds, error)
                 except Exception:
                     log.exception("batch observer failed")
             if error is not None:
-                log.warning("batch of %d queries on %r failed: %r", len(queries), self.name, error)
+                log.warning("batch of %d queries on %r failed: %r", len(queries), label, error)
                 for req in reqs:
                     _fail(req, error)
                 continue

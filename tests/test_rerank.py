@@ -1,0 +1,155 @@
+"""The rerank stage: a real sentence-transformers CrossEncoder (a tiny BERT with random weights,
+saved and loaded by path), the packaged MiniLM as a bi-encoder, over a real HotpotQA index.
+
+Checks per-query pairing (a batch of queries gives what each gives alone), that reranking only
+reorders the base retriever's candidates, and the library against a reference computed by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retriever.errors import BadRequestError, IndexFormatError
+from retriever.index import Index
+from retriever.rerank import RerankRetriever, rerank_hits
+from retriever.types import Hit
+
+QUERIES = [
+    "Which magazine was started first Arthur's Magazine or First for Women?",
+    "Were Scott Derrickson and Ed Wood of the same nationality?",
+    "What government position was held by the woman who portrayed Corliss Archer?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory):
+    """A real CrossEncoder folder: a 1-layer BERT classification head (seeded random weights)
+    with the packaged MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from retriever.dense.encoders import packaged_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    """BM25 and a MiniLM dense part over the paragraphs of 20 HotpotQA questions."""
+    from retriever_fakes import paragraphs_jsonl
+
+    from index_build.__main__ import main
+    from retriever.dense.encoders import packaged_model_path
+
+    src = tmp_path_factory.mktemp("rerank")
+    corpus = paragraphs_jsonl(src / "corpus.jsonl", 20)
+    root = src / "index"
+    assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
+    assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+    model = str(packaged_model_path())
+    argv = ["encode", "--index", str(root), "--model", model, "--name", "minilm", "--no-progress"]
+    assert main(argv) == 0
+    return root
+
+
+def test_cross_encoder_pairs_per_query(tiny_cross_encoder):
+    from sentence_transformers import CrossEncoder
+
+    from retriever.dense.rerankers import CrossEncoderReranker, detect_kind
+
+    assert detect_kind(str(tiny_cross_encoder)) == "cross-encoder"
+    reranker = CrossEncoderReranker(str(tiny_cross_encoder))
+    passages = [["a magazine", "women", "Arthur"], ["Ed Wood was American", "Scott"]]
+    batched = reranker.score_batch(QUERIES[:2], passages)
+    alone = [reranker.score(q, p) for q, p in zip(QUERIES[:2], passages)]
+    assert [len(s) for s in batched] == [3, 2]
+    for b, a in zip(batched, alone):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    # the raw logits of the model itself, pair by pair
+    import torch
+
+    model = CrossEncoder(str(tiny_cross_encoder), activation_fn=torch.nn.Identity())
+    want = model.predict([(QUERIES[1], p) for p in passages[1]], show_progress_bar=False)
+    np.testing.assert_allclose(batched[1], want, rtol=1e-5, atol=1e-6)
+    assert len(set(batched[0].tolist())) == 3  # random weights still tell passages apart
+
+
+def test_cross_encoder_rerank_over_bm25(small_root, tiny_cross_encoder):
+    idx = Index.open(small_root)
+    spec = f"cross-encoder:{tiny_cross_encoder}"
+    rr = idx.retriever("bm25+rerank", reranker=spec, rerank_depth=10)
+    got = rr.search(QUERIES, 4)
+    base = idx.retriever("bm25").search(QUERIES, 10)
+    scorer = idx.reranker(spec)
+    for q, hits, cands in zip(QUERIES, got, base):
+        assert len(hits) == 4 and {h.row for h in hits} <= {h.row for h in cands}
+        scores = scorer.score(q, [idx.store.get(h.row).contents for h in cands])
+        assert [h.row for h in hits] == [h.row for h in rerank_hits(cands, scores, 4)]
+    assert rr.search(QUERIES[1:2], 4) == got[1:2]
+
+
+def test_bi_encoder_part_rerank_matches_reference(small_root):
+    from retriever.dense.encoders import load_encoder, packaged_model_path, resolve_config
+
+    idx = Index.open(small_root)
+    rr = idx.retriever("bm25+rerank", reranker="dense-minilm", rerank_depth=20)
+    assert isinstance(rr, RerankRetriever) and rr.name == "bm25+rerank"
+    got = rr.search(QUERIES, 5)
+    enc = load_encoder(resolve_config(str(packaged_model_path())))
+    for q, hits, cands in zip(QUERIES, got, idx.retriever("bm25").search(QUERIES, 20)):
+        texts = [idx.store.get(h.row).contents for h in cands]
+        scores = enc.encode_passages(texts) @ enc.encode_queries([q])[0]
+        want = sorted(range(len(cands)), key=lambda i: (-scores[i], i))[:5]
+        assert [h.row for h in hits] == [cands[i].row for i in want]
+        np.testing.assert_allclose([h.score for h in hits], scores[want], rtol=1e-4, atol=1e-5)
+    # per query, never across the batch: each alone gives the same
+    for q, hits in zip(QUERIES, got):
+        alone = rr.search([q], 5)[0]
+        assert [h.row for h in alone] == [h.row for h in hits]
+    # the same encoder reranking by a model folder (kind read from its files)
+    by_path = idx.retriever("dense-minilm+rerank", reranker=str(packaged_model_path()))
+    assert by_path.reranker.name.startswith("bi-encoder:")
+
+
+def test_default_reranker_is_the_dense_part(small_root):
+    idx = Index.open(small_root)
+    assert idx.reranker().name == "bi-encoder:dense-minilm"
+    assert idx.retriever("hybrid+rerank", rerank_depth=5).search(QUERIES[:1], 3)[0]
+
+
+def test_bad_reranker_specs(small_root, tmp_path):
+    idx = Index.open(small_root)
+    with pytest.raises(BadRequestError, match="dense-nope"):
+        idx.reranker("dense-nope")
+    with pytest.raises(BadRequestError, match="rerank_depth must be between 1 and 1000, got 0"):
+        idx.retriever("bm25+rerank", reranker="dense-minilm", rerank_depth=0)
+    with pytest.raises(BadRequestError, match="unknown retriever 'nope'"):
+        idx.retriever("nope+rerank", reranker="dense-minilm")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"architectures": ["BertForSequenceClassification"]}')
+    with pytest.raises(IndexFormatError, match="cannot load cross-encoder"):
+        idx.reranker(str(broken))
+    with pytest.raises(IndexFormatError, match="no config.json"):
+        idx.reranker(str(tmp_path))
+
+
+def test_rerank_hits_keeps_base_order_on_ties():
+    hits = [Hit(9, 3.0), Hit(2, 2.0), Hit(4, 1.0)]
+    assert [h.row for h in rerank_hits(hits, [1.0, 1.0, 1.0], 3)] == [9, 2, 4]
+    assert [h.row for h in rerank_hits(hits, [0.0, 1.0, 1.0], 2)] == [2, 4]
