@@ -12,6 +12,10 @@ from typing import Protocol, runtime_checkable
 from .errors import BadRequestError
 from .types import Hit
 
+DEFAULT_K = 3
+"""Results per query when a call names none (or 0): ``Index.search``, the server's
+``--default-topk``, the clients and ``retriever.search -k`` (3, as Search-R1's server)."""
+
 
 @runtime_checkable
 class Retriever(Protocol):
@@ -34,7 +38,7 @@ class SearchClient(Protocol):
     """
 
     def retrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
+        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[dict]]: ...
 
     def access(
@@ -45,6 +49,30 @@ class SearchClient(Protocol):
         offset: int = 0,
         max_chars: int | None = None,
     ) -> list[dict | None]: ...
+
+
+def resolve_k(
+    k: int | None, limit: int | None = None, default: int = DEFAULT_K, name: str = "k"
+) -> int:
+    """The result count a call means, decided once where the call enters (library, server):
+    None or 0 is ``default``; a non-integer, a negative ``k`` or one above ``limit`` is refused.
+    What is left past the corpus is clipped by the retriever (``check_search_args``).
+
+    >>> resolve_k(None), resolve_k(0), resolve_k(7)
+    (3, 3, 7)
+    >>> resolve_k(2000, limit=1000, name="topk")
+    Traceback (most recent call last):
+    ...
+    retriever.errors.BadRequestError: topk must be between 1 and 1000, got 2000
+    """
+    if k is None or (k == 0 and not isinstance(k, bool)):
+        return default
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise BadRequestError(f"{name} must be an integer, got {k!r}")
+    if k < 0 or (limit is not None and k > limit):
+        bounds = f"between 1 and {limit}" if limit is not None else ">= 0 (0: the default)"
+        raise BadRequestError(f"{name} must be {bounds}, got {k}")
+    return k
 
 
 def check_search_args(queries: Sequence[str], k: int, num_docs: int) -> tuple[list[str], int]:

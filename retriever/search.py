@@ -15,6 +15,7 @@ import sys
 import orjson
 
 from .errors import RetrieverError
+from .protocol import DEFAULT_K
 
 BATCH = 256
 
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--index", required=True, metavar="ROOT", help="index root")
     p.add_argument("--retriever", default="bm25", help="bm25 (default), dense-NAME, hybrid, ...")
-    p.add_argument("-k", "--topk", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument(
+        "-k", "--topk", type=int, help=f"hits per query (default {DEFAULT_K}, as the server)"
+    )
     p.add_argument(
         "--queries", metavar="FILE", help="query file (plain lines or a QA file; - for stdin)"
     )

@@ -204,3 +204,38 @@ def test_token_is_sent():
     import orjson
 
     assert orjson.loads(calls[0].content) == {"queries": ["a"], "topk": 1, "return_scores": True}
+
+
+def test_one_default_k_library_server_and_clients_agree(live, bm25_root):
+    """No k, k=0 and k=None mean DEFAULT_K everywhere; k past the corpus is clipped to it."""
+    from retriever.protocol import DEFAULT_K
+
+    queries = hotpot_questions(4)
+    index = Index.open(bm25_root)
+    want = [[p.id for p, _ in hits] for hits in index.search(queries, k=DEFAULT_K)]
+    assert all(len(ids) == DEFAULT_K for ids in want)
+
+    def ids(results):
+        return [[d["id"] for d in r] for r in results]
+
+    with HTTPClient(live.url) as http, InProcessClient(bm25_root) as local:
+        for k in ((), (None,), (0,)):
+            assert [[p.id for p, _ in h] for h in index.search(queries, *k)] == want
+            assert ids(live.service.retrieve(queries, *k)) == want
+            assert ids(http.retrieve(queries, *k)) == want
+            assert ids(local.retrieve(queries, *k)) == want
+        for body in ({"queries": queries}, {"queries": queries, "topk": 0}):
+            answer = httpx.post(live.url + "/retrieve", json=body).json()["result"]
+            assert ids(answer) == want
+        n = len(index.store)
+        every = [[p.id for p, _ in h] for h in index.search(queries[:1], k=n + 5)]
+        assert 0 < len(every[0]) <= n  # every passage that matches, none past the corpus
+        with InProcessClient(bm25_root, max_topk=n + 5, cache_size=0) as wide:
+            assert ids(wide.retrieve(queries[:1], topk=n + 5)) == every
+        with pytest.raises(BadRequestError, match="between 1 and 1000"):
+            http.retrieve(queries, topk=1001)
+        for bad in (-1, 1.5):
+            with pytest.raises(BadRequestError, match="between 1 and|integer|>= 0"):
+                index.search(queries, k=bad)
+            with pytest.raises(BadRequestError):
+                local.retrieve(queries, topk=bad)

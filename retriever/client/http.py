@@ -254,13 +254,13 @@ class HTTPClient(ClientBase):
 
     # ---- the SearchClient interface -------------------------------------------------------
     def retrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
+        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[dict]]:
         body = self._retrieve_body(queries, topk, retriever)
         return _scored(self._request("POST", "/retrieve", body)["result"])
 
     async def aretrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
+        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[dict]]:
         body = self._retrieve_body(queries, topk, retriever)
         return _scored((await self._arequest("POST", "/retrieve", body))["result"])

@@ -39,12 +39,12 @@ class InProcessClient(ClientBase):
         return cls(root, **options)
 
     def retrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
+        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[dict]]:
         return self.service.retrieve(queries, topk, retriever)
 
     async def aretrieve(
-        self, queries: Sequence[str], topk: int = 3, retriever: str | None = None
+        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
     ) -> list[list[dict]]:
 
         async def attempt(_: int) -> list[list[dict]]:

@@ -69,11 +69,14 @@ class DenseRetriever:
             return [[] for _ in queries]
         if self._convert is not None:
             queries = [self._convert(q) for q in queries]
-        return self.search_vectors(self.encoder.encode_queries(queries), k)
+        return self._search_vectors(self.encoder.encode_queries(queries), k)
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """Search already-encoded queries (benchmarks, verify, hybrid re-use)."""
-        k = min(k, self.num_docs)
+        return self._search_vectors(vectors, min(k, self.num_docs))
+
+    def _search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
+        """``k`` already clipped to the corpus (by ``search`` or ``search_vectors``)."""
         if len(vectors) == 0 or k == 0:
             return [[] for _ in range(len(vectors))]
         scores, ids = self.backend.search(vectors, k)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import BadRequestError
+from ..protocol import resolve_k
 from .service_config import ServiceConfig
 
 __all__ = ["check_access", "check_queries"]
@@ -17,7 +18,8 @@ __all__ = ["check_access", "check_queries"]
 def check_queries(
     config: ServiceConfig, queries: Sequence[str], topk: int | None
 ) -> tuple[list[str], int]:
-    """A retrieve call's queries as a list and the ``topk`` it means; 422 naming what is wrong."""
+    """A retrieve call's queries as a list and the ``topk`` it means (None or 0: the default);
+    422 naming what is wrong."""
     if isinstance(queries, str | bytes) or not isinstance(queries, Sequence):
         raise BadRequestError("queries must be a list of strings (use 'query' for one string)")
     queries = list(queries)
@@ -35,13 +37,7 @@ def check_queries(
                 f"query {i} has {len(q)} characters; the limit is {longest} "
                 "(--max-query-chars): shorten it"
             )
-    if topk is None:
-        topk = config.default_topk
-    if isinstance(topk, bool) or not isinstance(topk, int):
-        raise BadRequestError(f"topk must be an integer, got {topk!r}")
-    if not 1 <= topk <= config.max_topk:
-        raise BadRequestError(f"topk must be between 1 and {config.max_topk}, got {topk}")
-    return queries, topk
+    return queries, resolve_k(topk, config.max_topk, config.default_topk, "topk")
 
 
 def check_access(

@@ -287,8 +287,7 @@ class RetrievalService:
         """Validate, serve what the cache holds, queue the rest; a future of hit lists (an
         empty list for no queries, as Search-R1's server answers a turn where nobody searched)."""
         name = self.resolve(retriever)
-        queries, k = self.check_queries(queries, topk)
-        k = min(k, len(self.index.store))
+        queries, k = self.check_queries(queries, topk)  # the retrievers clip k to the corpus
         self.metrics.child(self.metrics.queries, name).inc(len(queries))
         results: list = [None] * len(queries)
         missing: dict[str, list[int]] = {}

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..hybrid import DEFAULT_DEPTH, DEFAULT_K_RRF
+from ..protocol import DEFAULT_K
 
 __all__ = ["MAX_WAIT_MS", "ServiceConfig"]
 
@@ -55,7 +56,7 @@ class ServiceConfig:
     queue_size: int = _opt(1024, "waiting requests per retriever before 429")
     cache_size: int = _opt(100_000, "result cache entries (0 disables)")
     cache_bytes: int = _opt(256 * 2**20, "result cache memory bound in bytes (0: entries only)")
-    default_topk: int = _opt(3, "results per query when a request names none (or 0)")
+    default_topk: int = _opt(DEFAULT_K, "results per query when a request names none (or 0)")
     max_topk: int = _opt(1000, "largest topk a request may ask for")
     max_queries_per_request: int = _opt(10_000, "queries (or pages) one request may carry")
     max_body_bytes: int = _opt(16 * 1024 * 1024, "largest request body")
