@@ -233,7 +233,10 @@ class SamplingConfig:
     temperature: float = field(
         default=0.0, metadata={"help": "sampling temperature (1.0 with --samples > 1)"}
     )
-    top_p: float = 1.0
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "nucleus sampling: probability mass kept (0 to 1)", "max": 1.0},
+    )
 
 
 class OpenAIClient:

@@ -448,3 +448,15 @@ def test_parse_judgement_is_linear_on_unclosed_braces():
         start = time.perf_counter()
         assert parse_judgement(reply) is None
         assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("top_p", ["1.5", "-0.1", "nan"])
+def test_top_p_outside_zero_to_one_is_refused(top_p):
+    """--top-p is a probability mass: above 1 is refused at start, naming the flag."""
+    from env.evaluate import build_parser, config_from_args
+    from retriever.errors import BadRequestError
+
+    base = ["--index", "x", "--policy-url", "http://p", "--model", "m", "--data", "a.jsonl"]
+    with pytest.raises(BadRequestError, match=r"--top-p .*<= 1"):
+        config_from_args(build_parser().parse_args([*base, "--top-p", top_p]))
+    assert config_from_args(build_parser().parse_args([*base, "--top-p", "1"])).sampling.top_p == 1
