@@ -592,3 +592,33 @@ def test_trl_rollout_resets_episodes_at_the_trainers_step(client, tmp_path):
     assert len(out["completion_ids"]) == 2
     noise = [json.loads(line)["noise"] for line in record.read_text().splitlines()]
     assert [n["step"] for n in noise] == [7, 7] and noise[0]["p"] == pytest.approx(0.7)
+
+
+def test_skyrl_noise_from_env_config_step_from_extras(hotpot_root, client):
+    skyrl_gym = pytest.importorskip("skyrl_gym")
+    from env_support import titles_in
+
+    import env.integrations.skyrl  # noqa: F401
+
+    task = hotpot_tasks(1)[0]
+    deep = [d["title"] for d in client.retrieve([task.question], topk=2 + 3)[0]]
+    shown = {}
+    for where, step in [("extras", 0), ("extras", 10), ("extra_info", 10)]:
+        extras = {"reward_spec": {"ground_truth": list(task.answers)}}
+        (extras if where == "extras" else extras.setdefault("extra_info", {}))["train_step"] = step
+        e = skyrl_gym.make(
+            "wikisearch",
+            env_config={"index": str(ensure_bm25(hotpot_root)), "topk": 2, "noise": CURRICULUM},
+            extras=extras,
+        )
+        e.init([{"role": "user", "content": task.question}])
+        out = e.step(f"<search> {task.question} </search>")
+        shown[where, step] = titles_in(out["observations"][0]["content"], "asearcher")
+    assert shown["extras", 0] == deep[:2]  # p_start = 0: the plain results
+    assert shown["extras", 10] == shown["extra_info", 10] == deep[2:4]  # all hard negatives
+    with pytest.raises(TaskFormatError, match="train_step must be an integer >= 0, got -1"):
+        skyrl_gym.make(
+            "wikisearch",
+            env_config={"index": str(ensure_bm25(hotpot_root))},
+            extras={"reward_spec": {"ground_truth": ["x"]}, "train_step": -1},
+        )

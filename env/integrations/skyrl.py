@@ -13,8 +13,15 @@ SkyRL's generator builds it from the dataset's ``env_class: wikisearch`` column 
 allowed) or ``index`` (an index root, searched in this process), ``style`` (asearcher,
 search-r1, tool-call), ``topk``, ``reward`` (a reward spec, ``env.reward_spec``: a name,
 ``"f1:1,evidence_recall:0.5,search_cost:-0.05"`` or a dict; gold evidence for the evidence
-rewards from the extras' ``supporting_titles`` / ``supporting_ids``, also in ``extra_info``), ``max_chars``, ``page_chars``, ``prompt``
-(``env``: the env's instructions and the question, the default; ``dataset``: the row's prompt).
+rewards from the extras' ``supporting_titles`` / ``supporting_ids``, also in ``extra_info``),
+``noise`` (``env.noise``: ``"hard-negative,p_end=0.5,steps=1000"`` or a dict; its curriculum
+step is the extras' ``train_step``, also in ``extra_info``, default 0), ``max_chars``,
+``page_chars``, ``prompt`` (``env``: the env's instructions and the question, the default;
+``dataset``: the row's prompt).
+
+No LLM-judge reward here: skyrl-gym 0.4.0's ``step`` is synchronous, per episode, and must
+return a float, so there is neither a batched nor an async hook to judge many episodes at once,
+nor a way to leave a flagged verdict out (see ``env.integrations.judge``).
 """
 
 from __future__ import annotations
@@ -123,6 +130,9 @@ class WikiSearchEnv(_base()):
         }
         if config.get("retriever"):
             settings["retriever"] = config["retriever"]
+        if config.get("noise") is not None:  # env.noise.noise_config reads every form
+            settings["noise"] = config["noise"]
+        self.train_step = self._train_step(extras)
         self._env = SearchEnv(client if client is not None else shared_client(config), **settings)
         self._info: dict = {}
         self._started = False
@@ -133,13 +143,26 @@ class WikiSearchEnv(_base()):
         index = extra.get("index", extras.get("uid"))
         return f"wikisearch row {index}" if index is not None else "wikisearch row"
 
+    def _train_step(self, extras: dict) -> int:
+        """The noise curriculum's step: ``extras.train_step`` (or ``extra_info.train_step``);
+        SkyRL's generator hands an env only its row's extras, so the step must come with them."""
+        extra = extras.get("extra_info") if isinstance(extras.get("extra_info"), dict) else {}
+        step = extras.get("train_step", extra.get("train_step", 0))
+        try:
+            value = int(step)
+        except (TypeError, ValueError):
+            value = -1
+        if isinstance(step, bool) or value < 0 or value != step:
+            raise TaskFormatError(f"{self.where}: train_step must be an integer >= 0, got {step!r}")
+        return value
+
     def init(self, prompt):
         question = _question(prompt, self.extras)
         if not question:
             raise TaskFormatError(f"{self.where}: no question in the prompt or extra_info.question")
         titles, ids = gold_evidence_of(self.extras)  # extras or extras.extra_info
         options = {"question": question, "answers": list(self.answers)}
-        options.update(supporting_titles=titles, supporting_ids=ids)
+        options.update(supporting_titles=titles, supporting_ids=ids, train_step=self.train_step)
         _, info = self._env.reset(options=options)
         self._started, self.turns, self._info = True, 0, {}
         if self.prompt_mode == "dataset":
