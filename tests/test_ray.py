@@ -279,3 +279,19 @@ def test_serve_dense_replicated_over_two_devices_under_a_route_prefix(ray_sessio
         assert info["config"]["dense_mode"] == "replicated"
     finally:
         serve.delete("dense")
+
+
+def test_replica_checks_host_against_the_proxy_bind_address(bm25_root):
+    """A replica knows the proxy's address (build_app passes it), so it refuses a rebinding
+    Host without --allowed-hosts, as the plain server does; no Ray needed to build one."""
+    from fastapi.testclient import TestClient
+
+    from retriever.server.ray_serve import ServiceReplica
+
+    replica = ServiceReplica(ServiceConfig(index=bm25_root, warmup=False), "127.0.0.1")
+    try:
+        with TestClient(replica.__serve_build_asgi_app__()) as client:
+            assert client.get("/health", headers={"host": "evil.example"}).status_code == 421
+            assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    finally:
+        replica.service.stop()

@@ -61,9 +61,13 @@ class DeploymentOptions:
 
 
 class ServiceReplica:
-    """One Serve replica: a started ``RetrievalService`` and the FastAPI app over it."""
+    """One Serve replica: a started ``RetrievalService`` and the FastAPI app over it.
 
-    def __init__(self, config: ServiceConfig):
+    ``bind_host``: the address Serve's proxy listens on, so the replica checks ``Host`` as the
+    plain server does (without it, only when ``--allowed-hosts`` is given)."""
+
+    def __init__(self, config: ServiceConfig, bind_host: str | None = None):
+        self.bind_host = bind_host
         from .service import RetrievalService  # in the replica only: the driver loads no index
 
         self.service = RetrievalService(config)
@@ -72,7 +76,7 @@ class ServiceReplica:
     def __serve_build_asgi_app__(self):
         from .app import create_app
 
-        return create_app(self.service)
+        return create_app(self.service, bind_host=self.bind_host)
 
     def check_health(self) -> None:
         """Serve restarts the replica when this raises (a worker thread died)."""
@@ -95,8 +99,13 @@ def code_runtime_env(*packages: str) -> dict:
     return {"py_modules": dirs}
 
 
-def build_app(config: ServiceConfig, options: DeploymentOptions = DeploymentOptions()):
-    """The Serve application: ``options.replicas`` copies of ``ServiceReplica(config)``."""
+def build_app(
+    config: ServiceConfig,
+    options: DeploymentOptions = DeploymentOptions(),
+    bind_host: str | None = None,
+):
+    """The Serve application: ``options.replicas`` copies of ``ServiceReplica(config,
+    bind_host)``; ``bind_host`` is the proxy's address, for the ``Host`` check."""
     from ray import serve
 
     if options.num_gpus > 0 and config.device is None:
@@ -111,7 +120,7 @@ def build_app(config: ServiceConfig, options: DeploymentOptions = DeploymentOpti
         health_check_period_s=options.health_check_period_s,
         logging_config={"enable_access_log": options.access_log},
     )
-    return deployment.bind(config)
+    return deployment.bind(config, bind_host)
 
 
 def deploy(
@@ -142,7 +151,7 @@ def deploy(
         )
     serve.start(proxy_location="EveryNode", http_options={"host": host, "port": port})
     host, port = _serving_address(host, port)
-    app = build_app(config, options)
+    app = build_app(config, options, bind_host=host)
     serve.run(app, name=options.name, route_prefix=options.route_prefix, blocking=False)
     prefix = options.route_prefix.rstrip("/")
     return [url + prefix for url in proxy_urls(port, host)]
