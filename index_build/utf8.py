@@ -22,9 +22,8 @@ _counts = threading.local()
 NOT_UTF8 = "\ufffd"
 NOT_XML = "\ufdd0"
 
-# bytes that may start something expat refuses: control bytes, U+FFFE/U+FFFF, a character
-# reference (also one cut at the end of the block)
-_SUSPECT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]|&(?:#|\Z)")
+# the control bytes XML does not allow, each mapped to NUL, every other byte to itself
+_TO_NUL = bytes(0 if b < 0x20 and b not in (0x9, 0xA, 0xD) else b for b in range(256))
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]+|&#(x[0-9a-fA-F]+|[0-9]+);")
 
 
@@ -72,12 +71,13 @@ class CharRepair:
             data = self.stream.read(n)
             final = not data
             if not final and not self.carry and self.decoder.getstate()[0] == b"":
-                if _complete_prefix(data) == len(data) and not _SUSPECT.search(data):
+                if _complete_prefix(data) == len(data):
                     try:
-                        data.decode("utf-8")
-                        return data  # the common case: valid, whole characters
+                        text = data.decode("utf-8")
                     except UnicodeDecodeError:
-                        pass
+                        text = None
+                    if text is not None and not _suspect(data, text):
+                        return data  # the common case: valid, whole characters XML allows
             before = getattr(_counts, "n", 0)
             text = self.carry + self.decoder.decode(data, final=final)
             bad = getattr(_counts, "n", 0) - before
@@ -88,7 +88,9 @@ class CharRepair:
                 cut = text.rfind("&", max(0, len(text) - 16))
                 if cut >= 0 and ";" not in text[cut:]:
                     text, self.carry = text[:cut], text[cut:]
-            out = _NOT_XML.sub(self._mark, text).encode("utf-8")
+            out = text.encode("utf-8")
+            if _suspect(out, text):
+                out = _NOT_XML.sub(self._mark, text).encode("utf-8")
             if out or final:  # never an empty read before the end: expat takes it for EOF
                 return out
 
@@ -137,6 +139,19 @@ def repair_bytes(data: bytes) -> tuple[bytes, CharRepair]:
     marked, and the ``CharRepair`` that tells its pages apart."""
     repair = CharRepair(io.BytesIO(data))
     return b"".join(iter(lambda: repair.read(1 << 20), b"")), repair
+
+
+def _suspect(data: bytes, text: str) -> bool:
+    """Whether a block (and its decoded ``text``) may hold something expat refuses: a control
+    byte, U+FFFE or U+FFFF, a character reference (also one cut at the block's end). Byte and
+    character searches, no regex: this runs on every block of a clean dump."""
+    return (
+        b"\x00" in data.translate(_TO_NUL)
+        or b"&#" in data
+        or data.endswith(b"&")
+        or "\ufffe" in text
+        or "\uffff" in text
+    )
 
 
 def _complete_prefix(data: bytes) -> int:
