@@ -85,13 +85,8 @@ def snippet(
     "word" here, so ``max_chars`` is what bounds it."""
     words = text.split()
     query_terms = frozenset(analyzer.terms(query))
-    seen: dict[str, frozenset[str]] = {}
-    matches = []
-    for w in words:
-        found = seen.get(w)
-        if found is None:
-            found = seen[w] = query_terms.intersection(analyzer.terms(w)) if query_terms else _NONE
-        matches.append(found)
+    found = _matched_terms(list(dict.fromkeys(words)), query_terms, analyzer)
+    matches = [found[w] for w in words]
     start = best_window(matches, max_words)
     stop = min(len(words), start + max_words)
     pre, post = mark
@@ -104,6 +99,24 @@ def snippet(
         cut = out[: max(0, max_chars - len(ELLIPSIS) - 1)]
         cut = cut.rsplit(" ", 1)[0] if " " in cut else cut
         out = f"{cut} {ELLIPSIS}" if cut else out[:max_chars]
+    return out
+
+
+def _matched_terms(
+    tokens: list[str], query_terms: frozenset[str], analyzer: Analyzer
+) -> dict[str, frozenset[str]]:
+    """Each distinct token's query terms, stemming all tokens' words in one call (per-token
+    ``terms`` calls cost several times more)."""
+    if not query_terms:
+        return dict.fromkeys(tokens, _NONE)
+    if analyzer.script is not None:  # terms() converts the script first: keep its path
+        return {t: query_terms.intersection(analyzer.terms(t)) for t in tokens}
+    pieces = [analyzer.words(t) for t in tokens]
+    terms = iter(analyzer.word_terms([w for p in pieces for w in p]))
+    out = {}
+    for token, piece in zip(tokens, pieces, strict=True):
+        mine = [next(terms) for _ in piece]
+        out[token] = query_terms.intersection(mine) if mine else _NONE
     return out
 
 
