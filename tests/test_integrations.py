@@ -622,3 +622,38 @@ def test_skyrl_noise_from_env_config_step_from_extras(hotpot_root, client):
             env_config={"index": str(ensure_bm25(hotpot_root))},
             extras={"reward_spec": {"ground_truth": ["x"]}, "train_step": -1},
         )
+
+
+def test_verl_tools_noise_and_its_step(live, tmp_path):
+    """Noise in verl's tool config; the step from the row's create_kwargs, else from the
+    global_steps verl's server stamps on the trajectory's generations."""
+    pytest.importorskip(
+        "tensordict", reason="verl is installed --no-deps with tensordict by make setup"
+    )
+    from env_support import titles_in
+    from verl.tools.tool_registry import initialize_tools_from_config
+
+    from env.errors import ConfigError
+    from env.integrations.verl import tool_config
+
+    path = tmp_path / "tools.yaml"
+    path.write_text(tool_config(live.url, topk=2, access=False, noise=CURRICULUM))
+    (tool,) = initialize_tools_from_config(str(path))
+    question = hotpot_tasks(1)[0].question
+    deep = [d["title"] for d in hotpot_client_for(live).retrieve([question], topk=5)[0]]
+
+    async def search(create_kwargs, extra_fields):
+        iid, _ = await tool.create(create_kwargs=create_kwargs)
+        try:
+            agent_data = SimpleNamespace(extra_fields=extra_fields)
+            response, _, _ = await tool.execute(iid, {"query": question}, agent_data=agent_data)
+        finally:
+            await tool.release(iid)
+        return titles_in(response.text, "tool-call")
+
+    assert asyncio.run(search({}, {})) == deep[:2]  # no step anywhere: step 0, p_start = 0
+    assert asyncio.run(search({}, {"max_global_steps": 10})) == deep[2:4]
+    assert asyncio.run(search({"train_step": 0}, {"max_global_steps": 10})) == deep[:2]
+    path.write_text(tool_config(live.url, access=False, noise="random,p_end=1"))
+    with pytest.raises(ConfigError, match="retriever.inspect ROOT --sample"):
+        initialize_tools_from_config(str(path))

@@ -10,7 +10,9 @@ Reward (``custom_reward_function`` of the verl config)::
 
 Tools (``actor_rollout_ref.rollout.multi_turn.tool_config_path``): ``tool_config()`` writes the
 YAML; each tool calls ``python -m retriever.server`` over HTTP (Search-R1's ``/retrieve`` and
-ASearcher's ``/access``) and formats the result as the env does (``tool-call`` style).
+ASearcher's ``/access``) and formats the result as the env does (``tool-call`` style). A
+``noise`` entry in a tool's config adds ``env.noise`` to its results; the curriculum step comes
+from ``train_step_of`` (the row's ``create_kwargs``, else the step verl stamps on generations).
 
 Imports here are absolute: verl loads a reward file by path (``path: /…/verl.py``) as a module
 outside its package; ``path: pkg://env.integrations.verl`` imports it by name.
@@ -126,6 +128,23 @@ def _response(text: str):
 PAGES_READ_FIELD = "access_pages_read"
 
 
+def train_step_of(create_kwargs: dict, agent_data: Any) -> int:
+    """The noise curriculum's step of one tool call. verl's tools never see the trainer's
+    ``global_steps``; in order: the row's ``create_kwargs["train_step"]`` (set by the data
+    pipeline), else the step verl stamps on each generation (its vLLM server answers with the
+    ``global_steps`` of the weights it holds, which the agent loop keeps in
+    ``agent_data.extra_fields["max_global_steps"]``), else 0."""
+    step = create_kwargs.get("train_step")
+    if step is None:
+        extra = getattr(agent_data, "extra_fields", None)
+        extra = extra if isinstance(extra, dict) else {}
+        step = extra.get("max_global_steps", extra.get("global_steps"))
+    try:
+        return max(int(step), 0) if step is not None else 0
+    except (TypeError, ValueError):
+        raise TaskFormatError(f"train_step must be an integer >= 0, got {step!r}") from None
+
+
 class _ServerTool(_BaseTool):
     """Shared part: config, one HTTP client per tool object, a health check at start-up (a dead
     server fails the worker at once, naming the URL, instead of feeding errors to the model)."""
@@ -159,22 +178,42 @@ class _ServerTool(_BaseTool):
         }
         if self.config.get("retriever"):
             settings["retriever"] = self.config["retriever"]
+        if self.config.get("noise") is not None:  # env.noise.noise_config reads every form
+            settings["noise"] = self.config["noise"]
         self._settings = settings
-        self._instances: dict[str, Any] = {}
+        from env.config import make_config
+        from env.noise import check_pool_source
+
+        check_pool_source(make_config(**settings).noise, self.client)  # random needs a pool file
+        self._instances: dict[str, dict] = {}  # instance id -> its create_kwargs
+        self._pool = None  # random-noise passages, read once per tool, shared by its episodes
 
     def get_openai_tool_schema(self):
         return self.tool_schema
 
-    def _new_env(self):
+    def _new_env(self, create_kwargs: dict | None = None, agent_data: Any = None):
         from env.search_env import SearchEnv
 
         env = SearchEnv(self.client, **self._settings)
-        env.reset(options={"question": "(verl tool call)", "answers": []})
+        if self._pool is None:
+            self._pool = env.episode.pool
+        env.episode.pool = self._pool
+        options: dict[str, Any] = {"question": "(verl tool call)", "answers": []}
+        create_kwargs = create_kwargs or {}
+        for key in ("supporting_titles", "supporting_ids"):  # gold evidence, for drop-gold noise
+            if create_kwargs.get(key) is not None:
+                options[key] = list(create_kwargs[key])
+        if env.config.noise is not None:
+            options["train_step"] = train_step_of(create_kwargs, agent_data)
+        env.reset(options=options)
         return env
 
     async def create(self, instance_id: str | None = None, **kwargs) -> tuple[str, Any]:
+        """A tool instance; ``create_kwargs`` (the row's ``tools_kwargs.<tool>.create_kwargs``)
+        may carry ``train_step`` and the gold ``supporting_titles`` / ``supporting_ids``."""
         instance_id = instance_id or str(uuid.uuid4())
-        self._instances[instance_id] = self._new_env()
+        create_kwargs = kwargs.get("create_kwargs")
+        self._instances[instance_id] = dict(create_kwargs or {})
         return instance_id, _response("")
 
     async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs):
@@ -184,7 +223,7 @@ class _ServerTool(_BaseTool):
         verl's agent loop creates and releases an instance around every single call, so what
         must last a trajectory (the pages read, for an access without ``page``) is kept in the
         ``agent_data.extra_fields`` it passes: verl's place for a trajectory's tool state."""
-        env = self._instances.get(instance_id) or self._new_env()
+        env = self._new_env(self._instances.get(instance_id), kwargs.get("agent_data"))
         extra = getattr(kwargs.get("agent_data"), "extra_fields", None)
         if isinstance(extra, dict):
             pages = extra.get(PAGES_READ_FIELD)
@@ -250,9 +289,16 @@ class AccessTool(_ServerTool):
 
 
 def tool_config(
-    url: str, *, topk: int = 3, access: bool = True, max_chars: int = 6000, page_chars: int = 4000
+    url: str,
+    *,
+    topk: int = 3,
+    access: bool = True,
+    max_chars: int = 6000,
+    page_chars: int = 4000,
+    noise: str | dict | None = None,
 ) -> str:
-    """The YAML of verl's ``tool_config_path`` for our tools against the server at ``url``."""
+    """The YAML of verl's ``tool_config_path`` for our tools against the server at ``url``;
+    ``noise``: ``env.noise`` settings of the search results (text or dict)."""
     tools = [("SearchTool", SEARCH_SCHEMA)] + ([("AccessTool", ACCESS_SCHEMA)] if access else [])
     lines = ["tools:"]
     for cls, schema in tools:
@@ -264,6 +310,7 @@ def tool_config(
             f"      topk: {topk}",
             f"      max_chars: {max_chars}",
             f"      page_chars: {page_chars}",
+            *([f"      noise: {json.dumps(noise)}"] if noise is not None else []),
             f"    tool_schema: {json.dumps(schema)}",
         ]
     return "\n".join(lines) + "\n"
