@@ -67,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     max_minutes: float | None = None
+    save_model: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
@@ -124,6 +125,12 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         type=float,
         default=None,
         help="stop after the step that passes this many minutes of training",
+    )
+    ap.add_argument(
+        "--save-model",
+        default=None,
+        help="write the trained policy here (a transformers folder that vLLM or transformers "
+        "serve loads)",
     )
     a = ap.parse_args(argv)
     return TrainConfig(**{k.replace("-", "_"): v for k, v in vars(a).items()})
@@ -310,6 +317,16 @@ class StepWriter:
         return _Callback()
 
 
+def save_policy(trainer, folder: str) -> None:
+    """The trained weights and tokenizer as a plain transformers folder; ``architectures`` is
+    set because a model loaded from GGUF lacks it and inference servers pick the class by it."""
+    model = trainer.model
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder)
+    trainer.processing_class.save_pretrained(folder)
+    log.info("saved the trained policy to %s", folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = parse_args(argv)
@@ -327,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     trainer, _ = build_trainer(cfg, client, tasks)
     trainer.train()
+    if cfg.save_model:
+        save_policy(trainer, cfg.save_model)
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     summary = {
         "steps": len(rows),
