@@ -8,6 +8,8 @@
   (``reward_manager: batch``) and returns one dict per sample. verl's reward tensor takes only
   numbers, so a flagged sample scores 0.0 with ``judge_valid`` 0.0 (its mask: verl logs the key
   as a reward metric; drop or down-weight those samples with it) and ``judge_flagged`` 1.0.
+- SkyRL: none. skyrl-gym 0.4.0's ``BaseTextEnv.step`` is synchronous, per episode, and returns a
+  float: no batched or async hook to judge many episodes at once, no way to leave one out.
 """
 
 from __future__ import annotations
