@@ -247,12 +247,22 @@ class GemItem(BaseModel):
     score: float | None
 
 
-class RllmResult(Document):
-    """rLLM's ``results`` item: the document's fields, ``content``, ``score`` and ``document``."""
+class RllmDocument(BaseModel):
+    """The ``document`` of rLLM's ``results`` item: what its server sends (a wiki-18 row)."""
 
+    id: str
+    contents: str
+
+
+class RllmResult(BaseModel):
+    """rLLM's ``results`` item, only the fields its tools read: ``id``, ``content`` and
+    ``score`` (the first ``LocalRetrievalTool``, the deepresearch tool), ``document.id``,
+    ``document.contents`` and ``score`` (the later ``LocalRetrievalTool``)."""
+
+    id: str
     content: str
     score: float
-    document: Document
+    document: RllmDocument
 
 
 class RetrieveResponse(BaseModel):
@@ -362,8 +372,8 @@ def retrieve_response(
     msgpack_body: bool = False,
 ) -> dict[str, Any]:
     """Search-R1's shapes: docs, or ``{"document": doc, "score": s}`` items; plus rLLM's
-    ``results`` (each item the document's fields, ``content``, ``score`` and ``document``)
-    when one ``query`` string was sent. ``results`` may be lazy (one query's hits at a time):
+    ``results`` (``RllmResult``: only what rLLM's tools read, so a passage's text is sent
+    four times, not seven) when one ``query`` string was sent. ``results`` may be lazy (one query's hits at a time):
     a response of thousands of queries then never holds every passage object at once.
 
     One ``query`` string in a msgpack body is what GEM's ``SearchTool`` sends, and its own
@@ -389,7 +399,12 @@ def retrieve_response(
         docs = [item["document"] for item in result[0]] if request.return_scores else result[0]
         out["query"] = request.queries[0]
         out["results"] = [
-            {**d, "content": d["contents"], "score": float(s), "document": d}
+            {
+                "id": d["id"],
+                "content": d["contents"],
+                "score": float(s),
+                "document": {"id": d["id"], "contents": d["contents"]},
+            }
             for d, (_, s) in zip(docs, first)
         ]
         out["num_results"] = len(docs)

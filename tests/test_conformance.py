@@ -9,8 +9,8 @@ from its public code (not copied): Search-R1's ``LLMGenerationManager._batch_sea
 JSON, ``["result"]`` even for an empty batch); SkyRL's earlier ``queries`` form; ASearcher's ``AsyncSearchBrowserClient`` (aiohttp,
 servers found through ``Host*_IP*.txt`` files holding ``ip:port``, ``/retrieve`` docs'
 ``contents`` and ``url``, ``/access`` pages' ``contents``); rLLM's ``LocalRetrievalTool`` (httpx,
-one ``query`` and ``top_k``, ``results[i]["document"]`` in its earlier version, ``content`` in
-its later one).
+one ``query`` and ``top_k``, ``results[i]``'s ``id`` and ``content`` in its first version and
+its deepresearch tool, ``results[i]["document"]`` in its later one).
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def test_server_cli_writes_and_removes_the_address_file(root, tmp_path):
 
 
 # ---- rLLM -----------------------------------------------------------------------------------
-def test_rllm_earlier_tool_reads_document(server, library):
+def test_rllm_later_tool_reads_document(server, library):
     query = hotpot_questions(6)[5]
     with httpx.Client(timeout=30) as client:
         response = client.post(server.url + "/retrieve", json={"query": query, "top_k": 4})
@@ -292,4 +292,4 @@ def test_rllm_earlier_tool_reads_document(server, library):
         f"[Document {i}] (ID: {p.id}, Score: {s:.3f})\n{p.contents[:300]}"
         for i, (p, s) in enumerate(want, 1)
     ]
-    assert [r["content"] for r in results] == [p.contents for p, _ in want]  # the later tool
+    assert [r["content"] for r in results] == [p.contents for p, _ in want]  # the first tool

@@ -6,6 +6,7 @@ import threading
 import time
 import warnings
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from retriever_fakes import FakeRetriever, build_root
@@ -75,17 +76,25 @@ def test_aliases(app_client, body):
 
 
 def test_single_query_also_answers_rllm_shape(app_client):
+    """rLLM's tools read ``results[i]``'s ``id``, ``content`` and ``score`` (its first
+    ``LocalRetrievalTool``, its deepresearch tool) or ``document.id``, ``document.contents`` and
+    ``score`` (the later ``LocalRetrievalTool``); SkyRL reads the nested ``result``. Issue 26:
+    each item also repeated every document field and a whole second document, so a passage's
+    text went out about seven times (5.8x rLLM's own answer); now four (``result``'s ``text``
+    and ``contents``, ``content``, ``document.contents``)."""
     _, client = app_client
-    out = client.post(
-        "/retrieve", json={"query": "x", "top_k": 2, "retriever_type": "sparse"}
-    ).json()
+    body = {"query": "x", "top_k": 2, "retriever_type": "sparse"}
+    response = client.post("/retrieve", json=body)
+    out = response.json()
     assert out["num_results"] == 2 and out["query"] == "x"
-    first = out["results"][0]
-    assert first["content"] == out["result"][0][0]["contents"]
-    assert first["document"] == out["result"][0][0]  # rLLM's earlier tool reads "document"
-    assert {**first["document"], "content": first["content"], "score": first["score"]} == {
-        k: v for k, v in first.items() if k != "document"
-    }
+    docs = out["result"][0]
+    assert [set(r) for r in out["results"]] == [{"id", "content", "score", "document"}] * 2
+    for item, doc in zip(out["results"], docs):
+        assert item["id"] == doc["id"] and item["content"] == doc["contents"]
+        assert item["document"] == {"id": doc["id"], "contents": doc["contents"]}
+        assert isinstance(item["score"], float)
+    for doc in docs:
+        assert response.content.count(orjson.dumps(doc["text"])[1:-1]) == 4, doc["text"]
 
 
 @pytest.mark.parametrize(
