@@ -332,9 +332,19 @@ class OpenAIClient:
     async def chat(
         self, messages: list[dict], stops: list[str], sampling: SamplingConfig, **extra
     ) -> tuple[str, dict]:
+        text, choice, _ = await self.chat_usage(messages, stops, sampling, **extra)
+        return text, choice
+
+    async def chat_usage(
+        self, messages: list[dict], stops: list[str], sampling: SamplingConfig, **extra
+    ) -> tuple[str, dict, dict]:
+        """``chat`` plus the reply's ``usage`` (token counts; ``{}`` when the server sends
+        none), for callers that account for what each request cost (``env.visit``)."""
         body = self._body("messages", messages, stops, sampling, extra)
-        choice = first_choice(await self._post("/chat/completions", body))
-        return restore_stop(message_text(choice.get("message")), choice, stops), choice
+        reply = await self._post("/chat/completions", body)
+        choice = first_choice(reply)
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        return restore_stop(message_text(choice.get("message")), choice, stops), choice, usage
 
     async def complete(
         self, prompt: str, stops: list[str], sampling: SamplingConfig, **extra

@@ -1,0 +1,370 @@
+"""``visit(url, goal)``: a page read by an extractor model that keeps what the goal needs.
+
+Long-horizon web agents (Tongyi DeepResearch, ASearcher's web agent) do not show the policy a
+raw page: a second, OpenAI-compatible model reads it with the agent's goal and answers a JSON
+object with the ``evidence`` (passages quoted from the page) and a ``summary``. ``Visitor``
+does that over our own pages (the ``access`` backend):
+
+- the page sent to the extractor is bounded in tokens (``max_input_tokens``; counted with a
+  tokenizer when given, else estimated at ``CHARS_PER_TOKEN`` characters a token);
+- a reply out of format, or a refusal because the input is too long, is retried with the page
+  cut shorter (``shrink``), ``retries`` times; then it is a tool error;
+- a model that fails (timeout, connection lost, refused after the client's retries) is a tool
+  error the policy sees, never an empty success;
+- results are cached by (url, goal, model, prompt) in memory and optionally a JSONL file;
+- every extractor call is logged with its cost (tokens from the reply's ``usage``, seconds) and
+  counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import formatting as fmt
+from .errors import ConfigError, PolicyError
+from .policy import OpenAIClient, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4  # the estimate when no tokenizer is given (English prose, BPE vocabularies)
+MAX_GOAL_CHARS = 2000
+MAX_URL_CHARS = 2000
+_TOO_LONG = ("context length", "context_length", "too long", "maximum context", "too many tokens")
+
+VISIT_PROMPT = """You read a web page for a research assistant and keep only what serves its goal.
+
+Page: {url}
+Goal: {goal}
+
+Page content:
+<page>
+{page}
+</page>
+
+Steps: find the parts of the page that bear on the goal; quote them word for word as evidence
+(with enough context to be understood); then write a summary that answers the goal from that
+evidence alone. If the page has nothing on the goal, say so in the summary and leave the
+evidence empty.
+
+Reply with a JSON object only:
+{{"rationale": "<which parts of the page matter and why>", "evidence": "<the quoted passages>", "summary": "<what the evidence says about the goal>"}}"""
+
+
+@dataclass(frozen=True)
+class VisitConfig:
+    """Settings of the extractor: model endpoint, input bound, retries, cache."""
+
+    url: str = field(metadata={"help": "OpenAI-compatible base URL of the extractor model"})
+    model: str = field(metadata={"help": "extractor model name"})
+    max_input_tokens: int = field(default=8000, metadata={"help": "page tokens sent at most"})
+    max_output_tokens: int = field(default=1024, metadata={"help": "tokens of one reply"})
+    retries: int = field(
+        default=2, metadata={"help": "shorter tries after a reply out of format or too long"}
+    )
+    shrink: float = field(default=0.5, metadata={"help": "page kept at each shorter try"})
+    timeout: float = field(default=120.0, metadata={"help": "seconds one extractor request"})
+    concurrency: int = field(default=8, metadata={"help": "extractor requests in flight"})
+    cache_path: str | None = None
+    api_key: str | None = None
+    prompt: str = VISIT_PROMPT
+
+    def __post_init__(self):
+        if self.max_input_tokens < 16 or self.max_output_tokens < 1:
+            raise ConfigError(
+                "visit max_input_tokens must be >= 16 and max_output_tokens >= 1, got "
+                f"{self.max_input_tokens} and {self.max_output_tokens}"
+            )
+        if self.retries < 0 or not 0 < self.shrink < 1:
+            raise ConfigError(
+                f"visit retries must be >= 0 and 0 < shrink < 1, got {self.retries}, {self.shrink}"
+            )
+        if not self.timeout > 0 or self.concurrency < 1:
+            raise ConfigError(
+                f"visit timeout must be > 0 and concurrency >= 1, got {self.timeout}, "
+                f"{self.concurrency}"
+            )
+        for name in ("url", "goal", "page"):
+            if "{" + name + "}" not in self.prompt:
+                raise ConfigError(f"the visit prompt must contain {{{name}}}; it does not")
+
+
+@dataclass
+class VisitResult:
+    """What a visit returned: the observation ``text``, or ``error`` (the tool error the
+    policy is shown), plus the extracted fields and how the answer came about."""
+
+    url: str
+    goal: str
+    text: str = ""
+    error: str | None = None
+    evidence: str = ""
+    summary: str = ""
+    title: str = ""
+    cached: bool = False
+    tries: int = 0
+    page_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VisitStats:
+    """Counts since the visitor was made: extractor calls and their cost."""
+
+    visits: int = 0
+    cache_hits: int = 0
+    calls: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_key(url: str, goal: str, model: str, prompt: str) -> str:
+    """The cache key of one visit: a hash of what decides the extractor's answer.
+
+    >>> cache_key("u", "g", "m", "P") == cache_key("u", "g", "m", "P"), cache_key("u", "g", "m", "P") == cache_key("u", "g2", "m", "P")
+    (True, False)
+    """
+    blob = json.dumps([url, goal, model, prompt], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_extraction(text: str) -> dict | None:
+    """The ``evidence`` and ``summary`` of an extractor reply (a JSON object, possibly in a code
+    fence or after some words); None when the reply is out of format.
+
+    >>> parse_extraction('```json\\n{"rationale": "r", "evidence": "e", "summary": "s"}\\n```')
+    {'evidence': 'e', 'summary': 's'}
+    >>> parse_extraction('{"evidence": ["a", "b"], "summary": "s"}')
+    {'evidence': 'a\\nb', 'summary': 's'}
+    >>> parse_extraction("the page says yes") is None, parse_extraction('{"summary": ""}') is None
+    (True, True)
+    """
+    text = text or ""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        obj = json.loads(text[start : end + 1])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    out = {}
+    for key in ("evidence", "summary"):
+        value = obj.get(key, "")
+        if isinstance(value, list):
+            value = "\n".join(str(v) for v in value)
+        if not isinstance(value, str):
+            return None
+        out[key] = value.strip()
+    return out if out["summary"] else None
+
+
+def render(url: str, title: str, goal: str, evidence: str, summary: str) -> str:
+    """The observation of a successful visit (the shape of Tongyi's visit tool)."""
+    name = f"{url} ({title})" if title and title != url else url
+    return (
+        f"The useful information in {name} for the goal {goal!r}:\n\n"
+        f"Evidence in page:\n{evidence or '(none)'}\n\nSummary:\n{summary}"
+    )
+
+
+def check_visit_args(url: object, goal: object) -> str | None:
+    """What is wrong with a visit's arguments (a message for the policy), or None.
+
+    >>> check_visit_args("https://en.wikipedia.org/wiki/Paris", "population")
+    >>> print(check_visit_args("", "x"))
+    visit needs a url: a non-empty string (a URL from the search results), got ''
+    """
+    if not isinstance(url, str) or not url.strip() or len(url) > MAX_URL_CHARS:
+        shown = repr(url)[:100]
+        return f"visit needs a url: a non-empty string (a URL from the search results), got {shown}"
+    if not isinstance(goal, str) or not goal.strip():
+        return f"visit needs a goal: a non-empty string saying what to look for, got {goal!r:.100}"
+    if len(goal) > MAX_GOAL_CHARS:
+        return f"the visit goal has {len(goal)} characters; say it in at most {MAX_GOAL_CHARS}"
+    return None
+
+
+class Visitor:
+    """``await visitor.visit(url, goal)`` over a search client's ``access`` and an extractor
+    model. One visitor per process: it holds the cache, the stats and the HTTP pool."""
+
+    def __init__(self, client: Any, config: VisitConfig, *, tokenizer: Any = None):
+        self.client, self.config, self.tokenizer = client, config, tokenizer
+        self.stats = VisitStats()
+        self.cache: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._gate: asyncio.Semaphore | None = None
+        self._extractor: OpenAIClient | None = None
+        if config.cache_path and os.path.exists(config.cache_path):
+            self._load_cache()
+
+    # ---- cache ----------------------------------------------------------------------------
+    def _load_cache(self) -> None:
+        with open(self.config.cache_path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                    self.cache[str(row["key"])] = dict(row["result"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("%s: line %d is not a visit result; skipped", f.name, n)
+
+    def _remember(self, key: str, result: VisitResult) -> None:
+        fields = {k: getattr(result, k) for k in ("text", "evidence", "summary", "title")}
+        with self._lock:
+            self.cache[key] = fields
+            if self.config.cache_path:
+                with open(self.config.cache_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "result": fields}, ensure_ascii=False) + "\n")
+
+    # ---- the tool -------------------------------------------------------------------------
+    async def visit(self, url: object, goal: object) -> VisitResult:
+        """The goal's evidence and summary from the page at ``url``; a ``VisitResult`` whose
+        ``error`` says what went wrong when it could not be had (never raises for bad input
+        or a failed model; a search-backend outage does raise, as in ``env.tools``)."""
+        self.stats.visits += 1
+        problem = check_visit_args(url, goal)
+        if problem is not None:
+            return VisitResult(str(url)[:MAX_URL_CHARS], str(goal)[:MAX_GOAL_CHARS], error=problem)
+        url, goal = url.strip(), " ".join(goal.split())
+        key = cache_key(url, goal, self.config.model, self.config.prompt)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return VisitResult(url, goal, cached=True, **hit)
+        page = await self._page(url)
+        if page is None:
+            return VisitResult(
+                url,
+                goal,
+                error=f"no page found for {url!r:.200}; use a URL from the search results",
+            )
+        result = await self._extract(url, goal, page)
+        if result.ok:
+            self._remember(key, result)
+        else:
+            self.stats.failures += 1
+        return result
+
+    async def _page(self, url: str) -> dict | None:
+        """The page's text, enough of it to fill the input bound (an unknown url: None)."""
+        limit = self.config.max_input_tokens * CHARS_PER_TOKEN * 2
+        for kwargs in ({"urls": [url]}, {"titles": [url]}):
+            pages = await self._access(**kwargs, offset=0, max_chars=limit)
+            if isinstance(pages, list) and pages and isinstance(pages[0], dict):
+                return pages[0]
+        return None
+
+    async def _access(self, **kwargs) -> list | None:
+        afn = getattr(self.client, "aaccess", None)
+        try:
+            if afn is not None and inspect.iscoroutinefunction(afn):
+                return await afn(**kwargs)
+            return await asyncio.to_thread(self.client.access, **kwargs)
+        except ValueError as exc:  # a refused request (bad url): no page
+            log.debug("visit: access refused %s: %s", kwargs, exc)
+            return None
+
+    def _budget(self, tokens: int) -> fmt.Budget:
+        if self.tokenizer is not None:
+            return fmt.Budget(max_tokens=tokens, tokenizer=self.tokenizer)
+        return fmt.Budget(max_chars=tokens * CHARS_PER_TOKEN)
+
+    def _client(self) -> OpenAIClient:
+        if self._extractor is None:
+            cfg = self.config
+            self._extractor = OpenAIClient(
+                cfg.url, cfg.model, api_key=cfg.api_key, timeout=cfg.timeout, retries=1,
+                max_connections=cfg.concurrency,
+            )  # fmt: skip
+            self._gate = asyncio.Semaphore(cfg.concurrency)
+        return self._extractor
+
+    async def _extract(self, url: str, goal: str, page: dict) -> VisitResult:
+        cfg = self.config
+        client = self._client()
+        title = str(page.get("title") or "")
+        text = str(page.get("contents") or "")
+        tokens = cfg.max_input_tokens
+        why = ""
+        for attempt in range(cfg.retries + 1):
+            shown = self._budget(tokens).cut(text)
+            prompt = cfg.prompt.format(url=url, goal=goal, page=shown)
+            reply, failure = await self._call(client, url, attempt, prompt)
+            if failure is not None and not any(s in failure.lower() for s in _TOO_LONG):
+                return VisitResult(url, goal, title=title, tries=attempt + 1,
+                                   error=f"visit failed: the extractor model failed: {failure}")  # fmt: skip
+            parsed = None if failure is not None else parse_extraction(reply)
+            if parsed is not None:
+                size = fmt.size_of(shown, self.tokenizer)
+                body = render(url, title, goal, parsed["evidence"], parsed["summary"])
+                return VisitResult(url, goal, text=body, title=title, tries=attempt + 1,
+                                   page_tokens=size, **parsed)  # fmt: skip
+            why = failure or f"a reply out of format: {reply[:200]!r}"
+            tokens = max(1, int(tokens * cfg.shrink))
+            log.info("visit %s: try %d got %s; trying again with %d page tokens",
+                     url, attempt + 1, why[:200], tokens)  # fmt: skip
+        return VisitResult(
+            url, goal, title=title, tries=cfg.retries + 1,
+            error=f"visit failed: the extractor model gave no usable answer in "
+            f"{cfg.retries + 1} tries, the page cut shorter each time (last: {why[:300]})",
+        )  # fmt: skip
+
+    async def _call(
+        self, client: OpenAIClient, url: str, attempt: int, prompt: str
+    ) -> tuple[str, str | None]:
+        """One extractor request, logged with its cost: (reply text, failure or None)."""
+        sampling = SamplingConfig(max_tokens=self.config.max_output_tokens, temperature=0.0)
+        t0 = time.perf_counter()
+        usage: dict = {}
+        reply, failure = "", None
+        async with self._gate:
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    reply, _, usage = await client.chat_usage(
+                        [{"role": "user", "content": prompt}], [], sampling
+                    )
+            except TimeoutError:
+                failure = f"no reply within {self.config.timeout:g} s"
+            except PolicyError as exc:
+                failure = str(exc)
+        seconds = time.perf_counter() - t0
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        with self._lock:
+            self.stats.calls += 1
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.completion_tokens += completion_tokens
+            self.stats.seconds += seconds
+        log.info(
+            "visit extractor call: url=%s model=%s try=%d prompt_chars=%d prompt_tokens=%d "
+            "completion_tokens=%d seconds=%.3f outcome=%s",
+            url, self.config.model, attempt + 1, len(prompt), prompt_tokens, completion_tokens,
+            seconds, "ok" if failure is None else failure[:200],
+        )  # fmt: skip
+        return reply, failure
+
+    async def aclose(self) -> None:
+        if self._extractor is not None:
+            await self._extractor.aclose()
+            self._extractor = None
