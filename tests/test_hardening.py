@@ -748,3 +748,25 @@ def test_a_bad_number_is_one_error_line_at_start(bm25_root, tmp_path, flag, valu
         server.log.close()
     lines = server.text().strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {flag} "), lines
+
+
+def test_a_port_in_use_fails_at_once_before_loading(bm25_root, tmp_path):
+    """Issue 26: a --port already in use loaded the whole index, logged "ready", then exited 3
+    with uvicorn's errno line and no ``error:`` line. Now it is bound before the load."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        server = Subprocess(bm25_root, tmp_path, "--log-level", "info", port=port)
+        try:
+            code = server.proc.wait(60)
+        finally:
+            if server.proc.poll() is None:
+                server.stop()
+            server.log.close()
+    finally:
+        holder.close()
+    lines = server.text().strip().splitlines()  # nothing loaded, nothing logged: one line
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: port {port} on 127.0.0.1 is in use ("), lines

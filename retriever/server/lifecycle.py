@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 import orjson
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from ..errors import RetrieverError
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +282,35 @@ def guarded_protocol(
             return False
 
     return GuardedProtocol
+
+
+def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The listening socket, made before the index loads and handed to uvicorn
+    (``Server.run(sockets=[...])``): a port in use then fails at once, not after a load of
+    minutes, and nothing can take the port between a check and the bind. Port 0: any free one.
+    Address family as uvicorn picks it (IPv6 when ``host`` has a ``:``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name != "nt":  # a restart may rebind a port whose old connections linger
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)  # Linux lets a second SO_REUSEADDR socket bind; listen() says no
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise RetrieverError(
+                f"port {port} on {host} is in use ({exc.strerror}: another server, or one "
+                "still shutting down): stop it, or pick another --port (0: any free port)"
+            ) from None
+        raise RetrieverError(
+            f"cannot listen on {host} port {port} ({exc.strerror or exc}): give a --host "
+            "this machine has (127.0.0.1, 0.0.0.0) and a --port you may use (>= 1024 unless root)"
+        ) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def server_config(app, host: str, port: int, limits: ConnectionLimits, **options) -> uvicorn.Config:
