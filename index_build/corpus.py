@@ -253,7 +253,11 @@ def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progres
 def _write_store(
     paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress
 ) -> dict:
-    writer = StoreWriter(folder, with_pages=config.keep_pages and not config.pages)
+    writer = StoreWriter(
+        folder,
+        with_pages=config.keep_pages and not config.pages,
+        with_meta="wiki-xml" in formats,  # sections and links: the XML dump has them
+    )
     seq = 0
     chunker = Chunker(
         config.passage_words, config.passage_stride, config.passage_unit, config.passage_chars
@@ -275,7 +279,7 @@ def _write_store(
                 base_id = doc.id if doc.id is not None else str(seq)
                 seq += 1
                 if writer.with_pages and doc.page:
-                    writer.add_page(base_id, title, url, doc.text)
+                    writer.add_page(base_id, title, url, doc.text, doc.meta)
                 if doc.split:
                     unit, windows = chunker.split(doc.text)
                     units[unit] += 1

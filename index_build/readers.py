@@ -38,6 +38,7 @@ class Doc:
     split: bool = True
     page: bool = True
     keep_title: bool = False  # True: the title as written (passage files), not MediaWiki-cleaned
+    meta: dict | None = None  # sections and links of the page text (wiki-xml), for the browser
 
 
 @dataclass(slots=True)

@@ -143,6 +143,25 @@ _OPEN_PAREN_SPACE = re.compile(r"\( +")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]")
 
 
+def _link_target(title: str, rules: MarkupRules = ENGLISH_RULES) -> str:
+    """The article an internal link points to, as a clean title ("" for in-page anchors and
+    for links into other namespaces or wikis: those are no articles of the store)."""
+    target = title.strip().lstrip(":").split("#", 1)[0]
+    target = " ".join(target.replace("_", " ").split())
+    if not target:
+        return ""
+    if ":" in target:
+        prefix = target.split(":", 1)[0].strip().lower()
+        if prefix in rules.drop or _LANG_PREFIX.match(prefix):
+            return ""
+    return target[:1].upper() + target[1:]
+
+
+def _plain(rules: MarkupRules):
+    """The link replacement of plain rendering (no link list kept)."""
+    return lambda m: _visible_link(m.group(1), m.group(2), rules)
+
+
 def _visible_link(title: str, text: str | None, rules: MarkupRules = ENGLISH_RULES) -> str:
     """What an internal link shows: its text, else its target; nothing for files, categories,
     other namespaces and interlanguage links."""
@@ -324,26 +343,50 @@ _EXT_LINK = re.compile(r"\[(?:https?:|ftp:|mailto:)?//[^\s\]]*(?:\s+([^\]]*))?\]
 _HEADING = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
 
 
-def _inline(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
-    """Tags, links and external links of text that ``pre_strip`` already cleaned."""
+def _inline(
+    text: str, rules: MarkupRules = ENGLISH_RULES, links: list[tuple[str, str]] | None = None
+) -> str:
+    """Tags, links and external links of text that ``pre_strip`` already cleaned; with
+    ``links``, the (target, shown text) of each article link is appended to it in order."""
     text = _DROP_BLOCK.sub("", text)
     text = _BREAK_TAG.sub("\n", text)
     text = _ANY_TAG.sub("", text)
+
+    def visible(m: re.Match) -> str:
+        shown = _visible_link(m.group(1), m.group(2), rules)
+        if links is not None and shown:
+            target = _link_target(m.group(1), rules)
+            if target:
+                links.append((target, shown))
+        return shown
+
     for _ in range(3):  # links inside link text
-        text, n = _LINK.subn(lambda m: _visible_link(m.group(1), m.group(2), rules), text)
+        text, n = _LINK.subn(visible if links is not None else _plain(rules), text)
         if not n:
             break
     return _EXT_LINK.sub(lambda m: m.group(1) or "", text)
 
 
-def _render_fast(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
-    """The regex renderer: same output as ``_render`` on pre-stripped text, several times faster."""
+def _render_fast(text: str, rules: MarkupRules = ENGLISH_RULES, marks: list | None = None) -> str:
+    """The regex renderer: same output as ``_render`` on pre-stripped text, several times faster.
+
+    With ``marks``, the kept headings (``("h", level, title)``) and article links (``("a",
+    target, text)``) are appended to it in reading order, for ``wikitext_to_page``."""
     parts: list[str] = []
+    links: list | None = None if marks is None else []
     last = 0
     skip_level = 0
+
+    def inline(chunk: str) -> str:
+        out = _inline(chunk, rules, links)
+        if marks is not None:
+            marks.extend(("a", target, shown) for target, shown in links)
+            links.clear()
+        return out
+
     for m in _HEADING.finditer(text):
         if not skip_level:
-            parts.append(_inline(text[last : m.start()], rules))
+            parts.append(inline(text[last : m.start()]))
         level = len(m.group(1))
         title = _inline(m.group(2), rules).strip()
         last = m.end()
@@ -352,8 +395,10 @@ def _render_fast(text: str, rules: MarkupRules = ENGLISH_RULES) -> str:
         skip_level = level if _QUOTES.sub("", title).strip().lower() in DROP_SECTIONS else 0
         if not skip_level:
             parts.append(f"\n\n{title}\n\n")
+            if marks is not None:
+                marks.append(("h", level, title))
     if not skip_level:
-        parts.append(_inline(text[last:], rules))
+        parts.append(inline(text[last:]))
     return "".join(parts)
 
 
@@ -397,3 +442,39 @@ def wikitext_to_text(
     if parser == "mwparserfromhell":
         return _tidy(_render(mwparserfromhell.parse(text, skip_style_tags=True), None, rules))
     raise ValueError(f"parser must be 'fast' or 'mwparserfromhell', got {parser!r}")
+
+
+def wikitext_to_page(
+    wikitext: str, rules: MarkupRules = ENGLISH_RULES
+) -> tuple[str, dict[str, list]]:
+    """``wikitext_to_text``'s text (the same string) and where its parts are in it: ``sections``
+    ``[level, heading, offset]`` and ``links`` ``[target title, anchor text, offset]``, offsets
+    in characters of the text. The anchors are found in the text in reading order; a link
+    whose anchor the clean-up changed beyond finding keeps offset -1 (listed, not placed).
+
+    >>> text, meta = wikitext_to_page("'''Paris''' is in [[France|the Republic]].\\n== Past ==\\nOld [[rome]].")
+    >>> text
+    'Paris is in the Republic.\\n\\nPast\\n\\nOld rome.'
+    >>> meta
+    {'sections': [[2, 'Past', 27]], 'links': [['France', 'the Republic', 12], ['Rome', 'rome', 37]]}
+    """
+    marks: list = []
+    text = _tidy(_render_fast(pre_strip(wikitext, rules), rules, marks))
+    sections: list[list] = []
+    links: list[list] = []
+    pos = 0
+    for kind, a, b in marks:
+        shown = _tidy(b)
+        if kind == "h":
+            at = text.find(shown, pos) if shown else -1
+            while at > 0 and text[at - 1] != "\n":  # a heading is a line of its own
+                at = text.find(shown, at + 1)
+            if at >= 0:
+                sections.append([a, shown, at])
+                pos = at + len(shown)
+            continue
+        at = text.find(shown, pos) if shown else -1
+        if at >= 0:
+            pos = at + len(shown)
+        links.append([a, shown, at])
+    return text, {"sections": sections, "links": links}

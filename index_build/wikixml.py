@@ -34,7 +34,7 @@ from retriever.errors import BuildError, CorpusInputError
 from .readers import Counts, Doc, Progress, Redirect, _magic_open
 from .siteinfo import XML_LANG, SiteInfo, parse_siteinfo, siteinfo_from_header
 from .utf8 import CharRepair, repair_bytes
-from .wikitext import MarkupRules, wikitext_to_text
+from .wikitext import MarkupRules, wikitext_to_page
 
 log = logging.getLogger(__name__)
 BATCH = 32
@@ -109,15 +109,16 @@ def _clean_task(item: tuple[XmlOptions, list[Page]] | SiteInfo) -> list:
         if wikitext.lstrip().lower().startswith("#redirect"):
             continue  # a redirect without the <redirect/> element: nothing to index
         try:
-            text = wikitext_to_text(wikitext, rules=rules)
+            text, meta = wikitext_to_page(wikitext, rules=rules)
         except Exception as exc:  # mwparserfromhell can fail on pathological markup
             out.append(("error", pid, title, repr(exc)))
             continue
         if convert and text:
             text = convert(text)
+            meta = None  # offsets of the unconverted text: no sections or links for it
         url = options.site.page_url(title) if options.site.base else None
         out.append(
-            Doc(id=pid, title=shown, text=text, url=url, keep_title=True)
+            Doc(id=pid, title=shown, text=text, url=url, keep_title=True, meta=meta)
             if text
             else ("empty", pid, title, "")
         )

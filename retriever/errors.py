@@ -64,3 +64,7 @@ class BatchError(RetrieverError):
 
 class AuthError(RetrieverError):
     """The request lacks the server's bearer token or carries a wrong one (HTTP 401)."""
+
+
+class PageNotFoundError(BadRequestError):
+    """A page this corpus does not have (HTTP 404; a tool error in the env)."""

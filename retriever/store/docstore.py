@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from ..errors import CorruptStoreError, IndexFormatError
 from ..manifest import read_manifest
@@ -97,6 +98,12 @@ class DocStore:
             self._data_paths["pages"] = self._data_file(pages, "page")
             self._pages = RowFile(self._data_paths["pages"], folder / "pages.offsets.npy")
             self._pagekeys = KeyIndex(folder, "pagekeys")
+        meta = self.manifest.get("page_meta") if self._has_pages else None
+        self._meta = (  # sections and links per page (optional: older stores have none)
+            None
+            if meta is None
+            else RowFile(self._data_file(meta, "page meta"), folder / "pages.meta.offsets.npy")
+        )
 
     def _data_file(self, entry: dict, what: str) -> Path:
         """The data file a manifest entry names, checked against the size it was built on."""
@@ -195,6 +202,25 @@ class DocStore:
         if not rows:
             return None
         return self._page_from_passages(rows)
+
+    def page_row(self, name: str) -> int | None:
+        """Row of the full page a title, URL (any form, redirects followed) or ``id:`` names."""
+        if not self._has_pages:
+            return None
+        rows = self._pagekeys.find(lookup_key(name))
+        return rows[0] if rows else None
+
+    @property
+    def has_page_meta(self) -> bool:
+        """Whether the store kept each page's sections and links (XML dumps)."""
+        return self._meta is not None
+
+    def page_meta(self, row: int) -> dict | None:
+        """``{"sections": [[level, heading, offset]], "links": [[target, anchor, offset]]}`` of
+        page ``row``; None when the store kept none."""
+        if self._meta is None:
+            return None
+        return orjson.loads(self._meta.read(int(row)))
 
     def page_by_id(self, pid: str) -> Page | None:
         """The page with this page id, or the page holding the passage with this id."""

@@ -26,6 +26,8 @@ from .rows import STORE_FORMAT, row_fields
 from .titles import key_hash, lookup_key
 
 _CHUNK = 1 << 24
+META_FILE = "pages.meta.jsonl"  # per page: {"sections": [[level, heading, offset]], "links":
+META_OFFSETS = "pages.meta.offsets.npy"  # [[target, anchor, offset]]}; offsets into its text
 
 
 def page_keys(pid: str | None, title: str, url: str) -> set[str]:
@@ -39,7 +41,7 @@ def page_keys(pid: str | None, title: str, url: str) -> set[str]:
 class StoreWriter:
     """Append passages (and pages, and redirects) in order; ``finish`` writes tables + manifest."""
 
-    def __init__(self, folder: str | os.PathLike, with_pages: bool = True):
+    def __init__(self, folder: str | os.PathLike, with_pages: bool = True, with_meta: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._passages = open(self.folder / "passages.jsonl", "wb", buffering=_CHUNK)
@@ -53,6 +55,12 @@ class StoreWriter:
             self._page_pos = 0
             self._page_hashes = array("q")
             self._page_rows = array("q")
+        # pages.meta.jsonl: one row per page (sections, links), beside pages.jsonl
+        self.with_meta = with_pages and with_meta
+        if self.with_meta:
+            self._meta = open(self.folder / META_FILE, "wb", buffering=_CHUNK)
+            self._meta_offsets = array("Q", [0])
+            self._meta_counts = {"sections": 0, "links": 0}
         self._redirects: list[tuple[int, int]] = []
 
     @property
@@ -71,12 +79,22 @@ class StoreWriter:
         self._pos += len(line)
         return row
 
-    def add_page(self, pid: str, title: str, url: str, text: str) -> int:
+    def add_page(self, pid: str, title: str, url: str, text: str, meta: dict | None = None) -> int:
+        """Append a page; ``meta`` (``sections``, ``links`` with offsets into ``text``) goes to
+        the side file when the store keeps one (a page without it gets an empty row)."""
         row = self.num_pages
         line = orjson.dumps({"id": pid, "title": title, "url": url, "text": text}) + b"\n"
         self._pages.write(line)
         self._page_pos += len(line)
         self._page_offsets.append(self._page_pos)
+        if self.with_meta:
+            meta = meta or {}
+            sections, links = meta.get("sections") or [], meta.get("links") or []
+            self._meta_counts["sections"] += len(sections)
+            self._meta_counts["links"] += len(links)
+            mline = orjson.dumps({"sections": sections, "links": links}) + b"\n"
+            self._meta.write(mline)
+            self._meta_offsets.append(self._meta_offsets[-1] + len(mline))
         for key in page_keys(pid, title, url):
             self._page_hashes.append(key_hash(key))
             self._page_rows.append(row)
@@ -125,6 +143,7 @@ class StoreWriter:
             num_redirects = self._resolve_redirects()
             save_key_index(self.folder, "pagekeys", self._page_hashes, self._page_rows)
             pages = {"path": "pages.jsonl", "format": STORE_FORMAT, "bytes": self._page_pos}
+        page_meta = self._finish_meta()
         full = {
             "kind": "corpus",
             **tables,
@@ -133,15 +152,32 @@ class StoreWriter:
             "checksum": "sha256:" + self._sha.hexdigest(),
             "passages": {"path": "passages.jsonl", "format": STORE_FORMAT, "bytes": self._pos},
             "pages": pages,
+            **({"page_meta": page_meta} if page_meta else {}),
             **manifest,
         }
         write_manifest(self.folder, full)
         return full
 
+    def _finish_meta(self) -> dict | None:
+        """Close the sections/links side file; its manifest entry (None when not kept)."""
+        if not self.with_meta:
+            return None
+        self._meta.close()
+        np.save(self.folder / META_OFFSETS, np.frombuffer(self._meta_offsets, dtype=np.uint64))
+        return {
+            "path": META_FILE,
+            "format": "jsonl",
+            "bytes": int(self._meta_offsets[-1]),
+            "num_sections": self._meta_counts["sections"],
+            "num_links": self._meta_counts["links"],
+        }
+
     def abort(self) -> None:
         self._passages.close()
         if self.with_pages:
             self._pages.close()
+        if self.with_meta:
+            self._meta.close()
 
 
 def index_in_place(
