@@ -77,6 +77,7 @@ def test_plan_prints_every_stage_and_runs_nothing(tmp_path, capsys):
         "verl.trainer.main_ppo" in out
         and "actor_rollout_ref.model.path=Qwen/Qwen2.5-7B-Instruct" in out
     )
+    assert "verl.model_merger merge --backend fsdp --local_dir" in out
     assert "vllm serve TRAINED_CHECKPOINT" in out
     evaluate = next(line for line in out.splitlines() if "-m env.evaluate" in line)
     assert "--samples 4" in evaluate and "--judge-model Qwen/Qwen2.5-72B-Instruct" in evaluate
@@ -124,11 +125,11 @@ def test_dry_run_end_to_end(tmp_path, capsys):
     assert train["steps"] == 1 and (work / "train" / "model" / "config.json").is_file()
     assert (work / "train" / "gpu" / "launch.sh").read_text().count("\n") >= 3
     summary = json.loads((work / "evaluate" / "summary.json").read_text())
-    assert summary["model"] == str(work / "train" / "model") and summary["samples"] == 4
+    assert summary["model"] == str(work / "train" / "model") and summary["samples"] == 2
     assert set(summary["datasets"]) == {"nq-test", "bamboogle", "hotpotqa-distractor-500"}
     for row in summary["datasets"].values():
-        assert row["questions"] == 1 and row["episodes"] == 4 and row["policy_errors"] == 0
-        assert 0.0 <= row["f1"] <= 1.0 and "f1" in row["avg@4"] and "judge" in row
+        assert row["questions"] == 1 and row["episodes"] == 2 and row["policy_errors"] == 0
+        assert 0.0 <= row["f1"] <= 1.0 and "f1" in row["avg@2"] and "judge" in row
     assert rs.main(["all", "--dry-run", "--work", str(work)]) == 0
     again = capsys.readouterr().out
     assert "already built" in again and "already trained" in again and "already evaluated" in again

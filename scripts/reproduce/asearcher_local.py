@@ -203,13 +203,18 @@ def serve_command(r: Recipe) -> list[str]:
 class Background:
     """A service started in its own process group and stopped (SIGTERM, then SIGKILL) after."""
 
-    def __init__(self, stage: str, cmd: list[str], log_path: Path):
+    def __init__(self, stage: str, cmd: list[str], log_path: Path, env: dict | None = None):
         say(stage, "$ " + shown(cmd) + " &")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path, self.stage = log_path, stage
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
 
     def alive_or_fail(self) -> None:
@@ -391,6 +396,8 @@ def stage_train(r: Recipe, url: str) -> dict:
     if not r.dry_run:
         for cmd in gpu:
             run("train", cmd, r)
+        if trainer == "verl":  # FSDP shards -> a Hugging Face folder vLLM can serve
+            run("train", verl_merge_command(out / "gpu"), r)
         policy = r.policy or (None if r.plan else newest_checkpoint(out / "gpu"))
         return finish("train", r, {"trainer": trainer, "policy": policy})
     say("train", f"{trainer} launcher written to {out / 'gpu' / 'launch.sh'} (GPU only, not run)")
@@ -404,6 +411,21 @@ def stage_train(r: Recipe, url: str) -> dict:
     steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
     summary = {"trainer": f"trl (dry run; {trainer} written)", "policy": str(out / "model")}
     return finish("train", r, summary | {"steps": len(steps), "reward": steps[-1]["reward"]})
+
+
+def verl_merge_command(out: Path) -> list[str]:
+    """verl's model merger over the last checkpoint verl recorded (``--plan``: the step is
+    shown as ``LAST``)."""
+    ckpts = out / "checkpoints"
+    latest = ckpts / "latest_checkpointed_iteration.txt"
+    step = latest.read_text().strip() if latest.is_file() else "LAST"
+    actor = ckpts / f"global_step_{step}" / "actor"
+    return [PY, "-m", "verl.model_merger", "merge", "--backend", "fsdp"] + [
+        "--local_dir",
+        str(actor),
+        "--target_dir",
+        str(out / "hf"),
+    ]
 
 
 def newest_checkpoint(root: Path) -> str:
@@ -493,7 +515,11 @@ def stage_evaluate(r: Recipe, url: str, policy: str) -> dict:
         say("evaluate", "$ " + shown(policy_server_command(r, policy, port)) + " &")
     served = (
         Background(
-            "evaluate", policy_server_command(r, policy, port), r.dir("evaluate") / "policy.log"
+            "evaluate",
+            policy_server_command(r, policy, port),
+            r.dir("evaluate") / "policy.log",
+            # one thread: on a shared CPU more threads wait on each other (grpo_trl --threads)
+            env={"OMP_NUM_THREADS": "1"} if r.dry_run else None,
         )
         if not r.plan
         else None
@@ -566,13 +592,16 @@ def parse_args(argv: list[str] | None) -> tuple[str, Recipe]:
     g = ap.add_argument_group("evaluate")
     g.add_argument("--policy", help="model to evaluate (default: the trained checkpoint)")
     g.add_argument("--data-dir", help="folder of the seven benchmarks' test files")
-    g.add_argument("--samples", type=int, default=d.samples, help="runs per question (Avg@N)")
+    g.add_argument(
+        "--samples", type=int, help="runs per question: Avg@N (default 4; 2 with --dry-run)"
+    )
     g.add_argument("--limit", type=int, help="first N questions of each benchmark")
     g.add_argument("--judge-url", help="OpenAI-compatible URL of the LLM judge")
     g.add_argument("--judge-model", help="the judge's model name")
     g.add_argument("--policy-port", type=int, default=d.policy_port)
     a = vars(ap.parse_args(argv))
     stage = a.pop("stage")
+    a["samples"] = a["samples"] or (2 if a["dry_run"] else d.samples)
     r = Recipe(**a)
     if r.dry_run and r.plan:
         ap.error("--dry-run runs the toy stages; --plan runs nothing: pick one")
