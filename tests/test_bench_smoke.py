@@ -4,13 +4,15 @@ The scripts are found by glob, so a new script without a smoke mode fails here. 
 what is a script: a file in ``scripts/bench/`` with an ``if __name__ == "__main__":`` block;
 the others (``common.py``, ``gpu_common.py``, ...) are helper modules the scripts import.
 A smoke run records only to ``$BENCH_RECORD`` (here a file under ``tmp_path``): BENCHMARKS.md and
-the history file must come out unchanged.
+the history file must come out unchanged. ``$BENCH_SMOKE_CACHE`` points every run at one folder
+per session, so the tiny shared index is built once, not by each script.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -29,11 +31,23 @@ def is_script(path: Path) -> bool:
 
 
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if is_script(p))
+# scripts whose --smoke another test runs, with checks of its own (not twice per `make test`)
+ELSEWHERE = {"gpu.py": REPO / "tests" / "test_gpu_check.py"}
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-smoke-cache")
 
 
 def test_scripts_and_helpers_are_told_apart():
     helpers = {p.name for p in BENCH.glob("*.py") if not is_script(p)}
     assert "common.py" in helpers and len(SCRIPTS) >= 15, (helpers, SCRIPTS)
+
+
+def test_smoke_runs_left_to_other_tests_are_run_there():
+    for name, test in ELSEWHERE.items():
+        assert (BENCH / name) in SCRIPTS and '"--smoke"' in test.read_text(encoding="utf-8"), name
 
 
 def test_no_script_shadows_a_package_or_edits_sys_path():
@@ -49,21 +63,63 @@ def test_no_script_shadows_a_package_or_edits_sys_path():
     assert editing == []
 
 
+@pytest.fixture
+def common(monkeypatch):
+    """scripts/bench/common.py, imported the way the scripts import it."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    return common
+
+
+def test_smoke_index_is_built_once_per_cache(common, tmp_path, monkeypatch):
+    """Under ``$BENCH_SMOKE_CACHE`` every script gets the same tiny index: an index already
+    there is handed out as it is (here a stub whose empty source could not be built from)."""
+    monkeypatch.setenv("BENCH_SMOKE_CACHE", str(tmp_path))
+    root = tmp_path / "wiki3" / "index"
+    for part in ("corpus", "bm25"):
+        (root / part).mkdir(parents=True)
+        (root / part / "manifest.json").write_text("{}")
+    (tmp_path / "wiki3" / "tiny-wiki.txt.gz").write_bytes(b"")
+    assert common.smoke_index() == root
+    assert common.smoke_index(tmp_path / "elsewhere") == root
+
+
+def test_record_honours_no_record_and_smoke(common, tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    monkeypatch.delenv("BENCH_RECORD", raising=False)
+    monkeypatch.setattr(sys, "argv", ["scripts/bench/x.py", "--smoke"])
+    rows = [{"system": "ours", "k": 3, "batch": 1, "qps": 10.4, "p50_ms": 1.234, "p99_ms": 2.0}]
+    table = common.qps_table(rows)
+    assert table == [["ours", 3, 1, "10", "1.23", "2.00"]]
+    assert common.record(Namespace(no_record=True, smoke=False), None, "t", table, []) is None
+    assert common.record(Namespace(smoke=True), None, "t", table, common.QPS_HEADER) is None
+    monkeypatch.setenv("BENCH_RECORD", str(tmp_path / "r.md"))
+    path = common.record(Namespace(smoke=True), None, "Title", table, common.QPS_HEADER, "n")
+    text = path.read_text()
+    assert "## Title (" in text and "Command: `python scripts/bench/x.py --smoke`" in text
+    assert "| ours | 3 | 1 | 10 | 1.23 | 2.00 |" in text and text.endswith("\nn\n")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_smoke_mode_runs(script: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "script", [p for p in SCRIPTS if p.name not in ELSEWHERE], ids=lambda p: p.name
+)
+def test_smoke_mode_runs(script: Path, tmp_path: Path, smoke_cache: Path):
     record = tmp_path / "record.md"
     before = {p: p.read_bytes() if p.exists() else None for p in RECORDS}
     env = {
         **os.environ,
         "BENCH_RECORD": str(record),
+        "BENCH_SMOKE_CACHE": str(smoke_cache),
         "TMPDIR": str(tmp_path),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OPENAI_API_KEY": "unused",
     }
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, str(script), "--smoke"],
         cwd=tmp_path,
@@ -72,7 +128,8 @@ def test_smoke_mode_runs(script: Path, tmp_path: Path):
         text=True,
         timeout=300,
     )
-    seconds = time.perf_counter() - t
+    seconds, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
     assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-4000:]
     assert {p: p.read_bytes() if p.exists() else None for p in RECORDS} == before
     objects = []
@@ -85,4 +142,4 @@ def test_smoke_mode_runs(script: Path, tmp_path: Path):
     assert objects, f"no JSON line in the output of {script.name}:\n{proc.stdout[-2000:]}"
     if "append_section(" in script.read_text(encoding="utf-8"):
         assert "\n## " in record.read_text(encoding="utf-8"), "smoke run recorded no section"
-    print(f"{script.name}: {seconds:.1f} s")
+    print(f"{script.name}: {seconds:.1f} s, {cpu_s:.1f} CPU-s")

@@ -1,4 +1,5 @@
-"""``scripts/bench/gpu.py --device cpu --quick``: the one-call GPU check at toy sizes on CPU.
+"""``scripts/bench/gpu.py --smoke`` (``--device cpu --quick``): the one-call GPU check at toy
+sizes on CPU.
 
 Every section runs (or says why it cannot) and its own checks hold, so the script cannot rot
 before a GPU window comes: exact search equals a float64 reference and agrees across layouts,
@@ -19,7 +20,9 @@ GPU_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "gpu.py
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path, monkeypatch):
+def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path, monkeypatch, capsys):
+    """Also the script's smoke run (``--smoke`` = ``--device cpu --quick``), which
+    tests/test_bench_smoke.py leaves to this test."""
     pytest.importorskip("sentence_transformers")
     monkeypatch.syspath_prepend(str(GPU_SCRIPT.parent))  # its helpers: common, gpu_common, ...
     spec = importlib.util.spec_from_file_location("bench_gpu_check", GPU_SCRIPT)
@@ -29,7 +32,9 @@ def test_gpu_check_runs_at_toy_sizes_on_cpu(tmp_path, monkeypatch):
         spec.loader.exec_module(gpu)
     finally:
         del sys.modules[spec.name]
-    rc = gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path)])
+    rc = gpu.main(["--smoke", "--out", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["bench"] == "gpu" and json.loads(last)["device"] == "cpu"
     sections = json.loads((tmp_path / "gpu.json").read_text())["sections"]
     assert rc == 0, {k: v.get("traceback") for k, v in sections.items() if v["status"] == "error"}
     assert list(sections) == [name for name, _, _ in gpu.SECTIONS]

@@ -16,29 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+import common as c
 import numpy as np
-from common import (
-    PY,
-    SHARED_DATA,
-    TEST_DATA,
-    add_common_args,
-    alternate,
-    append_section,
-    child_env,
-    command_line,
-    machine,
-    measure,
-    median_run,
-    nq_questions,
-    python_json,
-    run_sampled,
-)
 
-CORPUS_INPUT = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
-ENV = child_env()
+CORPUS_INPUT = c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+ENV = c.child_env()
 
 
 LOAD_PROBE = r"""
@@ -65,7 +49,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": proc.memory_info
 
 
 def probe_load(kind: str, root: Path) -> dict:
-    return python_json(LOAD_PROBE, kind, str(root))
+    return c.python_json(LOAD_PROBE, kind, str(root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,18 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pyserini", action="store_true", help="skip Lucene")
     p.add_argument("--rebuild", action="store_true", help="rebuild indexes that exist")
     p.add_argument("--input", default=str(CORPUS_INPUT), help="corpus input for --corpus")
-    add_common_args(p)
+    c.add_common_args(p)
     args = p.parse_args(argv)
     if args.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="bm25-smoke-"))
-        args.root, args.corpus, args.single, args.repeats = tmp / "root", tmp / "wx", 20, 1
-        args.input = str(TEST_DATA / "wikiextractor-slice.txt.gz")
+        args.corpus = c.smoke_index()  # its corpus; the bm25 part is built here as always
+        args.root, args.single, args.repeats = c.smoke_dir("bm25") / "root", 20, 1
+        args.input = str(args.corpus.parent / "tiny-wiki.txt.gz")
         args.no_pyserini = True
-        print("smoke: pyserini (Lucene, Java) left out")
+        print("smoke: pyserini (Lucene, Java) left out; raw bm25s on its numpy backend")
 
     root, corpus = Path(args.root), Path(args.corpus)
     if not (corpus / "corpus" / "manifest.json").is_file():
-        cmd = [PY, "-m", "index_build", "corpus", "--input", args.input, "--out", str(corpus)]
+        cmd = [c.PY, "-m", "index_build", "corpus", "--input", args.input, "--out", str(corpus)]
         subprocess.run([*cmd, "--no-progress"], check=True, env=ENV)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "corpus").exists():
@@ -106,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         ("bm25-lucene", ["--backend", "pyserini"], use_lucene),
     ):
         if wanted and (args.rebuild or not (root / name / "manifest.json").is_file()):
-            cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress", *extra]
-            r = run_sampled(cmd, ENV)
+            cmd = [c.PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress", *extra]
+            r = c.run_sampled(cmd, ENV)
             builds[name] = (r["seconds"], r["peak_rss_mb"])
-    queries = nq_questions(200 if args.smoke else None, smoke=args.smoke)
+    queries = c.nq_questions(200 if args.smoke else None, smoke=args.smoke)
     single = queries[: args.single]
     n_docs = json.loads((root / "corpus" / "manifest.json").read_text())["num_docs"]
 
     loads = {"ours": probe_load("ours", root)}
-    if not args.smoke:  # its numba compile in a fresh process takes longer than the smoke run
+    if not args.smoke:  # its numba compile in a fresh process: see below
         loads["bm25s"] = probe_load("bm25s", root)
     if use_lucene:
         loads["pyserini"] = probe_load("pyserini", root)
@@ -127,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     ours1 = BM25Retriever(root / "bm25", threads=1)
     oursN = BM25Retriever(root / "bm25", threads=cores)
-    raw = bm25s.BM25.load(root / "bm25", mmap=True)
+    # numba compiles bm25s's kernels afresh in every process (no cache): tens of seconds
+    backend = "numpy" if args.smoke else "numba"
+    raw = bm25s.BM25.load(root / "bm25", mmap=True, override_params={"backend": backend})
     analyzer = ours1.analyzer
     raw.retrieve([["warm"]], k=3, show_progress=False, n_threads=1)
     raw.retrieve([["warm"]] * 4, k=3, show_progress=False, n_threads=cores)
@@ -140,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = {
         "ours (1 thread)": (ours1.search, [1, 64]),
         f"ours ({cores} threads)": (oursN.search, [64]),
-        "raw bm25s-numba (1 thread)": (raw_fn(1), [1, 64]),
-        f"raw bm25s-numba ({cores} threads)": (raw_fn(cores), [64]),
+        f"raw bm25s-{backend} (1 thread)": (raw_fn(1), [1, 64]),
+        f"raw bm25s-{backend} ({cores} threads)": (raw_fn(cores), [64]),
     }
     if use_lucene:
         lucene = Index.open(root).retriever("bm25-lucene", threads=cores)
@@ -153,43 +139,30 @@ def main(argv: list[str] | None = None) -> int:
             names = [n for n, (_, batches) in systems.items() if batch in batches]
             qs = single if batch == 1 else queries
             fns = {
-                n: lambda n=n, qs=qs, k=k, b=batch: measure(systems[n][0], qs, k, b) for n in names
+                n: lambda n=n, qs=qs, k=k, b=batch: c.measure(systems[n][0], qs, k, b)
+                for n in names
             }
-            runs = alternate(
+            runs = c.alternate(
                 {n: f for n, f in fns.items() if not n.startswith("pyserini")}, args.repeats
             )
             runs.update(
                 {n: [f()] for n, f in fns.items() if n.startswith("pyserini")}
             )  # slow, not the subject: one run
             for name in names:
-                r = median_run(runs[name])
-                rows.append({"system": name, "k": k, "batch": batch, **r})
-                print(
-                    f"  {name:34s} k={k:<2d} batch={batch:<3d} {r['qps']:9.0f} q/s  "
-                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
-                    flush=True,
-                )
-
-    def qps(system, k, batch):
-        return next(
-            r["qps"] for r in rows if r["system"] == system and r["k"] == k and r["batch"] == batch
-        )
+                c.add_qps_row(rows, name, k, batch, runs[name])
 
     ratios = {}
+    one, all_, bm25s_ = "(1 thread)", f"({cores} threads)", f"raw bm25s-{backend}"
+    pairs = {  # ratio name: (ours, the other) as "system" names of rows, and the batch
+        "ours/raw 1 thread k={k} single": (f"ours {one}", f"{bm25s_} {one}", 1),
+        "ours/raw 1 thread k={k} batch64": (f"ours {one}", f"{bm25s_} {one}", 64),
+        f"ours/raw {cores} threads k={{k}} batch64": (f"ours {all_}", f"{bm25s_} {all_}", 64),
+    }
+    if use_lucene:
+        pairs["ours/pyserini k={k} batch64"] = (f"ours {all_}", f"pyserini {all_}", 64)
     for k in (3, 10):
-        ratios[f"ours/raw 1 thread k={k} single"] = qps("ours (1 thread)", k, 1) / qps(
-            "raw bm25s-numba (1 thread)", k, 1
-        )
-        ratios[f"ours/raw 1 thread k={k} batch64"] = qps("ours (1 thread)", k, 64) / qps(
-            "raw bm25s-numba (1 thread)", k, 64
-        )
-        ratios[f"ours/raw {cores} threads k={k} batch64"] = qps(
-            f"ours ({cores} threads)", k, 64
-        ) / qps(f"raw bm25s-numba ({cores} threads)", k, 64)
-        if use_lucene:
-            ratios[f"ours/pyserini k={k} batch64"] = qps(f"ours ({cores} threads)", k, 64) / qps(
-                f"pyserini ({cores} threads)", k, 64
-            )
+        for name, (a, b, batch) in pairs.items():
+            ratios[name.format(k=k)] = c.qps_of(rows, a, k, batch) / c.qps_of(rows, b, k, batch)
     agreement = {}
     ours10 = oursN.search(queries, 10)
     raw10 = raw.retrieve(analyzer.terms_many(queries), k=10, show_progress=False, n_threads=cores)
@@ -226,24 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         "Ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
         "Agreement: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()),
     ]
-    header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
-    table = [
-        [
-            r["system"],
-            r["k"],
-            r["batch"],
-            f"{r['qps']:.0f}",
-            f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-        ]
-        for r in rows
-    ]
     print("\n".join(lines))
     print(
         json.dumps(
             {
                 "bench": "bm25",
-                "machine": machine(),
+                "machine": c.machine(),
                 "num_docs": n_docs,
                 "builds": {k: {"seconds": s, "peak_rss_mb": m} for k, (s, m) in builds.items()},
                 "loads": loads,
@@ -253,15 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    if not args.no_record:
-        append_section(
-            f"bm25: ours vs raw bm25s vs pyserini ({n_docs} passages)",
-            command_line("bm25.py", argv),
-            table,
-            header,
-            "\n".join(lines),
-            smoke=args.smoke,
-        )
+    c.record(
+        args,
+        argv,
+        f"bm25: ours vs raw bm25s vs pyserini ({n_docs} passages)",
+        c.qps_table(rows),
+        c.QPS_HEADER,
+        "\n".join(lines),
+    )
     return 0
 
 

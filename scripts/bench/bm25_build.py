@@ -19,19 +19,9 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from common import (
-    PY,
-    add_common_args,
-    alternate,
-    append_section,
-    command_line,
-    median,
-    run_sampled,
-    smoke_index,
-)
+import common as c
 
 SYSTEMS = {"ours": ("bm25s", "bm25-bench"), "lucene": ("pyserini", "bm25-lucene-bench")}
 PHASES = {
@@ -65,7 +55,7 @@ def child(root: str, backend: str, name: str, workers: int) -> int:
 def build_once(root: Path, system: str, workers: int) -> dict:
     backend, name = SYSTEMS[system]
     shutil.rmtree(root / name, ignore_errors=True)
-    run = run_sampled([PY, __file__, "--child", str(root), backend, name, str(workers)])
+    run = c.run_sampled([c.PY, __file__, "--child", str(root), backend, name, str(workers)])
     usage = json.loads(run["stdout"].strip().splitlines()[-1])
     size = sum(p.stat().st_size for p in (root / name).rglob("*") if p.is_file())
     row = {
@@ -91,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="our processes = Lucene's threads")
     p.add_argument("--no-lucene", action="store_true", help="ours only (no Java)")
-    add_common_args(p)
+    c.add_common_args(p)
     args = p.parse_args(argv)
     if args.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="bm25-build-smoke-"))
-        args.corpus = str(smoke_index(tmp, articles=3) / "corpus")
+        tmp = c.smoke_dir("bm25-build")
+        args.corpus = str(c.smoke_index() / "corpus")
         args.work, args.repeats, args.workers, args.no_lucene = str(tmp / "work"), 1, 1, True
         print("smoke: Lucene (pyserini, Java) left out")
     if not args.corpus:
@@ -116,19 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{system}: " + json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
         return row
 
-    runs = alternate({s: lambda s=s: build(s) for s in systems}, args.repeats)
-    med = {s: median([x["seconds"] for x in rows]) for s, rows in runs.items()}
+    runs = c.alternate({s: lambda s=s: build(s) for s in systems}, args.repeats)
+    med = {s: c.median([x["seconds"] for x in rows]) for s, rows in runs.items()}
     table = []
     for system, rows in runs.items():
         phases = ", ".join(
-            f"{ph} {median([x[ph] for x in rows]):.1f} s" for ph in PHASES if ph in rows[0]
+            f"{ph} {c.median([x[ph] for x in rows]):.1f} s" for ph in PHASES if ph in rows[0]
         )
         table.append(
             [
                 f"{system} ({SYSTEMS[system][0]})",
                 f"{med[system]:.1f}",
                 " / ".join(f"{x['seconds']:.1f}" for x in rows),
-                f"{median([x['cpu_s'] for x in rows]):.1f}",
+                f"{c.median([x['cpu_s'] for x in rows]):.1f}",
                 f"{max(x['largest_mb'] for x in rows):.0f}",
                 f"{max(x['tree_mb'] for x in rows):.0f}",
                 f"{rows[0]['index_mb']:.0f}",
@@ -151,21 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(row))
     print(f"ours / Lucene build time: {ratio:.2f}x")
     print(json.dumps({"num_docs": num_docs, "runs": runs, "ratio": ratio}))
-    if not args.no_record:
-        append_section(
-            f"BM25 build, ours vs Lucene ({num_docs} passages)",
-            command_line("bm25_build.py", argv),
-            table,
-            header,
-            notes=(
-                f"{num_docs} passages; ours with {args.workers} worker processes (plus the "
-                f"parent), Lucene with {args.workers} indexing threads; each build a fresh "
-                "process, alternating which goes first. Build seconds include process start "
-                "(and for Lucene, writing its JSONL collection and the JVM). "
-                f"Ours / Lucene median build time: {ratio:.2f}x."
-            ),
-            smoke=args.smoke,
-        )
+    c.record(
+        args,
+        argv,
+        f"BM25 build, ours vs Lucene ({num_docs} passages)",
+        table,
+        header,
+        f"{num_docs} passages; ours with {args.workers} worker processes (plus the "
+        f"parent), Lucene with {args.workers} indexing threads; each build a fresh "
+        "process, alternating which goes first. Build seconds include process start "
+        "(and for Lucene, writing its JSONL collection and the JVM). "
+        f"Ours / Lucene median build time: {ratio:.2f}x.",
+    )
     return 0
 
 

@@ -30,37 +30,20 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    PY,
-    SHARED_DATA,
-    TEST_DATA,
-    ServerProcess,
-    add_common_args,
-    alternate,
-    append_section,
-    child_env,
-    command_line,
-    machine,
-    measure,
-    median_run,
-    python_json,
-    run_sampled,
-    tiny_wikiextractor,
-)
+import common as c
 
-CORPUS_INPUT = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
-NQ = SHARED_DATA / "qa" / "nq-test.tsv"
-ENV = child_env(NUMBA_THREADING_LAYER="workqueue")
+CORPUS_INPUT = c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+NQ = c.SHARED_DATA / "qa" / "nq-test.tsv"
+ENV = c.child_env(NUMBA_THREADING_LAYER="workqueue")
 GB_PER_COPY = 1.6  # JSONL + store keys + bm25 + Lucene collection and index, per 666k passages
 
 
 def sampled(cmd: list[str]) -> dict:
     """Wall seconds and peak RSS (largest process, process tree) of one build step."""
-    r = run_sampled(cmd, ENV)
+    r = c.run_sampled(cmd, ENV)
     return {k: r[k] for k in ("seconds", "peak_rss_mb", "peak_tree_rss_mb")}
 
 
@@ -102,12 +85,12 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 
 
 def probe_load(root: Path, name: str) -> dict:
-    return python_json(LOAD_PROBE, str(root), name, env=ENV)
+    return c.python_json(LOAD_PROBE, str(root), name, env=ENV)
 
 
 def server_ready(root: Path) -> dict:
     """Seconds from starting ``python -m retriever.server`` (bm25 only) to /health 200; RSS."""
-    with ServerProcess(root, "--retrievers", "bm25", env=ENV) as server:
+    with c.ServerProcess(root, "--retrievers", "bm25", env=ENV) as server:
         return {"seconds": server.ready_s, "rss_mb": server.rss_mb()}
 
 
@@ -135,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
     p.add_argument("--corpus-only", action="store_true", help="stop after the corpus store")
-    add_common_args(p)
+    c.add_common_args(p)
     args = p.parse_args(argv)
     nq = NQ
     if args.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="bm25-scale-smoke-"))
-        args.input = str(tiny_wikiextractor(tmp / "tiny.txt.gz", articles=3))
+        tmp = c.smoke_dir("bm25-scale")
+        index = c.smoke_index()  # the base corpus: the shared tiny one
+        (tmp / "work").mkdir()
+        (tmp / "work" / "base").symlink_to(index, target_is_directory=True)
+        args.input = str(index.parent / "tiny-wiki.txt.gz")
         args.work, args.factor, args.single, args.batched = str(tmp / "work"), 2, 20, 64
         args.recall, args.repeats, args.workers, args.no_pyserini = 50, 1, 1, True
-        nq = TEST_DATA / "nq-test.tsv"
+        nq = c.TEST_DATA / "nq-test.tsv"
         print("smoke: pyserini (Lucene, Java) left out")
 
     from env.rewards import normalize_answer
@@ -166,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = work / f"stats-x{args.factor}.json"  # build figures survive a rerun that skips them
     stats: dict = json.loads(saved.read_text()) if saved.is_file() else {"factor": args.factor}
     if not (base / "corpus" / "manifest.json").is_file():
-        cmd = [PY, "-m", "index_build", "corpus", "--input", args.input]
+        cmd = [c.PY, "-m", "index_build", "corpus", "--input", args.input]
         subprocess.run([*cmd, "--out", str(base), "--no-progress"], check=True, env=ENV)
     jsonl = work / f"passages-x{args.factor}.jsonl"
     if not jsonl.is_file():
@@ -174,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         n = write_repeated(base, jsonl, args.factor)
         print(f"wrote {n} passages to {jsonl} in {time.perf_counter() - t:.0f} s", flush=True)
     if not (root / "corpus" / "manifest.json").is_file():
-        cmd = [PY, "-m", "index_build", "corpus", "--input", str(jsonl), "--out", str(root)]
+        cmd = [c.PY, "-m", "index_build", "corpus", "--input", str(jsonl), "--out", str(root)]
         stats["corpus"] = sampled([*cmd, "--no-progress"])
         print("corpus", stats["corpus"], flush=True)
         saved.write_text(json.dumps(stats))
@@ -188,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     builds = [("bm25", [])] + ([("bm25-lucene", ["--backend", "pyserini"])] if use_lucene else [])
     for name, extra in builds:
         if args.rebuild or not (root / name / "manifest.json").is_file():
-            cmd = [PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress"]
+            cmd = [c.PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress"]
             cmd += ["--workers", str(args.workers)] if name == "bm25" else []
             stats[f"build {name}"] = {**sampled([*cmd, *extra]), "mb": 0.0}
             stats[f"build {name}"]["mb"] = folder_mb(root / name)
             print(name, stats[f"build {name}"], flush=True)
             saved.write_text(json.dumps(stats))
     if not json.loads((root / "bm25" / "manifest.json").read_text())["postings"].get("row_ranges"):
-        cmd = [PY, "-m", "index_build", "ranges", "--index", str(root), "--no-progress"]
+        cmd = [c.PY, "-m", "index_build", "ranges", "--index", str(root), "--no-progress"]
         stats["ranges bm25"] = sampled(cmd)
         stats["build bm25"]["mb"] = folder_mb(root / "bm25")
         print("ranges", stats["ranges bm25"], flush=True)
@@ -209,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     stats["server bm25"] = server_ready(root)
     print({k: v for k, v in stats.items() if k.startswith(("load", "server"))}, flush=True)
 
-    from retriever.bm25.retriever import BM25Retriever
+    from retriever.bm25.retriever import KERNELS, BM25Retriever
     from retriever.index import Index
 
     rows_qa = [r for _, r in iter_qa_rows(nq)]
@@ -220,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     exhaustive = BM25Retriever(root / "bm25", threads=1, pruning=False)
     assert ours.method == "bmp", "the bm25 part has no row-range maxima"
     systems = {"ours bmp (default)": ours.search}
+    others = {  # any further kernel (was: daat), so every one is timed and checked
+        m: BM25Retriever(root / "bm25", threads=1, pruning=m)
+        for m in KERNELS
+        if m not in ("bmp", "exhaustive")
+    }
+    systems |= {f"ours {m}": r.search for m, r in others.items()}
     systems["ours exhaustive"] = exhaustive.search
     if use_lucene:
         lucene = index.retriever("bm25-lucene", threads=1)
@@ -234,35 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in (3, 5, 10):
         for batch, qs in ((1, queries[: args.single]), (64, queries[: args.batched])):
-            runs = alternate(
+            runs = c.alternate(
                 {
-                    n: lambda fn=fn, qs=qs, k=k, b=batch: measure(fn, qs, k, b)
+                    n: lambda fn=fn, qs=qs, k=k, b=batch: c.measure(fn, qs, k, b)
                     for n, fn in systems.items()
                 },
                 args.repeats,
             )
             for name in systems:
-                r = median_run(runs[name])
-                rows.append({"system": name, "k": k, "batch": batch, **r})
-                print(
-                    f"  {name:20s} k={k:<2d} batch={batch:<3d} {r['qps']:8.0f} q/s  "
-                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
-                    flush=True,
-                )
-
-    def qps(system, k, batch):
-        return next(
-            r["qps"] for r in rows if (r["system"], r["k"], r["batch"]) == (system, k, batch)
-        )
+                c.add_qps_row(rows, name, k, batch, runs[name])
 
     ratios = {}
     for k in (3, 5, 10):
         for batch in (1, 64):
-            ours_qps = qps("ours bmp (default)", k, batch)
-            ratios[f"bmp/exhaustive k={k} b={batch}"] = ours_qps / qps("ours exhaustive", k, batch)
+            ours_qps = c.qps_of(rows, "ours bmp (default)", k, batch)
+            ratios[f"bmp/exhaustive k={k} b={batch}"] = ours_qps / c.qps_of(
+                rows, "ours exhaustive", k, batch
+            )
             if use_lucene:
-                ratios[f"bmp/pyserini k={k} b={batch}"] = ours_qps / qps(
-                    "pyserini (Lucene)", k, batch
+                ratios[f"bmp/pyserini k={k} b={batch}"] = ours_qps / c.qps_of(
+                    rows, "pyserini (Lucene)", k, batch
                 )
     qa = list(zip(queries, answers))[: args.recall]
     qtexts, golds = [q for q, _ in qa], [a for _, a in qa]
@@ -276,20 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 index.store, lucene.search(qtexts, k), golds, normalize_answer
             )
     want = exhaustive.search(qtexts, 10)
-    same = ours.search(qtexts, 10) == want
+    same = all(r.search(qtexts, 10) == want for r in [ours, *others.values()])
 
-    header = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
-    table = [
-        [
-            r["system"],
-            r["k"],
-            r["batch"],
-            f"{r['qps']:.0f}",
-            f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-        ]
-        for r in rows
-    ]
     notes = [f"{n_docs} passages ({Path(args.input).name} x{args.factor}, new ids and titles)."]
     for key in ("corpus", "build bm25", "ranges bm25", "build bm25-lucene"):
         if key in stats:
@@ -321,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "bench": "bm25_scale",
-                "machine": machine(),
+                "machine": c.machine(),
                 "num_docs": n_docs,
                 "stats": stats,
                 "rows": rows,
@@ -331,15 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    if not args.no_record:
-        append_section(
-            f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini",
-            command_line("bm25_scale.py", argv),
-            table,
-            header,
-            notes="\n".join(notes),
-            smoke=args.smoke,
-        )
+    c.record(
+        args,
+        argv,
+        f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini",
+        c.qps_table(rows),
+        c.QPS_HEADER,
+        "\n".join(notes),
+    )
     return 0
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import TEST_DATA, add_common_args, append_section, command_line, print_table
+import common as c
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _MARKUP = re.compile(r"\{\{[^{}]*\}\}|<[^>]+>|\$\d+|\[\[[^|\]]*\||\]\]|\[\[|\[\S+ |\]")
@@ -69,7 +69,7 @@ def smoke_set(work: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     from retriever.store.docstore import DocStore
 
     build_corpus(
-        [TEST_DATA / "zhwiki-sample-pages-articles.xml.bz2"], work, CorpusConfig(workers=1)
+        [c.TEST_DATA / "zhwiki-sample-pages-articles.xml.bz2"], work, CorpusConfig(workers=1)
     )
     store = DocStore.open(work)
     docs, queries = [], []
@@ -118,7 +118,7 @@ def run_segmenter(name: str, analyzer, root: Path, queries) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mediawiki", help="an extracted mediawiki package folder")
-    add_common_args(p)
+    c.add_common_args(p)
     args = p.parse_args(argv)
     from index_build.corpus import CorpusConfig, build_corpus
     from retriever.bm25.analyzer import Analyzer
@@ -159,31 +159,30 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for r in rows
     ]
-    print_table(header, table)
+    c.print_table(header, table)
     print(
         json.dumps(
             {"bench": "cjk_recall", "docs": len(docs), "queries": len(queries), "rows": rows}
         )
     )
     qps = {r["segmenter"].split()[0]: r["qps"] for r in rows}
-    if not args.no_record:
-        append_section(
-            "Chinese BM25 recall by segmenter",
-            command_line("cjk_recall.py", argv),
-            table,
-            header,
-            notes=f"{len(docs)} documents (MediaWiki 1.39's simplified-Chinese interface messages, "
-            f"cut into 200-character passages), {len(queries)} queries: the independent "
-            "traditional-Chinese translation of the same message, converted with OpenCC t2s, first "
-            "sentence (messages whose two versions agree are left out). A hit is any passage of the "
-            "message. Single characters find the most on this small set but read the longest "
-            "posting lists; bigrams keep most of that recall and answer faster (queries/s in this "
-            f"run: {qps['bigram'] / qps['unigram']:.2f}x single characters', "
-            f"{qps['bigram'] / qps['jieba']:.2f}x jieba's), and beat jieba's words, which split "
-            "the two translations' wording differently. bm25s's 841-word Chinese stopword list "
-            "lowers recall. Default for zh/ja/ko/th: bigram.",
-            smoke=args.smoke,
-        )
+    c.record(
+        args,
+        argv,
+        "Chinese BM25 recall by segmenter",
+        table,
+        header,
+        f"{len(docs)} documents (MediaWiki 1.39's simplified-Chinese interface messages, "
+        f"cut into 200-character passages), {len(queries)} queries: the independent "
+        "traditional-Chinese translation of the same message, converted with OpenCC t2s, first "
+        "sentence (messages whose two versions agree are left out). A hit is any passage of the "
+        "message. Single characters find the most on this small set but read the longest "
+        "posting lists; bigrams keep most of that recall and answer faster (queries/s in this "
+        f"run: {qps['bigram'] / qps['unigram']:.2f}x single characters', "
+        f"{qps['bigram'] / qps['jieba']:.2f}x jieba's), and beat jieba's words, which split "
+        "the two translations' wording differently. bm25s's 841-word Chinese stopword list "
+        "lowers recall. Default for zh/ja/ko/th: bigram.",
+    )
     return 0
 
 

@@ -35,6 +35,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_DATA = REPO / "tests" / "data"
 HISTORY = REPO / "docs" / "benchmarks-history.md"
 RECORD_ENV = "BENCH_RECORD"
+SMOKE_CACHE_ENV = "BENCH_SMOKE_CACHE"
 PY = sys.executable
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -176,6 +177,33 @@ def table_of(rows: Sequence[dict], keys: Sequence[str]) -> list[list]:
     return [[r.get(k, "-") for k in keys] for r in rows]
 
 
+QPS_HEADER = ["system", "k", "batch", "queries/s", "p50 ms", "p99 ms"]
+
+
+def qps_table(rows: Sequence[dict]) -> list[list]:
+    """``measure`` results tagged with system, k and batch, as rows under ``QPS_HEADER``."""
+    return [
+        [r["system"], r["k"], r["batch"], f"{r['qps']:.0f}"]
+        + [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
+        for r in rows
+    ]
+
+
+def add_qps_row(rows: list[dict], system: str, k: int, batch: int, runs: Sequence[dict]) -> None:
+    """The median of ``measure`` runs, tagged with system, k and batch, appended and printed."""
+    r = {"system": system, "k": k, "batch": batch, **median_run(runs)}
+    rows.append(r)
+    print(
+        f"  {system:34s} k={k:<2d} batch={batch:<3d} {r['qps']:9.0f} q/s  "
+        f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
+        flush=True,
+    )
+
+
+def qps_of(rows: Sequence[dict], system: str, k: int, batch: int) -> float:
+    return next(r["qps"] for r in rows if (r["system"], r["k"], r["batch"]) == (system, k, batch))
+
+
 def print_table(header: Sequence[str], table: Sequence[Sequence]) -> None:
     for row in [header, *table]:
         print(" | ".join(str(c) for c in row), flush=True)
@@ -235,6 +263,22 @@ def append_section(
     with open(path, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def record(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    title: str,
+    table: Sequence[Sequence],
+    header: Sequence[str],
+    notes: str = "",
+) -> Path | None:
+    """``append_section`` for a script's run: skipped under ``--no-record``, the command that
+    reproduces it written down, a smoke run sent only to ``$BENCH_RECORD``."""
+    if getattr(args, "no_record", False):
+        return None
+    command = command_line(Path(sys.argv[0]).name, argv)
+    return append_section(title, command, table, header, notes, smoke=args.smoke)
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
@@ -419,13 +463,14 @@ def nq_questions(n: int | None = None, smoke: bool = False) -> list[str]:
     return qs if n is None else qs[:n]
 
 
-def tiny_wikiextractor(out: Path, articles: int = 6) -> Path:
+def tiny_wikiextractor(out: Path, articles: int = 6, chars: int | None = None) -> Path:
     """The first ``articles`` articles of the bundled WikiExtractor slice (real pages, so the
-    store has pages for ``/access``), as a gzip file the corpus verb reads."""
+    store has pages for ``/access``), each cut to its first ``chars`` characters if given, as a
+    gzip file the corpus verb reads."""
     import gzip
 
     text = gzip.open(TEST_DATA / "wikiextractor-slice.txt.gz", "rt", encoding="utf-8").read()
-    docs = text.split("</doc>")[:articles]
+    docs = [d[:chars].rstrip() + "\n" if chars else d for d in text.split("</doc>")[:articles]]
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(out, "wt", encoding="utf-8") as f:
         f.write("</doc>".join(docs) + "</doc>\n")
@@ -455,7 +500,22 @@ def build_index(root: Path, source: Path, *, dense: str | None = None) -> Path:
     return root
 
 
-def smoke_index(work: Path, *, dense: str | None = None, articles: int = 6) -> Path:
-    """A tiny real index (a few Wikipedia articles, a few hundred passages) under ``work``."""
-    source = tiny_wikiextractor(work / "tiny-wiki.txt.gz", articles)
+def smoke_dir(prefix: str) -> Path:
+    """A new temporary folder for a smoke run's own files."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-smoke-"))
+
+
+def smoke_index(work: Path | None = None, *, dense: str | None = None, articles: int = 3) -> Path:
+    """A tiny real index (a few Wikipedia articles, a few hundred passages; a few dozen with a
+    ``dense`` part, the articles cut short), read-only to the
+    caller. Under ``$BENCH_SMOKE_CACHE`` when set (the smoke tests point it at one folder per
+    session, so each kind is built once, not by every script), else under ``work``."""
+    cache = os.environ.get(SMOKE_CACHE_ENV)
+    if cache:
+        work = Path(cache) / (f"wiki{articles}" + (f"-{dense}" if dense else ""))
+    elif work is None:
+        work = smoke_dir("index")
+    source = work / "tiny-wiki.txt.gz"
+    if not source.is_file():  # encoding costs about 0.3 CPU-s a passage: short pages for dense
+        tiny_wikiextractor(source, articles, 3000 if dense else None)
     return build_index(work / "index", source, dense=dense)

@@ -22,17 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (
-    PY,
-    REPO,
-    SHARED_DATA,
-    TEST_DATA,
-    add_common_args,
-    alternate,
-    append_section,
-    command_line,
-    median,
-)
+import common as c
 
 MEASURE = r"""
 import json, resource, subprocess, sys, time
@@ -64,7 +54,7 @@ print(json.dumps({"n": len(s), "open_s": opened, "rss_mb": proc.memory_info().rs
 
 def measure(cmd: list[str]) -> dict:
     out = subprocess.run(
-        [PY, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True, cwd=REPO
+        [c.PY, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True, cwd=c.REPO
     )
     result = json.loads(out.stdout)
     if result["rc"] != 0:
@@ -73,7 +63,9 @@ def measure(cmd: list[str]) -> dict:
 
 
 def repeated_xml(copies: int, out: Path) -> int:
-    raw = bz2.decompress((TEST_DATA / "enwiki-sample-pages-articles.xml.bz2").read_bytes()).decode()
+    raw = bz2.decompress(
+        (c.TEST_DATA / "enwiki-sample-pages-articles.xml.bz2").read_bytes()
+    ).decode()
     head, rest = raw.split("<page>", 1)
     body, tail = ("<page>" + rest).rsplit("</page>", 1)
     body += "</page>"
@@ -97,12 +89,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--xml-copies", type=int, default=8)
-    ap.add_argument("--wx", default=str(SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"))
-    add_common_args(ap)
+    ap.add_argument("--wx", default=str(c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"))
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.repeat, args.xml_copies = 1, 1
-        args.wx = str(TEST_DATA / "wikiextractor-slice.txt.gz")
+        args.wx = str(c.TEST_DATA / "wikiextractor-slice.txt.gz")
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     rows = []
     try:
@@ -114,7 +106,7 @@ def main(argv=None) -> int:
             runs.append(
                 measure(
                     [
-                        PY,
+                        c.PY,
                         "-m",
                         "index_build",
                         "corpus",
@@ -133,14 +125,14 @@ def main(argv=None) -> int:
         with gzip.open(wx, "rb") as f:
             while chunk := f.read(1 << 24):
                 raw_mb += len(chunk) / 1e6
-        wall = median([r["wall"] for r in runs])
+        wall = c.median([r["wall"] for r in runs])
         rows.append(
             [
                 "WikiExtractor 30k -> store",
                 f"{raw_mb:.0f} MB text ({wx.stat().st_size / 1e6:.0f} MB gz)",
                 f"{n}",
                 f"{wall:.1f}",
-                f"{median([r['cpu'] for r in runs]):.1f}",
+                f"{c.median([r['cpu'] for r in runs]):.1f}",
                 f"{raw_mb / wall:.1f}",
                 f"{n / wall:,.0f}",
                 f"{max(r['maxrss_mb'] for r in runs):.0f}",
@@ -149,8 +141,8 @@ def main(argv=None) -> int:
 
         xml = work / "repeated.xml"
         size_mb = repeated_xml(args.xml_copies, xml) / 1e6
-        ours = [PY, "-m", "index_build", "corpus", "--input", str(xml), "--no-progress"]
-        theirs = [PY, "-m", "wikiextractor.WikiExtractor", str(xml), "-q"]
+        ours = [c.PY, "-m", "index_build", "corpus", "--input", str(xml), "--no-progress"]
+        theirs = [c.PY, "-m", "wikiextractor.WikiExtractor", str(xml), "-q"]
         variants = {}
         for n in (1, 2):  # the same commands at 1 and 2 processes
             variants[f"ours, {n} worker{'s' if n > 1 else ''}"] = [
@@ -180,11 +172,11 @@ def main(argv=None) -> int:
             return result
 
         variant = {name: lambda c=cmd: fresh(c) for name, cmd in variants.items()}
-        results = alternate(variant, args.repeat)
+        results = c.alternate(variant, args.repeat)
         n_xml = counted["n"]
         for name, runs in results.items():
-            wall = median([r["wall"] for r in runs])
-            cpu = median([r["cpu"] for r in runs])
+            wall = c.median([r["wall"] for r in runs])
+            cpu = c.median([r["cpu"] for r in runs])
             rows.append(
                 [
                     f"XML x{args.xml_copies}: {name}",
@@ -197,11 +189,15 @@ def main(argv=None) -> int:
                     f"{max(r['maxrss_mb'] for r in runs):.0f}",
                 ]
             )
-        ours_cpu = median([r["cpu"] for r in results["ours, 1 worker"]])
-        theirs_cpu = median([r["cpu"] for r in results["wikiextractor, --processes 1"]])
+        ours_cpu = c.median([r["cpu"] for r in results["ours, 1 worker"]])
+        theirs_cpu = c.median([r["cpu"] for r in results["wikiextractor, --processes 1"]])
 
         out = subprocess.run(
-            [PY, "-c", OPEN, str(work / "wx")], capture_output=True, text=True, check=True, cwd=REPO
+            [c.PY, "-c", OPEN, str(work / "wx")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=c.REPO,
         )
         opened = json.loads(out.stdout)
     finally:
@@ -236,18 +232,16 @@ def main(argv=None) -> int:
     print(json.dumps(summary))
     if args.no_record:
         return 0
-    append_section(
+    c.record(
+        args,
+        argv,
         "Corpus pipeline",
-        command_line("corpus.py", argv),
         rows,
         header,
-        notes=(
-            f"XML per core (MB per CPU-second, all processes counted): ours {size_mb / ours_cpu:.2f}, "
-            f"wikiextractor {size_mb / theirs_cpu:.2f}: ours is {ratio:.2f}x. Opening the {opened['n']}-passage store: "
-            f"{opened['open_s'] * 1000:.1f} ms, process RSS {opened['rss_mb']:.0f} MB after 2,000 random row reads and "
-            f"title lookups ({opened['us_per_row_and_lookup']:.0f} us each). Medians of {args.repeat} runs."
-        ),
-        smoke=args.smoke,
+        f"XML per core (MB per CPU-second, all processes counted): ours {size_mb / ours_cpu:.2f}, "
+        f"wikiextractor {size_mb / theirs_cpu:.2f}: ours is {ratio:.2f}x. Opening the {opened['n']}-passage store: "
+        f"{opened['open_s'] * 1000:.1f} ms, process RSS {opened['rss_mb']:.0f} MB after 2,000 random row reads and "
+        f"title lookups ({opened['us_per_row_and_lookup']:.0f} us each). Medians of {args.repeat} runs.",
     )
     return 0
 

@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common as c
 import numpy as np
-from common import REPO, add_common_args, append_section, command_line, median, seconds_of
 
 K = 10
 RERANK = 100
@@ -100,7 +100,7 @@ def subpart(root: Path, name: str, source: str, rows: int) -> None:
 def run_measured(cmd: list[str], timeout: float) -> dict:
     """Run ``cmd``; wall seconds, exit status and the end of its output."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=c.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -161,8 +161,8 @@ def naive_build(root: Path, name: str, factory: str, sample: int, out: Path, tim
 def timed_search(backend, q: np.ndarray, batch: int, reps: int) -> float:
     batches = [q[i : i + batch] for i in range(0, min(len(q), batch * reps), batch)]
     backend.search(batches[0], K)  # warm up
-    times = [seconds_of(lambda: [backend.search(b, K) for b in batches]) for _ in range(3)]
-    return sum(len(b) for b in batches) / median(times)
+    times = [c.seconds_of(lambda: [backend.search(b, K) for b in batches]) for _ in range(3)]
+    return sum(len(b) for b in batches) / c.median(times)
 
 
 def recall(ids: np.ndarray, exact: np.ndarray) -> float:
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="search indexes an earlier run built (results.json)"
     )
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.n, args.d, args.hnsw_n, args.ivf, args.hnsw = 4000, 32, 2000, "IVF16,SQ8", "HNSW16"
@@ -369,14 +369,7 @@ def _append(results: dict, args, argv: list[str] | None) -> None:
             else "."
         )
     )
-    append_section(
-        "Dense at scale on CPU (IVF-PQ, HNSW)",
-        command_line("dense_scale.py", argv),
-        table,
-        header,
-        notes,
-        smoke=args.smoke,
-    )
+    c.record(args, argv, "Dense at scale on CPU (IVF-PQ, HNSW)", table, header, notes)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,8 @@ import os
 import sys
 import time
 
+import common as c
 import numpy as np
-from common import (
-    add_common_args,
-    alternate,
-    append_section,
-    command_line,
-    median,
-    seconds_of,
-    table_of,
-)
 
 from index_build.build_faiss import _no_polysemous
 
@@ -85,9 +77,11 @@ def measure(name, index, q, exact_ids, reps1: int, reps64: int) -> list[dict]:
                 ours.search_vectors(b, K)
 
         raw(), wrapped()  # warm up
-        t = alternate({"raw": lambda: seconds_of(raw), "ours": lambda: seconds_of(wrapped)}, 3)
+        t = c.alternate(
+            {"raw": lambda: c.seconds_of(raw), "ours": lambda: c.seconds_of(wrapped)}, 3
+        )
         nq = sum(len(b) for b in batches)
-        raw_qps, our_qps = nq / median(t["raw"]), nq / median(t["ours"])
+        raw_qps, our_qps = nq / c.median(t["raw"]), nq / c.median(t["ours"])
         rows.append(
             {
                 "index": name,
@@ -132,10 +126,10 @@ def torch_exact_rows(x: np.ndarray, q: np.ndarray, reps: int = 5) -> list[dict]:
                 ours.search(qb, K)
 
             raw(), wrapped()  # warm up
-            t = alternate(
-                {"raw": lambda: seconds_of(raw), "ours": lambda: seconds_of(wrapped)}, reps
+            t = c.alternate(
+                {"raw": lambda: c.seconds_of(raw), "ours": lambda: c.seconds_of(wrapped)}, reps
             )
-            r, o = median(t["raw"]), median(t["ours"])
+            r, o = c.median(t["raw"]), c.median(t["ours"])
             _, want = exact_reference(x, qb[:16])  # the first 16 queries of the batch
             _, got = ours.search(qb[:16], K)
             rows.append(
@@ -176,7 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--train", type=int, default=65_536)
     ap.add_argument("--queries", type=int, default=320)
-    add_common_args(ap)
+    c.add_common_args(ap)
     ap.add_argument(
         "--torch-only",
         action="store_true",
@@ -202,10 +196,11 @@ def main(argv=None) -> int:
                 "same ids as float64",
             ]
             keys = ["index", "batch", "qps_ours", "qps_raw_torch", "overhead_pct"]
-            table = table_of(rows, [*keys, "same_ids_as_float64"])
-            append_section(
+            table = c.table_of(rows, [*keys, "same_ids_as_float64"])
+            c.record(
+                args,
+                argv,
                 "Exact torch backend: cost of exact ties (CPU)",
-                command_line("dense_search.py", argv),
                 table,
                 header,
                 f"{args.n:,} clustered synthetic {args.d}-d fp32 vectors, k={K}, one thread each; "
@@ -213,7 +208,6 @@ def main(argv=None) -> int:
                 "re-score per (query, row), exact merge, ties by lower row); raw = "
                 "torch.topk(q @ x.T) in one call (ties as the kernel leaves them). Medians of 5 "
                 "alternating runs; the machine's 2 cores are shared with other jobs.",
-                smoke=args.smoke,
             )
         if not args.smoke:
             return 0
@@ -268,7 +262,7 @@ def main(argv=None) -> int:
             "latency ms",
         ]
         keys = ["index", "batch", "qps_ours", "qps_raw_faiss", "overhead_pct", "recall@10"]
-        table = table_of(rows, [*keys, "latency_ms_ours"])
+        table = c.table_of(rows, [*keys, "latency_ms_ours"])
         notes = (
             f"{args.n:,} clustered synthetic {args.d}-d vectors (HNSW on the first {args.hnsw_n:,}); "
             f"IVF{args.nlist},PQ{args.pq} nprobe {args.nprobe} trained on {args.train:,} rows in "
@@ -276,14 +270,7 @@ def main(argv=None) -> int:
             "Raw faiss runs with the same thread count as ours (1 at batch 1, all cores at 64); "
             f"medians of 3 alternating runs. Total {total} s."
         )
-        append_section(
-            "Dense search (CPU, faiss backend)",
-            command_line("dense_search.py", argv),
-            table,
-            header,
-            notes,
-            smoke=args.smoke,
-        )
+        c.record(args, argv, "Dense search (CPU, faiss backend)", table, header, notes)
     return 0
 
 

@@ -19,17 +19,8 @@ import json
 import os
 import sys
 
+import common as c
 import orjson
-from common import (
-    TEST_DATA,
-    add_common_args,
-    alternate,
-    append_section,
-    command_line,
-    median,
-    seconds_of,
-    table_of,
-)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def passages(n: int) -> list[str]:
     seen, out = set(), []
-    for line in (TEST_DATA / "hotpotqa-distractor-500.jsonl").read_text().splitlines():
+    for line in (c.TEST_DATA / "hotpotqa-distractor-500.jsonl").read_text().splitlines():
         for title, sents in orjson.loads(line)["context"]:
             if title not in seen:
                 seen.add(title)
@@ -54,7 +45,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3)
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.n, args.repeat = 4, 1
@@ -73,16 +64,16 @@ def main(argv=None) -> int:
         "ours bf16 autocast (batch 64)": lambda: ours16.encode_passages(texts),
     }
     vectors = {name: fn() for name, fn in ((n, f) for n, f in runs.items())}  # warm-up + outputs
-    times = alternate(
-        {name: lambda fn=fn: seconds_of(fn) for name, fn in runs.items()}, args.repeat
+    times = c.alternate(
+        {name: lambda fn=fn: c.seconds_of(fn) for name, fn in runs.items()}, args.repeat
     )
     base_name = next(iter(runs))
-    base = median(times[base_name])
+    base = c.median(times[base_name])
     ref = vectors[base_name]
     rows = []
     print(f"{len(texts)} passages, {tokens} tokens, torch threads {torch.get_num_threads()}")
     for name in runs:
-        t = median(times[name])
+        t = c.median(times[name])
         cos = float((vectors[name] * ref).sum(1).min())
         rows.append(
             {
@@ -109,19 +100,12 @@ def main(argv=None) -> int:
             "min cosine to ST",
         ]
         keys = ["encoder", "seconds", "passages_per_s", "tokens_per_s", "speedup"]
-        table = table_of(rows, [*keys, "min_cosine_to_st"])
+        table = c.table_of(rows, [*keys, "min_cosine_to_st"])
         notes = (
             f"all-MiniLM-L6-v2 (packaged), {len(texts)} HotpotQA paragraphs, {tokens} tokens, max length 256, "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads; medians of {args.repeat} alternating runs."
         )
-        append_section(
-            "Passage encoding (CPU)",
-            command_line("encode.py", argv),
-            table,
-            header,
-            notes,
-            smoke=args.smoke,
-        )
+        c.record(args, argv, "Passage encoding (CPU)", table, header, notes)
     return 0
 
 

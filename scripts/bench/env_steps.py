@@ -17,14 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    TEST_DATA,
-    add_common_args,
-    append_section,
-    command_line,
-    median,
-    use_test_helpers,
-)
+import common as c
 
 
 class ReplayClient:
@@ -58,7 +51,7 @@ class ReplayClient:
 
 
 def scripts_for(tasks, style: str) -> list[list[str]]:
-    use_test_helpers()
+    c.use_test_helpers()
     from env_support import gold_titles
 
     out = []
@@ -114,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--style", default="asearcher", choices=["asearcher", "search-r1", "tool-call"])
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.episodes, args.repeat = 16, 1
-    use_test_helpers()
+    c.use_test_helpers()
     from env_support import hotpot_tasks
 
     from index_build.__main__ import main as build
@@ -126,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name) / "hotpot"
-    hotpot = TEST_DATA / "hotpotqa-distractor-500.jsonl"
+    hotpot = c.TEST_DATA / "hotpotqa-distractor-500.jsonl"
     assert build(["corpus", "--input", str(hotpot), "--out", str(root), "--no-progress"]) == 0
     assert build(["bm25", "--index", str(root), "--no-progress"]) == 0
     tasks = (hotpot_tasks() * (args.episodes // 500 + 1))[: args.episodes]
@@ -142,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 seconds, steps = fn(backend, tasks, scripts, args.style)
                 rates.append(steps / seconds)
-            results[(label, mode)] = median(rates)
+            results[(label, mode)] = c.median(rates)
 
     # the backend alone: the same calls a batched step makes, without the env
     queries = (
@@ -168,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             table.append([label, mode, f"{rate:,.0f}", f"{rate / base:.2f}x"])
     if raw:
         table.append(
-            ["in-process", "retrieve() alone, 1 call", f"{median(raw):,.0f} queries/s", "-"]
+            ["in-process", "retrieve() alone, 1 call", f"{c.median(raw):,.0f} queries/s", "-"]
         )
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
     for row in [header, *table]:
@@ -185,19 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         "goal_5000_met": results[("replay", "batched")] >= 5000,
     }
     print(json.dumps(summary))
-    if not args.no_record:
-        append_section(
-            "Env steps per second",
-            command_line("env_steps.py", argv),
-            table,
-            header,
-            notes=(
-                f"{args.episodes} scripted episodes x 4 steps (search, search, access, answer), HotpotQA "
-                "mini corpus, BM25, service cache warm. `replay` answers from recorded results: "
-                "the env's own overhead. Goal: env overhead >= 5,000 steps/s."
-            ),
-            smoke=args.smoke,
-        )
+    c.record(
+        args,
+        argv,
+        "Env steps per second",
+        table,
+        header,
+        f"{args.episodes} scripted episodes x 4 steps (search, search, access, answer), HotpotQA "
+        "mini corpus, BM25, service cache warm. `replay` answers from recorded results: "
+        "the env's own overhead. Goal: env overhead >= 5,000 steps/s.",
+    )
     return 0
 
 

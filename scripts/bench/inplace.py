@@ -21,23 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import common as c
 import orjson
-from common import (
-    SHARED_DATA,
-    TEST_DATA,
-    add_common_args,
-    alternate,
-    append_section,
-    command_line,
-    median,
-    seconds_of,
-)
 
 from index_build.corpus import CorpusConfig, build_corpus
 from retriever.store.docstore import DocStore
 
-CORPUS = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
-SMOKE_CORPUS = TEST_DATA / "wikiextractor-slice.txt.gz"
+CORPUS = c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+SMOKE_CORPUS = c.TEST_DATA / "wikiextractor-slice.txt.gz"
 
 
 def write_search_r1(store: DocStore, path: Path) -> None:
@@ -63,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", default=None)
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     corpus = SMOKE_CORPUS if args.smoke else CORPUS
     args.repeat = 1 if args.smoke else args.repeat
@@ -78,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     def build(mode: str) -> float:
         out = work / f"in-place-{mode}"
         shutil.rmtree(out, ignore_errors=True)
-        return seconds_of(lambda: build_corpus([src], out, CorpusConfig(in_place=mode)))
+        return c.seconds_of(lambda: build_corpus([src], out, CorpusConfig(in_place=mode)))
 
     rows = []
-    times = alternate({mode: lambda mode=mode: build(mode) for mode in ("yes", "no")}, args.repeat)
+    times = c.alternate(
+        {mode: lambda mode=mode: build(mode) for mode in ("yes", "no")}, args.repeat
+    )
     a, b = DocStore.open(work / "in-place-yes"), DocStore.open(work / "in-place-no")
     assert len(a) == len(b)
     same = sum(
@@ -90,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     assert same == len(a), f"{len(a) - same} passages differ"
     for mode, store in (("yes", a), ("no", b)):
-        t = median(times[mode])
+        t = c.median(times[mode])
         written = folder_bytes(store.folder) / 1e6
         rows.append(
             [
@@ -102,24 +95,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"{read_speed(store):,.0f}",
             ]
         )
-    ratio = median(times["no"]) / median(times["yes"])
+    ratio = c.median(times["no"]) / c.median(times["yes"])
     header = ["build", "passages", "s (median)", "input rate", "written", "random reads/s"]
     for row in rows:
         print(" | ".join(row))
-    print(json.dumps({"mb": mb, "in_place_s": median(times["yes"]),
-                      "copy_s": median(times["no"]), "identical": same}))  # fmt: skip
+    print(json.dumps({"mb": mb, "in_place_s": c.median(times["yes"]),
+                      "copy_s": c.median(times["no"]), "identical": same}))  # fmt: skip
     if args.no_record:
         return 0
-    append_section(
+    c.record(
+        args,
+        argv,
         "Search-R1 passage file: in place vs copied",
-        command_line("inplace.py", argv),
         rows,
         header,
         f"Input: the passages of {corpus.name} as a Search-R1 wiki-18.jsonl "
         f"({mb:.0f} MB). All {same} passages read back identical both ways (one row parser). "
         f"In place is {ratio:.1f}x faster to build and writes only offsets and key tables. "
         f"Medians of {args.repeat} builds; shared 2-core machine.",
-        smoke=args.smoke,
     )
     return 0
 

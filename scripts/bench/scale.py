@@ -28,23 +28,10 @@ import json
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+import common as c
 import plan_gpu
-from common import (
-    ServerProcess,
-    add_common_args,
-    append_section,
-    command_line,
-    machine,
-    median,
-    medians,
-    nq_questions,
-    percentile,
-    smoke_index,
-)
 
 CORES = os.cpu_count() or 1
 
@@ -54,7 +41,7 @@ def start_plain(index: str, n: int, retriever: str) -> tuple[list, list[str], fl
     t0 = time.perf_counter()
     threads = str(max(1, CORES // n))
     flags = ["--retrievers", retriever, "--cache-size", "0", "--queue-size", "4096"]
-    servers = [ServerProcess(index, *flags, "--search-threads", threads) for _ in range(n)]
+    servers = [c.ServerProcess(index, *flags, "--search-threads", threads) for _ in range(n)]
     for s in servers:
         s.wait()
     return servers, [s.url for s in servers], time.perf_counter() - t0
@@ -64,7 +51,9 @@ def start_serve(index: str, n: int, retriever: str) -> tuple[list, list[str], fl
     flags = ["--replicas", str(n), "--num-cpus-per-replica", str(CORES / n)]
     flags += ["--retrievers", retriever, "--cache-size", "0", "--queue-size", "4096"]
     flags += ["--search-threads", str(max(1, CORES // n))]
-    server = ServerProcess(index, *flags, module="retriever.ray_serve", env={"RAY_DEDUP_LOGS": "1"})
+    server = c.ServerProcess(
+        index, *flags, module="retriever.ray_serve", env={"RAY_DEDUP_LOGS": "1"}
+    )
     return [server], [server.url], server.wait()
 
 
@@ -121,8 +110,8 @@ def drive(urls, retriever, queries, clients, per_request, seconds, procs=2) -> d
     return {
         "req_s": len(lat) / elapsed,
         "q_s": len(lat) * per_request / elapsed,
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
+        "p50_ms": c.percentile(lat, 50),
+        "p99_ms": c.percentile(lat, 99),
         "errors": sum(p[1] for p in parts),
     }
 
@@ -155,7 +144,7 @@ def dense_devices(
                 t = time.perf_counter()
                 backend.search(q, 10)
                 times.append(time.perf_counter() - t)
-            out.append({"batch": batch, "mode": label, "ms": 1000 * median(times)})
+            out.append({"batch": batch, "mode": label, "ms": 1000 * c.median(times)})
         del backend
     base = {r["batch"]: r["ms"] for r in out if r["mode"] == "1 device"}
     for r in out:
@@ -175,39 +164,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dense-n", type=int, default=200_000, help="synthetic vectors")
     ap.add_argument("--dense-dim", type=int, default=384)
     ap.add_argument("--dense-dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    add_common_args(ap)
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
-        args.index = str(smoke_index(Path(tempfile.mkdtemp(prefix="scale-smoke-")), articles=3))
+        args.index = str(c.smoke_index())
         args.families, args.seconds, args.repeat = "plain", 0.5, 1
         args.dense_n, args.dense_dim = 2000, 16
+        args.procs = 1  # load-generator processes per point, and no warm-up runs
         print("smoke: Ray Serve left out (plain servers only)")
     if not args.index:
         ap.error("--index is required (or --smoke)")
-    queries = nq_questions(3610, smoke=args.smoke)
+    queries = c.nq_questions(3610, smoke=args.smoke)
     shapes = [("1 query/request", 1, 32), ("64 queries/request", 64, 4)]
     starters = {"plain": start_plain, "ray-serve": start_serve}
-    rows, out = [], {"bench": "scale", "machine": machine(), "index": args.index}
+    rows, out = [], {"bench": "scale", "machine": c.machine(), "index": args.index}
     for family in [f for f in args.families.split(",") if f]:
         results = {}
         for n in (1, 2):
             procs, urls, ready = starters[family](args.index, n, args.retriever)
             try:
-                for _, per_request, clients in shapes:  # warm up (and compile) both shapes
-                    drive(
-                        urls,
-                        args.retriever,
-                        queries[-300:],
-                        clients,
-                        per_request,
-                        min(1.5, args.seconds),
-                    )
+                for _, per_request, clients in [] if args.smoke else shapes:  # warm up both
+                    warm = queries[-300:]
+                    drive(urls, args.retriever, warm, clients, per_request, 1.5, args.procs)
                 for shape, per_request, clients in shapes:
                     runs = [
-                        drive(urls, args.retriever, queries, clients, per_request, args.seconds)
+                        drive(
+                            urls,
+                            args.retriever,
+                            queries,
+                            clients,
+                            per_request,
+                            args.seconds,
+                            args.procs,
+                        )
                         for _ in range(args.repeat)
                     ]
-                    r = {k: v for k, v in medians(runs).items() if k != "errors"}
+                    r = {k: v for k, v in c.medians(runs).items() if k != "errors"}
                     r["errors"] = sum(x["errors"] for x in runs)
                     results[(n, shape)] = r
                     base = results[(1, shape)]["q_s"]
@@ -281,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                     "1024 are to be measured with --dense-devices cuda:0 --dense-n 21000000 "
                     "--dense-dim 768 --dense-dtype fp16 --families '' on a GPU node."
                 )
-        command = command_line("scale.py", argv)
-        append_section(
+        command = c.command_line("scale.py", argv)
+        c.append_section(
             "Scale-out: one vs two replicas", command, rows, header, notes, smoke=args.smoke
         )
         plan_gpu.append(plan, smoke=args.smoke)

@@ -20,35 +20,21 @@ import asyncio
 import json
 import multiprocessing as mp
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    REPO,
-    ServerProcess,
-    add_common_args,
-    append_section,
-    command_line,
-    machine,
-    median,
-    medians,
-    nq_questions,
-    percentile,
-    read_response,
-    smoke_index,
-)
+import common as c
 
 
 def start_server(
-    index: str, retriever: str, max_batch: int, extra: list[str], repo: Path = REPO
-) -> tuple[ServerProcess, float]:
+    index: str, retriever: str, max_batch: int, extra: list[str], repo: Path = c.REPO
+) -> tuple[c.ServerProcess, float]:
     """A ready server process running the code of ``repo`` (this checkout, or a baseline
     copy); its RSS at ready from ``/info``."""
     import httpx
 
     flags = ["--retrievers", retriever, "--max-batch", str(max_batch), "--cache-size", "0"]
-    server = ServerProcess(index, *flags, "--queue-size", "4096", *extra, repo=repo)
+    server = c.ServerProcess(index, *flags, "--queue-size", "4096", *extra, repo=repo)
     server.wait()
     return server, httpx.get(server.url + "/info").json()["rss_bytes_at_ready"]
 
@@ -69,7 +55,7 @@ async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
         b"POST /retrieve HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json"
         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    status, _, data = await read_response(reader)
+    status, _, data = await c.read_response(reader)
     return status, data
 
 
@@ -128,8 +114,8 @@ def drive(
     elapsed = max(p[2] for p in parts)
     return {
         "qps": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
+        "p50_ms": c.percentile(latencies, 50),
+        "p99_ms": c.percentile(latencies, 99),
         "requests": len(latencies),
         "errors": sum(p[1] for p in parts),
     }
@@ -147,7 +133,7 @@ def big_request(url: str, retriever: str, queries: list[str], repeats: int = 3) 
         assert len(r.json()["result"]) == len(body["queries"])
         return time.perf_counter() - t
 
-    return median(once() for _ in range(repeats))
+    return c.median(once() for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,24 +152,24 @@ def main(argv: list[str] | None = None) -> int:
         "checkout (e.g. `git archive REV | tar -x -C DIR`), same flags, same index",
     )
     ap.add_argument("--repeats", type=int, default=1, help="runs per point (median reported)")
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
-        args.index = str(smoke_index(Path(tempfile.mkdtemp(prefix="server-smoke-")), articles=3))
-        args.concurrency, args.seconds, args.repeats = "1,4", 0.5, 1
+        args.index = str(c.smoke_index())
+        args.concurrency, args.seconds, args.repeats = "4", 0.5, 1  # one point, no warm-up
     if not args.index:
         ap.error("--index is required (or --smoke)")
-    queries = nq_questions(3610, smoke=args.smoke)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    queries = c.nq_questions(3610, smoke=args.smoke)
+    levels = [int(n) for n in args.concurrency.split(",")]
     if args.baseline_repo:
         modes = {
-            "this tree": (args.max_batch, REPO),
+            "this tree": (args.max_batch, c.REPO),
             "baseline": (args.max_batch, args.baseline_repo),
         }
     else:
-        modes = {"coalesced": (args.max_batch, REPO), "max-batch 1": (1, REPO)}
+        modes = {"coalesced": (args.max_batch, c.REPO), "max-batch 1": (1, c.REPO)}
     first, second = list(modes)
-    rows, out = [], {"retriever": args.retriever, "index": args.index, "machine": machine()}
+    rows, out = [], {"retriever": args.retriever, "index": args.index, "machine": c.machine()}
     # Both servers run side by side (an idle one costs no CPU) and the modes alternate at each
     # concurrency, so drift in the machine's load does not favour the mode measured last.
     servers = {}
@@ -198,22 +184,23 @@ def main(argv: list[str] | None = None) -> int:
         for _, url in servers.values():  # warm up: every query once, then the loop
             for i in range(0, len(queries), 512):
                 big_request(url, args.retriever, queries[i : i + 512], repeats=1)
-            drive(url, args.retriever, queries[-200:], 8, min(1.5, args.seconds), args.procs)
-        for c in levels:
+            if not args.smoke:  # each drive starts its load generators afresh: seconds
+                drive(url, args.retriever, queries[-200:], 8, min(1.5, args.seconds), args.procs)
+        for n in levels:
             runs: dict[str, list[dict]] = {mode: [] for mode in servers}
             for _ in range(args.repeats):  # alternate: drift hits both modes alike
                 for mode, (_, url) in servers.items():
                     before = server_cpu(pids[mode])
-                    r = drive(url, args.retriever, queries, c, args.seconds, args.procs)
+                    r = drive(url, args.retriever, queries, n, args.seconds, args.procs)
                     # CPU the server spent per answered request: robust to other jobs' load
                     r["cpu_ms"] = 1000 * (server_cpu(pids[mode]) - before) / max(r["requests"], 1)
                     runs[mode].append(r)
             for mode in servers:
-                r = medians(runs[mode])
+                r = c.medians(runs[mode])
                 rows.append(
                     [
                         mode,
-                        c,
+                        n,
                         f"{r['qps']:.0f}",
                         f"{r['p50_ms']:.1f}",
                         f"{r['p99_ms']:.1f}",
@@ -221,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                         r["errors"],
                     ]
                 )
-                out[f"{mode} c={c}"] = {k: round(v, 2) for k, v in r.items()}
+                out[f"{mode} c={n}"] = {k: round(v, 2) for k, v in r.items()}
                 print(
-                    f"{mode:12s} c={c:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  cpu {r['cpu_ms']:.2f} ms/req  errors {r['errors']}",
+                    f"{mode:12s} c={n:<4d} {r['qps']:8.0f} q/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  cpu {r['cpu_ms']:.2f} ms/req  errors {r['errors']}",
                     flush=True,
                 )
         for mode, (_, url) in servers.items():
@@ -236,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         for server, _ in servers.values():
             server.stop(30)
     ratios = {}
-    for c in levels:
-        a, b = out[f"{first} c={c}"]["qps"], out[f"{second} c={c}"]["qps"]
-        ratios[c] = a / b if b else float("inf")
-    out["speedup"] = {str(c): round(v, 2) for c, v in ratios.items()}
-    cpu = {c: out[f"{first} c={c}"]["cpu_ms"] / out[f"{second} c={c}"]["cpu_ms"] for c in levels}
+    for n in levels:
+        a, b = out[f"{first} c={n}"]["qps"], out[f"{second} c={n}"]["qps"]
+        ratios[n] = a / b if b else float("inf")
+    out["speedup"] = {str(n): round(v, 2) for n, v in ratios.items()}
+    cpu = {n: out[f"{first} c={n}"]["cpu_ms"] / out[f"{second} c={n}"]["cpu_ms"] for n in levels}
     big = out[f"{first} 2560 queries in one request s"]
 
     header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
@@ -248,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(x) for x in row))
-    print(f"req/s {first} / {second}: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items()))
+    print(f"req/s {first} / {second}: " + ", ".join(f"c={n}: {v:.2f}x" for n, v in ratios.items()))
     print(
         f"server CPU/request {first} / {second}: "
-        + ", ".join(f"c={c}: {v:.2f}x" for c, v in cpu.items())
+        + ", ".join(f"c={n}: {v:.2f}x" for n, v in cpu.items())
     )
     print(json.dumps({"bench": "server", **out}))
     if not args.no_record:
@@ -260,21 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             f"Retriever `{args.retriever}` on `{args.index}`; single-query requests, topk 3, cache off, "
             f"{args.procs} load-generator processes, {args.seconds:.0f} s per point, median of "
             f"{args.repeats} alternating run(s). Req/s ratio of {what} ({first} / {second}): "
-            + ", ".join(f"c={c}: {v:.2f}x" for c, v in ratios.items())
+            + ", ".join(f"c={n}: {v:.2f}x" for n, v in ratios.items())
             + "; server CPU per request ratio: "
-            + ", ".join(f"c={c}: {v:.2f}x" for c, v in cpu.items())
+            + ", ".join(f"c={n}: {v:.2f}x" for n, v in cpu.items())
             + f". One request of 2,560 queries: {big:.2f} s ({first}), "
             f"{out[f'{second} 2560 queries in one request s']:.2f} s ({second}). "
             f"Time-to-ready {out[f'{first} ready_s']} s, RSS {out[f'{first} rss_mb']} MB."
         )
-        append_section(
-            f"Server: {first} vs {second} ({args.retriever})",
-            command_line("server.py", argv),
-            rows,
-            header,
-            notes,
-            smoke=args.smoke,
-        )
+        c.record(args, argv, f"Server: {first} vs {second} ({args.retriever})", rows, header, notes)
     return 0
 
 

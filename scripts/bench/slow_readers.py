@@ -10,48 +10,23 @@ line; server flags after ``--`` (e.g. ``-- --send-timeout 5``).
 
     .venv/bin/python scripts/bench/slow_readers.py --clients 40 --hold 25
     .venv/bin/python scripts/bench/slow_readers.py --clients 40 --hold 25 -- --send-timeout 5
+    .venv/bin/python scripts/bench/slow_readers.py --smoke  # 3 articles, 4 clients, 1 s waves
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common as c
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine  # noqa: E402
-
-SAMPLE = REPO / "tests" / "data" / "enwiki-sample-pages-articles.xml.bz2"
-
-
-def build_index(root: Path) -> None:
-    from index_build.__main__ import main as build
-
-    for argv in (["corpus", "--input", str(SAMPLE), "--out", str(root)],
-                 ["bm25", "--index", str(root)]):  # fmt: skip
-        if build([*argv, "--no-progress"]) != 0:
-            raise SystemExit(f"building the index failed at: {' '.join(argv)}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    import psutil
-
-    return psutil.Process(pid).memory_info().rss / 2**20
+SAMPLE = c.TEST_DATA / "enwiki-sample-pages-articles.xml.bz2"
 
 
 def large_request(root: str, answer_chars: int) -> tuple[bytes, int]:
@@ -76,8 +51,8 @@ def large_request(root: str, answer_chars: int) -> tuple[bytes, int]:
     return json.dumps({"titles": chosen}).encode(), len(chosen)
 
 
-def metric_lines(port: int) -> dict[str, float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+def metric_lines(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
     out = {}
     for line in text.splitlines():
         if line.startswith(("retriever_connections_closed", "retriever_open_connections")):
@@ -98,44 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-mb", type=float, default=15.5, help="page text per answer, MB")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to watch each wave")
     p.add_argument("--waves", type=int, default=2, help="waves of clients, none ever closed")
+    c.add_common_args(p)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.index = args.index or str(c.smoke_index())
+        args.clients, args.answer_mb, args.hold, args.waves = 4, 0.2, 1.0, 2
 
     tmp = tempfile.TemporaryDirectory()
-    root = args.index
-    if root is None:
-        root = str(Path(tmp.name) / "index")
-        build_index(Path(root))
+    root = args.index or str(c.build_index(Path(tmp.name) / "index", SAMPLE))
     body, n_titles = large_request(root, int(args.answer_mb * 1e6))
-    port = free_port()
-    cmd = [sys.executable, "-m", "retriever.server", "--index", root, "--port", str(port),
-           "--log-level", "warning", "--no-ui", "--no-warmup",
-           "--max-queries-per-request", str(max(10_000, n_titles)),
-           "--max-connections", str(args.clients + 50), *extra]  # fmt: skip
-    log = tempfile.TemporaryFile()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    flags = ["--no-ui", "--no-warmup", "--max-queries-per-request", str(max(10_000, n_titles)),
+             "--max-connections", str(args.clients + 50), *extra]  # fmt: skip
+    server = c.ServerProcess(root, *flags)
     socks: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise SystemExit(f"server not ready: {log.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}/access"
-        answer = httpx.post(url, content=body, timeout=60)  # read in full: the baseline
+        server.wait(120)
+        answer = httpx.post(f"{server.url}/access", content=body, timeout=60)  # the baseline
         if answer.status_code != 200:
             raise SystemExit(f"/access answered {answer.status_code}: {answer.text[:300]}")
         answer_mb = len(answer.content) / 1e6
         time.sleep(1)
-        rss_ready = rss_mb(proc.pid)
+        rss_ready = server.rss_mb()
         head = (
-            f"POST /access HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"POST /access HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         t0 = time.monotonic()
@@ -144,32 +104,28 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.clients):
                 s = socket.socket()
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little
-                s.connect(("127.0.0.1", port))
+                s.connect(("127.0.0.1", server.port))
                 s.sendall(head + body)
                 socks.append(s)
             while time.monotonic() - t0 < args.hold * (wave + 1):
-                samples.append((wave + 1, round(time.monotonic() - t0, 1), rss_mb(proc.pid)))
+                samples.append((wave + 1, round(time.monotonic() - t0, 1), server.rss_mb()))
                 time.sleep(0.5)
-        metrics = metric_lines(port)
-        alive = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code
+        metrics = metric_lines(server.url)
+        alive = httpx.get(f"{server.url}/health", timeout=10).status_code
     finally:
         for s in socks:
             s.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
         tmp.cleanup()
     peak = max(r for _, _, r in samples)
     end = samples[-1][2]
-    print(f"# {machine()}; server flags: {' '.join(extra) or '(defaults)'}")
+    print(f"# {c.machine()}; server flags: {' '.join(extra) or '(defaults)'}")
     print(f"answer {answer_mb:.1f} MB; {args.waves} waves of {args.clients} clients that never "
           f"read, {args.hold:g} s apart; RSS in MB")  # fmt: skip
-    print(f"{'wave':>4} {'t (s)':>6} {'RSS':>8} {'over ready':>11}")
-    for wave, t, r in samples[:: max(1, len(samples) // 16)] + samples[-1:]:
-        print(f"{wave:>4} {t:>6} {r:>8.0f} {r - rss_ready:>11.0f}")
+    header = ["wave", "t (s)", "RSS MB", "over ready MB"]
+    table = [[w, t, f"{r:.0f}", f"{r - rss_ready:.0f}"]
+             for w, t, r in samples[:: max(1, len(samples) // 16)] + samples[-1:]]  # fmt: skip
+    c.print_table(header, table)
     summary = {
         "bench": "slow_readers",
         "clients": args.clients,
@@ -189,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": metrics,
     }
     print(json.dumps(summary))
+    c.record(
+        args,
+        argv,
+        f"Slow readers: {args.waves} waves of {args.clients} clients that never read a "
+        f"{answer_mb:.1f} MB /access answer",
+        table,
+        header,
+        f"Server flags: {' '.join(extra) or '(defaults)'}. Summary: `{json.dumps(summary)}`",
+    )
     return 0
 
 

