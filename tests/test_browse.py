@@ -246,3 +246,54 @@ def test_kiwix_routes_walk_the_link_graph_as_wikigame_does(http):
     r = http.get(f"/random?content={zim}", follow_redirects=False)
     assert r.status_code == 302 and r.headers["location"].startswith(f"/content/{zim}/")
     assert http.get(r.headers["location"]).status_code == 200
+
+
+# ---- a scripted browsing episode through both clients ---------------------------------------
+def _episode(client) -> list[str]:
+    """A scripted policy: open a page, scroll, list sections, open one, find, follow a link
+    (the cursor stack is the caller's, as in gpt-oss's browser)."""
+    stack: list[dict] = []
+
+    def call(**request) -> dict:
+        (result,) = client.browse([{**request, "cursor": len(stack)}])
+        if "error" not in result:
+            stack.append(result)
+        return result
+
+    shown = [call(id="Aristotle")["text"]]
+    shown.append(call(id=stack[0]["url"], loc=40, num_lines=10)["text"])  # scroll
+    shown.append(call(action="sections", id="Aristotle")["text"])
+    shown.append(call(id="Aristotle", section="Logic")["text"])
+    found = call(action="find", id="Aristotle", pattern="ayn rand")
+    shown.append(found["text"])
+    line = found["links"][0][1]
+    page = call(id="Aristotle", loc=line, num_lines=4)
+    mark = re.search(r"【(\d+)†Ayn Rand】", page["text"])
+    target, at = page["links"][int(mark.group(1))]
+    shown.append(call(id=target, loc=at)["text"])  # follow the link
+    shown.append(call(id="No such page zz").get("error", ""))
+    return shown
+
+
+def test_scripted_episode_same_in_process_and_over_http(root):
+    from retriever_fakes import LiveServer
+
+    from retriever.client.http import HTTPClient
+    from retriever.client.inprocess import InProcessClient
+    from retriever.server.service import RetrievalService
+    from retriever.server.service_config import ServiceConfig
+
+    service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1))
+    with LiveServer(service) as live, HTTPClient(live.url) as http:
+        over_http = _episode(http)
+        in_process = _episode(InProcessClient(service))
+    assert over_http == in_process
+    assert over_http[0].startswith("[0] Aristotle (")
+    assert "**viewing lines [40 - 49]" in over_http[1]
+    assert over_http[2].startswith("[2] Sections of `Aristotle`") and "Logic" in over_http[2]
+    assert over_http[3].startswith("[3] Aristotle") and over_http[3].split("\n")[3].endswith(
+        "Logic"
+    )
+    assert "match at L" in over_http[4]
+    assert over_http[5].startswith("[6] Ayn Rand (")
+    assert "no page 'No such page zz'" in over_http[6]

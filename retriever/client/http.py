@@ -265,6 +265,14 @@ class HTTPClient(ClientBase):
         body = self._retrieve_body(queries, topk, retriever)
         return _scored((await self._arequest("POST", "/retrieve", body))["result"])
 
+    def browse(self, requests: Sequence[dict]) -> list[dict]:
+        """Browser views (``retriever.store.browse``): one view or ``{"error", "status"}`` per
+        request of ``{"action": "open"|"find"|"sections", "id", ...}``."""
+        return self._request("POST", "/browse", {"requests": list(requests)})["result"]
+
+    async def abrowse(self, requests: Sequence[dict]) -> list[dict]:
+        return (await self._arequest("POST", "/browse", {"requests": list(requests)}))["result"]
+
     def access(
         self,
         urls: Sequence[str] = (),

@@ -75,6 +75,17 @@ class InProcessClient(ClientBase):
     ) -> list[dict | None]:
         return self.access(urls, titles, ids, offset, max_chars)
 
+    def browse(self, requests: Sequence[dict]) -> list[dict]:
+        """Browser views over the service's store, as ``HTTPClient.browse`` returns them."""
+        from ..store.browse import browse
+
+        if self.service.index is None:
+            self.service._check_ready()
+        return browse(self.service.index.store, requests)
+
+    async def abrowse(self, requests: Sequence[dict]) -> list[dict]:
+        return self.browse(requests)
+
     def health(self) -> dict:
         return self.service.health()
 
