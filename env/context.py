@@ -8,7 +8,8 @@ fit a context if every observation stays in it. ``EnvConfig.context`` picks a po
 - ``cap-tokens:T`` / ``cap-chars:C``: the newest observations in full as long as all
   observations together (stubs included) stay within T tokens (the env's tokenizer) or C
   characters; the newest one is always shown in full (it is already within the observation
-  budget).
+  budget). Stubs count too, so the cap holds while the stubs themselves fit in it (about 100
+  characters a turn); past that the episode's ``max_context_*`` budget truncates it.
 
 Stubbing only moves forward: once an observation is a stub it stays one. So a trajectory
 records each turn's stub and the request from which it was shown (``stubbed_from``), and

@@ -13,6 +13,7 @@ import os
 from collections import Counter
 
 from . import formatting as fmt
+from .context import ContextWindow, parse_context
 from .errors import ResetNeededError
 from .evidence import evidence_of
 from .noise import EpisodeNoise, NegativePool
@@ -40,6 +41,9 @@ class Episode:
         self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
         self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
         self._context_limit = config.max_context_tokens or config.max_context_chars
+        self.context_policy = parse_context(config.context)
+        # the unit of cap-tokens is the tokenizer's; of keep-last and cap-chars characters
+        self._window_tokenizer = config.tokenizer if self.context_policy.tokens else None
         self.reward_spec = parse_reward_spec(config.reward)
         self.active = False
         self.done = True
@@ -81,6 +85,8 @@ class Episode:
         self.prompt, self.messages = self.style.prompt(question, self.config.system_prompt)
         self.context_size = fmt.size_of(self.prompt, self._context_tokenizer)
         self.turns: list[dict] = []
+        self.window = ContextWindow(self.context_policy)
+        self._window_turns: list[int] = []  # the turn index of each observation in the window
         self.active, self.done = True, False
         self._pending = None
         info = {
@@ -165,12 +171,13 @@ class Episode:
         )
         if self.turn_noise is not None:
             self.turns[-1]["noise"] = self.turn_noise
+        shown_delta = self._manage_context(obs)
         if not self.terminated:
             if self.turn >= self.config.max_turns:
                 self.truncated, self.truncated_reason = True, "max_turns"
             if self._context_limit is not None:
                 self.context_size += fmt.size_of(text, self._context_tokenizer)
-                self.context_size += fmt.size_of(obs, self._context_tokenizer)
+                self.context_size += shown_delta
                 if self.context_size > self._context_limit:
                     self.truncated, self.truncated_reason = True, "context"
         if self.terminated or self.truncated:
@@ -183,6 +190,40 @@ class Episode:
             if self.config.record_path:
                 self._record()
         return obs, reward, self.terminated, self.truncated, self._info(action, error, shown)
+
+    def _manage_context(self, obs: str) -> int:
+        """Put this turn's observation in the context window; the older ones it pushes out
+        become stubs (recorded in their turn: ``stub``, ``stubbed_from``). Returns how much
+        the context the policy is shown grew, in the units of ``max_context_*``."""
+        if not obs:
+            return 0
+        size = fmt.size_of(obs, self._context_tokenizer) if self._context_limit else 0
+        if self.context_policy.mode == "full":
+            return size
+        turn = self.turns[-1]
+        stub = self.style.wrap(
+            f"[turn {turn['turn']} ({turn['kind']} {turn['arg'][:80]!r}): observation "
+            "omitted to save context]"
+        )
+        turn["stub"] = stub if len(stub) < len(obs) else obs  # a short one stays as it is
+        self._window_turns.append(len(self.turns) - 1)
+        stubbed = self.window.add(
+            fmt.size_of(obs, self._window_tokenizer), fmt.size_of(stub, self._window_tokenizer)
+        )
+        for i in stubbed:
+            old = self.turns[self._window_turns[i]]
+            old["stubbed_from"] = self.turn  # the request after this turn shows the stub
+            if self._context_limit and len(old["stub"]) < len(old["observation"]):
+                size -= fmt.size_of(old["observation"], self._context_tokenizer)
+                size += fmt.size_of(old["stub"], self._context_tokenizer)
+        return size
+
+    def shown_observations(self) -> list[str]:
+        """Each turn's observation as the policy's next request shows it (``EnvConfig.context``:
+        old ones may be stubs)."""
+        return [
+            t["stub"] if t.get("stubbed_from") is not None else t["observation"] for t in self.turns
+        ]
 
     def evidence(self):
         """What the tool calls so far showed, with the task's gold evidence (reset options
@@ -233,6 +274,7 @@ class Episode:
             "meta": self.meta,
             "seed": self.seed,
             "style": self.config.style,
+            "context": self.config.context,
             "prompt": self.prompt,
             "turns": list(self.turns),
             "prediction": self.prediction,

@@ -95,7 +95,10 @@ async def run_episode(
     stops = list(style.stops)
     obs, infos = await benv.areset(options=[task.options()], indices=[slot])
     prompt, messages = obs[0], [dict(m) for m in infos[0]["messages"]]
+    first = list(messages)
     text_so_far = prompt
+    episode = benv.episodes[slot]
+    history: list[tuple[str, list | None]] = []  # each turn's text and native tool calls
     error = None
     turn = 0
     while True:
@@ -109,9 +112,17 @@ async def run_episode(
             log.warning("policy failed on %s: %s", task.id, exc)
             break
         obs, _, terminated, truncated, _ = await benv.astep_one(slot, text)
-        text_so_far += text + obs
         native = (choice.get("message") or {}).get("tool_calls")
-        messages.extend(style.chat_messages(text, obs, native, turn))
+        history.append((text, native))
+        if cfg.env.context == "full":
+            text_so_far += text + obs
+            messages.extend(style.chat_messages(text, obs, native, turn))
+        else:  # old observations may have become stubs: the history is built again
+            shown = episode.shown_observations()
+            text_so_far = prompt + "".join(t + o for (t, _), o in zip(history, shown))
+            messages = list(first)
+            for k, ((t, calls), o) in enumerate(zip(history, shown)):
+                messages.extend(style.chat_messages(t, o, calls, k))
         turn += 1
         if terminated or truncated:
             break

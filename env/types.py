@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .context import parse_context
 from .errors import ConfigError
 from .noise import NoiseConfig, noise_config
 
@@ -110,6 +111,7 @@ class EnvConfig:
     - ``noise``: a ``env.noise.NoiseConfig`` (or a dict or ``"MODE,key=value"`` text) that
       replaces a scheduled fraction of search results; the step comes from reset options'
       ``train_step``.
+    - ``context``: which past observations the policy is shown in full (``env.context``).
     """
 
     style: str = field(default="asearcher", metadata={"help": "tool syntax", "choices": STYLES})
@@ -142,6 +144,13 @@ class EnvConfig:
     system_prompt: str | None = field(
         default=None, metadata={"help": "system prompt replacing the style's"}
     )
+    context: str = field(
+        default="full",
+        metadata={
+            "help": "what past observations the policy sees: full, keep-last:N (older ones as a "
+            "one-line stub), cap-tokens:T or cap-chars:C (all observations within T/C)"
+        },
+    )
     noise: NoiseConfig | None = field(
         default=None,
         metadata={
@@ -156,6 +165,12 @@ class EnvConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "noise", noise_config(self.noise))  # dict / text: one parser
+        context = parse_context(self.context)  # one parser; the text form is kept
+        object.__setattr__(self, "context", str(context))
+        if context.tokens and self.tokenizer is None:
+            raise ConfigError(
+                f"context {self.context!r} counts tokens and needs a tokenizer; or use cap-chars:C"
+            )
         if self.style not in STYLES:
             raise ConfigError(f"style {self.style!r} is unknown; use one of {', '.join(STYLES)}")
         if self.max_turns < 1:
