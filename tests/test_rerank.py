@@ -153,3 +153,109 @@ def test_rerank_hits_keeps_base_order_on_ties():
     hits = [Hit(9, 3.0), Hit(2, 2.0), Hit(4, 1.0)]
     assert [h.row for h in rerank_hits(hits, [1.0, 1.0, 1.0], 3)] == [9, 2, 4]
     assert [h.row for h in rerank_hits(hits, [0.0, 1.0, 1.0], 2)] == [2, 4]
+
+
+# ---- the service and the HTTP server ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(small_root):
+    """A service with --rerank dense-minilm (the dense part's own worker scores) and its app."""
+    from fastapi.testclient import TestClient
+
+    from retriever.server.app import create_app
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    config = ServiceConfig(index=small_root, rerank="dense-minilm", rerank_depth=10, cache_size=0)
+    service = RetrievalService(config).start()
+    with TestClient(create_app(service)) as client:
+        yield service, client
+    service.stop()
+
+
+def test_service_rerank_equals_library(small_root, served):
+    service, _ = served
+    assert service.rerank.op == "rerank"  # on the dense part's worker, not a thread of its own
+    assert service.rerank.batcher is service._batchers["dense-minilm"]
+    lib = Index.open(small_root).retriever("bm25+rerank", reranker="dense-minilm", rerank_depth=10)
+    for name in ("bm25+rerank", "hybrid+rerank", "dense-minilm+rerank"):
+        got = service.search(QUERIES, 4, name)
+        if name == "bm25+rerank":
+            want = lib.search(QUERIES, 4)
+            assert [[h.row for h in q] for q in got] == [[h.row for h in q] for q in want]
+            for g, w in zip(got, want):
+                np.testing.assert_allclose([h.score for h in g], [h.score for h in w], atol=1e-5)
+        # a batch of queries gives what each gives alone (scores up to float rounding)
+        alone = [service.search([q], 4, name)[0] for q in QUERIES]
+        assert [[h.row for h in q] for q in alone] == [[h.row for h in q] for q in got]
+        for a, g in zip(alone, got):
+            np.testing.assert_allclose([h.score for h in a], [h.score for h in g], atol=1e-5)
+    shallow = service.search(QUERIES, 2, "bm25+rerank", rerank_depth=3)
+    base = service.search(QUERIES, 3, "bm25")
+    for s, b in zip(shallow, base):
+        assert {h.row for h in s} <= {h.row for h in b}
+
+
+def test_http_retrieve_and_rerank(small_root, served):
+    service, client = served
+    body = {"queries": QUERIES, "retriever": "bm25+rerank", "topk_retrieval": 10, "topk": 3}
+    r = client.post("/retrieve", json={**body, "return_scores": True})
+    assert r.status_code == 200, r.text
+    want = service.search(QUERIES, 3, "bm25+rerank")
+    got = r.json()["result"]
+    ids = [[service.index.store.get(h.row).id for h in q] for q in want]
+    assert [[item["document"]["id"] for item in q] for q in got] == ids
+    # /rerank (Search-R1's rerank_server.py body): BM25's docs of each query, reranked
+    bm25 = client.post("/retrieve", json={"queries": QUERIES, "topk": 10, "return_scores": True})
+    docs = bm25.json()["result"]
+    r = client.post("/rerank", json={"queries": QUERIES, "documents": docs, "rerank_topk": 3})
+    assert r.status_code == 200, r.text
+    assert [[d["id"] for d in q] for q in r.json()["result"]] == ids
+    # plain strings come back as sent, with scores
+    texts = [[d["document"]["contents"] for d in q] for q in docs]
+    r = client.post(
+        "/rerank", json={"queries": QUERIES[:1], "documents": texts[:1], "return_scores": True}
+    )
+    items = r.json()["result"][0]
+    assert len(items) == service.config.default_topk
+    assert [i["document"] for i in items] == [
+        docs[0][j]["document"]["contents"]
+        for j in range(10)
+        if docs[0][j]["document"]["id"] in ids[0]
+    ]
+    assert items[0]["score"] >= items[1]["score"]
+
+
+def test_http_rerank_bad_input(served):
+    _, client = served
+    cases = [
+        ({"queries": QUERIES[:1], "retriever": "bm25+rerank", "rerank_depth": 0}, "rerank_depth"),
+        ({"queries": QUERIES[:1], "retriever": "bm25+rerank", "rerank_depth": 5000}, "5000"),
+        ({"queries": QUERIES[:1], "retriever": "nope+rerank"}, "nope+rerank"),
+    ]
+    for body, needle in cases:
+        r = client.post("/retrieve", json=body)
+        assert r.status_code == 422 and needle in r.json()["detail"], r.text
+    r = client.post("/rerank", json={"queries": QUERIES[:2], "documents": [["a"]]})
+    assert r.status_code == 422 and "2 queries but 1 document lists" in r.json()["detail"]
+    r = client.post("/rerank", json={"queries": ["q"], "documents": [[{"id": "1"}]]})
+    assert r.status_code == 422 and "has no text" in r.json()["detail"]
+    r = client.post("/rerank", json={"queries": [], "documents": []})
+    assert r.status_code == 200 and r.json() == {"result": []}
+
+
+def test_server_without_rerank_names_the_flag(small_root):
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    with RetrievalService(ServiceConfig(index=small_root, retrievers=("bm25",))) as service:
+        with pytest.raises(BadRequestError, match="--rerank"):
+            service.search(QUERIES[:1], 3, "bm25+rerank")
+
+
+def test_reranker_that_fails_to_load_stops_the_server(small_root, tmp_path, capsys):
+    from retriever.server.app import main
+
+    argv = ["--index", str(small_root), "--port", "0", "--retrievers", "bm25", "--no-ui"]
+    assert main([*argv, "--rerank", str(tmp_path / "no-such-model")]) == 1
+    err = capsys.readouterr().err
+    assert "error: the index failed to load: reranker model" in err and "no-such-model" in err

@@ -16,14 +16,13 @@ import sys
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import wire
 from ..errors import RetrieverError
-from .browsing import browse_router
 from .hosts import WILDCARD_BINDS
 from .metrics import CONTENT_TYPE
 from .reports import rss_bytes
@@ -33,14 +32,9 @@ from .web import RequestMetrics, bearer_dependency, json_response, on_error, rea
 from .webapi import ENDPOINTS as WEB_ENDPOINTS
 from .webapi import web_router
 
-if TYPE_CHECKING:
-    import socket
-
-    from .lifecycle import ConnectionLimits
-
 log = logging.getLogger(__name__)
 
-ENDPOINTS = frozenset({"/retrieve", "/access", "/health", "/info", "/metrics"})
+ENDPOINTS = frozenset({"/retrieve", "/rerank", "/access", "/health", "/info", "/metrics"})
 _ERRORS = {
     code: {"model": wire.ErrorResponse, "description": text}
     for code, text in (
@@ -136,12 +130,36 @@ def create_app(
         """Search-R1 compatible: ``{"result": [[doc, ...], ...]}`` (or scored items); one
         ``query`` string in msgpack (GEM) gets ``{"result": [{"document", "score"}, ...]}``."""
         body, packed = await parse(request, wire.RetrieveRequest)
-        hits = await service.asearch(body.queries, body.topk, body.retriever)
+        hits = await service.asearch(
+            body.queries, body.topk, body.retriever, rerank_depth=body.rerank_depth
+        )
         if sum(len(h) for h in hits) > 512:  # do not stall the event loop
             out = await run_in_threadpool(_format, service, hits, body, packed)
         else:
             out = _format(service, hits, body, packed)
         return _answer(out, _wants_msgpack(request, packed))
+
+    @app.post(
+        "/rerank",
+        dependencies=guarded,
+        openapi_extra=_body(wire.RerankRequest),
+        responses={200: {"model": wire.RetrieveResponse}, **_ERRORS},
+    )
+    async def rerank(request: Request) -> Response:
+        """Search-R1's ``rerank_server.py``: each query's own documents reranked by the
+        server's ``--rerank`` model, the top ``topk`` (``rerank_topk``) in ``/retrieve``'s
+        shape: ``{"result": [[doc, ...], ...]}`` or scored items; docs come back as sent."""
+        body, packed = await parse(request, wire.RerankRequest)
+        texts = [[wire.document_text(d) for d in docs] for docs in body.documents]
+        ranked = await service.arerank(body.queries, texts, body.topk)
+        result = []
+        for docs, order in zip(body.documents, ranked):
+            kept = [(wire.unwrap_document(docs[i]), s) for i, s in order]
+            if body.return_scores:
+                result.append([{"document": d, "score": s} for d, s in kept])
+            else:
+                result.append([d for d, _ in kept])
+        return _answer({"result": result}, _wants_msgpack(request, packed))
 
     @app.post(
         "/access",
@@ -178,7 +196,6 @@ def create_app(
         return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
     app.include_router(web_router(service))  # Serper, Jina Reader, ... (webapi.py)
-    app.include_router(browse_router(service))  # /browse and kiwix-serve routes (browsing.py)
     if config.ui:  # the pages: retriever/server/ui/
         from .ui import mount_ui
 
@@ -276,24 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         from .lifecycle import ConnectionLimits
 
         limits = from_flags(ConnectionLimits, args)
-        from .lifecycle import bind_listener
-
-        listener = bind_listener(args.host, args.port)  # before the load: a port in use fails now
     except (RetrieverError, ValueError) as exc:
         return fail(str(exc))
-    with listener:
-        return _serve(args, config, names, limits, listener)
-
-
-def _serve(
-    args: argparse.Namespace,
-    config: ServiceConfig,
-    names: list[str],
-    limits: ConnectionLimits,
-    listener: socket.socket,
-) -> int:
-    """``main`` once the flags are checked and the port is bound: load, serve, clean up."""
-    from ..cli import fail
     from .lifecycle import Server, server_config
 
     t0 = time.perf_counter()
@@ -306,7 +307,7 @@ def _serve(
         "serving %s on http://%s:%d (RSS %.0f MB before loading); loading %s",
         config.index,
         args.host,
-        listener.getsockname()[1],
+        args.port,
         rss_bytes() / 2**20,
         ", ".join(config.retrievers or names),
     )
@@ -355,7 +356,7 @@ def _serve(
     )
     server = Server(uv_config, service, limits.drain_seconds)
     try:
-        server.run(sockets=[listener])
+        server.run()
     finally:
         for path in address:
             path.unlink(missing_ok=True)

@@ -25,6 +25,8 @@ from ..errors import (
     ServiceUnavailableError,
 )
 from ..hybrid import HybridRetriever
+from ..rerank import SUFFIX as RERANK_SUFFIX
+from ..rerank import split_name
 from ..store.access import access_pages
 from ..types import Hit, ScoredPassage
 from . import reports
@@ -34,6 +36,7 @@ from .futures import fan_in, settle
 from .limits import check_access, check_queries
 from .metrics import Metrics
 from .reports import rss_bytes
+from .rerank_stage import RerankStage
 from .service_config import ServiceConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class RetrievalService:
         self._retrievers: dict = {}
         self._batchers: dict[str, Batcher] = {}
         self._hybrids: dict[str, HybridRetriever] = {}
+        self.rerank: RerankStage | None = None  # --rerank: NAME+rerank and /rerank
         self._kinds: dict[str, str | None] = {}  # loaded part -> its manifest kind
         self._started = time.monotonic()
         self._lock = threading.Lock()
@@ -123,6 +127,8 @@ class RetrievalService:
                     "hybrid", k_rrf=self.config.hybrid_k_rrf, depth=self.config.hybrid_depth
                 )
                 self._add_hybrid("hybrid", hybrid)
+            if self.config.rerank:
+                self._add_rerank(self.config.rerank)
             default = self.config.default_retriever
             if default is None:  # the BM25 part that "sparse" means, else the first
                 default = self._first_of_kind("bm25") or next(iter(self._retrievers), None)
@@ -167,6 +173,32 @@ class RetrievalService:
                 self._loader = threading.Thread(target=load, name="retriever-loader", daemon=True)
                 self._loader.start()
         return self._loader
+
+    def _add_rerank(self, spec: str) -> None:
+        """The rerank stage, and ``NAME+rerank`` for every retriever loaded."""
+
+        def make_batcher(name: str, fn) -> Batcher:
+            batcher = Batcher(
+                name,
+                fn,
+                max_batch=self.config.max_batch,
+                max_wait_ms=self.config.max_wait_ms,
+                queue_size=self.config.queue_size,
+                observer=self.metrics.observe_batch,
+            ).start()
+            self._batchers[name] = batcher
+            return batcher
+
+        self.rerank = RerankStage.attach(
+            spec,
+            self.index,
+            self._batchers,
+            make_batcher,
+            device=self.config.device,
+            depth=self.config.rerank_depth,
+        )
+        for name in list(self._retrievers):
+            self._retrievers[name + RERANK_SUFFIX] = self._retrievers[name]
 
     def _add_hybrid(self, name: str, hybrid: HybridRetriever) -> None:
         for part, kind in zip(hybrid.parts, ("bm25", "dense")):  # HybridRetriever(bm25, dense)
@@ -260,6 +292,11 @@ class RetrievalService:
                 alias = self._first_of_kind("bm25" if retriever == "sparse" else "dense")
             retriever = alias or retriever
         if not isinstance(retriever, str) or retriever not in self._retrievers:
+            if self.rerank is None and split_name(retriever)[1]:
+                raise BadRequestError(
+                    f"retriever {retriever!r}: this server has no reranker; start it with "
+                    f"--rerank [KIND:]MODEL (it has {self.names})"
+                )
             raise BadRequestError(f"unknown retriever {retriever!r}; this server has {self.names}")
         return retriever
 
@@ -283,16 +320,20 @@ class RetrievalService:
         retriever: str | None = None,
         *,
         block: bool = False,
+        rerank_depth: int | None = None,
     ) -> Future:
         """Validate, serve what the cache holds, queue the rest; a future of hit lists (an
         empty list for no queries, as Search-R1's server answers a turn where nobody searched)."""
         name = self.resolve(retriever)
         queries, k = self.check_queries(queries, topk)  # the retrievers clip k to the corpus
+        key = name  # results are cached per name (and rerank depth), query and k
+        if self.rerank is not None and split_name(name)[1]:
+            key = f"{name}@{self.rerank.depth_for(k, rerank_depth)}"  # checks the depth
         self.metrics.child(self.metrics.queries, name).inc(len(queries))
         results: list = [None] * len(queries)
         missing: dict[str, list[int]] = {}
         for i, q in enumerate(queries):
-            cached = self.cache.get((name, q, k)) if self.cache.maxsize else None
+            cached = self.cache.get((key, q, k)) if self.cache.maxsize else None
             if cached is not None:
                 results[i] = cached
             else:
@@ -306,7 +347,7 @@ class RetrievalService:
             return outer
         self.metrics.child(self.metrics.cache_misses, name).inc(len(queries) - hits)
         todo = list(missing)
-        inner = self._search_uncached(name, todo, k, block)
+        inner = self._search_uncached(name, todo, k, block, rerank_depth)
         self._waiting.add(outer)
         outer.add_done_callback(self._waiting.discard)
 
@@ -315,7 +356,7 @@ class RetrievalService:
                 found = done.result()
                 for q, q_hits in zip(todo, found, strict=True):
                     q_hits = tuple(q_hits)
-                    self.cache.put((name, q, k), q_hits)
+                    self.cache.put((key, q, k), q_hits)
                     for i in missing[q]:
                         results[i] = q_hits
             except BaseException as exc:
@@ -333,7 +374,14 @@ class RetrievalService:
             self.metrics.rejected.labels(name).inc()
             raise
 
-    def _search_uncached(self, name: str, queries: list[str], k: int, block: bool) -> Future:
+    def _search_uncached(
+        self, name: str, queries: list[str], k: int, block: bool, depth: int | None = None
+    ) -> Future:
+        base, reranked = split_name(name)
+        if reranked and self.rerank is not None and base in self._retrievers:
+            wanted = self.rerank.depth_for(k, depth)
+            found = self._search_uncached(base, queries, wanted, block)
+            return self.rerank.after(found, queries, k)
         hybrid = self._hybrids.get(name)
         if hybrid is None:
             return self._submit_part(name, queries, k, block)
@@ -342,10 +390,14 @@ class RetrievalService:
         return fan_in(parts, lambda found: hybrid.fuse(found, k))
 
     def search(
-        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
+        self,
+        queries: Sequence[str],
+        topk: int | None = None,
+        retriever: str | None = None,
+        rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
         """Blocking search (waits for queue room instead of raising ``QueueFullError``)."""
-        future = self.submit(queries, topk, retriever, block=True)
+        future = self.submit(queries, topk, retriever, block=True, rerank_depth=rerank_depth)
         try:
             return [list(h) for h in future.result()]
         except RetrieverError:
@@ -354,10 +406,14 @@ class RetrievalService:
             raise self._batch_error(retriever, exc) from exc
 
     async def asearch(
-        self, queries: Sequence[str], topk: int | None = None, retriever: str | None = None
+        self,
+        queries: Sequence[str],
+        topk: int | None = None,
+        retriever: str | None = None,
+        rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
         """Search from a coroutine; raises ``QueueFullError`` when the queue is full."""
-        future = self.submit(queries, topk, retriever)
+        future = self.submit(queries, topk, retriever, rerank_depth=rerank_depth)
         try:
             found = await asyncio.wrap_future(future)
         except RetrieverError:
@@ -365,6 +421,28 @@ class RetrievalService:
         except Exception as exc:
             raise self._batch_error(retriever, exc) from exc
         return [list(h) for h in found]
+
+    async def arerank(
+        self, queries: Sequence[str], texts: Sequence[Sequence[str]], topk: int | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """``/rerank``: per query, (index, score) of its own top ``topk`` texts, best first;
+        coalesced with every other request on the rerank worker."""
+        self._check_ready()
+        if self.rerank is None:
+            raise BadRequestError(
+                "this server has no reranker: start it with --rerank [KIND:]MODEL"
+            )
+        queries, k = self.check_queries(queries, topk)
+        if len(texts) != len(queries):
+            raise BadRequestError(f"{len(queries)} queries but {len(texts)} document lists")
+        if not queries:
+            return []
+        try:
+            return await asyncio.wrap_future(self.rerank.documents(queries, texts, k))
+        except RetrieverError:
+            raise
+        except Exception as exc:
+            raise BatchError(f"rerank with {self.rerank.reranker.name} failed: {exc!r}") from exc
 
     def _batch_error(self, retriever: str | None, exc: Exception) -> BatchError:
         """A retriever's own exception (not one of ours) becomes a ``BatchError`` that names

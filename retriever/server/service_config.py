@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from ..hybrid import DEFAULT_DEPTH, DEFAULT_K_RRF
 from ..protocol import DEFAULT_K
+from ..rerank import DEFAULT_DEPTH as RERANK_DEPTH
+from ..rerank import MAX_DEPTH as RERANK_MAX_DEPTH
 
 __all__ = ["MAX_WAIT_MS", "ServiceConfig"]
 
@@ -66,6 +68,16 @@ class ServiceConfig:
     )
     hybrid_k_rrf: float = _opt(DEFAULT_K_RRF, "hybrid: the RRF constant")
     hybrid_depth: int = _opt(DEFAULT_DEPTH, "hybrid: results fused from each part")
+    rerank: str | None = _opt(
+        None,
+        "serve NAME+rerank for every retriever: [KIND:]MODEL, a dense part (its encoder, as a "
+        "bi-encoder; no vectors needed) or a model folder (cross-encoder or bi-encoder, read "
+        "from its files); KIND bi-encoder or cross-encoder. Also POST /rerank",
+    )
+    rerank_depth: int = _opt(
+        RERANK_DEPTH, "NAME+rerank: candidates reranked per query (requests: rerank_depth)",
+        min=1, max=RERANK_MAX_DEPTH,
+    )  # fmt: skip
     token: str | None = _opt(
         None, "require 'Authorization: Bearer TOKEN' (default: $RETRIEVER_TOKEN)"
     )
@@ -96,6 +108,10 @@ class ServiceConfig:
             raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS}], got {self.max_wait_ms}")
         if self.default_topk > self.max_topk:
             raise ValueError(f"default_topk {self.default_topk} > max_topk {self.max_topk}")
+        if not 1 <= self.rerank_depth <= RERANK_MAX_DEPTH:
+            raise ValueError(
+                f"rerank_depth must be in [1, {RERANK_MAX_DEPTH}], got {self.rerank_depth}"
+            )
         if self.dense_mode not in (None, "sharded", "replicated"):
             raise ValueError(f"dense_mode must be sharded or replicated, got {self.dense_mode!r}")
         if self.dense_backend not in (None, "auto", "faiss", "torch"):
