@@ -16,13 +16,14 @@ import sys
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import wire
 from ..errors import RetrieverError
+from .browsing import browse_router
 from .hosts import WILDCARD_BINDS
 from .metrics import CONTENT_TYPE
 from .reports import rss_bytes
@@ -31,6 +32,11 @@ from .service_config import ServiceConfig
 from .web import RequestMetrics, bearer_dependency, json_response, on_error, read_body
 from .webapi import ENDPOINTS as WEB_ENDPOINTS
 from .webapi import web_router
+
+if TYPE_CHECKING:
+    import socket
+
+    from .lifecycle import ConnectionLimits
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +202,7 @@ def create_app(
         return Response(service.metrics_text(), media_type=CONTENT_TYPE)
 
     app.include_router(web_router(service))  # Serper, Jina Reader, ... (webapi.py)
+    app.include_router(browse_router(service))  # /browse and kiwix-serve routes (browsing.py)
     if config.ui:  # the pages: retriever/server/ui/
         from .ui import mount_ui
 
@@ -293,8 +300,24 @@ def main(argv: list[str] | None = None) -> int:
         from .lifecycle import ConnectionLimits
 
         limits = from_flags(ConnectionLimits, args)
+        from .lifecycle import bind_listener
+
+        listener = bind_listener(args.host, args.port)  # before the load: a port in use fails now
     except (RetrieverError, ValueError) as exc:
         return fail(str(exc))
+    with listener:
+        return _serve(args, config, names, limits, listener)
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: ServiceConfig,
+    names: list[str],
+    limits: ConnectionLimits,
+    listener: socket.socket,
+) -> int:
+    """``main`` once the flags are checked and the port is bound: load, serve, clean up."""
+    from ..cli import fail
     from .lifecycle import Server, server_config
 
     t0 = time.perf_counter()
@@ -307,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "serving %s on http://%s:%d (RSS %.0f MB before loading); loading %s",
         config.index,
         args.host,
-        args.port,
+        listener.getsockname()[1],
         rss_bytes() / 2**20,
         ", ".join(config.retrievers or names),
     )
@@ -356,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = Server(uv_config, service, limits.drain_seconds)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         for path in address:
             path.unlink(missing_ok=True)
