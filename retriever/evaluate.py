@@ -17,6 +17,7 @@ import orjson
 
 from .errors import RetrieverError
 from .evaluation import CUTOFFS, MISSING_GOLD, Run, Topics
+from .rerank import split_name
 
 BATCH = 256
 log = logging.getLogger(__name__)
@@ -62,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         help="a HotpotQA gold title the corpus lacks: error (default), keep (counts as not found) or drop",
     )
+    p.add_argument(
+        "--rerank",
+        metavar="[KIND:]MODEL",
+        help="reranker of NAME+rerank retrievers: a dense part or a model folder "
+        "(default: the index's dense part as a bi-encoder)",
+    )
+    p.add_argument(
+        "--rerank-depth",
+        type=int,
+        default=None,
+        help="NAME+rerank: candidates reranked per query (default 50; at least --depth)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per retriever on stdout")
     p.add_argument("--batch-size", type=int, default=BATCH, help="queries per search call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _search(index, name: str, topics: Topics, depth: int, batch: int, progress: bool) -> Run:
+def _search(
+    index, name: str, topics: Topics, depth: int, batch: int, progress: bool, **options
+) -> Run:
     from tqdm import tqdm
 
-    index.retriever(name)  # load (and fail) before the progress bar
+    index.retriever(name, **options)  # load (and fail) before the progress bar
     run: Run = {}
     items = topics.items
     with tqdm(total=len(items), desc=name, unit="q", disable=not progress) as bar:
@@ -173,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.run:
                 run = read_run(args.run, (t.qid for t in topics.items), known_doc=known)
             else:
-                run = _search(index, name, topics, args.depth, args.batch_size, progress)
+                options = {}
+                if split_name(name)[1]:
+                    options["reranker"] = args.rerank
+                    if args.rerank_depth is not None:
+                        options["rerank_depth"] = args.rerank_depth
+                run = _search(index, name, topics, args.depth, args.batch_size, progress, **options)
             if args.save_run:
                 write_run(args.save_run, run, name)
             metrics = evaluate_run(index, topics, run, cutoffs, answers=bool(args.qa))

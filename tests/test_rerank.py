@@ -259,3 +259,20 @@ def test_reranker_that_fails_to_load_stops_the_server(small_root, tmp_path, caps
     assert main([*argv, "--rerank", str(tmp_path / "no-such-model")]) == 1
     err = capsys.readouterr().err
     assert "error: the index failed to load: reranker model" in err and "no-such-model" in err
+
+
+def test_evaluate_cli_reranks(small_root, tmp_path, capsys):
+    import orjson
+    from retriever_fakes import HOTPOT
+
+    from retriever.evaluate import main
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(HOTPOT.read_text().splitlines(keepends=True)[:5]))
+    argv = ["--index", str(small_root), "--qa", str(qa), "--missing-gold", "drop", "--json"]
+    argv += ["--retriever", "bm25,bm25+rerank", "--rerank", "dense-minilm", "--rerank-depth", "10"]
+    assert main([*argv, "-k", "10", "--cutoffs", "3,5,10", "--no-progress"]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["retriever"] for r in rows] == ["bm25", "bm25+rerank"]
+    # reranking the top 10 only reorders them: recall at 10 is the same
+    assert rows[0]["metrics"]["R@10"] == rows[1]["metrics"]["R@10"]
