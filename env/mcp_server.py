@@ -4,7 +4,9 @@
     python -m env.mcp_server --index ROOT --transport http --port 8765 \\
         --visit-url http://127.0.0.1:8001 --visit-model Qwen/Qwen2.5-7B-Instruct
 
-Tools: ``search(query, topk)``, ``access(url, page)`` and, with an extractor model,
+Tools: ``search(query, topk)``, ``access(url, page)``, ``open(id, loc, num_lines)`` and
+``find(id, pattern)`` (the store's browser views, when the client has ``browse``) and, with an
+extractor model,
 ``visit(url, goal)`` (``env.visit``). Each answers the text the env's ``tool-call`` style shows
 a policy (the same formatting and budgets). Bad arguments, unknown pages, a failed extractor
 and an unreachable search backend are MCP tool errors (``isError``) whose text says what was
@@ -108,6 +110,19 @@ class Tools:
         text = fmt.format_page(found, window, n, STYLE, self.budget)
         return _unwrap(text)
 
+    async def browse(self, request: dict) -> str:
+        """One view of the store's browser (``open``/``find``; ``retriever.store.browse``)."""
+        if not isinstance(request.get("id"), str) or not request["id"].strip():
+            raise self._error(
+                f"{request['action']} needs an id: a URL or title, got {request.get('id')!r:.100}"
+            )
+        views = await self._backend("browse", requests=[request])
+        view = views[0] if views else None
+        if not isinstance(view, dict) or "error" in view or "text" not in view:
+            why = view.get("error") if isinstance(view, dict) else view
+            raise self._error(f"{request['action']} failed: {why!s:.300}")
+        return str(view["text"])
+
     async def visit(self, url: str, goal: str) -> str:
         if self.visitor is None:
             raise self._error("visit is not configured on this server (start it with --visit-url)")
@@ -145,6 +160,20 @@ def build_server(tools: Tools, name: str = "wikisearch"):
     async def access(url: str, page: int = 1) -> str:
         """Read one page (a URL from the search results) in chunks; page is 1-based."""
         return await tools.access(url, page)
+
+    if hasattr(tools.client, "browse"):
+
+        @server.tool()
+        async def open(id: str, loc: int = 0, num_lines: int = 40) -> str:  # noqa: A001
+            """Open a page (URL or title) as numbered lines from line loc, with its links."""
+            return await tools.browse(
+                {"action": "open", "id": id, "loc": loc, "num_lines": num_lines}
+            )
+
+        @server.tool()
+        async def find(id: str, pattern: str) -> str:
+            """Find a literal text (case-insensitive) in a page: the lines where it occurs."""
+            return await tools.browse({"action": "find", "id": id, "pattern": pattern})
 
     if tools.visitor is not None:
 

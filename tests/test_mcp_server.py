@@ -44,7 +44,7 @@ def http_url(hotpot_root):
 async def test_http_lists_and_calls_every_tool(http_url):
     async with Client(http_url) as mcp:
         tools = {t.name: t for t in (await mcp.list_tools()).tools}
-        assert set(tools) == {"search", "access", "visit"}
+        assert set(tools) == {"search", "access", "open", "find", "visit"}
         assert set(tools["visit"].input_schema["required"]) == {"url", "goal"}
         found = await mcp.call_tool("search", {"query": "University of Kansas", "topk": 2})
         assert not found.is_error and text_of(found).count("[Doc ") == 2
@@ -54,6 +54,10 @@ async def test_http_lists_and_calls_every_tool(http_url):
         assert "page 2" in text_of(page)  # 200-character chunks: how to read on
         page2 = await mcp.call_tool("access", {"url": URL, "page": 2})
         assert ">>>> Page 2 of" in text_of(page2)
+        opened = await mcp.call_tool("open", {"id": URL, "num_lines": 3})
+        assert not opened.is_error and "L0: " in text_of(opened), text_of(opened)
+        found = await mcp.call_tool("find", {"id": URL, "pattern": "Lawrence"})
+        assert not found.is_error and "Lawrence" in text_of(found), text_of(found)
         seen = await mcp.call_tool("visit", {"url": URL, "goal": "good campuses"})
         assert not seen.is_error and "Summary:\nabout good campuses" in text_of(seen)
 
@@ -70,6 +74,10 @@ async def test_http_lists_and_calls_every_tool(http_url):
         ("access", {"url": "https://en.wikipedia.org/wiki/No_Such_Page_xyz"}, "no page found"),
         ("access", {"url": URL, "page": 99}, "does not exist"),
         ("access", {"url": URL, "page": 0}, "page must be >= 1"),
+        ("open", {"id": "https://en.wikipedia.org/wiki/No_Such_Page_xyz"}, "open failed"),
+        ("open", {"id": URL, "loc": -1}, "open failed"),
+        ("open", {"id": ""}, "needs an id"),
+        ("find", {"id": URL, "pattern": ""}, "find failed"),
         ("visit", {"url": URL, "goal": ""}, "needs a goal"),
         ("visit", {"url": URL, "goal": "x" * 5000}, "at most 2000"),
         ("visit", {"url": URL}, "goal"),
@@ -96,7 +104,7 @@ async def test_stdio_subprocess(hotpot_root):
     )
     async with Client(params, read_timeout_seconds=120) as mcp:
         names = {t.name for t in (await mcp.list_tools()).tools}
-        assert names == {"search", "access"}  # no extractor configured: no visit tool
+        assert names == {"search", "access", "open", "find"}  # no extractor: no visit tool
         found = await mcp.call_tool("search", {"query": "University of Kansas"})
         assert not found.is_error and URL in text_of(found)
         page = await mcp.call_tool("access", {"url": URL})
