@@ -97,6 +97,9 @@ def test_missing_inputs_are_named(tmp_path, capsys):
         SystemExit, match="TriviaQA, PopQA, HotpotQA, 2Wiki, MuSiQue, Bamboogle not found"
     ):
         rs.benchmark_files(r)
+    _, r = rs.parse_args(["train", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--train-data is required"):
+        rs.gpu_train_commands(r, "areal", "http://h:8000", tmp_path / "gpu")
     with pytest.raises(SystemExit):
         rs.parse_args(["all", "--dry-run", "--plan"])
     assert "pick one" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def stage_index(r: Recipe) -> dict:
     if not r.plan:
         manifest = json.loads((r.dir("index") / "corpus" / "manifest.json").read_text())
         passages = manifest.get("num_docs")
-    parts = sorted(p.name for p in r.dir("index").glob("*/manifest.json") for p in [p.parent])
+    parts = sorted(m.parent.name for m in r.dir("index").glob("*/manifest.json"))
     return finish("index", r, {"index": str(r.dir("index")), "passages": passages, "parts": parts})
 
 
@@ -366,7 +366,13 @@ def write_verl_data(r: Recipe, qa: str, data: Path, limit: int | None = None) ->
 def gpu_train_commands(r: Recipe, trainer: str, url: str, out: Path) -> list[list[str]]:
     """The GPU launcher: its command, with its config files written under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    train_data = r.train_data or str(TOY / "hotpotqa-distractor-500.jsonl")
+    train_data = r.train_data
+    if train_data is None and r.dry_run:  # the launcher is written, not run: toy rows
+        train_data = str(TOY / "hotpotqa-distractor-500.jsonl")
+    if train_data is None:
+        if not r.plan:
+            raise SystemExit("train: --train-data is required (ASearcher-train-data's jsonl)")
+        train_data = "TRAIN_DATA.jsonl"
     if trainer == "areal":
         cmd = [PY, "scripts/train/areal_asearcher.py"]
         cmd += ["--config", "scripts/train/areal_asearcher_local.yaml"]
@@ -378,7 +384,8 @@ def gpu_train_commands(r: Recipe, trainer: str, url: str, out: Path) -> list[lis
 
     tools = out / "search_tools.yaml"
     tools.write_text(tool_config(url))
-    write_verl_data(r, train_data, out / "data", limit=64 if r.dry_run else None)
+    if Path(train_data).is_file():
+        write_verl_data(r, train_data, out / "data", limit=64 if r.dry_run else None)
     train = [PY, "-m", "verl.trainer.main_ppo", *verl_overrides(r, out / "data", tools, out)]
     return [train]
 
@@ -391,7 +398,7 @@ def stage_train(r: Recipe, url: str) -> dict:
     trainer = pick_trainer(r)
     gpu = gpu_train_commands(r, trainer, url, out / "gpu")
     (out / "gpu" / "launch.sh").write_text(
-        "#!/bin/sh\nset -e\n" + "".join(shown(c) + "\n" for c in gpu)
+        f"#!/bin/sh\nset -e\ncd {shlex.quote(str(REPO))}\n" + "".join(shown(c) + "\n" for c in gpu)
     )
     if not r.dry_run:
         for cmd in gpu:
