@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 
 import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
@@ -172,14 +173,40 @@ def test_torch_backend_edge_cases(vectors):
 
 
 def test_faiss_backend_thread_policy(vectors):
+    """One OpenMP thread for a single query, all for a batch, and the calling thread's own
+    setting put back after: the server's worker encodes the next batch with torch on that
+    thread and that setting (issue 26: one single-query search left every later encode on one
+    core; this test saw [1, 2] after the searches before the fix)."""
+    import torch
+
     x, q = vectors
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
-    backend = FaissBackend(flat, threads=2)
-    backend.search(q[:1], 5)
-    assert faiss.omp_get_max_threads() == 1
-    backend.search(q, 5)
-    assert faiss.omp_get_max_threads() == 2
+    during: list[int] = []
+
+    class Spy:  # the real index, and the thread count each search ran with
+        ntotal, d = flat.ntotal, flat.d
+
+        def search(self, queries, k):
+            during.append(faiss.omp_get_max_threads())
+            return flat.search(queries, k)
+
+    backend = FaissBackend(Spy(), threads=2)
+    after: list = []
+
+    def worker():  # a fresh thread: OpenMP keeps this setting per thread, the test's is untouched
+        faiss.omp_set_num_threads(3)
+        encode_threads = torch.get_num_threads()
+        backend.search(q[:1], 5)
+        after.append(faiss.omp_get_max_threads())
+        backend.search(q, 5)
+        after.append(faiss.omp_get_max_threads())
+        after.append(torch.get_num_threads() - encode_threads)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert during == [1, 2] and after == [3, 3, 0], (during, after)
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])

@@ -202,3 +202,64 @@ def test_service_equals_library_on_real_bm25(bm25_root):
     assert [[(d["id"], d["score"]) for d in r] for r in got] == [
         [(p.id, pytest.approx(s)) for p, s in r] for r in want
     ]
+
+
+@pytest.fixture(scope="module")
+def minilm_faiss_root(tmp_path_factory):
+    """Two questions' HotpotQA paragraphs (about 20 passages) encoded with the packaged MiniLM,
+    searched through a faiss Flat index: the server's default dense path on CPU."""
+    from retriever_fakes import paragraphs_jsonl
+
+    from index_build.__main__ import main
+    from retriever.dense.encoders import packaged_model_path
+
+    src = tmp_path_factory.mktemp("minilm-faiss")
+    corpus = paragraphs_jsonl(src / "small.jsonl", 2)
+    root = src / "index"
+    model = str(packaged_model_path())
+    assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
+    for verb in (["encode", "--model", model], ["faiss", "--factory", "Flat"]):
+        argv = [verb[0], "--index", str(root), "--name", "m", *verb[1:], "--no-progress"]
+        assert main(argv) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_a_batched_request_costs_no_more_per_query_than_coalesced_singles(minilm_faiss_root):
+    """Issue 26: a 64-query request was 0.94x Search-R1 and a lone query was encoded on one
+    core: faiss's single-query search (the warm-up) left the worker thread's OpenMP count at 1
+    and torch encoded every later batch with it. Counted, not timed: the encoder's forward
+    passes, their rows, and the torch threads each ran with, for one request of 64 queries and
+    for 64 single-query requests coalesced by the batcher (before the fix: 1 thread, not 2)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    fresh: list[int] = []  # what a new thread's torch uses: what the worker should encode with
+    probe = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    queries = hotpot_questions(64)
+    config = ServiceConfig(
+        index=minilm_faiss_root, retrievers=("dense-m",), dense_backend="faiss", cache_size=0,
+        max_batch=64, max_wait_ms=300,
+    )  # fmt: skip
+    with RetrievalService(config) as svc:
+        encoder = svc._retrievers["dense-m"].encoder
+        forward, calls = encoder._forward, []
+
+        def spy(ids):
+            calls.append((len(ids), torch.get_num_threads()))
+            return forward(ids)
+
+        encoder._forward = spy
+        batched = svc.retrieve(queries, topk=3, retriever="dense-m")
+        one_request, calls[:] = list(calls), []
+        with ThreadPoolExecutor(len(queries)) as pool:
+            singles = list(pool.map(lambda q: svc.retrieve([q], 3, "dense-m")[0], queries))
+        coalesced = list(calls)
+    assert singles == batched  # the same answers either way
+    assert sum(n for n, _ in one_request) == sum(n for n, _ in coalesced) == len(queries)
+    assert len(one_request) <= len(coalesced)  # no more forward passes per query
+    assert {t for _, t in one_request + coalesced} == {fresh[0]}, (one_request, coalesced)

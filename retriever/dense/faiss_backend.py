@@ -1,8 +1,14 @@
 """FAISS search backends (CPU, and GPU when faiss-gpu is installed) and faiss file helpers.
 
 Call faiss from one thread with batched queries: every call sets the OpenMP pool to one thread
-for a single query (no fork/join overhead) and to all cores for a batch; a lock keeps two
-threads from entering faiss at once (two OpenMP pools would fight over the cores).
+for a single query (no fork/join overhead) and to all cores for a batch, and puts the calling
+thread's setting back after; a lock keeps two threads from entering faiss at once (two OpenMP
+pools would fight over the cores).
+
+Why put it back: with torch imported first, faiss's ``omp_set_num_threads`` is torch's OpenMP
+runtime's, and OpenMP keeps that number per thread. The server's worker thread encodes the
+next batch with torch on whatever the last search left, so one single-query search put every
+later encode on one core (issue 26: lone queries on one core, bimodal throughput).
 """
 
 from __future__ import annotations
@@ -137,9 +143,15 @@ class FaissBackend:
             return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
         depth = min(max(k, self.rerank[1]), self.num_rows) if self.rerank else k
         with self._lock:
-            if not self.on_gpu:  # 0.1 us: set it every call, other code may have changed it
+            if self.on_gpu:
+                scores, ids = self.index.search(queries, depth)
+            else:  # 0.1 us: set it every call, other code may have changed it
+                before = faiss.omp_get_max_threads()
                 faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
-            scores, ids = self.index.search(queries, depth)
+                try:
+                    scores, ids = self.index.search(queries, depth)
+                finally:
+                    faiss.omp_set_num_threads(before)  # this thread's torch encodes with it
         if self.rerank:
             return exact_rerank(queries, ids, self.rerank[0], k, self.metric)
         if self.metric == "l2":
