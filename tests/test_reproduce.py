@@ -39,7 +39,9 @@ def test_verl_launcher_matches_verls_config(tmp_path):
     import yaml
 
     rs = load()
-    _, r = rs.parse_args(["train", "--plan", "--work", str(tmp_path), "--trainer", "verl"])
+    qa = str(Path(__file__).parent / "data" / "bamboogle.jsonl")
+    argv = ["train", "--plan", "--work", str(tmp_path), "--trainer", "verl", "--train-data", qa]
+    _, r = rs.parse_args(argv)
     cmd = rs.gpu_train_commands(r, "verl", "http://10.0.0.1:8000", tmp_path / "gpu")[0]
     assert cmd[1:3] == ["-m", "verl.trainer.main_ppo"]
     config = Path(importlib.util.find_spec("verl").submodule_search_locations[0])
