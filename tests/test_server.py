@@ -213,7 +213,7 @@ def test_503_when_the_worker_died(root, fake):
                 raise SystemExit("worker killed")
             return original(queries, k)
 
-        service._batchers["bm25"]._search = dying
+        service._batchers["bm25"]._ops[None] = dying  # the default operation: search
         assert client.post("/retrieve", json={"queries": ["die"]}).status_code == 503
         r = client.post("/retrieve", json={"queries": ["fine"]})
         assert r.status_code == 503 and "worker died" in r.json()["detail"]
