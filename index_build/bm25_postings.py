@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.bm25 import termmax
+from retriever.bm25 import compact, rowmax, termmax
 from retriever.bm25.analyzer import Analyzer
 from retriever.bm25.formula import idf, posting_scores
 from retriever.bm25.retriever import BM25S_FILES, save_params, save_vocab
@@ -258,6 +258,8 @@ def _pwrite(path: Path, at: int, a: np.ndarray) -> None:
 def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
     """Worker: score terms ``[t_lo, t_hi)`` and write their postings into the output files at
     their offsets; returns (postings, the terms' maximum scores)."""
+    if task[0] == compact.LAYOUT:
+        return _merge_compact(task[1:])
     folder, runs, t_lo, t_hi, starts, avgdl, k1, b, method = task
     spill = folder / "spill"
     ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
@@ -274,6 +276,36 @@ def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
     return len(docs), termmax.term_maxima(scores, ip - ip[0])
 
 
+def _merge_compact(task: tuple) -> tuple:
+    """Worker, compact layout: encode terms ``[t_lo, t_hi)`` into ``spill/part.T_LO`` (words)
+    and fill their rows of the range maxima; returns (postings, term maxima, block first rows,
+    block offsets from 0, block bit widths). Scores are computed only for the maxima."""
+    folder, runs, t_lo, t_hi, avgdl, k1, b, method, slot = task
+    spill = folder / "spill"
+    ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
+    df = np.diff(ip)
+    term_idf = np.array(np.load(spill / "idf.npy", mmap_mode="r")[t_lo:t_hi])
+    lengths = np.load(spill / "lengths.npy", mmap_mode="r")
+    docs, tf = read_range(spill, runs, t_lo, t_hi, df)
+    local = ip - ip[0]
+    scores = posting_scores(
+        tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method, step=1 << 20
+    )
+    tmax = termmax.term_maxima(scores, local)
+    frequent = np.flatnonzero(slot >= 0)
+    if len(frequent):
+        out = np.lib.format.open_memmap(folder / (rowmax.FILES[1] + ".partial"), mode="r+")
+        s_lo = int(slot[frequent[0]])
+        rows = out[s_lo : s_lo + len(frequent)].view(np.ndarray)
+        rowmax.fill(scores, docs, local, tmax, frequent.astype(np.int64), rowmax.SHIFT, rows)
+        out.flush()
+        del out, rows
+    del scores
+    words, first, offset, bits = compact.encode(docs, tf, local)
+    words.tofile(spill / f"part.{t_lo}")
+    return len(docs), tmax, first, offset, bits
+
+
 # ---- the build --------------------------------------------------------------------------------
 def build_postings(
     store: DocStore,
@@ -282,15 +314,17 @@ def build_postings(
     params: dict,
     workers: int,
     show_progress: bool = False,
+    layout: str = termmax.LAYOUT,
 ) -> dict:
-    """Write the bm25s files, hashed vocabulary and term maxima of ``store`` into ``folder``;
-    returns manifest keys. One pool of ``workers`` processes tokenizes and then merges."""
+    """Write the bm25s files, hashed vocabulary and term maxima of ``store`` into ``folder``
+    (``layout`` ``compact.LAYOUT``: the compact files and the range maxima instead); returns
+    manifest keys. One pool of ``workers`` processes tokenizes and then merges."""
     pool = None
     if workers > 1:
         # spawn, not fork: the caller may hold threads (a JVM, a server) that fork copies badly
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        return _build(store, folder, analyzer, params, pool, max(workers, 1), show_progress)
+        return _build(store, folder, analyzer, params, pool, max(workers, 1), show_progress, layout)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -304,7 +338,7 @@ def _bar(show: bool, total: int, unit: str, desc: str):
     return tqdm(total=total, unit=unit, desc=desc, smoothing=0.1)
 
 
-def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dict:
+def _build(store, folder, analyzer, params, pool, workers, show_progress, layout) -> dict:
     n = len(store)
     bar = _bar(show_progress, n, "passage", "bm25 tokenize")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -351,11 +385,19 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
     avgdl = float(lengths.mean()) if n else 0.0
     np.save(spill / "idf.npy", idf(df, n, params["method"]))
     np.save(spill / "lengths.npy", lengths)
+    if layout == compact.LAYOUT:
+        compact.write(folder, lengths, np.load(spill / "idf.npy"))
     del lengths, df
-    starts = {
-        BM25S_FILES[0]: _npy_file(folder / BM25S_FILES[0], np.float32, total),
-        BM25S_FILES[1]: _npy_file(folder / BM25S_FILES[1], np.int32, total),
-    }
+    if layout == compact.LAYOUT:
+        min_df, frequent, slot = rowmax._dense(indptr, n, rowmax.SHIFT, 0)
+        shape = (len(frequent), rowmax.ranges(n, rowmax.SHIFT))
+        partial = folder / (rowmax.FILES[1] + ".partial")
+        np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape).flush()
+    else:
+        starts = {
+            BM25S_FILES[0]: _npy_file(folder / BM25S_FILES[0], np.float32, total),
+            BM25S_FILES[1]: _npy_file(folder / BM25S_FILES[1], np.int32, total),
+        }
     # term ranges of at most MERGE_POSTINGS postings, at least four per worker
     step = max(1, min(MERGE_POSTINGS, -(-total // (4 * workers))))
     bounds, t_lo = [], 0
@@ -365,23 +407,45 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
         bounds.append((t_lo, t_hi))
         t_lo = t_hi
     k1, b, method = params["k1"], params["b"], params["method"]
-    tasks = [(folder, runs.count, lo, hi, starts, avgdl, k1, b, method) for lo, hi in bounds]
+    if layout == compact.LAYOUT:
+        tasks = [
+            (layout, folder, runs.count, lo, hi, avgdl, k1, b, method, slot[lo:hi])
+            for lo, hi in bounds
+        ]
+        blocks = compact.Blocks(folder)
+    else:
+        tasks = [(folder, runs.count, lo, hi, starts, avgdl, k1, b, method) for lo, hi in bounds]
     results = (
         map(_merge_range, tasks) if pool is None else [pool.submit(_merge_range, t) for t in tasks]
     )
     # the vocabulary is written while the workers merge
     save_vocab(folder, list(vocab))
     del vocab
-    save_params(folder, params, n)
+    if layout != compact.LAYOUT:
+        save_params(folder, params, n)  # bm25s opens the float layout as its own
     bar = _bar(show_progress, total, "posting", "bm25 merge")
     term_max = np.zeros(v, dtype=np.float32)
     for (lo, hi), result in zip(bounds, results):
-        done, term_max[lo:hi] = result if pool is None else result.result()
+        got = result if pool is None else result.result()
+        done, term_max[lo:hi] = got[:2]
+        if layout == compact.LAYOUT:
+            blocks.add(spill / f"part.{lo}", *got[2:])
         if bar is not None:
             bar.update(done)
     if bar is not None:
         bar.close()
     np.save(folder / termmax.FILE, term_max)
+    postings = {"layout": layout}
+    if layout == compact.LAYOUT:
+        blocks.finish(indptr)
+        os.replace(partial, folder / rowmax.FILES[1])
+        np.save(folder / rowmax.FILES[0], slot)
+        postings["block"] = compact.BLOCK
+        postings["row_ranges"] = {
+            "shift": rowmax.SHIFT,
+            "min_df": int(min_df),
+            "dense_terms": int(len(frequent)),
+        }
     shutil.rmtree(spill)
     log.info("merged and scored %d postings in %.1f s", total, time.perf_counter() - t0)
     return {
@@ -389,5 +453,5 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress) -> dic
         "vocab_size": v,
         "num_postings": total,
         "avg_doc_len": avgdl,
-        "postings": {"layout": termmax.LAYOUT},
+        "postings": postings,
     }

@@ -31,6 +31,8 @@ from retriever.store.docstore import CORPUS_DIR, DocStore
 
 log = logging.getLogger(__name__)
 
+FORMATS = ("float", "compact")
+
 
 @dataclass(frozen=True)
 class BM25Config:
@@ -43,6 +45,7 @@ class BM25Config:
     workers: int = 0  # 0: one per core
     lucene_index: str | None = None  # register this existing pyserini index instead of building
     threads: int = 0  # Lucene indexing threads (0: one per core)
+    format: str = "float"  # bm25s: "float" (bm25s's own files) or "compact" (compact-v1)
 
     @property
     def folder_name(self) -> str:
@@ -105,6 +108,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="lucene", help="bm25s scoring variant")
     p.add_argument("--workers", type=int, default=0, help="tokenizing processes (0: one per core)")
     p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="float",
+        help="bm25s posting format: float (default; bm25s's score matrix, opens in bm25s) or "
+        "compact (compact-v1: bit-packed row gaps and term frequencies, scores computed at "
+        "search time, the same hits and scores; retriever.bm25.compact)",
+    )
+    p.add_argument(
         "--threads", type=int, default=0, help="Lucene indexing threads (0: one per core)"
     )
 
@@ -159,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         lucene_index=args.lucene_index,
         threads=args.threads,
+        format=args.format,
     )
     manifest = build_bm25(args.index, config, show_progress=not args.no_progress)
     s = manifest["summary"]
@@ -181,6 +193,8 @@ def build_bm25(
     start = time.perf_counter()
     root = Path(root)
     store = DocStore.open(root / CORPUS_DIR)
+    if config.format not in FORMATS:
+        raise ValueError(f"unknown bm25 format {config.format!r}: use one of {', '.join(FORMATS)}")
     if config.analyzer is None:
         config = replace(config, analyzer=Analyzer.for_language(store.manifest.get("language")))
     script = (store.manifest.get("script_conversion") or {}).get("to")
@@ -199,7 +213,7 @@ def build_bm25(
     }
     try:
         if config.backend == "bm25s":
-            from retriever.bm25 import rowmax
+            from retriever.bm25 import compact, rowmax, termmax
 
             from .bm25_postings import build_postings
 
@@ -210,9 +224,11 @@ def build_bm25(
                 base["params"],
                 config.workers or os.cpu_count() or 1,
                 show_progress,
+                compact.LAYOUT if config.format == "compact" else termmax.LAYOUT,
             )
-            # range maxima for the default pruned search (``retriever.bm25.bmp``)
-            extra["postings"]["row_ranges"] = rowmax.write(partial, len(store))
+            if config.format != "compact":  # the compact build writes them as it merges
+                # range maxima for the default pruned search (``retriever.bm25.bmp``)
+                extra["postings"]["row_ranges"] = rowmax.write(partial, len(store))
             manifest = {**base, **extra}
         else:
             from .lucene import build_lucene, register_lucene

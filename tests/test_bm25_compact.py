@@ -3,11 +3,20 @@ rows and bit-identical float32 scores from its kernels, on random matrices and t
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from retriever.bm25 import bmp, compact, compact_kernels, exhaustive, rowmax, termmax
 from retriever.bm25.formula import idf, posting_scores
+from retriever.bm25.retriever import BM25Retriever
+from retriever.errors import CorruptStoreError, IndexFormatError
+from retriever.manifest import read_manifest
+
+HOTPOT = Path(__file__).parent / "data" / "hotpotqa-distractor-500.jsonl"
 
 
 def _random_postings(rng: np.random.Generator, num_docs: int, vocab: int):
@@ -108,3 +117,66 @@ def test_compact_kernels_equal_float_kernels(seed):
         for i, g in enumerate(got):
             for w, x in zip(want, g):
                 np.testing.assert_array_equal(x, w, err_msg=f"k {k}, result {i}")
+
+
+@pytest.fixture(scope="module")
+def roots(hotpot_root, tmp_path_factory):
+    """The HotpotQA corpus built in both formats (the compact one through the CLI flag)."""
+    from index_build.__main__ import main
+
+    out = {}
+    for fmt in ("float", "compact"):
+        root = tmp_path_factory.mktemp(fmt) / "index"
+        shutil.copytree(hotpot_root / "corpus", root / "corpus")
+        argv = ["bm25", "--index", str(root), "--no-progress", "--workers", "1", "--format", fmt]
+        assert main(argv) == 0
+        out[fmt] = root
+    return out
+
+
+def test_compact_index_equals_float_index_on_hotpotqa(roots):
+    """Built with ``--format compact``: the same hits and bit-identical scores as the float
+    part, pruned and exhaustive, batched and one by one; smaller; the same maxima files."""
+    floats, comp = roots["float"] / "bm25", roots["compact"] / "bm25"
+    manifest = read_manifest(comp)
+    assert manifest["postings"]["layout"] == compact.LAYOUT
+    assert manifest["postings"]["row_ranges"] == read_manifest(floats)["postings"]["row_ranges"]
+    for name in (termmax.FILE, *rowmax.FILES, "vocab.hash.npy", "indptr.csc.index.npy"):
+        assert (comp / name).read_bytes() == (floats / name).read_bytes(), name
+    assert not (comp / "data.csc.index.npy").exists()
+    # the postings (rows and scores / blocks, lengths and idf): at this tiny scale one block of
+    # skip data per term weighs most; at 666k passages the ratio is BENCHMARKS.md's
+    posting_bytes = sum((comp / f).stat().st_size for f in compact.FILES[1:])
+    float_bytes = sum((floats / f).stat().st_size for f in ("data.csc.index.npy",
+                                                             "indices.csc.index.npy"))  # fmt: skip
+    assert posting_bytes < 0.7 * float_bytes
+    questions = [json.loads(line)["question"] for line in HOTPOT.read_text().splitlines()]
+    vocab = list(json.loads((floats / "vocab.index.json").read_text()))
+    rng = np.random.default_rng(11)
+    texts = questions[:200] + [" ".join(rng.choice(vocab, 6)) for _ in range(100)] + ["film"]
+    ref = BM25Retriever(floats, threads=1, pruning=False)
+    pruned = BM25Retriever(comp, threads=2)
+    full = BM25Retriever(comp, threads=1, pruning=False)
+    assert (pruned.method, full.method) == ("bmp-compact", "exhaustive-compact")
+    assert BM25Retriever(comp, warmup=False, pruning="bmp").method == "bmp-compact"
+    for k in (1, 3, 10, 100, 1000):
+        want = ref.search(texts, k)
+        assert pruned.search(texts, k) == want, k  # parallel batch
+        assert full.search(texts, k) == want, k
+        assert [pruned.search([t], k)[0] for t in texts[::20]] == want[::20]
+
+
+def test_float_index_refuses_compact_kernels_with_the_fix(roots):
+    with pytest.raises(IndexFormatError, match="--format compact"):
+        BM25Retriever(roots["float"] / "bm25", warmup=False, pruning="bmp-compact")
+
+
+def test_damaged_block_offsets_are_refused_at_load(roots, tmp_path):
+    """A flipped block offset would make a decode read outside the words: refused naming it."""
+    part = tmp_path / "bm25"
+    shutil.copytree(roots["compact"] / "bm25", part)
+    offsets = np.load(part / "blocks.offset.npy")
+    offsets[len(offsets) // 2] += 1
+    np.save(part / "blocks.offset.npy", offsets)  # same size: only the values changed
+    with pytest.raises(CorruptStoreError, match=r"blocks\.offset\.npy"):
+        BM25Retriever(part, warmup=False)

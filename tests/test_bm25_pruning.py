@@ -256,11 +256,12 @@ def test_missing_term_maxima_are_refused(root, tmp_path):
 
 def test_kernels_are_bmp_and_the_exhaustive_reference(root):
     """``pruning`` picks a kernel of ``KERNELS``; the removed ``daat`` is refused by name."""
-    assert set(KERNELS) == {"bmp", "exhaustive"} and all(map(callable, KERNELS.values()))
+    assert set(KERNELS) == {"bmp", "exhaustive", "bmp-compact", "exhaustive-compact"}
+    assert all(map(callable, KERNELS.values()))
     for pruning, method in ((True, "bmp"), ("bmp", "bmp"), (False, "exhaustive")):
         assert BM25Retriever(root / "bm25", warmup=False, pruning=pruning).method == method
     assert BM25Retriever(root / "bm25", warmup=False, pruning="exhaustive").method == "exhaustive"
-    with pytest.raises(ValueError, match="'daat'.*'bmp', 'exhaustive'"):
+    with pytest.raises(ValueError, match="'daat'.*'bmp', 'exhaustive', 'bmp-compact'"):
         BM25Retriever(root / "bm25", warmup=False, pruning="daat")
 
 

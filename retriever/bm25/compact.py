@@ -42,6 +42,7 @@ Blocks are decoded whole into per-term buffers (rows and float32 scores) by the 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -244,3 +245,47 @@ def from_postings(docs, tf, indptr, lengths, term_idf, params: dict, avgdl: floa
         float(params["k1"]),
         params["method"] == "atire",
     )
+
+
+class Blocks:
+    """The build's writer of the block files: merge ranges arrive in term order, each with its
+    words in a part file and its blocks' skip data (offsets from 0); memory is the skip data
+    (about 14 bytes a block), never the words."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.raw = self.folder / "spill" / "words.raw"
+        self.words = 0
+        self.first: list[np.ndarray] = []
+        self.offset: list[np.ndarray] = [np.zeros(1, np.int64)]
+        self.bits: list[np.ndarray] = []
+
+    def add(self, part: Path, first: np.ndarray, offset: np.ndarray, bits: np.ndarray) -> None:
+        with open(part, "rb") as src, open(self.raw, "ab") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.unlink(part)
+        self.first.append(first)
+        self.offset.append(offset[1:] + self.words)
+        self.bits.append(bits)
+        self.words += int(offset[-1])
+
+    def finish(self, indptr: np.ndarray) -> None:
+        """Write ``blocks.*.npy`` and ``postings.words.npy`` (one zero word of padding)."""
+        bptr = np.zeros(len(indptr), dtype=np.int64)
+        np.cumsum(num_blocks(np.diff(indptr)), out=bptr[1:])
+        np.save(self.folder / "blocks.ptr.npy", bptr)
+        np.save(
+            self.folder / "blocks.first.npy", np.concatenate([np.zeros(0, np.int32), *self.first])
+        )
+        np.save(self.folder / "blocks.offset.npy", np.concatenate(self.offset))
+        np.save(
+            self.folder / "blocks.bits.npy",
+            np.concatenate([np.zeros((0, 2), np.uint8), *self.bits]),
+        )
+        with open(self.folder / "postings.words.npy", "wb") as f:
+            header = {"descr": "<u4", "fortran_order": False, "shape": (self.words + 1,)}
+            np.lib.format.write_array_header_1_0(f, header)
+            if self.raw.exists():
+                with open(self.raw, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 22)
+            f.write(b"\0\0\0\0")

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptStoreError
-from . import rowmax
+from . import compact, rowmax
 
 _KINDS = {  # the array kinds the kernels are compiled for (numpy dtype.kind)
+    **compact.KINDS,
     "data.csc.index.npy": "f",
     "indices.csc.index.npy": "iu",
     "indptr.csc.index.npy": "iu",
@@ -79,8 +80,8 @@ def _shape(path: Path, arr: np.ndarray, want: tuple) -> None:
 def check_arrays(
     folder: Path,
     manifest: dict,
-    data: np.ndarray,
-    indices: np.ndarray,
+    data: np.ndarray | None,
+    indices: np.ndarray | None,
     indptr: np.ndarray,
     vocab_hash: np.ndarray,
     vocab_ids: np.ndarray,
@@ -90,15 +91,18 @@ def check_arrays(
 ) -> None:
     """Shapes against each other and the manifest, and the values the kernels index by:
     column pointers rising within the postings, vocabulary ids a permutation of the terms,
-    hashes sorted, range slots numbering the frequent terms, one term maximum a term."""
+    hashes sorted, range slots numbering the frequent terms, one term maximum a term.
+    ``data``/``indices`` None: a compact part (``compact.check`` checks its blocks)."""
     v = len(indptr) - 1
-    postings = len(indices)
+    postings = len(indices) if indices is not None else int(indptr[-1]) if v >= 0 else 0
     f = {name: folder / name for name in _KINDS}
     if (want := manifest.get("vocab_size", v)) != v:
         raise _damaged(f["indptr.csc.index.npy"], f"has {v + 1} entries for {want} terms")
     if (want := manifest.get("num_postings", postings)) != postings:
-        raise _damaged(f["indices.csc.index.npy"], f"has {postings} entries for {want} postings")
-    _shape(f["data.csc.index.npy"], data, (postings,))
+        name = "indices.csc.index.npy" if indices is not None else "indptr.csc.index.npy"
+        raise _damaged(f[name], f"has {postings} entries for {want} postings")
+    if data is not None:
+        _shape(f["data.csc.index.npy"], data, (postings,))
     _shape(f["vocab.hash.npy"], vocab_hash, (v,))
     _shape(f["vocab.ids.npy"], vocab_ids, (v,))
     ptr = np.asarray(indptr, dtype=np.int64)
@@ -121,3 +125,33 @@ def check_arrays(
         numbered = slot[slot >= 0]
         if np.any(slot < -1) or not np.array_equal(numbered, np.arange(dense)):
             raise _damaged(f["rows.slot.npy"], f"does not number the {dense} frequent terms")
+
+
+def check_compact(folder: Path, manifest: dict, c: compact.Compact) -> None:
+    """A compact part's block arrays against each other (O(blocks)): each term's block count,
+    each block's words from its widths and length, widths of at most 32 bits, one length a
+    document and one idf a term, so no decode reads outside ``postings.words.npy``."""
+    f = {name: folder / name for name in compact.FILES}
+    v = len(c.indptr) - 1
+    df = np.diff(np.asarray(c.indptr, dtype=np.int64))
+    bptr = np.asarray(c.bptr, dtype=np.int64)
+    _shape(f["blocks.ptr.npy"], bptr, (v + 1,))
+    if bptr[0] != 0 or np.any(np.diff(bptr) != compact.num_blocks(df)):
+        raise _damaged(f["blocks.ptr.npy"], "does not count each term's blocks")
+    nb = int(bptr[-1])
+    _shape(f["blocks.first.npy"], c.first, (nb,))
+    _shape(f["blocks.offset.npy"], c.offset, (nb + 1,))
+    _shape(f["blocks.bits.npy"], c.bits, (nb, 2))
+    _shape(f["docs.len.npy"], c.lengths, (int(manifest["num_docs"]),))
+    _shape(f["terms.idf.npy"], c.idf, (v,))
+    bits = np.asarray(c.bits, dtype=np.int64)
+    if nb and bits.max() > 32:
+        raise _damaged(f["blocks.bits.npy"], "holds a width over 32 bits")
+    # postings of each block: BLOCK, the term's last one the rest
+    n = np.full(nb, compact.BLOCK, dtype=np.int64)
+    last = bptr[1:][df > 0] - 1
+    n[last] = df[df > 0] - (np.diff(bptr)[df > 0] - 1) * compact.BLOCK
+    need = (n * bits[:, 0] + 31) // 32 + (n * bits[:, 1] + 31) // 32
+    offset = np.asarray(c.offset, dtype=np.int64)
+    if offset[0] != 0 or np.any(np.diff(offset) != need) or offset[-1] + 1 > len(c.words):
+        raise _damaged(f["blocks.offset.npy"], "does not match the blocks' widths and words")

@@ -33,7 +33,7 @@ from ..protocol import check_search_args
 from ..store.docstore import DocStore
 from ..store.titles import key_hash
 from ..types import Hit
-from . import integrity, rowmax, termmax
+from . import compact, integrity, rowmax, termmax
 from .analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -117,11 +117,52 @@ class BM25Retriever:
         self.name = name or self.folder.name
         if self.manifest.get("backend", "bm25s") != "bm25s":
             raise IndexFormatError(f"{folder} is a {self.manifest['backend']} index, not bm25s")
-        missing = [f for f in BM25S_FILES + ("vocab.hash.npy",) if not (self.folder / f).is_file()]
+        postings = self.manifest.get("postings", {})
+        self.compact = postings.get("layout") == compact.LAYOUT
+        files = compact.FILES if self.compact else BM25S_FILES
+        missing = [f for f in files + ("vocab.hash.npy",) if not (self.folder / f).is_file()]
         if missing:
             raise IndexFormatError(f"{folder} lacks {', '.join(missing)}: rebuild the bm25 index")
         self.analyzer = Analyzer.from_dict(self.manifest["analyzer"])
-        postings = self.manifest.get("postings", {})
+        if self.compact:
+            self._open_compact(postings)
+        else:
+            self._open_float(postings)
+        self.first = max(1, int(first))
+        self.method = self._method(pruning)
+        self._kernel: Kernel | None = None  # bound on first use: numba loads it then
+        self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
+        self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
+        integrity.check_arrays(
+            self.folder,
+            self.manifest,
+            self._data,
+            self._indices,
+            self._indptr,
+            self._vocab_hash,
+            self._vocab_ids,
+            self._tmax,
+            self._ranges,
+            self._shift,
+        )
+        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.max_query_terms = int(max_query_terms)
+        self._local = threading.local()
+        self._pscratch: tuple[np.ndarray, np.ndarray] | None = None
+        if warmup:
+            self.warmup()
+        self.load_seconds = time.perf_counter() - start
+        log.info(
+            "loaded %s (%d passages, %s search) in %.2f s",
+            self.folder,
+            self.num_docs,
+            self.method,
+            self.load_seconds,
+        )
+
+    def _open_float(self, postings: dict) -> None:
+        """Map the bm25s files (the float layout) and the maxima beside them."""
+        folder = self.folder
         mapped = BM25S_FILES + ("vocab.hash.npy", "vocab.ids.npy")
         if postings.get("layout") in termmax.LAYOUTS and (self.folder / termmax.FILE).is_file():
             mapped += (termmax.FILE,)
@@ -161,40 +202,38 @@ class BM25Retriever:
         if ranges and (self._ranges is None or self._tmax is None):
             raise IndexFormatError(f"{folder} lacks its row-range maxima: rebuild the bm25 index")
         self._shift = int(ranges["shift"]) if ranges else 0
-        self.first = max(1, int(first))
-        self.method = self._method(pruning)
-        self._kernel: Kernel | None = None  # bound on first use: numba loads it then
-        self._vocab_hash = np.load(self.folder / "vocab.hash.npy", mmap_mode="r")
-        self._vocab_ids = np.load(self.folder / "vocab.ids.npy", mmap_mode="r")
-        integrity.check_arrays(
-            self.folder,
-            self.manifest,
-            self._data,
-            self._indices,
-            self._indptr,
-            self._vocab_hash,
-            self._vocab_ids,
-            self._tmax,
-            self._ranges,
-            self._shift,
-        )
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
-        self.max_query_terms = int(max_query_terms)
-        self._local = threading.local()
-        self._pscratch: tuple[np.ndarray, np.ndarray] | None = None
-        if warmup:
-            self.warmup()
-        self.load_seconds = time.perf_counter() - start
-        log.info(
-            "loaded %s (%d passages, %s search) in %.2f s",
-            self.folder,
-            self.num_docs,
-            self.method,
-            self.load_seconds,
-        )
+
+    def _open_compact(self, postings: dict) -> None:
+        """Map the compact layout (``compact``): blocks, lengths, idf, and the maxima."""
+        mapped = compact.FILES + ("vocab.hash.npy", "vocab.ids.npy", termmax.FILE, *rowmax.FILES)
+        integrity.check_sizes(self.folder, self.manifest, mapped)  # before anything is mapped
+        self._compact = compact.load(self.folder, self.manifest)
+        self._data, self._indices, self._indptr = None, None, self._compact.indptr
+        self.num_docs = int(self.manifest["num_docs"])
+        self._tmax = termmax.load(self.folder)
+        self._ranges = rowmax.load(self.folder)
+        if self._tmax is None or self._ranges is None or not postings.get("row_ranges"):
+            raise IndexFormatError(
+                f"{self.folder} lacks its term or row-range maxima: rebuild the bm25 index"
+            )
+        self._shift = int(postings["row_ranges"]["shift"])
+        integrity.check_compact(self.folder, self.manifest, self._compact)
 
     def _method(self, pruning: bool | str) -> str:
-        """The name in ``KERNELS`` that ``pruning`` asks for on this index."""
+        """The name in ``KERNELS`` that ``pruning`` asks for on this index: on a compact part,
+        ``bmp`` and ``exhaustive`` name their ``-compact`` kernels."""
+        if isinstance(pruning, str) and pruning.endswith(COMPACT) and pruning in KERNELS:
+            if not self.compact:
+                raise IndexFormatError(
+                    f"{self.folder} is not in the compact format that {pruning!r} reads: rebuild "
+                    f"it with `python -m index_build bm25 --index {self.folder.parent} --format "
+                    f"compact`, or use {pruning.removesuffix(COMPACT)!r}"
+                )
+            pruning = pruning.removesuffix(COMPACT)
+        name = self._float_method(pruning)
+        return name + COMPACT if self.compact else name
+
+    def _float_method(self, pruning: bool | str) -> str:
         if pruning is False or pruning == "exhaustive":
             return "exhaustive"
         if pruning is True:
@@ -207,7 +246,7 @@ class BM25Retriever:
                 self.folder,
             )
             return "exhaustive"
-        if pruning not in KERNELS:
+        if pruning not in KERNELS or pruning.endswith(COMPACT):
             raise ValueError(
                 f"pruning={pruning!r} is not a kernel: pass True, False or one of "
                 f"{', '.join(map(repr, KERNELS))}"
@@ -222,7 +261,7 @@ class BM25Retriever:
     @property
     def pruning(self) -> bool:
         """True when searches skip postings (``method`` says how)."""
-        return self.method != "exhaustive"
+        return not self.method.startswith("exhaustive")
 
     @property
     def vocab_size(self) -> int:
@@ -359,8 +398,31 @@ def _bmp(r: BM25Retriever) -> Kernel:
     return Kernel(bmp.search_serial, bmp.search_parallel, arrays, (r.first, bmp.FALLBACK))
 
 
+def _exhaustive_compact(r: BM25Retriever) -> Kernel:
+    """``exhaustive`` over the compact layout's decoded blocks."""
+    from . import compact_kernels as ck
+
+    return Kernel(ck.exhaustive_serial, ck.exhaustive_parallel, tuple(r._compact), ())
+
+
+def _bmp_compact(r: BM25Retriever) -> Kernel:
+    """``bmp`` over the compact layout's decoded blocks."""
+    from . import bmp
+    from . import compact_kernels as ck
+
+    arrays = (*r._compact, r._tmax, *r._ranges, r._shift)
+    return Kernel(ck.bmp_serial, ck.bmp_parallel, arrays, (r.first, bmp.FALLBACK))
+
+
 # The kernels ``pruning`` chooses from, by name (``BM25Retriever.method``); same hits and scores.
-KERNELS: dict[str, Callable[[BM25Retriever], Kernel]] = {"bmp": _bmp, "exhaustive": _exhaustive}
+# The ``-compact`` ones read the compact layout (``compact``); the others the bm25s float one.
+KERNELS: dict[str, Callable[[BM25Retriever], Kernel]] = {
+    "bmp": _bmp,
+    "exhaustive": _exhaustive,
+    "bmp-compact": _bmp_compact,
+    "exhaustive-compact": _exhaustive_compact,
+}
+COMPACT = "-compact"
 
 
 def load(folder: Path, store: DocStore | None = None, **options):

@@ -60,6 +60,12 @@ def _fill(data, indices, indptr, tmax, terms, shift, out):
                 row[r] = q
 
 
+def fill(data, indices, indptr, tmax, terms, shift: int, out: np.ndarray) -> None:
+    """Raise ``out[s]`` to the range bytes of ``terms[s]`` in a CSC slice held in memory (the
+    compact build fills its rows as it merges)."""
+    _fill(data, indices, np.asarray(indptr, dtype=np.int64), tmax, terms, shift, out)
+
+
 def _dense(indptr, num_docs: int, shift: int, min_df: int):
     """(min_df, the frequent terms ascending, slot int32[V]) of a matrix's column pointers."""
     min_df = min_df or default_min_df(num_docs, shift)
