@@ -13,13 +13,17 @@ times into one JSONL passage file with new ids and titles (copy ``c`` of ``"T"``
   ours with the default pruning (``bmp``, row-range block maxima), ours exhaustive (the
   in-run baseline) and Lucene (raw ``SimpleSearcher.search`` for single queries,
   ``batch_search`` with one thread for batches), alternating per repeat;
-- answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene.
+- answer recall@k on NQ test questions (an answer string in a hit), ours vs Lucene;
+- with ``--format compact``, also the compact layout (``retriever.bm25.compact``) as its own
+  part ``bm25-compact``: build time, peak RSS, size per file group, and its kernels
+  (``bmp-compact``, ``exhaustive-compact``) timed in the same alternation, checked equal.
 
 Stages are skipped when their output exists (``--rebuild`` redoes the BM25 builds), so an
 interrupted run continues. Prints a table and one JSON line; appends to the benchmark history.
 
     .venv/bin/python scripts/bench/bm25_scale.py --factor 8 [--work /tmp/bm25-scale]
     .venv/bin/python scripts/bench/bm25_scale.py --smoke  # 3 bundled articles x2, no Lucene
+    .venv/bin/python scripts/bench/bm25_scale.py --factor 1 --format compact --no-pyserini
 """
 
 from __future__ import annotations
@@ -104,6 +108,30 @@ def answer_recall(store, results, answers, normalize) -> float:
     return found / max(len(results), 1)
 
 
+def sizes_note(root: Path) -> str:
+    """MB of the postings, maxima and vocabulary files of the float and compact parts."""
+    groups = {
+        "postings": (
+            "data.csc.*",
+            "indices.csc.*",
+            "blocks.*",
+            "postings.*",
+            "docs.*",
+            "terms.idf*",
+        ),
+        "maxima": ("rows.*", "terms.max*"),
+        "rest": ("indptr.*", "vocab.*", "*.json"),
+    }
+    out = []
+    for name, globs in groups.items():
+        mb = [
+            sum(f.stat().st_size for g in globs for f in (root / part).glob(g)) / 1e6
+            for part in ("bm25", "bm25-compact")
+        ]
+        out.append(f"{name} {mb[0]:.0f} vs {mb[1]:.0f} MB ({mb[1] / max(mb[0], 1e-9):.2f}x)")
+    return ", ".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--factor", type=int, default=8, help="copies of the 666k corpus (8: 5.3M)")
@@ -118,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the BM25 indexes")
     p.add_argument("--build-only", action="store_true", help="stop after the builds")
     p.add_argument("--corpus-only", action="store_true", help="stop after the corpus store")
+    p.add_argument(
+        "--format",
+        choices=["float", "compact"],
+        default="float",
+        help="compact: also build and time the compact posting layout (part bm25-compact)",
+    )
     c.add_common_args(p)
     args = p.parse_args(argv)
     nq = NQ
@@ -172,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
         use_lucene = java_available() is not None
     builds = [("bm25", [])] + ([("bm25-lucene", ["--backend", "pyserini"])] if use_lucene else [])
+    if args.format == "compact":
+        builds.append(("bm25-compact", ["--name", "bm25-compact", "--format", "compact"]))
     for name, extra in builds:
         if args.rebuild or not (root / name / "manifest.json").is_file():
             cmd = [c.PY, "-m", "index_build", "bm25", "--index", str(root), "--no-progress"]
-            cmd += ["--workers", str(args.workers)] if name == "bm25" else []
+            cmd += ["--workers", str(args.workers)] if name.startswith("bm25") else []
             stats[f"build {name}"] = {**sampled([*cmd, *extra]), "mb": 0.0}
             stats[f"build {name}"]["mb"] = folder_mb(root / name)
             print(name, stats[f"build {name}"], flush=True)
@@ -209,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     others = {  # any further kernel (was: daat), so every one is timed and checked
         m: BM25Retriever(root / "bm25", threads=1, pruning=m)
         for m in KERNELS
-        if m not in ("bmp", "exhaustive")
+        if m not in ("bmp", "exhaustive") and not m.endswith("-compact")
     }
+    if args.format == "compact":  # the compact part's kernels, on their own part
+        others |= {
+            m: BM25Retriever(root / "bm25-compact", threads=1, pruning=m)
+            for m in KERNELS
+            if m.endswith("-compact")
+        }
     systems |= {f"ours {m}": r.search for m, r in others.items()}
     systems["ours exhaustive"] = exhaustive.search
     if use_lucene:
@@ -243,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"bmp/exhaustive k={k} b={batch}"] = ours_qps / c.qps_of(
                 rows, "ours exhaustive", k, batch
             )
+            if args.format == "compact":
+                ratios[f"bmp-compact/bmp k={k} b={batch}"] = (
+                    c.qps_of(rows, "ours bmp-compact", k, batch) / ours_qps
+                )
             if use_lucene:
                 ratios[f"bmp/pyserini k={k} b={batch}"] = ours_qps / c.qps_of(
                     rows, "pyserini (Lucene)", k, batch
@@ -262,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     same = all(r.search(qtexts, 10) == want for r in [ours, *others.values()])
 
     notes = [f"{n_docs} passages ({Path(args.input).name} x{args.factor}, new ids and titles)."]
-    for key in ("corpus", "build bm25", "ranges bm25", "build bm25-lucene"):
+    for key in ("corpus", "build bm25", "ranges bm25", "build bm25-compact", "build bm25-lucene"):
         if key in stats:
             s = stats[key]
             size = f", size {s['mb'] / 1e3:.2f} GB" if s.get("mb") else ""
@@ -283,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"- pruned == exhaustive (rows and scores, k=10, {len(qa)} questions): {same}")
     size = sum(f.stat().st_size for f in (root / "bm25").glob("rows.*.npy")) / 1e9
     notes.append(f"- row-range maxima (part of the bm25 size): {size:.2f} GB")
+    if args.format == "compact":
+        notes.append("- bytes by file group, float vs compact: " + sizes_note(root))
     notes.append(
         "- ratios (median of alternating runs, one thread each): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
@@ -305,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     c.record(
         args,
         argv,
-        f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini",
+        f"BM25 at scale: {n_docs} passages, pruned vs exhaustive vs pyserini"
+        + (", float vs compact layout" if args.format == "compact" else ""),
         c.qps_table(rows),
         c.QPS_HEADER,
         "\n".join(notes),
