@@ -77,11 +77,7 @@ class InProcessClient(ClientBase):
 
     def browse(self, requests: Sequence[dict]) -> list[dict]:
         """Browser views over the service's store, as ``HTTPClient.browse`` returns them."""
-        from ..store.browse import browse
-
-        if self.service.index is None:
-            self.service._check_ready()
-        return browse(self.service.index.store, requests)
+        return self.service.browse(requests)
 
     async def abrowse(self, requests: Sequence[dict]) -> list[dict]:
         return self.browse(requests)

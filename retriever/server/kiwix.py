@@ -42,9 +42,7 @@ def href_of(title: str) -> str:
 
 
 def _store(service: RetrievalService) -> DocStore:
-    if service.index is None:
-        service._check_ready()
-    return service.index.store
+    return service.store
 
 
 def page_html(store: DocStore, name: str) -> str | None:

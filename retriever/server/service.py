@@ -479,12 +479,25 @@ class RetrievalService:
         max_chars: int | None = None,
     ) -> list[dict | None]:
         """Pages by url, title or id (in that order), windowed; reads only the store."""
-        if self.index is None:
-            self._check_ready()
+        store = self.store
         check_access(self.config, urls, titles, ids)
         return access_pages(
-            self.index.store, urls, titles, ids, offset, max_chars, self.config.max_access_chars
+            store, urls, titles, ids, offset, max_chars, self.config.max_access_chars
         )
+
+    @property
+    def store(self):
+        """The passage store once loaded (503 before): /access, /browse and kiwix read it."""
+        if self.index is None:
+            self._check_ready()
+        return self.index.store
+
+    def browse(self, requests: Sequence[dict]) -> list[dict]:
+        """Browser views over the store (``retriever.store.browse``); a bad request fails
+        only its own item."""
+        from ..store.browse import browse
+
+        return browse(self.store, requests)
 
     # ---- reports --------------------------------------------------------------------------
     def health(self) -> dict:
