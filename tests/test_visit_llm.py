@@ -1,0 +1,45 @@
+"""``env.visit`` and the MCP ``visit`` tool with a REAL extractor: SmolLM2-135M-Instruct behind
+``transformers serve`` (the fixtures of ``test_evaluate_llm``), over the real in-process client.
+
+A 135M model often breaks the JSON format; what must hold either way is the contract: a visit
+answers the extracted evidence and summary, or a tool error that says why, never an empty
+success; the page sent is bounded by the real tokenizer; each call's cost is counted."""
+
+from __future__ import annotations
+
+import pytest
+from env_support import hotpot_client
+from test_evaluate_llm import llm_url, model_dir  # noqa: F401  (module fixtures)
+
+from env.visit import VisitConfig, Visitor
+
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
+
+URL = "https://en.wikipedia.org/wiki/University_of_Kansas"
+
+
+async def test_real_model_visit_end_to_end(hotpot_root, llm_url, model_dir):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    client = hotpot_client(hotpot_root)
+    config = VisitConfig(llm_url, str(model_dir), max_input_tokens=96, max_output_tokens=96,
+                         retries=1, timeout=300)  # fmt: skip
+    visitor = Visitor(client, config, tokenizer=tokenizer)
+    try:
+        result = await visitor.visit(URL, "Where are the branch campuses?")
+        again = await visitor.visit(URL, "Where are the branch campuses?")
+        unknown = await visitor.visit("https://en.wikipedia.org/wiki/No_Such_Page_xyz", "x")
+    finally:
+        await visitor.aclose()
+        client.close()
+    print(result)
+    assert 1 <= result.tries <= 2 and visitor.stats.calls == result.tries
+    assert visitor.stats.completion_tokens > 0  # the server's usage was read
+    if result.ok:
+        assert result.summary and "Summary:" in result.text
+        assert 0 < result.page_tokens <= 96
+        assert again.cached and again.text == result.text and visitor.stats.calls == result.tries
+    else:
+        assert result.text == "" and "no usable answer" in result.error
+    assert not unknown.ok and "no page found" in unknown.error
