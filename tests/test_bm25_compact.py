@@ -175,8 +175,8 @@ def test_damaged_block_offsets_are_refused_at_load(roots, tmp_path):
     """A flipped block offset would make a decode read outside the words: refused naming it."""
     part = tmp_path / "bm25"
     shutil.copytree(roots["compact"] / "bm25", part)
-    offsets = np.load(part / "blocks.offset.npy")
+    offsets = np.load(part / "postings.offset.npy")
     offsets[len(offsets) // 2] += 1
-    np.save(part / "blocks.offset.npy", offsets)  # same size: only the values changed
-    with pytest.raises(CorruptStoreError, match=r"blocks\.offset\.npy"):
+    np.save(part / "postings.offset.npy", offsets)  # same size: only the values changed
+    with pytest.raises(CorruptStoreError, match=r"postings\.offset\.npy"):
         BM25Retriever(part, warmup=False)

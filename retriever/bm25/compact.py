@@ -9,11 +9,11 @@ Layout (all ``.npy``, memory-mapped; V terms, B blocks, N documents):
 
 - ``indptr.csc.index.npy`` int64[V+1]: postings of term ``t`` are ``indptr[t]:indptr[t+1]``,
   cut into blocks of ``BLOCK`` (128) postings, the last one shorter;
-- ``blocks.ptr.npy``   int64[V+1]: the term's blocks are ``bptr[t]:bptr[t+1]``
+- ``postings.bptr.npy``   int64[V+1]: the term's blocks are ``bptr[t]:bptr[t+1]``
   (``ceil(df / BLOCK)`` each);
-- ``blocks.first.npy`` int32[B]: the block's first row (its skip key);
-- ``blocks.offset.npy`` int64[B+1]: where the block starts in ``postings.words.npy``;
-- ``blocks.bits.npy``  uint8[B, 2]: bit widths of the block's row gaps and of its tf - 1;
+- ``postings.first.npy`` int32[B]: the block's first row (its skip key);
+- ``postings.offset.npy`` int64[B+1]: where the block starts in ``postings.words.npy``;
+- ``postings.bits.npy``  uint8[B, 2]: bit widths of the block's row gaps and of its tf - 1;
 - ``postings.words.npy`` uint32[W + 1]: per block, ``n`` row gaps ``row[i] - row[i-1] - 1``
   (``0`` for ``i = 0``) packed LSB-first at width ``bits[0]``, then ``n`` values ``tf - 1`` at
   width ``bits[1]``, each section padded to a whole word; one zero word at the end, so a
@@ -55,19 +55,19 @@ LAYOUT = "compact-v1"
 BLOCK = 128
 FILES = (
     "indptr.csc.index.npy",
-    "blocks.ptr.npy",
-    "blocks.first.npy",
-    "blocks.offset.npy",
-    "blocks.bits.npy",
+    "postings.bptr.npy",
+    "postings.first.npy",
+    "postings.offset.npy",
+    "postings.bits.npy",
     "postings.words.npy",
     "docs.len.npy",
     "terms.idf.npy",
 )
 KINDS = {  # numpy dtype.kind of each file, for ``integrity.check_sizes``
-    "blocks.ptr.npy": "i",
-    "blocks.first.npy": "i",
-    "blocks.offset.npy": "i",
-    "blocks.bits.npy": "u",
+    "postings.bptr.npy": "i",
+    "postings.first.npy": "i",
+    "postings.offset.npy": "i",
+    "postings.bits.npy": "u",
     "postings.words.npy": "u",
     "docs.len.npy": "u",
     "terms.idf.npy": "f",
@@ -270,16 +270,16 @@ class Blocks:
         self.words += int(offset[-1])
 
     def finish(self, indptr: np.ndarray) -> None:
-        """Write ``blocks.*.npy`` and ``postings.words.npy`` (one zero word of padding)."""
+        """Write the ``postings.*.npy`` files (one zero word of padding)."""
         bptr = np.zeros(len(indptr), dtype=np.int64)
         np.cumsum(num_blocks(np.diff(indptr)), out=bptr[1:])
-        np.save(self.folder / "blocks.ptr.npy", bptr)
+        np.save(self.folder / "postings.bptr.npy", bptr)
         np.save(
-            self.folder / "blocks.first.npy", np.concatenate([np.zeros(0, np.int32), *self.first])
+            self.folder / "postings.first.npy", np.concatenate([np.zeros(0, np.int32), *self.first])
         )
-        np.save(self.folder / "blocks.offset.npy", np.concatenate(self.offset))
+        np.save(self.folder / "postings.offset.npy", np.concatenate(self.offset))
         np.save(
-            self.folder / "blocks.bits.npy",
+            self.folder / "postings.bits.npy",
             np.concatenate([np.zeros((0, 2), np.uint8), *self.bits]),
         )
         with open(self.folder / "postings.words.npy", "wb") as f:

@@ -135,18 +135,18 @@ def check_compact(folder: Path, manifest: dict, c: compact.Compact) -> None:
     v = len(c.indptr) - 1
     df = np.diff(np.asarray(c.indptr, dtype=np.int64))
     bptr = np.asarray(c.bptr, dtype=np.int64)
-    _shape(f["blocks.ptr.npy"], bptr, (v + 1,))
+    _shape(f["postings.bptr.npy"], bptr, (v + 1,))
     if bptr[0] != 0 or np.any(np.diff(bptr) != compact.num_blocks(df)):
-        raise _damaged(f["blocks.ptr.npy"], "does not count each term's blocks")
+        raise _damaged(f["postings.bptr.npy"], "does not count each term's blocks")
     nb = int(bptr[-1])
-    _shape(f["blocks.first.npy"], c.first, (nb,))
-    _shape(f["blocks.offset.npy"], c.offset, (nb + 1,))
-    _shape(f["blocks.bits.npy"], c.bits, (nb, 2))
+    _shape(f["postings.first.npy"], c.first, (nb,))
+    _shape(f["postings.offset.npy"], c.offset, (nb + 1,))
+    _shape(f["postings.bits.npy"], c.bits, (nb, 2))
     _shape(f["docs.len.npy"], c.lengths, (int(manifest["num_docs"]),))
     _shape(f["terms.idf.npy"], c.idf, (v,))
     bits = np.asarray(c.bits, dtype=np.int64)
     if nb and bits.max() > 32:
-        raise _damaged(f["blocks.bits.npy"], "holds a width over 32 bits")
+        raise _damaged(f["postings.bits.npy"], "holds a width over 32 bits")
     # postings of each block: BLOCK, the term's last one the rest
     n = np.full(nb, compact.BLOCK, dtype=np.int64)
     last = bptr[1:][df > 0] - 1
@@ -154,4 +154,4 @@ def check_compact(folder: Path, manifest: dict, c: compact.Compact) -> None:
     need = (n * bits[:, 0] + 31) // 32 + (n * bits[:, 1] + 31) // 32
     offset = np.asarray(c.offset, dtype=np.int64)
     if offset[0] != 0 or np.any(np.diff(offset) != need) or offset[-1] + 1 > len(c.words):
-        raise _damaged(f["blocks.offset.npy"], "does not match the blocks' widths and words")
+        raise _damaged(f["postings.offset.npy"], "does not match the blocks' widths and words")

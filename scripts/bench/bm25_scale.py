@@ -114,7 +114,6 @@ def sizes_note(root: Path) -> str:
         "postings": (
             "data.csc.*",
             "indices.csc.*",
-            "blocks.*",
             "postings.*",
             "docs.*",
             "terms.idf*",
