@@ -1,5 +1,5 @@
 """What an import pulls in: a trainer that wants the env or the HTTP client pays nothing for
-torch, faiss, the server side or Ray (the dependency rule of DESIGN.md, checked in a fresh
+torch, faiss, the server side or Ray (the dependency rule of docs/design.md, checked in a fresh
 interpreter)."""
 
 from __future__ import annotations

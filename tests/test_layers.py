@@ -1,4 +1,4 @@
-"""The import graph keeps its layers (DESIGN.md's dependency rule): the contracts of
+"""The import graph keeps its layers (docs/design.md's dependency rule): the contracts of
 ``[tool.importlinter]`` in pyproject.toml hold, and they do catch an import up the layers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m retriever.server --index ROOT``: the HTTP API of DESIGN.md over a ``RetrievalService``.
+"""``python -m retriever.server --index ROOT``: the HTTP API of docs/design.md over a ``RetrievalService``.
 
 A thin FastAPI layer: it parses bodies (JSON through orjson, or msgpack) into the wire models of
 ``retriever.wire``, calls the service, and formats the results; exception handlers map errors to

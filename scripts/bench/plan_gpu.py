@@ -1,6 +1,6 @@
 """The 8-GPU plan for flat dense search, worked out on paper (arithmetic, NOT a measurement).
 
-DESIGN.md's performance model: 21M passages x 768 dims in fp16 is 32 GB to read per batch and
+docs/design.md's performance model: 21M passages x 768 dims in fp16 is 32 GB to read per batch and
 32 GFLOP per query; one H200 reads about 4.3 TB/s and does about 790 TFLOP/s (bf16/fp16 dense).
 A batch of B queries on one GPU then takes at least max(bytes / bandwidth, B x flops / rate):
 bandwidth-bound at small B, compute-bound at large B. Over G GPUs:
@@ -102,7 +102,7 @@ def render(p: dict) -> str:
     return "\n".join(lines)
 
 
-NOTES = """ARITHMETIC, NOT A MEASUREMENT (no multi-GPU machine was used): lower bounds from DESIGN.md's
+NOTES = """ARITHMETIC, NOT A MEASUREMENT (no multi-GPU machine was used): lower bounds from docs/design.md's
 model, 21M x 768 fp16 (32.3 GB, 32.3 GFLOP per query), one H200 = 4.3 TB/s, 790 TFLOP/s;
 time per batch = max(bytes read / bandwidth, flops / rate) on the busiest GPU. Sharded: each
 GPU reads 1/8 of the matrix (4.0 GB) for the whole batch, then top-k lists are merged (B x k x 8

@@ -13,7 +13,7 @@ result cache off; two shapes: single-query requests (many agents) and 64-query r
 trainer's batched step). On a 2-core machine the replicas, the proxy and the load generators
 share the same two cores: a second replica can only help where one replica leaves a core idle.
 
-Then prints the 8-GPU arithmetic from DESIGN.md's performance model (21M x 768 fp16, H200
+Then prints the 8-GPU arithmetic from docs/design.md's performance model (21M x 768 fp16, H200
 4.3 TB/s and 790 TFLOP/s): labelled as arithmetic, not measurement.
 
     .venv/bin/python scripts/bench/scale.py --index /tmp/h5/wx
