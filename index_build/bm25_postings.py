@@ -52,7 +52,14 @@ READ_BYTES = 1 << 23  # passage-file bytes a worker reads at once
 def read_rows(store: DocStore, lo: int, hi: int, block_bytes: int | None = None):
     """``(title, text)`` of rows ``[lo, hi)``, read sequentially from the passage file in blocks
     of about ``block_bytes`` (one read per block instead of two ``pread`` calls per row); rows
-    are parsed by the store's own parser, exactly as ``DocStore.get`` parses them."""
+    are parsed by the store's own parser, exactly as ``DocStore.get`` parses them. A ``spans``
+    store has no row file: its rows are read with ``DocStore.get`` (sequential reads of one
+    page's passages share its text)."""
+    if store.layout != "jsonl":
+        for row in range(lo, hi):
+            p = store.get(row)
+            yield p.title, p.text
+        return
     offsets = np.load(store.folder / "passages.offsets.npy", mmap_mode="r")
     off = np.array(offsets[lo : hi + 1], dtype=np.int64)
     del offsets

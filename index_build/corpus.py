@@ -20,7 +20,7 @@ from retriever.files import building_dir, file_table
 from retriever.manifest import write_manifest
 from retriever.store.docstore import CORPUS_DIR
 from retriever.store.titles import clean_title, title_to_url
-from retriever.store.writer import StoreWriter, index_in_place
+from retriever.store.writer import STORES, StoreWriter, index_in_place
 
 from .chinese import SCRIPTS
 from .chunking import UNITS, Chunker
@@ -28,6 +28,7 @@ from .readers import FORMATS, READERS, Counts, Doc, Progress, Redirect, detect_f
 from .siteinfo import SiteInfo
 
 log = logging.getLogger(__name__)
+PASSAGE_ONLY = {"dpr-tsv", "parquet"}  # formats whose records are passages, never pages
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ class CorpusConfig:
         default=True,
         metadata={"help": "do not keep full articles for the access tool", "flag": "--no-pages"},
     )
+    store: str = field(
+        default="jsonl",
+        metadata={
+            "help": "store layout: jsonl rows, or passages as spans of their pages (each word "
+            "once; ',zstd': page text compressed in blocks); inputs without pages keep jsonl",
+            "choices": STORES,
+        },
+    )
     pages: str | None = field(
         default=None,
         metadata={
@@ -109,6 +118,7 @@ class CorpusConfig:
             ("--format", self.format, FORMATS),
             ("--on-error", self.on_error, ("raise", "skip")),
             ("--in-place", self.in_place, ("auto", "yes", "no")),
+            ("--store", self.store, STORES),
             ("--passage-unit", self.passage_unit, UNITS),
             ("--chinese-script", self.chinese_script or "simplified", SCRIPTS),
         ):
@@ -253,10 +263,21 @@ def _records(path: Path, fmt: str, config: CorpusConfig, counts: Counts, progres
 def _write_store(
     paths, formats, folder: Path, config: CorpusConfig, counts: Counts, progress: Progress
 ) -> dict:
+    with_pages = config.keep_pages and not config.pages
+    store = config.store
+    if store != "jsonl" and (not with_pages or set(formats) & PASSAGE_ONLY):
+        log.warning(
+            "--store %s needs full pages; these inputs (%s%s) have none: the store is jsonl",
+            store,
+            ", ".join(formats),
+            "" if with_pages else ", pages not kept",
+        )
+        store = "jsonl"
     writer = StoreWriter(
         folder,
-        with_pages=config.keep_pages and not config.pages,
+        with_pages=with_pages,
         with_meta="wiki-xml" in formats,  # sections and links: the XML dump has them
+        store=store,
     )
     seq = 0
     chunker = Chunker(

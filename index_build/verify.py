@@ -177,12 +177,19 @@ def verify_store(
     problems = []
     if len(store) != m.get("num_docs", len(store)):
         problems.append(f"corpus: {len(store)} offsets but the manifest says {m['num_docs']}")
-    problems.extend(_check_offsets(store.folder / "passages.offsets.npy", m["passages"]))
-    if m.get("pages") and m["pages"].get("bytes") is not None:
+    spans = store.layout != "jsonl"  # no row files: every file is in the manifest's table
+    if spans:
+        text = {"path": m["pages"]["path"], "bytes": m["store"]["text_bytes"]}
+        problems.extend(_check_offsets(store.folder / "pages.offsets.npy", text))
+    else:
+        problems.extend(_check_offsets(store.folder / "passages.offsets.npy", m["passages"]))
+    if not spans and m.get("pages") and m["pages"].get("bytes") is not None:
         problems.extend(_check_offsets(store.folder / "pages.offsets.npy", m["pages"]))
     if checksums:
-        data = [(store.data_path("passages"), m["checksum"].removeprefix("sha256:"))]
-        if m.get("pages") and m["pages"].get("sha256"):
+        data = []
+        if not spans:
+            data.append((store.data_path("passages"), m["checksum"].removeprefix("sha256:")))
+        if not spans and m.get("pages") and m["pages"].get("sha256"):
             data.append((store.data_path("pages"), m["pages"]["sha256"]))
         hashed = set()
         for path, want in data:

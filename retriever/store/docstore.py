@@ -10,6 +10,10 @@ Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
 - ``ids.*.npy``: passage id -> row (absent when every id is its row number).
 - ``titles.*.npy``: title/url key -> rows of that title's passages.
 - ``pagekeys.*.npy``: title/url/redirect/``id:`` key -> page row.
+
+A store built with ``--store spans[,zstd]`` keeps no ``passages.jsonl``/``pages.jsonl``: its
+manifest's ``store.layout`` says so and rows are read through ``spans.SpansReader`` (each word
+stored once). The key tables are the same in both layouts.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from ..manifest import read_manifest
 from ..types import Page, Passage
 from .keyindex import KeyIndex
 from .rows import STORE_FORMAT, parse_row
+from .spans import LAYOUT as SPANS
+from .spans import SpansReader
 from .titles import lookup_key, title_to_url
 
 CORPUS_DIR = "corpus"
@@ -86,14 +92,28 @@ class DocStore:
         data_path = self._data_file(passages, "passage")
         self._data_paths = {"passages": data_path}
         self.row_format = passages["format"]
-        self._rows = RowFile(data_path, folder / "passages.offsets.npy")
+        self.layout = (self.manifest.get("store") or {}).get("layout", "jsonl")
+        self._spans: SpansReader | None = None
+        if self.layout == SPANS:
+            self._data_file(self.manifest["pages"], "page text")
+            self._spans = SpansReader(folder, self.manifest)
+        elif self.layout != "jsonl":
+            raise IndexFormatError(
+                f"{folder}: store layout {self.layout!r} is unknown to this code: upgrade it or "
+                "rebuild the corpus"
+            )
+        else:
+            self._rows = RowFile(data_path, folder / "passages.offsets.npy")
         self._ids = KeyIndex(folder, "ids") if KeyIndex.exists(folder, "ids") else None
         self._titles = KeyIndex(folder, "titles")
         pages = self.manifest.get("pages")
         if pages is None and (folder / "pages.offsets.npy").is_file():  # stores before 'pages'
             pages = {"path": "pages.jsonl", "format": STORE_FORMAT}
         self._has_pages = pages is not None
-        if pages is not None:
+        if self._spans is not None:
+            self.page_format = SPANS
+            self._pagekeys = KeyIndex(folder, "pagekeys")
+        elif pages is not None:
             self.page_format = pages["format"]
             self._data_paths["pages"] = self._data_file(pages, "page")
             self._pages = RowFile(self._data_paths["pages"], folder / "pages.offsets.npy")
@@ -121,7 +141,12 @@ class DocStore:
 
     def data_path(self, kind: str = "passages") -> Path:
         """The JSONL the ``passages`` (or ``pages``) rows are read from: in the store, or a
-        user's file indexed in place."""
+        user's file indexed in place (``spans`` stores have none: read rows with ``get``)."""
+        if self._spans is not None:
+            raise IndexFormatError(
+                f"{self.folder} is a {self.layout!r} store: it has no {kind} JSONL; read its "
+                "rows with DocStore.get / get_page"
+            )
         return self._data_paths[kind]
 
     @classmethod
@@ -134,9 +159,13 @@ class DocStore:
         return self.manifest["checksum"]
 
     def __len__(self) -> int:
-        return self._rows.num_rows
+        return self._spans.num_passages if self._spans is not None else self._rows.num_rows
 
     def raw(self, row: int) -> bytes:
+        """The passage's row as the jsonl store writes it (a ``spans`` store rebuilds it)."""
+        if self._spans is not None:
+            pid, title, text, url = self._spans.passage(int(row))
+            return orjson.dumps({"id": pid, "title": title, "text": text, "url": url}) + b"\n"
         return self._rows.read(int(row))
 
     def get(self, row: int) -> Passage:
@@ -144,7 +173,10 @@ class DocStore:
         row = int(row)
         if not 0 <= row < len(self):
             raise IndexError(f"passage row {row} out of range 0..{len(self) - 1}")
-        pid, title, text, url = parse_row(self.raw(row), self.row_format)
+        if self._spans is not None:
+            pid, title, text, url = self._spans.passage(row)
+        else:
+            pid, title, text, url = parse_row(self.raw(row), self.row_format)
         return Passage(
             row=row,
             id=pid if pid is not None else str(row),
@@ -179,13 +211,18 @@ class DocStore:
     # ---- pages ----------------------------------------------------------------------------
     @property
     def num_pages(self) -> int:
+        if self._spans is not None:
+            return self._spans.num_pages
         return self._pages.num_rows if self._has_pages else 0
 
     def get_page(self, row: int) -> Page:
         row = int(row)
         if not 0 <= row < self.num_pages:
             raise IndexError(f"page row {row} out of range 0..{self.num_pages - 1}")
-        pid, title, text, url = parse_row(self._pages.read(row), self.page_format)
+        if self._spans is not None:
+            pid, title, text, url = self._spans.page(row)
+        else:
+            pid, title, text, url = parse_row(self._pages.read(row), self.page_format)
         return Page(id=pid if pid is not None else url, title=title, url=url, text=text)
 
     def page(self, name: str) -> Page | None:

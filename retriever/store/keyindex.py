@@ -81,15 +81,17 @@ class PassageTables:
         self.words += (text.count(" ") + 1) if text else 0
         return row
 
-    def save(self, folder: str | os.PathLike, end: int, source: str) -> dict:
-        """Write ``passages.offsets.npy`` and the key tables; returns the manifest's keys.
+    def save(self, folder: str | os.PathLike, end: int, source: str, offsets: bool = True) -> dict:
+        """Write ``passages.offsets.npy`` (unless ``offsets`` is false: a layout without
+        passage rows) and the key tables; returns the manifest's keys.
         Two rows with one id are refused, naming both (``source`` names the input)."""
         folder = Path(folder)
         n = len(self._starts)
-        offsets = np.empty(n + 1, dtype=np.uint64)
-        offsets[:n] = np.frombuffer(self._starts, dtype=np.uint64)
-        offsets[n] = end
-        np.save(folder / "passages.offsets.npy", offsets)
+        if offsets:
+            table = np.empty(n + 1, dtype=np.uint64)
+            table[:n] = np.frombuffer(self._starts, dtype=np.uint64)
+            table[n] = end
+            np.save(folder / "passages.offsets.npy", table)
         if not self.ids_are_rows:
             hashes = np.frombuffer(self._id_hashes, dtype=np.int64)
             order = np.argsort(hashes, kind="stable")

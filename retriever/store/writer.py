@@ -20,14 +20,16 @@ import numpy as np
 import orjson
 
 from ..errors import CorpusInputError
-from ..manifest import write_manifest
+from ..manifest import SPANS_FORMAT_VERSION, write_manifest
 from .keyindex import KeyIndex, PassageTables, save_key_index
 from .rows import STORE_FORMAT, row_fields
+from .spans import SpansWriter
 from .titles import key_hash, lookup_key
 
 _CHUNK = 1 << 24
 META_FILE = "pages.meta.jsonl"  # per page: {"sections": [[level, heading, offset]], "links":
 META_OFFSETS = "pages.meta.offsets.npy"  # [[target, anchor, offset]]}; offsets into its text
+STORES = ("jsonl", "spans", "spans,zstd")  # layouts: rows as JSONL, or passages as page spans
 
 
 def page_keys(pid: str | None, title: str, url: str) -> set[str]:
@@ -41,16 +43,45 @@ def page_keys(pid: str | None, title: str, url: str) -> set[str]:
 class StoreWriter:
     """Append passages (and pages, and redirects) in order; ``finish`` writes tables + manifest."""
 
-    def __init__(self, folder: str | os.PathLike, with_pages: bool = True, with_meta: bool = False):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        with_pages: bool = True,
+        with_meta: bool = False,
+        store: str = "jsonl",
+    ):
+        if store not in STORES:
+            raise CorpusInputError(
+                str(folder), "options", f"store {store!r} is not one of {', '.join(STORES)}"
+            )
+        if store != "jsonl" and not with_pages:
+            raise CorpusInputError(
+                str(folder), "options", f"store {store!r} needs pages; use the jsonl store"
+            )
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._passages = open(self.folder / "passages.jsonl", "wb", buffering=_CHUNK)
+        self.store = store
+        # spans: passages are spans of the page text (``spans``); no passages.jsonl, pages.jsonl
+        self._spans = (
+            None
+            if store == "jsonl"
+            else SpansWriter(self.folder, "zstd" if store.endswith(",zstd") else None)
+        )
+        self._passages = (
+            open(self.folder / "passages.jsonl", "wb", buffering=_CHUNK)
+            if self._spans is None
+            else None
+        )
         self._sha = hashlib.sha256()
         self._pos = 0
         self._tables = PassageTables()
         self.with_pages = with_pages
         if with_pages:
-            self._pages = open(self.folder / "pages.jsonl", "wb", buffering=_CHUNK)
+            self._pages = (
+                open(self.folder / "pages.jsonl", "wb", buffering=_CHUNK)
+                if self._spans is None
+                else None
+            )
             self._page_offsets = array("Q", [0])
             self._page_pos = 0
             self._page_hashes = array("q")
@@ -73,8 +104,12 @@ class StoreWriter:
 
     def add_passage(self, pid: str, title: str, text: str, url: str) -> int:
         line = orjson.dumps({"id": pid, "title": title, "text": text, "url": url}) + b"\n"
-        self._passages.write(line)
+        # the checksum is the jsonl store's for either layout: parts built on one fit the other
         self._sha.update(line)
+        if self._spans is None:
+            self._passages.write(line)
+        else:
+            self._spans.add_passage(pid, title, text, url)
         row = self._tables.add(self._pos, pid, title, text, url)
         self._pos += len(line)
         return row
@@ -83,9 +118,12 @@ class StoreWriter:
         """Append a page; ``meta`` (``sections``, ``links`` with offsets into ``text``) goes to
         the side file when the store keeps one (a page without it gets an empty row)."""
         row = self.num_pages
-        line = orjson.dumps({"id": pid, "title": title, "url": url, "text": text}) + b"\n"
-        self._pages.write(line)
-        self._page_pos += len(line)
+        if self._spans is None:
+            line = orjson.dumps({"id": pid, "title": title, "url": url, "text": text}) + b"\n"
+            self._pages.write(line)
+            self._page_pos += len(line)
+        else:
+            self._spans.add_page(pid, title, url, text)
         self._page_offsets.append(self._page_pos)
         if self.with_meta:
             meta = meta or {}
@@ -130,11 +168,17 @@ class StoreWriter:
 
     def finish(self, manifest: dict) -> dict:
         """Flush, write the key tables and the manifest; returns the manifest written."""
-        self._passages.close()
-        tables = self._tables.save(self.folder, self._pos, str(self.folder))
+        spans = None
+        if self._spans is None:
+            self._passages.close()
+        else:
+            spans = self._spans.finish()
+        tables = self._tables.save(
+            self.folder, self._pos, str(self.folder), offsets=self._spans is None
+        )
         num_redirects = 0
         pages = None
-        if self.with_pages:
+        if self.with_pages and spans is None:
             self._pages.close()
             np.save(
                 self.folder / "pages.offsets.npy",
@@ -143,6 +187,9 @@ class StoreWriter:
             num_redirects = self._resolve_redirects()
             save_key_index(self.folder, "pagekeys", self._page_hashes, self._page_rows)
             pages = {"path": "pages.jsonl", "format": STORE_FORMAT, "bytes": self._page_pos}
+        elif self.with_pages:
+            num_redirects = self._resolve_redirects()
+            save_key_index(self.folder, "pagekeys", self._page_hashes, self._page_rows)
         page_meta = self._finish_meta()
         full = {
             "kind": "corpus",
@@ -153,6 +200,8 @@ class StoreWriter:
             "passages": {"path": "passages.jsonl", "format": STORE_FORMAT, "bytes": self._pos},
             "pages": pages,
             **({"page_meta": page_meta} if page_meta else {}),
+            **(spans or {}),  # the spans layout: its passages, pages and store entries
+            **({"format_version": SPANS_FORMAT_VERSION} if spans else {}),
             **manifest,
         }
         write_manifest(self.folder, full)
@@ -173,8 +222,11 @@ class StoreWriter:
         }
 
     def abort(self) -> None:
-        self._passages.close()
-        if self.with_pages:
+        if self._spans is not None:
+            self._spans.abort()
+        else:
+            self._passages.close()
+        if self.with_pages and self._pages is not None:
             self._pages.close()
         if self.with_meta:
             self._meta.close()

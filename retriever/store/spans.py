@@ -1,0 +1,417 @@
+"""The ``spans`` corpus layout: each word stored once, passages as spans of their pages.
+
+The ``jsonl`` layout keeps every passage's text beside its page's text, so a corpus with pages
+holds every word twice. Here the pages' text is one stream (``pages.text``: UTF-8, optionally
+zstd-compressed in blocks of ``block_bytes`` with a block index, so a random row costs one small
+decompression), and a passage is a record ``(start, length, page, flags)`` into that stream:
+
+- ``pages.text`` (or ``pages.text.zst`` + ``pages.blocks.npy``, the compressed offset of each
+  block; block ``k`` holds stream bytes ``[k * block_bytes, (k + 1) * block_bytes)``)
+- ``pages.offsets.npy``: uint64, n+1 stream offsets of the pages
+- ``pages.heads.jsonl`` + ``pages.heads.offsets.npy``: per page ``{"id", "title", "p"}`` (``p``:
+  its first passage row) and ``"url"`` when it is not the title's Wikipedia url
+- ``passages.spans.npy``: one packed record per passage (``SPAN``); a passage's text is its
+  span as is (``RAW``) or with whitespace runs made single spaces (``WORDS``, what word windows
+  are); its id is the page's id, or the page's id and ``-k`` for the page's k-th passage
+- ``passages.patches.jsonl`` + offsets: whole rows of passages that are not a span of their
+  page (no page, another title, a text no span reproduces); the record's ``start`` is the row
+
+The writer checks every span against the passage text it replaces, so reads are exact.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+from array import array
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from ..errors import CorruptStoreError, IndexFormatError
+from .titles import title_to_url
+
+LAYOUT = "spans"
+COMPRESSIONS = (None, "zstd")
+BLOCK_BYTES = 1 << 16
+ZSTD_LEVEL = 3
+CACHE_BLOCKS = 64  # decompressed blocks kept (4 MB at 64 KB)
+SPAN = np.dtype([("start", "<u8"), ("length", "<u4"), ("page", "<u4"), ("flags", "u1")])
+_SPAN = struct.Struct("<QIIB")
+_PAIR = struct.Struct("<QQ")
+RAW, WORDS, PATCH = 0, 1, 2  # flags & 3: how the text is made from the span
+ID_SUFFIX, ID_PAGE = 0, 4  # flags & 4: page id + "-k", or the page id itself
+_MAX_TRIES = 8
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _TextSink:
+    """The page text stream, written plain or zstd-compressed in fixed-size blocks."""
+
+    def __init__(self, folder: Path, compression: str | None, block_bytes: int, level: int):
+        self.compression = compression
+        self.block_bytes = block_bytes
+        self.pos = 0
+        name = "pages.text" + (".zst" if compression else "")
+        self.path = folder / name
+        self._f = open(self.path, "wb", buffering=1 << 22)
+        self._buf = bytearray()
+        self._blocks = array("Q", [0])
+        if compression:
+            import zstandard
+
+            self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True)
+
+    def write(self, data: bytes) -> None:
+        self.pos += len(data)
+        if not self.compression:
+            self._f.write(data)
+            return
+        self._buf += data
+        while len(self._buf) >= self.block_bytes:
+            self._flush(self.block_bytes)
+
+    def _flush(self, n: int) -> None:
+        frame = self._zstd.compress(bytes(self._buf[:n]))
+        del self._buf[:n]
+        self._f.write(frame)
+        self._blocks.append(self._blocks[-1] + len(frame))
+
+    def close(self) -> None:
+        if self.compression and self._buf:
+            self._flush(len(self._buf))
+        self._f.close()
+        if self.compression:
+            np.save(self.path.parent / "pages.blocks.npy", np.frombuffer(self._blocks, np.uint64))
+
+
+class SpansWriter:
+    """Write side: pages' text once; each passage located in its page and checked."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        compression: str | None = None,
+        block_bytes: int = BLOCK_BYTES,
+        level: int = ZSTD_LEVEL,
+    ):
+        if compression not in COMPRESSIONS:
+            raise IndexFormatError(
+                f"store compression {compression!r} is not one of none, zstd: pick one of them"
+            )
+        self.folder = Path(folder)
+        self._text = _TextSink(self.folder, compression, block_bytes, level)
+        self._page_offsets = array("Q", [0])
+        self._heads = open(self.folder / "pages.heads.jsonl", "wb", buffering=1 << 20)
+        self._head_offsets = array("Q", [0])
+        self._spans = open(self.folder / "passages.spans.npy.partial", "wb", buffering=1 << 20)
+        self._patches = open(self.folder / "passages.patches.jsonl", "wb", buffering=1 << 20)
+        self._patch_offsets = array("Q", [0])
+        self.num_passages = 0
+        self.counts = {"raw": 0, "words": 0, "patched": 0}
+        self._page: tuple | None = None  # (row, id, title, url, text, bytes, first passage)
+        self._cursor = (0, 0)  # (start, end) of the page's previous passage, bytes in the page
+
+    @property
+    def num_pages(self) -> int:
+        return len(self._page_offsets) - 1
+
+    def add_page(self, pid: str, title: str, url: str, text: str) -> int:
+        row = self.num_pages
+        data = text.encode("utf-8")
+        self._page = (row, pid, title, url, text, data, self.num_passages, self._text.pos)
+        self._cursor = (0, 0)
+        self._text.write(data)
+        self._page_offsets.append(self._text.pos)
+        head = {"id": pid, "title": title, "p": self.num_passages}
+        if url != title_to_url(title):
+            head["url"] = url
+        line = orjson.dumps(head) + b"\n"
+        self._heads.write(line)
+        self._head_offsets.append(self._head_offsets[-1] + len(line))
+        return row
+
+    def add_passage(self, pid: str, title: str, text: str, url: str) -> int:
+        row = self.num_passages
+        self.num_passages += 1
+        record = self._span_of(row, pid, title, text, url)
+        if record is None:
+            line = orjson.dumps({"id": pid, "title": title, "text": text, "url": url}) + b"\n"
+            self._patches.write(line)
+            self._patch_offsets.append(self._patch_offsets[-1] + len(line))
+            record = (len(self._patch_offsets) - 2, 0, 0, PATCH)
+            self.counts["patched"] += 1
+        self._spans.write(_SPAN.pack(*record))
+        return row
+
+    def _span_of(self, row: int, pid: str, title: str, text: str, url: str) -> tuple | None:
+        """``(start, length, page, flags)`` reproducing the passage exactly, or None."""
+        if self._page is None:
+            return None
+        prow, page_id, page_title, page_url, page_text, data, first, base = self._page
+        if title != page_title or url != page_url:
+            return None
+        if pid == page_id:
+            id_flag = ID_PAGE
+        elif pid == f"{page_id}-{row - first}":
+            id_flag = ID_SUFFIX
+        else:
+            return None
+        if text == page_text:
+            self.counts["raw"] += 1
+            return (base, len(data), prow, RAW | id_flag)
+        found = self._locate(text, data)
+        if found is None:
+            return None
+        start, end, mode = found
+        self._cursor = (start, end)
+        self.counts["words" if mode == WORDS else "raw"] += 1
+        return (base + start, end - start, prow, mode | id_flag)
+
+    def _locate(self, text: str, data: bytes) -> tuple[int, int, int] | None:
+        """Bytes ``[start, end)`` of the page whose text, as is or with whitespace made single
+        spaces, is ``text``: searched after the previous passage's end, then its start."""
+        tokens = text.split()
+        if not tokens:
+            return None
+        first, last = tokens[0].encode("utf-8"), tokens[-1].encode("utf-8")
+        need = len(text.encode("utf-8"))
+        prev_start, prev_end = self._cursor
+        tries = 0
+        for lo in (prev_end, prev_start + 1 if prev_end else 0):
+            start = data.find(first, lo)
+            while start >= 0 and tries < _MAX_TRIES:
+                tries += 1
+                end = data.find(last, start + need - len(last))
+                while end >= 0 and tries < _MAX_TRIES:
+                    end += len(last)
+                    piece = data[start:end].decode("utf-8", errors="replace")
+                    if piece == text:
+                        return start, end, RAW
+                    if _words(piece) == text:
+                        return start, end, WORDS
+                    if len(piece) > 2 * len(text) + 64:
+                        break
+                    tries += 1
+                    end = data.find(last, end)
+                start = data.find(first, start + 1)
+        return None
+
+    def finish(self) -> dict:
+        """Close the files, write the tables; the manifest entries of the layout."""
+        self._text.close()
+        self._heads.close()
+        self._patches.close()
+        self._spans.close()
+        folder = self.folder
+        partial = folder / "passages.spans.npy.partial"
+        spans = np.fromfile(partial, dtype=SPAN) if partial.stat().st_size else np.zeros(0, SPAN)
+        np.save(folder / "passages.spans.npy", spans)
+        partial.unlink()
+        np.save(folder / "pages.offsets.npy", np.frombuffer(self._page_offsets, np.uint64))
+        np.save(folder / "pages.heads.offsets.npy", np.frombuffer(self._head_offsets, np.uint64))
+        np.save(
+            folder / "passages.patches.offsets.npy", np.frombuffer(self._patch_offsets, np.uint64)
+        )
+        text = self._text
+        return {
+            "store": {
+                "layout": LAYOUT,
+                "compression": text.compression,
+                "block_bytes": text.block_bytes if text.compression else None,
+                "text_bytes": text.pos,
+                "passages": dict(self.counts),
+            },
+            "passages": {
+                "path": "passages.spans.npy",
+                "format": LAYOUT,
+                "bytes": (folder / "passages.spans.npy").stat().st_size,
+            },
+            "pages": {"path": text.path.name, "format": LAYOUT, "bytes": text.path.stat().st_size},
+        }
+
+    def abort(self) -> None:
+        for f in (self._text._f, self._heads, self._patches, self._spans):
+            f.close()
+
+
+def _table(path: Path, dtype: str | np.dtype) -> tuple[mmap.mmap | None, int, int]:
+    """(mapping, byte offset of the data, rows) of an ``.npy`` table, checked."""
+    arr = np.load(path, mmap_mode="r")
+    if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
+        raise IndexFormatError(f"{path} is not a {np.dtype(dtype)} table: rebuild the corpus")
+    offset, n = arr.offset, len(arr)
+    del arr
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return m, offset, n
+
+
+class PageText:
+    """Read side of the text stream: bytes ``[start, end)``, through a small LRU of blocks."""
+
+    def __init__(self, folder: Path, entry: dict, store: dict):
+        self.compression = store.get("compression")
+        self.path = folder / entry["path"]
+        self._fd = os.open(self.path, os.O_RDONLY)
+        if self.compression not in COMPRESSIONS:
+            raise IndexFormatError(
+                f"{folder}: store compression {self.compression!r} is unknown to this code: "
+                "upgrade it or rebuild the corpus"
+            )
+        if self.compression:
+            self.block_bytes = int(store["block_bytes"])
+            blocks = np.load(folder / "pages.blocks.npy", mmap_mode="r")
+            self._blocks = np.array(blocks, dtype=np.int64)  # small: 16 bytes per 64 KB
+            self._cache: OrderedDict[int, bytes] = OrderedDict()
+            self._lock = threading.Lock()
+            self._local = threading.local()
+
+    def read(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        if not self.compression:
+            data = os.pread(self._fd, end - start, start)
+            if len(data) != end - start:
+                raise CorruptStoreError(
+                    f"{self.path} ends before byte {end}: the file is damaged or cut short; "
+                    "run `python -m index_build verify --index ROOT` and rebuild the corpus"
+                )
+            return data
+        bb = self.block_bytes
+        first, last = start // bb, (end - 1) // bb
+        if first == last:
+            return self._block(first)[start - first * bb : end - first * bb]
+        parts = [self._block(k) for k in range(first, last + 1)]
+        return b"".join(parts)[start - first * bb : end - first * bb]
+
+    def _block(self, k: int) -> bytes:
+        with self._lock:
+            block = self._cache.get(k)
+            if block is not None:
+                self._cache.move_to_end(k)
+                return block
+        if not 0 <= k < len(self._blocks) - 1:
+            raise CorruptStoreError(f"{self.path}: block {k} is past the block index")
+        lo, hi = int(self._blocks[k]), int(self._blocks[k + 1])
+        frame = os.pread(self._fd, hi - lo, lo)
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            import zstandard
+
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        try:
+            block = dctx.decompress(frame)
+        except Exception as exc:  # zstandard.ZstdError: a damaged frame
+            raise CorruptStoreError(
+                f"{self.path}: block {k} does not decompress ({exc}): the file is damaged; "
+                "run `python -m index_build verify --index ROOT` and rebuild the corpus"
+            ) from exc
+        with self._lock:
+            self._cache[k] = block
+            if len(self._cache) > CACHE_BLOCKS:
+                self._cache.popitem(last=False)
+        return block
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class SpansReader:
+    """Rows of a ``spans`` store as ``(id, title, text, url)``, like ``rows.parse_row``."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        store = manifest["store"]
+        self.text = PageText(folder, manifest["pages"], store)
+        self._spans, self._spans_at, self.num_passages = _table(folder / "passages.spans.npy", SPAN)
+        self._pages, self._pages_at, n = _table(folder / "pages.offsets.npy", "<u8")
+        self.num_pages = max(0, n - 1)
+        self._heads_fd = os.open(folder / "pages.heads.jsonl", os.O_RDONLY)
+        self._head_offsets, self._head_at, _ = _table(folder / "pages.heads.offsets.npy", "<u8")
+        self._patch_fd = os.open(folder / "passages.patches.jsonl", os.O_RDONLY)
+        self._patch_offsets, self._patch_at, self._num_patches = _table(
+            folder / "passages.patches.offsets.npy", "<u8"
+        )
+        self._last_head: tuple[int, tuple[str, str, str, int]] | None = None
+
+    @staticmethod
+    def _line(fd: int, table, at: int, row: int, what: str) -> bytes:
+        try:
+            start, end = _PAIR.unpack_from(table, at + 8 * row)
+        except struct.error as exc:
+            raise CorruptStoreError(f"{what} {row} is past the end of its offsets table") from exc
+        return os.pread(fd, max(0, end - start), start)
+
+    def head(self, page: int) -> tuple[str, str, str, int]:
+        """(id, title, url, first passage row) of a page (the last one read is kept: passages
+        come in runs of one page)."""
+        last = self._last_head
+        if last is not None and last[0] == page:
+            return last[1]
+        raw = self._line(self._heads_fd, self._head_offsets, self._head_at, page, "page head")
+        try:
+            obj = orjson.loads(raw)
+            title = obj["title"]
+            head = (obj["id"], title, obj.get("url") or title_to_url(title), int(obj["p"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise _damaged("a page head", exc) from exc
+        self._last_head = (page, head)
+        return head
+
+    def page(self, row: int) -> tuple[str, str, str, str]:
+        """(id, title, text, url) of page ``row``."""
+        pid, title, url, _ = self.head(row)
+        start, end = _PAIR.unpack_from(self._pages, self._pages_at + 8 * row)
+        return pid, title, _decode(self.text.read(start, end)), url
+
+    def passage(self, row: int) -> tuple[str, str, str, str]:
+        """(id, title, text, url) of passage ``row``."""
+        start, length, page, flags = _SPAN.unpack_from(self._spans, self._spans_at + 17 * row)
+        mode = flags & 3
+        if mode == PATCH:
+            if start >= self._num_patches:
+                raise CorruptStoreError(f"passage {row} names patch {start}, past the patches")
+            raw = self._line(self._patch_fd, self._patch_offsets, self._patch_at, start, "patch")
+            try:
+                obj = orjson.loads(raw)
+                return obj["id"], obj["title"], obj["text"], obj["url"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise _damaged("a patched passage row", exc) from exc
+        if page >= self.num_pages:
+            raise CorruptStoreError(f"passage {row} names page {page}, past the last page")
+        pid, title, url, first = self.head(page)
+        if not flags & ID_PAGE:
+            pid = f"{pid}-{row - first}"
+        text = _decode(self.text.read(start, start + length))
+        return pid, title, (_words(text) if mode == WORDS else text), url
+
+    def close(self) -> None:
+        self.text.close()
+        for fd in (self._heads_fd, self._patch_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _damaged("page text", exc) from exc
+
+
+def _damaged(what: str, exc: Exception) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"{what} does not parse ({exc}): the index files are damaged or were changed; "
+        "run `python -m index_build verify --index ROOT` and rebuild what it names"
+    )
