@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import wire
 from ..errors import RetrieverError
+from . import fastpath
 from .browsing import browse_router
 from .hosts import WILDCARD_BINDS
 from .metrics import CONTENT_TYPE
@@ -60,14 +61,23 @@ def _body(model: type) -> dict:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _answer(obj: Any, packed: bool) -> Response:
-    if packed:
-        return Response(wire.encode_body(obj, True), media_type=wire.MSGPACK)
-    return json_response(obj)
+class _App(FastAPI):
+    """FastAPI with ``POST /retrieve`` answered by ``fastpath`` when it admits the request."""
 
+    fast: Any = None  # RequestMetrics around a RetrieveFastPath
+    fast_check: Any = None  # its ``admits``
 
-def _wants_msgpack(request: Request, packed: bool) -> bool:
-    return packed or wire.MSGPACK in request.headers.get("accept", "")
+    async def __call__(self, scope, receive, send) -> None:
+        if (
+            self.fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/retrieve"
+            and scope["method"] == "POST"
+            and self.fast_check(scope)
+        ):
+            await self.fast(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 # ---- the app ------------------------------------------------------------------------------
@@ -76,10 +86,13 @@ def create_app(
     *,
     background: bool = True,
     bind_host: str | None = None,
+    fast_path: bool = True,
 ):
     """The FastAPI app. Its lifespan starts the service (in the background: 503 until loaded,
     unless it is already started) and stops it, answering every waiting request.
-    ``bind_host``: the address the server listens on, for the ``Host`` check (``hosts.py``)."""
+    ``bind_host``: the address the server listens on, for the ``Host`` check (``hosts.py``).
+    ``fast_path=False``: every ``/retrieve`` through FastAPI (the reference for the fast path's
+    tests; the answers are the same)."""
     if isinstance(service_or_config, ServiceConfig):
         service = RetrievalService(service_or_config)
     else:
@@ -100,7 +113,7 @@ def create_app(
             if owned:
                 await run_in_threadpool(service.stop)
 
-    app = FastAPI(
+    app = _App(
         title="retriever",
         description=__doc__,
         version="1",
@@ -117,14 +130,7 @@ def create_app(
     async def parse(request: Request, model: type) -> tuple[Any, bool]:
         """(the parsed body, whether the body was msgpack)."""
         body = await read_body(request, config.max_body_bytes)
-        ctype = request.headers.get("content-type")
-
-        def decode() -> tuple[Any, bool]:
-            obj, packed = wire.decode_body(body, ctype)
-            return wire.parse(model, obj), packed
-
-        # a large body (up to --max-body-bytes) is decoded off the event loop: /health stays fast
-        return await run_in_threadpool(decode) if len(body) > 2**18 else decode()
+        return await fastpath.parse_body(body, request.headers.get("content-type"), model)
 
     @app.post(
         "/retrieve",
@@ -135,15 +141,11 @@ def create_app(
     async def retrieve(request: Request) -> Response:
         """Search-R1 compatible: ``{"result": [[doc, ...], ...]}`` (or scored items); one
         ``query`` string in msgpack (GEM) gets ``{"result": [{"document", "score"}, ...]}``."""
-        body, packed = await parse(request, wire.RetrieveRequest)
-        hits = await service.asearch(
-            body.queries, body.topk, body.retriever, rerank_depth=body.rerank_depth
+        body = await read_body(request, config.max_body_bytes)
+        headers = request.headers
+        return await fastpath.retrieve(
+            service, body, headers.get("content-type"), headers.get("accept")
         )
-        if sum(len(h) for h in hits) > 512:  # do not stall the event loop
-            out = await run_in_threadpool(_format, service, hits, body, packed)
-        else:
-            out = _format(service, hits, body, packed)
-        return _answer(out, _wants_msgpack(request, packed))
 
     @app.post(
         "/rerank",
@@ -165,7 +167,8 @@ def create_app(
                 result.append([{"document": d, "score": s} for d, s in kept])
             else:
                 result.append([d for d, _ in kept])
-        return _answer({"result": result}, _wants_msgpack(request, packed))
+        accept = request.headers.get("accept")
+        return fastpath.answer({"result": result}, fastpath.wants_msgpack(accept, packed))
 
     @app.post(
         "/access",
@@ -176,11 +179,11 @@ def create_app(
     async def access(request: Request) -> Response:
         """ASearcher compatible: ``{"result": [page | null, ...]}``."""
         body, packed = await parse(request, wire.AccessRequest)
-        reply_packed = _wants_msgpack(request, packed)
+        reply_packed = fastpath.wants_msgpack(request.headers.get("accept"), packed)
 
         def read() -> Response:  # page reads and encoding off the event loop: /health stays fast
             pages = service.access(body.urls, body.titles, body.ids, body.offset, body.max_chars)
-            return _answer({"result": pages}, reply_packed)
+            return fastpath.answer({"result": pages}, reply_packed)
 
         return await run_in_threadpool(read)
 
@@ -212,13 +215,11 @@ def create_app(
     check = HostCheck.allowing(bind_host, config.allowed_hosts)
     if check is not None:  # outermost: a refused request reaches nothing else
         app.add_middleware(HostGuard, check=check)
+    if fast_path:
+        fast = fastpath.RetrieveFastPath(service, config.max_body_bytes, config.token, check)
+        app.fast = RequestMetrics(fast, metrics=service.metrics, endpoints=ENDPOINTS)
+        app.fast_check = fast.admits
     return app
-
-
-def _format(
-    service: RetrievalService, hits: list, body: wire.RetrieveRequest, packed: bool
-) -> dict:
-    return wire.retrieve_response(service.passages(hits), body, msgpack_body=packed)
 
 
 # ---- the CLI ------------------------------------------------------------------------------
