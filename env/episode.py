@@ -13,6 +13,7 @@ import os
 from collections import Counter
 
 from . import formatting as fmt
+from .browser import Browser
 from .context import ContextWindow, parse_context
 from .errors import ResetNeededError
 from .evidence import evidence_of
@@ -22,7 +23,16 @@ from .reward_spec import parse_reward_spec
 from .rewards import REWARDS, Outcome, score_all
 from .styles import get_style, parse_action
 from .tools import Call, ToolResult
-from .types import ACCESS, ANSWER, INVALID, SEARCH, Action, EnvConfig, PageWindow
+from .types import (
+    ACCESS,
+    ANSWER,
+    BROWSE_KINDS,
+    INVALID,
+    SEARCH,
+    Action,
+    EnvConfig,
+    PageWindow,
+)
 
 log = logging.getLogger(__name__)
 _ZERO_REWARDS = dict.fromkeys(REWARDS, 0.0)
@@ -37,7 +47,8 @@ class Episode:
     def __init__(self, config: EnvConfig, pool: NegativePool | None = None):
         self.config = config
         self.pool = pool  # random passages for noise (env.noise), shared by the env's episodes
-        self.style = get_style(config.style)
+        self.style = get_style(config.style).with_tools(config.tools)
+        self.browser: Browser | None = None
         self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
         self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
         self._context_limit = config.max_context_tokens or config.max_context_chars
@@ -89,6 +100,9 @@ class Episode:
         self._window_turns: list[int] = []  # the turn index of each observation in the window
         self.active, self.done = True, False
         self._pending = None
+        self.browser = (
+            Browser(self.style.link_base, self.style.search_as_page) if self.style.browses else None
+        )
         info = {
             "question": question,
             "answers": list(answers),
@@ -120,6 +134,9 @@ class Episode:
         if action.kind == ACCESS:
             page = action.page or self.pages_read.get(action.arg, 0) + 1
             return Call(action, PageWindow(page, self.config.page_chars))
+        if action.kind in BROWSE_KINDS:  # the style offers them only with a browser
+            request = self.browser.prepare(action)
+            return None if request is None else Call(action, request=request)
         return None
 
     def finish(self, result: ToolResult | None) -> tuple[str, float, bool, bool, dict]:
@@ -144,12 +161,29 @@ class Episode:
             self.prediction = action.arg
             self.terminated = True
             obs = ""
+        elif action.kind in BROWSE_KINDS:
+            result = self.browser.finish(result)
+            if result.error is not None:
+                error = result.error
+                self.counts["tool_error"] += 1
+                obs = fmt.format_tool_error(error, style, budget)
+            else:
+                obs = budget.fit(str(result.view.get("text", "")), style.wrap)
+                shown = _shown([result.view]) | {"loc": result.view.get("loc", 0)}
         elif result is None or result.error is not None:
             error = result.error if result is not None else "the tool returned nothing"
             self.counts["tool_error"] += 1
             obs = fmt.format_tool_error(error, style, budget)
         elif action.kind == SEARCH:
-            obs = fmt.format_search(result.docs or [], style, budget)
+            view = (
+                None
+                if self.browser is None
+                else self.browser.add_search(action.arg, result.docs or [])
+            )
+            if view is not None:  # the browser style: results as a view of numbered links
+                obs = budget.fit(view["text"], style.wrap)
+            else:
+                obs = fmt.format_search(result.docs or [], style, budget)
             shown = _shown(result.docs or [])
         else:
             obs, error = self._page_obs(action, result.page)

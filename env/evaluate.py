@@ -91,7 +91,7 @@ async def run_episode(
     slot: int, benv: BatchedSearchEnv, policy: OpenAIClient, task: Task, cfg: EvalConfig
 ) -> dict:
     """One question through the env; returns its trajectory plus the policy's messages."""
-    style = get_style(cfg.env.style)
+    style = benv.episodes[slot].style  # the config's style with its tools (EnvConfig.tools)
     stops = list(style.stops)
     obs, infos = await benv.areset(options=[task.options()], indices=[slot])
     prompt, messages = obs[0], [dict(m) for m in infos[0]["messages"]]

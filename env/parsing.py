@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import re
 
-from .types import ACCESS, ANSWER, INVALID, SEARCH, Action
+from . import browse_actions
+from .types import ACCESS, ANSWER, BROWSE_KINDS, INVALID, SEARCH, Action
 
 MAX_QUERY_CHARS = 2000
 MAX_URL_CHARS = 2000  # longer than any URL or title; checked before the page-suffix regex
@@ -35,6 +36,9 @@ MAX_PAGE = 100_000
 # longer than any generation budget in use (about 250k tokens): a turn over it is refused
 MAX_TURN_CHARS = 1_000_000
 _TAG = re.compile(r"<(/?)(search|access|answer|tool_call)>")
+# with the browser tools enabled (EnvConfig.tools), their tags are calls too
+_BROWSE_TAG = re.compile(r"<(/?)(search|access|answer|tool_call|open|find|sections)>")
+BROWSER_PREFIX = "browser."  # gpt-oss's tool namespace: browser.search, browser.open, ...
 _PAGE_SUFFIX = re.compile(
     r"^(.*?)\s*(?:#page=(\d+)|\|\s*page\s*(\d+)|\s+page\s+(\d+))\s*$", re.I | re.S
 )
@@ -91,13 +95,14 @@ def strip_thinking(text: str) -> str:
     return text
 
 
-def tag_calls(body: str, hint: str) -> list[tuple[str, str]] | Action:
+def tag_calls(body: str, hint: str, browse: bool = False) -> list[tuple[str, str]] | Action:
     """The complete ``<tag>content</tag>`` calls of a turn, or an invalid Action (``hint``
-    tells the policy what it may write)."""
+    tells the policy what it may write); ``browse``: ``<open>``, ``<find>`` and ``<sections>``
+    are calls too."""
     calls: list[tuple[str, str]] = []
     open_tag: str | None = None
     start = 0
-    for m in _TAG.finditer(body):
+    for m in (_BROWSE_TAG if browse else _TAG).finditer(body):
         closing, tag = m.group(1) == "/", m.group(2)
         if not closing:
             if open_tag is not None:
@@ -139,7 +144,10 @@ def clean_text(text: str) -> str:
 
 
 def make_action(kind: str, arg, page=None) -> Action:
-    """A checked search, access or answer Action (invalid when its argument is not usable)."""
+    """A checked search, access or answer Action (invalid when its argument is not usable); the
+    browser tags go to ``env.browse_actions``."""
+    if kind in BROWSE_KINDS and isinstance(arg, str):
+        return browse_actions.from_tag(kind, clean_text(arg))
     if not isinstance(arg, str):
         return invalid(
             "bad_arguments", f"the {kind} argument must be a string, got {type(arg).__name__}"
@@ -189,6 +197,7 @@ def parse_tool_call(content: str) -> Action:
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return invalid("bad_call", 'a tool call is a JSON object with "name" and "arguments"')
     name, args = call["name"], call.get("arguments", call.get("parameters", {}))
+    name = name.removeprefix(BROWSER_PREFIX)
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
@@ -208,6 +217,8 @@ def parse_tool_call(content: str) -> Action:
         return make_action(ACCESS, url, page=page)
     if name == ANSWER:
         return make_action(ANSWER, args.get("answer", ""))
+    if name in BROWSE_KINDS:
+        return browse_actions.from_args(name, args)
     return invalid(
         "unknown_tool", f"unknown tool {name!r}; the tools are search, access and answer"
     )

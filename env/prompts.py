@@ -96,12 +96,103 @@ _ANSWER = {
 }
 
 
-_SPECS = {"search": _SEARCH, "access": _ACCESS, "answer": _ANSWER}
+def _function(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
 
 
-def tool_specs(tools: tuple[str, ...]) -> list[dict]:
-    """OpenAI-format tool specs of the named tools (``tools=`` of a chat request)."""
-    return [_SPECS[name] for name in tools]
+_CURSOR = {
+    "type": "integer",
+    "description": "which opened view, the number in brackets before it (default: the last)",
+}
+# gpt-oss's browser.open and browser.find (their arguments and defaults), and sections
+_OPEN = _function(
+    "open",
+    "Open a link of a view by its number (a search result, a link of a page, a match of find) "
+    "or a page by URL or title, shown with numbered lines; without id, scroll the view at "
+    "cursor to line loc.",
+    {
+        "id": {
+            "type": ["integer", "string"],
+            "description": "a link number of the view at cursor, or a URL or title",
+        },
+        "cursor": _CURSOR,
+        "loc": {"type": "integer", "description": "the first line to show (default: 0)"},
+        "num_lines": {"type": "integer", "description": "how many lines to show (default: 40)"},
+    },
+    [],
+)
+_FIND = _function(
+    "find",
+    "Find text in the page at cursor; the matches come back as numbered links that open the "
+    "page at them.",
+    {
+        "pattern": {"type": "string", "description": "the text to look for (case-insensitive)"},
+        "cursor": _CURSOR,
+        "regex": {"type": "boolean", "description": "pattern is a regular expression"},
+    },
+    ["pattern"],
+)
+_SECTIONS = _function(
+    "sections",
+    "List the sections of a page as numbered links; open one by its number.",
+    {
+        "id": {"type": "string", "description": "a URL or title (default: the page at cursor)"},
+        "cursor": _CURSOR,
+    },
+    [],
+)
+_SPECS = {
+    "search": _SEARCH,
+    "access": _ACCESS,
+    "answer": _ANSWER,
+    "open": _OPEN,
+    "find": _FIND,
+    "sections": _SECTIONS,
+}
+
+
+def tool_specs(tools: tuple[str, ...], prefix: str = "") -> list[dict]:
+    """OpenAI-format tool specs of the named tools (``tools=`` of a chat request); ``prefix``
+    names them in a namespace (gpt-oss: ``browser.``), the answer tool excepted.
+
+    >>> [t["function"]["name"] for t in tool_specs(("search", "open", "answer"), "browser.")]
+    ['browser.search', 'browser.open', 'answer']
+    """
+    specs = []
+    for name in tools:
+        spec = _SPECS[name]
+        if prefix and name != "answer":
+            function = {**spec["function"], "name": prefix + name}
+            spec = {**spec, "function": function}
+        specs.append(spec)
+    return specs
+
+
+# gpt-oss's browser tool description, for the browser style's system prompt
+BROWSER_SYSTEM = (
+    "You are a helpful assistant that answers questions by browsing a local copy of "
+    "Wikipedia.\n\n# Tools\n\n## browser\n\nTool for browsing.\nThe `cursor` appears in "
+    "brackets before each browsing display: `[{{cursor}}]`.\nSearch results and pages show "
+    "numbered links `【{{id}}†title】`: open one with browser.open and its id. Pages come with "
+    "numbered lines `L{{n}}: `; scroll with browser.open and loc.\n\nYou are provided with "
+    "function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\nFor "
+    "each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+BROWSER_USER = (
+    "Answer the question below. Make one tool call per turn: search, open results and links "
+    "by their numbers, find text in a page. When you know the answer, call answer or write it "
+    "inside <answer> and </answer>, as short as possible.\nQuestion: {question}"
+)
 
 
 def tag_prompt(template: str, question: str, system_prompt: str | None) -> tuple[str, list[dict]]:

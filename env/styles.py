@@ -31,6 +31,7 @@ Action(kind='search', arg='Eiffel Tower', page=None, error=None, reason=None)
 
 from __future__ import annotations
 
+import copy
 import json
 
 from . import prompts
@@ -44,7 +45,7 @@ from .parsing import (
     strip_thinking,
     tag_calls,
 )
-from .types import ACCESS, ANSWER, SEARCH, STYLES, Action
+from .types import ACCESS, ANSWER, BROWSE_KINDS, FIND, OPEN, SEARCH, SECTIONS, STYLES, Action
 
 
 def _split_contents(doc: dict) -> tuple[str, str]:
@@ -65,13 +66,57 @@ class Style:
     stops: tuple[str, ...] = ()
     checks_turn_format: bool = True  # ASearcher's per-turn format rule applies
     search_joiner: str = "\n\n"
+    tag_syntax: bool = True  # tools are called as <tool>...</tool>; stops are their closing tags
+    search_as_page: bool = False  # search results shown as a browser view (env.browser)
+    link_base: int = 1  # the number of the first search result, as the observation shows it
+
+    @property
+    def browses(self) -> bool:
+        """Whether any browser tool (open, find, sections) is enabled."""
+        return any(t in BROWSE_KINDS for t in self.tools)
+
+    def with_tools(self, tools: tuple[str, ...] | None) -> Style:
+        """This style with other tools (``EnvConfig.tools``), e.g. the browser tools added; the
+        registry's object is left as it is."""
+        if tools is None or tuple(tools) == self.tools:
+            return self
+        style = copy.copy(self)
+        style.tools = tuple(tools)
+        if self.tag_syntax:
+            style.stops = tuple(f"</{t}>" for t in style.tools)
+        return style
 
     @property
     def hint(self) -> str:
         tools = ["<search>query</search>"]
         if ACCESS in self.tools:
             tools.append("<access>url</access>")
+        if OPEN in self.tools:
+            tools += ["<open>result or link number, or url</open>", "<open>L40</open>"]
+        if FIND in self.tools:
+            tools.append("<find>text</find>")
+        if SECTIONS in self.tools:
+            tools.append("<sections></sections>")
         return f"use one of {', '.join(tools)} or give the final answer as <answer>...</answer>"
+
+    def template(self, template: str) -> str:
+        """A tag prompt template with a line on the browser tools when they are enabled (the
+        verbatim template otherwise)."""
+        notes = []
+        if OPEN in self.tools:
+            notes.append(
+                "<open> k </open> opens search result k, link k of the page shown last, or a "
+                "url, with numbered lines; <open> L40 </open> scrolls it to line 40."
+            )
+        if FIND in self.tools:
+            notes.append("<find> text </find> finds text in the page shown last.")
+        if SECTIONS in self.tools:
+            notes.append(
+                "<sections> </sections> lists its sections as numbered links; open one by number."
+            )
+        if not notes:
+            return template
+        return template.replace("Question: {question}", " ".join(notes) + " Question: {question}")
 
     def tool_specs(self) -> list[dict] | None:
         """OpenAI tool specs for a chat request's ``tools=`` (None: the prompt explains the tools)."""
@@ -110,7 +155,7 @@ class Style:
         return f"[Doc {k}]({doc.get('url', '')}):\n", contents, ""
 
     def parse(self, body: str) -> Action:
-        calls = tag_calls(body, self.hint)
+        calls = tag_calls(body, self.hint, browse=self.browses)
         if isinstance(calls, Action):
             return calls
         calls = [c for c in calls if c[0] != "tool_call"]
@@ -133,7 +178,9 @@ class ASearcher(Style):
     stops = ("</search>", "</access>", "</answer>")
 
     def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
-        return prompts.tag_prompt(prompts.ASEARCHER_TEMPLATE, question, system_prompt)
+        return prompts.tag_prompt(
+            self.template(prompts.ASEARCHER_TEMPLATE), question, system_prompt
+        )
 
 
 class SearchR1(Style):
@@ -143,7 +190,9 @@ class SearchR1(Style):
     search_joiner = ""
 
     def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
-        return prompts.tag_prompt(prompts.SEARCH_R1_TEMPLATE, question, system_prompt)
+        return prompts.tag_prompt(
+            self.template(prompts.SEARCH_R1_TEMPLATE), question, system_prompt
+        )
 
     def wrap(self, body: str) -> str:
         return f"\n\n<information>{body}</information>\n\n"
@@ -160,6 +209,8 @@ class ToolCall(Style):
     name = "tool-call"
     stops = ("</tool_call>", "</answer>")
     checks_turn_format = False
+    tag_syntax = False
+    prefix = ""  # the tools' namespace in their names (gpt-oss: "browser.")
 
     @property
     def hint(self) -> str:
@@ -169,7 +220,7 @@ class ToolCall(Style):
         )
 
     def tool_specs(self) -> list[dict]:
-        return prompts.tool_specs(self.tools)
+        return prompts.tool_specs(self.tools, self.prefix)
 
     def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
         tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in self.tool_specs())
@@ -235,10 +286,44 @@ class ToolCall(Style):
             )
         tag, content = calls[0]
         if tag == "tool_call":
-            return parse_tool_call(content)
+            action = parse_tool_call(content)
+            if action.valid and action.kind not in self.tools:
+                names = ", ".join(self.prefix + t if t != ANSWER else t for t in self.tools)
+                return invalid(
+                    "unknown_tool", f"{action.kind} is not available here; the tools are {names}"
+                )
+            return action
         if tag == ANSWER:
             return make_action(ANSWER, content)
         return invalid("unknown_tool", f"<{tag}> is not a tool-call; {self.hint}")
+
+
+class Browser(ToolCall):
+    """gpt-oss's browser: ``browser.search`` shows the results as a view of numbered links,
+    ``browser.open`` (id = link number or URL, cursor, loc, num_lines) shows a page with numbered
+    lines, ``browser.find`` (pattern, cursor) its matches; ``browser.sections`` lists a page's
+    sections. Calls are JSON as in ``tool-call``; every view starts ``[cursor]``."""
+
+    name = "browser"
+    tools = (SEARCH, OPEN, FIND, SECTIONS, ANSWER)
+    search_as_page = True
+    link_base = 0
+    prefix = "browser."
+
+    @property
+    def hint(self) -> str:
+        return (
+            'call one tool as <tool_call>{"name": "browser.search", "arguments": {"query": '
+            '"..."}}</tool_call> (or browser.open, browser.find), or give the final answer as '
+            "<answer>...</answer>"
+        )
+
+    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
+        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in self.tool_specs())
+        system = system_prompt or prompts.BROWSER_SYSTEM.format(tools=tools)
+        user = prompts.BROWSER_USER.format(question=question)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return f"{system}\n\n{user}\n", messages
 
 
 def _tool_calls(text: str) -> list[tuple[str, object]]:
@@ -267,7 +352,7 @@ def _unwrap_tool_response(observation: str) -> str:
     return text[len(head) : -len(tail)] if text.startswith(head) and text.endswith(tail) else text
 
 
-_REGISTRY: dict[str, Style] = {s.name: s for s in (ASearcher(), SearchR1(), ToolCall())}
+_REGISTRY: dict[str, Style] = {s.name: s for s in (ASearcher(), SearchR1(), ToolCall(), Browser())}
 assert tuple(_REGISTRY) == STYLES
 
 

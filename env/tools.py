@@ -1,7 +1,7 @@
 """Run the tool calls of many episodes against a ``SearchClient`` with as few calls as possible.
 
 All searches of a step go out as ONE ``retrieve`` call; page accesses as one ``access`` call per
-distinct chunk offset. The plan is a generator that yields backend calls and receives their
+distinct chunk offset; browser views (open, find, sections) as ONE ``browse`` call. The plan is a generator that yields backend calls and receives their
 results, so the same logic drives a sync client and an async one.
 
 Whatever a policy writes, a backend error never escapes a step: a failed shared call is sent
@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .types import ACCESS, SEARCH, Action, PageWindow
 
@@ -34,19 +34,23 @@ OUTAGES = _outage_types()
 
 @dataclass(slots=True)
 class ToolResult:
-    """What a tool call returned: search docs, or a page chunk, or an error message."""
+    """What a tool call returned: search docs, or a page chunk, or a browser view (``browse``),
+    or an error message."""
 
     docs: list[dict] | None = None
     page: dict | None = None
     error: str | None = None
+    view: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One tool call ready to run: the parsed action plus, for an access, its page window."""
+    """One tool call ready to run: the parsed action plus, for an access, its page window, for
+    a browser tool its ``browse`` request (``env.browser``)."""
 
     action: Action
     window: PageWindow | None = None
+    request: dict | None = field(default=None, hash=False, compare=False)
 
 
 Plan = Generator[tuple[str, dict], tuple[object, Exception | None], list[ToolResult | None]]
@@ -100,7 +104,35 @@ def plan_calls(calls: Sequence[Call | None], topk: int, retriever: str | None) -
                 _access_results(calls, [i], one, err, out)
         else:
             _access_results(calls, idxs, pages, exc, out)
+    browses = [i for i, c in enumerate(calls) if c is not None and c.request is not None]
+    if browses:
+        views, exc = yield "browse", {"requests": [calls[i].request for i in browses]}
+        if exc is not None and len(browses) > 1:
+            for i in browses:  # one bad request must not fail the others
+                one, err = yield "browse", {"requests": [calls[i].request]}
+                _browse_results([i], one, err, out)
+        else:
+            _browse_results(browses, views, exc, out)
     return out
+
+
+def _browse_results(idxs: list[int], views, exc, out) -> None:
+    if exc is None and (not isinstance(views, list) or len(views) != len(idxs)):
+        exc = ValueError(f"the backend answered {len(idxs)} browse requests with {views!r:.100}")
+    if isinstance(exc, AttributeError):
+        error = "this backend cannot browse (open, find, sections): use a retriever client"
+    elif exc is not None:
+        error = f"browse failed: {_short(exc)}"
+    for k, i in enumerate(idxs):
+        view = None if exc is not None else views[k]
+        if exc is not None:
+            out[i] = ToolResult(error=error)
+        elif not isinstance(view, dict) or not isinstance(view.get("text", view.get("error")), str):
+            out[i] = ToolResult(error=f"browse failed: the backend answered {view!r:.100}")
+        elif view.get("error") is not None:
+            out[i] = ToolResult(error=str(view["error"]))
+        else:
+            out[i] = ToolResult(view=view)
 
 
 def _access_order(calls, idxs: list[int]) -> tuple[list[int], list[int]]:
@@ -166,8 +198,10 @@ async def arun_plan(client, plan: Plan) -> list[ToolResult | None]:
         method, kwargs = next(plan)
         while True:
             afn = getattr(client, "a" + method, None)
-            fn = getattr(client, method)
+            fn = getattr(client, method, None)
             try:
+                if fn is None and afn is None:  # e.g. browse of a backend that has none
+                    raise AttributeError(f"{type(client).__name__} has no {method}")
                 if afn is not None and inspect.iscoroutinefunction(afn):
                     value = await afn(**kwargs)
                 elif inspect.iscoroutinefunction(fn):

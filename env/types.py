@@ -10,13 +10,19 @@ from .context import parse_context
 from .errors import ConfigError
 from .noise import NoiseConfig, noise_config
 
-STYLES = ("asearcher", "search-r1", "tool-call")
+STYLES = ("asearcher", "search-r1", "tool-call", "browser")
 
 # action kinds
 SEARCH = "search"
 ACCESS = "access"
 ANSWER = "answer"
 INVALID = "invalid"
+# the browser tools (env.browser): gpt-oss's open and find, and a page's table of contents
+OPEN = "open"
+FIND = "find"
+SECTIONS = "sections"
+BROWSE_KINDS = (OPEN, FIND, SECTIONS)
+TOOLS = (SEARCH, ACCESS, OPEN, FIND, SECTIONS, ANSWER)
 
 # reset options / task meta that carry gold evidence (supporting page titles, passage ids)
 GOLD_KEYS = ("supporting_titles", "supporting_ids")
@@ -112,6 +118,8 @@ class EnvConfig:
       replaces a scheduled fraction of search results; the step comes from reset options'
       ``train_step``.
     - ``context``: which past observations the policy is shown in full (``env.context``).
+    - ``tools``: the tools the policy may call, replacing the style's own (``answer`` always
+      stays), e.g. ``("search", "access", "open", "find")`` adds the browser tools to a style.
     """
 
     style: str = field(default="asearcher", metadata={"help": "tool syntax", "choices": STYLES})
@@ -158,6 +166,14 @@ class EnvConfig:
         },
     )
 
+    tools: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "tools the policy may call instead of the style's, e.g. "
+            "search,access,open,find,sections (answer always stays)"
+        },
+    )
+
     @property
     def search_k(self) -> int:
         """Hits fetched per search: ``topk``, deeper when noise backfills from lower ranks."""
@@ -171,6 +187,16 @@ class EnvConfig:
             raise ConfigError(
                 f"context {self.context!r} counts tokens and needs a tokenizer; or use cap-chars:C"
             )
+        if self.tools is not None:
+            given = (self.tools,) if isinstance(self.tools, str) else tuple(self.tools)
+            tools = tuple(n.strip() for item in given for n in str(item).split(",") if n.strip())
+            unknown = [t for t in tools if t not in TOOLS]
+            if unknown or not tools:
+                raise ConfigError(
+                    f"tools {self.tools!r} names unknown tools {unknown}; use some of {', '.join(TOOLS)}"
+                )
+            tools += (ANSWER,) if ANSWER not in tools else ()
+            object.__setattr__(self, "tools", tools)
         if self.style not in STYLES:
             raise ConfigError(f"style {self.style!r} is unknown; use one of {', '.join(STYLES)}")
         if self.max_turns < 1:

@@ -14,6 +14,8 @@ DATA = Path(__file__).parent / "data"
 HOTPOT = DATA / "hotpotqa-distractor-500.jsonl"
 _DOC = re.compile(r"\[Doc \d+\]\((.*?)\):\n\"([^\n]*)\"")
 _DOC_R1 = re.compile(r"Doc \d+\(Title: \"([^\n]*?)\"\)")
+_RESULT = re.compile(r"L\d+: # 【(\d+)†([^】]*)】")  # a result of the browser style's search view
+_CURSOR = re.compile(r"^\s*(?:<tool_response>\s*)?\[(\d+)\]")
 
 
 def ensure_bm25(hotpot_root: Path) -> Path:
@@ -52,6 +54,8 @@ def docs_in(observation: str) -> list[tuple[str, str]]:
 
 
 def titles_in(observation: str, style: str) -> list[str]:
+    if style == "browser":
+        return [t for _, t in _RESULT.findall(observation)]
     if style == "search-r1":
         return _DOC_R1.findall(observation)
     return [t for _, t in docs_in(observation)]
@@ -75,7 +79,11 @@ class Oracle:
     def _call(self, name: str, **args) -> str:
         import json
 
-        if self.style == "tool-call":
+        if self.style == "browser":  # gpt-oss's names; a result is opened by its number
+            name = name if name == "answer" else "browser." + ("open" if name == "access" else name)
+            if name == "browser.open":
+                args = {"id": args["url"][1], "cursor": args["url"][0]}
+        if self.style in ("tool-call", "browser"):
             if name == "answer":
                 return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
             return f"I will call {name}.\n<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
@@ -89,9 +97,17 @@ class Oracle:
             want = self.searched
             if want in got:
                 self.found.append(want)
-                if self.accessed is None and self.style != "search-r1":
+                if self.accessed is None and self.style == "browser":  # (cursor, link number)
+                    links = {t: int(i) for i, t in _RESULT.findall(observation)}
+                    cursor = int(_CURSOR.match(observation).group(1))
+                    self.pending_url = (cursor, links[want])
+                elif self.accessed is None and self.style != "search-r1":
                     self.pending_url = dict((t, u) for u, t in docs_in(observation))[want]
-        if self.turn > 1 and self.last == "access" and ">>>> Page 1 of" in observation:
+        if (
+            self.turn > 1
+            and self.last == "access"
+            and (">>>> Page 1 of" in observation or "**viewing lines [0 - " in observation)
+        ):
             self.page_seen = True
         if self.queue:
             self.searched = self.queue.pop(0)

@@ -38,6 +38,10 @@ class CountingClient:
         self.calls.append(("access", len(urls) + len(titles) + len(ids)))
         return self.inner.access(urls, titles, ids, offset, max_chars)
 
+    def browse(self, requests):
+        self.calls.append(("browse", len(requests)))
+        return self.inner.browse(requests)
+
 
 ANSWER_REWARDS = ("em", "cover_em", "f1", "format", "asearcher")
 
@@ -66,8 +70,8 @@ def test_oracle_full_reward(client, style):
         assert total == 1.0
         assert info["counts"].get("invalid", 0) == 0
         assert info["counts"]["search"] == 2
-        if style != "search-r1" and oracle.accessed:
-            assert info["counts"]["access"] == 1
+        if style != "search-r1" and oracle.accessed:  # the browser opens a result by number
+            assert info["counts"]["open" if style == "browser" else "access"] == 1
             assert oracle.page_seen, "access of a URL from the results returned no page"
         found += len(oracle.found)
     # most gold titles come back from BM25 when searched by name (the oracle then accesses one)
@@ -99,6 +103,8 @@ def test_batched_equals_one_by_one(client, style):
     retrieves = [n for kind, n in counting.calls if kind == "retrieve"]
     assert len(retrieves) <= steps
     assert retrieves[0] == len(tasks)
+    browses = [n for kind, n in counting.calls if kind == "browse"]  # the browser's opens
+    assert len(browses) <= steps and (style != "browser" or max(browses) > 1)
 
 
 @pytest.mark.parametrize("style", ["asearcher", "tool-call"])

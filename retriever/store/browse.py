@@ -194,10 +194,14 @@ def section_line(page: BrowsePage, section: str) -> int:
 
 
 def sections(page: BrowsePage, cursor: int = 0) -> dict:
-    """The table of contents as a page: one ``L{line}`` entry per heading, indented by level."""
+    """The table of contents as a page: one entry per heading, indented by level, a numbered
+    link ``【i†heading】`` (``open`` of link ``i`` opens the page at it) and its ``L{line}``."""
     if not page.has_meta:
         raise BadRequestError(NO_SECTIONS)
-    entries = [f"{'  ' * max(level - 2, 0)}{head} (L{line})" for level, head, line in page.sections]
+    entries = [
+        f"{'  ' * max(level - 2, 0)}【{i}†{head.replace('】', ']')}】 (L{line})"
+        for i, (level, head, line) in enumerate(page.sections)
+    ]
     toc = BrowsePage(
         f"Sections of `{page.title}`",
         page.url + "#sections",
