@@ -22,14 +22,32 @@ from .compact import BLOCK, decode
 from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _score(tf, dn, idf64, k1, atire):
+    """``formula.posting_scores`` of one posting (``dn``: the document's norm)."""
+    f = np.float64(tf)
+    if atire:
+        tfc = (f * (k1 + 1)) / (f + dn)
+    else:
+        tfc = f / (dn + f)
+    return np.float32(idf64 * tfc)
+
+
+@njit(nogil=True, cache=True)
+def _unpack_block(t, b, indptr, bptr, first, offset, bits, words, rows, tfb):
+    """Decode block ``b`` of term ``t`` into ``rows`` and ``tfb``; returns its posting count."""
+    n = min(BLOCK, indptr[t + 1] - indptr[t] - (b - bptr[t]) * BLOCK)
+    decode(words, first, offset, bits, b, n, rows, tfb)
+    return n
+
+
 @njit(nogil=True, cache=True)
 def _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1, atire,
            rows, tfb, scores, err):  # fmt: skip
     """Decode block ``b`` of term ``t`` into ``rows`` and float32 ``scores``; returns its
     posting count. A row outside the documents (a damaged file) gets score 0 and sets
     ``err[0]``."""
-    n = min(BLOCK, indptr[t + 1] - indptr[t] - (b - bptr[t]) * BLOCK)
-    decode(words, first, offset, bits, b, n, rows, tfb)
+    n = _unpack_block(t, b, indptr, bptr, first, offset, bits, words, rows, tfb)
     idf64 = np.float64(idf[t])
     num_docs = len(lengths)
     for i in range(n):
@@ -38,13 +56,7 @@ def _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k
             err[0] = True
             scores[i] = 0.0
             continue
-        f = np.float64(tfb[i])
-        dn = norm[lengths[d]]
-        if atire:
-            tfc = (f * (k1 + 1)) / (f + dn)
-        else:
-            tfc = f / (dn + f)
-        scores[i] = np.float32(idf64 * tfc)
+        scores[i] = _score(tfb[i], norm[lengths[d]], idf64, k1, atire)
     return n
 
 
@@ -108,10 +120,12 @@ def _one_query_ex(tids, tw, indptr, bptr, first, offset, bits, words, lengths, i
 
 @njit(nogil=True, cache=True)
 def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, bits, words,
-                 lengths, idf, norm, k1, atire, cur, cb, cn, crow, csc, tfb, gallop, loc, hs, hr,
-                 n, k, err):  # fmt: skip
+                 lengths, idf, norm, k1, atire, cur, cb, cn, crow, ctf, csc, cs, gallop, loc, hs,
+                 hr, n, k, err):  # fmt: skip
     """``bmp._score_range`` over the terms' cached blocks (``cb``: block held in ``crow``/
-    ``csc``, ``cn``: its size; ``cur``: the sweep's block cursor)."""
+    ``ctf``, ``cn``: its size, ``cs``: whether ``csc`` holds its scores; ``cur``: the sweep's
+    block cursor). Only the postings of the range are scored, unless the block's scores are
+    there already (a rare term's, from the bounds)."""
     lo_row = np.int64(r) << shift
     hi_row = lo_row + (1 << shift)
     num_docs = len(lengths)
@@ -129,20 +143,24 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
             cur[i] = j
         w = tw[i]
         rows = crow[i]
+        tfs = ctf[i]
         sc = csc[i]
+        idf64 = np.float64(idf[t])
         while j < b1:
             if cb[i] != j:
-                cn[i] = _block(t, j, indptr, bptr, first, offset, bits, words, lengths, idf,
-                               norm, k1, atire, rows, tfb, sc, err)  # fmt: skip
+                cn[i] = _unpack_block(t, j, indptr, bptr, first, offset, bits, words, rows, tfs)
                 cb[i] = j
+                cs[i] = False
             m = cn[i]
             p = _lower_bound(rows, 0, m, lo_row)
             while p < m and rows[p] < hi_row:
                 d = rows[p]
                 if d < lo_row or d >= num_docs:
                     err[0] = True
-                else:
+                elif cs[i]:
                     loc[d - lo_row] += w * sc[p]
+                else:
+                    loc[d - lo_row] += w * _score(tfs[p], norm[lengths[d]], idf64, k1, atire)
                 p += 1
             if p < m:
                 break
@@ -172,7 +190,8 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
     err = np.zeros(1, dtype=np.bool_)
     crow = np.empty((nt, BLOCK), dtype=np.int32)
     csc = np.empty((nt, BLOCK), dtype=np.float32)
-    tfb = np.empty(BLOCK, dtype=np.int32)
+    ctf = np.empty((nt, BLOCK), dtype=np.int32)
+    cs = np.zeros(nt, dtype=np.bool_)
     cb = np.full(nt, -1, dtype=np.int64)
     cn = np.zeros(nt, dtype=np.int64)
     cur = np.empty(nt, dtype=np.int64)
@@ -193,8 +212,8 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
             rows, sc = crow[i], csc[i]
             for b in range(bptr[t], bptr[t + 1]):
                 nb = _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
-                            k1, atire, rows, tfb, sc, err)  # fmt: skip
-                cb[i], cn[i] = b, nb
+                            k1, atire, rows, ctf[i], sc, err)  # fmt: skip
+                cb[i], cn[i], cs[i] = b, nb, True
                 for p in range(nb):
                     if rows[p] < 0 or rows[p] >= num_docs:
                         continue
@@ -251,8 +270,8 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
         r = top_r[j]
         if r >= 0:
             n = _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, bits,
-                             words, lengths, idf, norm, k1, atire, cur, cb, cn, crow, csc, tfb,
-                             False, loc, hs, hr, n, k, err)  # fmt: skip
+                             words, lengths, idf, norm, k1, atire, cur, cb, cn, crow, ctf, csc,
+                             cs, False, loc, hs, hr, n, k, err)  # fmt: skip
             ub[r] = 0.0
     theta = np.float64(hs[0]) if n == k else -1.0
     postings = 0
@@ -277,7 +296,7 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
             if v > 0 and np.float64(v) * slack > theta:
                 n = _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset,
                                  bits, words, lengths, idf, norm, k1, atire, cur, cb, cn, crow,
-                                 csc, tfb, True, loc, hs, hr, n, k, err)  # fmt: skip
+                                 ctf, csc, cs, True, loc, hs, hr, n, k, err)  # fmt: skip
                 scored += 1
                 if n == k:
                     theta = np.float64(hs[0])
