@@ -148,6 +148,57 @@ class _RateLimitedLog:
             self.count, self.last = 0, now
 
 
+class HeadWithBody:
+    """The connection's transport, sending a response's head in one write with its body.
+
+    uvicorn writes the head on ``http.response.start`` and the body on ``http.response.body``:
+    two ``send`` calls, two TCP segments, two wake-ups of the client for every small answer
+    (the profile of ``scripts/bench/server_layers.py`` found those writes among the largest
+    costs of a ``/retrieve``). The head is held until the next write, a close, or the end of
+    the current event-loop turn, whichever comes first; a large body goes out on its own.
+    """
+
+    __slots__ = ("_transport", "_loop", "_head")
+    JOIN_UP_TO = 2**16  # a body past this is written on its own rather than copied
+
+    def __init__(self, transport, loop):
+        self._transport, self._loop, self._head = transport, loop, None
+
+    def write(self, data) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) <= self.JOIN_UP_TO:
+                self._transport.write(head + data)
+                return
+            self._transport.write(head)
+        elif data[:9] == b"HTTP/1.1 " and data[9:12] != b"100":  # a response head
+            self._head = bytes(data)
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._head = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        held = len(self._head) if self._head is not None else 0
+        return self._transport.get_write_buffer_size() + held
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 def guarded_protocol(
     request_timeout: float,
     max_connections: int,
@@ -178,6 +229,7 @@ def guarded_protocol(
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            self.transport = HeadWithBody(transport, self.loop)
             if len(self.connections) > max_connections:
                 self._refused = True
                 if len(pending) >= PENDING_REFUSALS:
