@@ -165,7 +165,7 @@ def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
     w.add_page("9", "V", "https://en.wikipedia.org/wiki/V", "Whole")
     w.add_passage("9", "V", "Whole", "https://en.wikipedia.org/wiki/V")
     m = w.finish({})
-    assert m["store"]["passages"] == {"raw": 2, "words": 1, "patched": 4}
+    assert m["store"]["passages"] == {"raw": 2, "lines": 0, "words": 1, "patched": 4}
     assert m["format_version"] == 2
     store = DocStore(tmp_path)
     got = [(p.id, p.title, p.text, p.url) for p in store.iter_passages()]

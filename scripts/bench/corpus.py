@@ -6,7 +6,13 @@
    run; CPU seconds are counted over all processes, so "per core" compares fairly.
 3. Opening the store: time and RSS of a fresh process that opens it and reads rows.
 
+With ``--store LAYOUT...`` (``spans``, ``spans,zstd``) it measures store layouts instead, against
+the ``jsonl`` store on the same corpus: bytes on disk per byte of page text, build time, random
+passage reads/s, page reads/s and title lookups/s, each layout built and read in turn
+(alternating order, fresh reader processes), medians of ``--repeat`` rounds.
+
     python scripts/bench/corpus.py [--repeat 3] [--xml-copies 8]
+    python scripts/bench/corpus.py --store spans spans,zstd [--repeat 3]
     python scripts/bench/corpus.py --smoke  # the bundled 40-article slice, XML once, one run
 """
 
@@ -23,6 +29,8 @@ import tempfile
 from pathlib import Path
 
 import common as c
+
+STORES = ("jsonl", "spans", "spans,zstd")  # retriever.store.writer.STORES
 
 MEASURE = r"""
 import json, resource, subprocess, sys, time
@@ -50,6 +58,108 @@ reads = (time.perf_counter() - t) / 2000
 print(json.dumps({"n": len(s), "open_s": opened, "rss_mb": proc.memory_info().rss / 2**20,
                   "rss_python_mb": base / 2**20, "us_per_row_and_lookup": reads * 1e6}))
 """
+
+
+READS = r"""
+import json, random, sys, time
+from retriever.store.docstore import DocStore
+s = DocStore.open(sys.argv[1])
+n = int(sys.argv[2])
+rng = random.Random(1)
+rows = [rng.randrange(len(s)) for _ in range(n)]
+titles = [s.get(r).title for r in rows[: n // 4]]  # read first: lookups alone are timed
+pages = [rng.randrange(s.num_pages) for _ in range(n // 4)] if s.num_pages else []
+s2 = DocStore.open(sys.argv[1])  # a fresh reader: no block of the reads below is cached
+t = time.perf_counter()
+for r in rows:
+    s2.get(r)
+reads = n / (time.perf_counter() - t)
+t = time.perf_counter()
+for title in titles:
+    assert s2.find_title(title)
+lookups = len(titles) / (time.perf_counter() - t)
+t = time.perf_counter()
+for r in pages:
+    s2.get_page(r)
+page_reads = len(pages) / max(time.perf_counter() - t, 1e-9)
+print(json.dumps({"reads_per_s": reads, "lookups_per_s": lookups, "pages_per_s": page_reads}))
+"""
+
+
+def _build_cmd(wx: Path, out: Path, store: str) -> list[str]:
+    return [c.PY, "-m", "index_build", "corpus", "--input", str(wx), "--out", str(out),
+            "--no-progress", "--store", store]  # fmt: skip
+
+
+def store_layouts(args, argv) -> int:
+    """``--store``: sizes, build time and read rates of store layouts against ``jsonl``."""
+    layouts = ["jsonl", *[s for s in args.store if s != "jsonl"]]
+    wx = Path(args.wx)
+    work = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    reads = 2000 if args.smoke else 50_000
+    try:
+
+        def build(layout: str) -> dict:
+            out = work / layout.replace(",", "-")
+            shutil.rmtree(out, ignore_errors=True)
+            return measure(_build_cmd(wx, out, layout))
+
+        def read(layout: str) -> dict:
+            root = str(work / layout.replace(",", "-"))
+            return c.python_json(READS, root, str(reads))
+
+        builds = c.alternate({name: lambda n=name: build(n) for name in layouts}, args.repeat)
+        rates = c.alternate({name: lambda n=name: read(n) for name in layouts}, args.repeat)
+        sizes, text_bytes, n = {}, None, None
+        for layout in layouts:
+            folder = work / layout.replace(",", "-") / "corpus"
+            manifest = json.loads((folder / "manifest.json").read_text())
+            sizes[layout] = sum(p.stat().st_size for p in folder.iterdir())
+            n = manifest["num_docs"]
+            if manifest.get("store"):
+                text_bytes = manifest["store"]["text_bytes"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text_bytes = text_bytes or 1
+    base = {k: c.median(r[k] for r in rates["jsonl"]) for k in rates["jsonl"][0]}
+    base_build = c.median(r["wall"] for r in builds["jsonl"])
+    header = ["store", "MB on disk", "bytes per text byte", "build s", "passage reads/s",
+              "page reads/s", "title lookups/s", "vs jsonl (build, reads, pages, lookups)"]  # fmt: skip
+    rows = []
+    for layout in layouts:
+        m = {k: c.median(r[k] for r in rates[layout]) for k in rates[layout][0]}
+        wall = c.median(r["wall"] for r in builds[layout])
+        rows.append(
+            [
+                layout,
+                f"{sizes[layout] / 1e6:.0f}",
+                f"{sizes[layout] / text_bytes:.2f}",
+                f"{wall:.1f}",
+                f"{m['reads_per_s']:,.0f}",
+                f"{m['pages_per_s']:,.0f}",
+                f"{m['lookups_per_s']:,.0f}",
+                f"{wall / base_build:.2f}x, {m['reads_per_s'] / base['reads_per_s']:.2f}x, "
+                f"{m['pages_per_s'] / base['pages_per_s']:.2f}x, "
+                f"{m['lookups_per_s'] / base['lookups_per_s']:.2f}x",
+            ]
+        )
+    c.print_table(header, rows)
+    print(json.dumps({"bench": "corpus-store", "passages": n, "text_bytes": text_bytes,
+                      "rows": rows}))  # fmt: skip
+    c.record(
+        args,
+        argv,
+        "Corpus store layouts",
+        rows,
+        header,
+        f"{wx.name}: {n} passages, {text_bytes / 1e6:.0f} MB of page text (UTF-8; the bytes per "
+        f"text byte divide the whole corpus folder, key tables included, by it). Build: wall s "
+        f"of `index_build corpus --store X`; reads: {reads} random passages, {reads // 4} random "
+        f"pages and title lookups in a fresh process, one thread. Layouts built and read in "
+        f"alternating order, medians of {args.repeat} rounds; a shared, noisy machine: compare "
+        f"the ratios.",
+    )
+    return 0
 
 
 def measure(cmd: list[str]) -> dict:
@@ -90,11 +200,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--xml-copies", type=int, default=8)
     ap.add_argument("--wx", default=str(c.SHARED_DATA / "wikiextractor-enwiki-30k.txt.gz"))
+    ap.add_argument(
+        "--store",
+        nargs="+",
+        choices=STORES,
+        help="compare these store layouts with jsonl (size, build, reads) instead",
+    )
     c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.repeat, args.xml_copies = 1, 1
         args.wx = str(c.TEST_DATA / "wikiextractor-slice.txt.gz")
+    if args.store:
+        return store_layouts(args, argv)
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     rows = []
     try:
