@@ -36,6 +36,7 @@ from .webapi import web_router
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from .lifecycle import ConnectionLimits
 
@@ -237,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write ASearcher's Host{ip}_IP{port}.txt into DIR once ready (removed at exit)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port and the memory-mapped index (default 1); "
+        "/metrics and /info are per process",
+    )
     group = p.add_argument_group("service")
     add_config_arguments(group, ServiceConfig, required=["index"], skip=["trajectories"])
     group.add_argument(
@@ -269,6 +277,7 @@ def checked_config(args: argparse.Namespace) -> tuple[ServiceConfig, list[str]]:
     from ..index import Index
 
     check_number("--port", args.port, 0, 65535)  # uvicorn would bind 70000 - 65536
+    check_number("--workers", getattr(args, "workers", 1), 1, 256)
     if args.save_address_to:  # now, not once loaded: a server nobody can find is no use
         from ..addresses import check_folder
 
@@ -307,7 +316,51 @@ def main(argv: list[str] | None = None) -> int:
     except (RetrieverError, ValueError) as exc:
         return fail(str(exc))
     with listener:
+        if args.workers > 1:
+            return _serve_workers(args, config, names, limits, listener)
         return _serve(args, config, names, limits, listener)
+
+
+def _serve_workers(
+    args: argparse.Namespace,
+    config: ServiceConfig,
+    names: list[str],
+    limits: ConnectionLimits,
+    listener: socket.socket,
+) -> int:
+    """``--workers N``: fork N servers on ``listener`` (``workers.py``); this process writes
+    the one address file once all are ready and removes it when they are gone."""
+    from ..cli import fail
+    from .workers import run_workers, watch_parent
+
+    port = listener.getsockname()[1]
+    folder, args.save_address_to = args.save_address_to, None  # the parent's, not each worker's
+    address: list = []
+
+    def child(number: int, ready) -> int:
+        watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
+        return _serve(args, config, names, limits, listener, on_ready=ready)
+
+    def all_ready() -> None:
+        log.info("%d workers serving on http://%s:%d", args.workers, args.host, port)
+        if folder:
+            from ..addresses import write_address
+
+            try:
+                address.append(write_address(folder, args.host, port))
+                log.info("address written to %s", address[0])
+            except OSError as exc:  # the folder went away since the start: say so, stop
+                log.error("could not write the address file: %s", exc)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        code = run_workers(args.workers, child, all_ready)
+    finally:
+        for path in address:
+            path.unlink(missing_ok=True)
+    if code:
+        return fail(f"a worker exited with {code}: see its log above", code)
+    return 0
 
 
 def _serve(
@@ -316,8 +369,10 @@ def _serve(
     names: list[str],
     limits: ConnectionLimits,
     listener: socket.socket,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """``main`` once the flags are checked and the port is bound: load, serve, clean up."""
+    """``main`` once the flags are checked and the port is bound: load, serve, clean up.
+    ``on_ready``: called once loaded and serving (a ``--workers`` worker tells its parent)."""
     from ..cli import fail
     from .lifecycle import Server, server_config
 
@@ -356,6 +411,11 @@ def _serve(
                 service.load_seconds,
                 (service.rss_at_ready or 0) / 2**20,
             )
+            if on_ready is not None:
+                while not server.started and not server.should_exit:
+                    time.sleep(0.05)
+                if server.started:
+                    on_ready()
             if args.save_address_to:
                 from ..addresses import write_address
 

@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     start_logging(args.log_level)
     try:
         config, _ = checked_config(args)
+        if args.workers != 1:
+            raise RetrieverError("--workers is for python -m retriever.server: give --replicas")
         options = flags_to_config(DeploymentOptions, args)
         config = replace(config, index=str(Path(config.index).resolve()))
     except (RetrieverError, ValueError) as exc:

@@ -5,6 +5,7 @@ The functions take the ``RetrievalService`` (typed ``Any``: this module is below
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from typing import Any
@@ -52,6 +53,7 @@ def info(service: Any) -> dict:
     config["token"] = "set" if service.config.token else None
     out = {
         "version": __version__,
+        "pid": os.getpid(),  # which process answered (--workers runs several)
         "state": service.state,
         "config": config,
         "default_retriever": service.default_retriever,
