@@ -25,8 +25,9 @@ Layout (all ``.npy``, memory-mapped; V terms, B blocks, N documents):
 
 The score of a posting is ``formula.posting_scores``'s, step by step in float64 and rounded once
 to float32: ``norm = k1 * ((1 - b) + b * len / avgdl)``, ``idf * (tf / (norm + tf))`` (atire:
-``idf * ((tf * (k1 + 1)) / (tf + norm))``). ``norm`` per length is a float64 table built at
-load from the same expression (numpy, like the build), so the kernels divide once a posting.
+``idf * ((tf * (k1 + 1)) / (tf + norm))``). ``norm`` and the saturated tf of tf 1 to 7 per length
+are a float64 table built at load by the same expressions (numpy, like the build), so most
+postings cost a table read and a multiplication, not a division.
 Blocks are decoded whole into per-term buffers (rows and float32 scores) by the kernels of
 ``compact_kernels``; the skip keys let ``bmp-compact`` jump to the block of a row range.
 
@@ -53,6 +54,7 @@ from .formula import METHODS
 
 LAYOUT = "compact-v1"
 BLOCK = 128
+TF_TABLE = 7  # term frequencies whose saturation is tabulated per length (``norm_table``)
 FILES = (
     "indptr.csc.index.npy",
     "postings.bptr.npy",
@@ -192,16 +194,24 @@ class Compact(NamedTuple):
     words: np.ndarray
     lengths: np.ndarray
     idf: np.ndarray
-    norm: np.ndarray  # float64 per document length
+    norm: np.ndarray  # float64 per document length: norm, then saturated tf (``norm_table``)
     k1: float
     atire: bool
 
 
-def norm_table(max_len: int, k1: float, b: float, avgdl: float) -> np.ndarray:
-    """``formula.posting_scores``'s float64 ``norm`` of every length up to ``max_len``, by the
-    same numpy expression (so the same bits)."""
+def norm_table(max_len: int, k1: float, b: float, avgdl: float, atire: bool = False):
+    """float64[max_len + 1, TF_TABLE + 1]: column 0 is ``formula.posting_scores``'s ``norm``
+    of each length, column ``tf`` its saturated term frequency for ``tf <= TF_TABLE``, by the
+    same numpy expressions (so the same bits): most postings need no division at search time,
+    and one cache line holds a length's row."""
     lengths = np.arange(max_len + 1, dtype=np.int64)
-    return k1 * ((1 - b) + b * np.asarray(lengths, dtype=np.float64) / avgdl)
+    out = np.empty((max_len + 1, TF_TABLE + 1), dtype=np.float64)
+    norm = k1 * ((1 - b) + b * np.asarray(lengths, dtype=np.float64) / avgdl)
+    out[:, 0] = norm
+    for tf in range(1, TF_TABLE + 1):
+        tf64 = np.full(max_len + 1, tf, dtype=np.float64)
+        out[:, tf] = (tf64 * (k1 + 1)) / (tf64 + norm) if atire else tf64 / (norm + tf64)
+    return out
 
 
 def load(folder: str | os.PathLike, manifest: dict) -> Compact:
@@ -214,8 +224,9 @@ def load(folder: str | os.PathLike, manifest: dict) -> Compact:
     lengths = arrays[6]
     max_len = int(lengths.max()) if len(lengths) else 0
     avgdl = float(manifest["avg_doc_len"]) or 1.0
-    norm = norm_table(max_len, float(params["k1"]), float(params["b"]), avgdl)
-    return Compact(*arrays, norm, float(params["k1"]), params["method"] == "atire")
+    atire = params["method"] == "atire"
+    norm = norm_table(max_len, float(params["k1"]), float(params["b"]), avgdl, atire)
+    return Compact(*arrays, norm, float(params["k1"]), atire)
 
 
 def write(folder: Path, lengths: np.ndarray, term_idf: np.ndarray) -> None:
@@ -241,7 +252,7 @@ def from_postings(docs, tf, indptr, lengths, term_idf, params: dict, avgdl: floa
         np.append(words, np.uint32(0)),
         lengths,
         np.asarray(term_idf, dtype=np.float32),
-        norm_table(max_len, params["k1"], params["b"], avgdl or 1.0),
+        norm_table(max_len, params["k1"], params["b"], avgdl or 1.0, params["method"] == "atire"),
         float(params["k1"]),
         params["method"] == "atire",
     )

@@ -23,9 +23,13 @@ from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _score(tf, dn, idf64, k1, atire):
-    """``formula.posting_scores`` of one posting (``dn``: the document's norm)."""
+def _score(tf, norm, dl, idf64, k1, atire):
+    """``formula.posting_scores`` of one posting of a document of length ``dl``: its saturated
+    tf read off ``norm`` (``compact.norm_table``) or, for a large tf, computed from its norm."""
+    if tf < norm.shape[1]:
+        return np.float32(idf64 * norm[dl, tf])
     f = np.float64(tf)
+    dn = norm[dl, 0]
     if atire:
         tfc = (f * (k1 + 1)) / (f + dn)
     else:
@@ -56,7 +60,7 @@ def _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k
             err[0] = True
             scores[i] = 0.0
             continue
-        scores[i] = _score(tfb[i], norm[lengths[d]], idf64, k1, atire)
+        scores[i] = _score(tfb[i], norm, lengths[d], idf64, k1, atire)
     return n
 
 
@@ -160,7 +164,7 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
                 elif cs[i]:
                     loc[d - lo_row] += w * sc[p]
                 else:
-                    loc[d - lo_row] += w * _score(tfs[p], norm[lengths[d]], idf64, k1, atire)
+                    loc[d - lo_row] += w * _score(tfs[p], norm, lengths[d], idf64, k1, atire)
                 p += 1
             if p < m:
                 break
