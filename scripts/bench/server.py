@@ -40,11 +40,19 @@ def start_server(
 
 
 def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of the server process and its threads so far."""
+    """User + system CPU seconds of the server process, its threads and its ``--workers``
+    processes so far."""
     import psutil
 
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    total = 0.0
+    process = psutil.Process(pid)
+    for p in [process, *process.children()]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
@@ -61,7 +69,7 @@ async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
 
 def _generator(args) -> tuple[list[float], int, float]:
     """One load-generator process: ``clients`` closed-loop clients for ``seconds``."""
-    url, retriever, queries, clients, seconds, offset = args
+    url, retriever, queries, clients, seconds, offset, per_request = args
     import orjson
 
     host, port = url.split("//", 1)[1].rsplit(":", 1)
@@ -77,9 +85,10 @@ def _generator(args) -> tuple[list[float], int, float]:
             j = offset + i
             try:
                 while time.perf_counter() < stop:
-                    q = queries[j % len(queries)]
-                    j += clients * 7 + 1
-                    body = orjson.dumps({"queries": [q], "topk": 3, "retriever": retriever})
+                    at = j % (len(queries) - per_request + 1)
+                    batch = queries[at : at + per_request]
+                    j += (clients * 7 + 1) * per_request
+                    body = orjson.dumps({"queries": batch, "topk": 3, "retriever": retriever})
                     t = time.perf_counter()
                     try:
                         status, data = await _post(reader, writer, host, body)
@@ -103,17 +112,26 @@ def _generator(args) -> tuple[list[float], int, float]:
 
 
 def drive(
-    url: str, retriever: str, queries: list[str], concurrency: int, seconds: float, procs: int
+    url: str,
+    retriever: str,
+    queries: list[str],
+    concurrency: int,
+    seconds: float,
+    procs: int,
+    per_request: int = 1,
 ):
     procs = min(procs, concurrency)
     shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    jobs = [(url, retriever, queries, c, seconds, i * 1000) for i, c in enumerate(shares)]
+    jobs = [
+        (url, retriever, queries, c, seconds, i * 1000, per_request) for i, c in enumerate(shares)
+    ]
     with mp.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_generator, jobs)
     latencies = [1000 * x for p in parts for x in p[0]]
     elapsed = max(p[2] for p in parts)
     return {
         "qps": len(latencies) / elapsed,
+        "queries_s": per_request * len(latencies) / elapsed,
         "p50_ms": c.percentile(latencies, 50),
         "p99_ms": c.percentile(latencies, 99),
         "requests": len(latencies),
@@ -146,6 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64, help="coalesced mode's batch size")
     ap.add_argument("--server-arg", action="append", default=[], help="extra server flag")
     ap.add_argument(
+        "--tree-arg",
+        action="append",
+        default=[],
+        help="extra flag for this tree's server only (e.g. --tree-arg=--workers --tree-arg=2)",
+    )
+    ap.add_argument(
+        "--queries-per-request",
+        type=int,
+        default=1,
+        help="queries in each client request (issue 26's 4 clients x 64 queries: 64)",
+    )
+    ap.add_argument(
         "--baseline-repo",
         type=Path,
         help="instead of max-batch 1, compare against a server running the code of this "
@@ -160,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.index:
         ap.error("--index is required (or --smoke)")
     queries = c.nq_questions(3610, smoke=args.smoke)
+    per_request = args.queries_per_request
     levels = [int(n) for n in args.concurrency.split(",")]
     if args.baseline_repo:
         modes = {
-            "this tree": (args.max_batch, c.REPO),
-            "baseline": (args.max_batch, args.baseline_repo),
+            "this tree": (args.max_batch, c.REPO, args.tree_arg),
+            "baseline": (args.max_batch, args.baseline_repo, []),
         }
     else:
-        modes = {"coalesced": (args.max_batch, c.REPO), "max-batch 1": (1, c.REPO)}
+        modes = {
+            "coalesced": (args.max_batch, c.REPO, args.tree_arg),
+            "max-batch 1": (1, c.REPO, args.tree_arg),
+        }
     first, second = list(modes)
     rows, out = [], {"retriever": args.retriever, "index": args.index, "machine": c.machine()}
     # Both servers run side by side (an idle one costs no CPU) and the modes alternate at each
@@ -175,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     servers = {}
     pids: dict[str, int] = {}
     try:
-        for mode, (max_batch, repo) in modes.items():
-            server, rss = start_server(args.index, args.retriever, max_batch, args.server_arg, repo)
+        for mode, (max_batch, repo, own) in modes.items():
+            flags = [*args.server_arg, *own]
+            server, rss = start_server(args.index, args.retriever, max_batch, flags, repo)
             servers[mode] = (server, server.url)
             pids[mode] = server.pid
             out[f"{mode} ready_s"] = round(server.ready_s, 2)
@@ -191,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):  # alternate: drift hits both modes alike
                 for mode, (_, url) in servers.items():
                     before = server_cpu(pids[mode])
-                    r = drive(url, args.retriever, queries, n, args.seconds, args.procs)
+                    r = drive(
+                        url, args.retriever, queries, n, args.seconds, args.procs, per_request
+                    )
                     # CPU the server spent per answered request: robust to other jobs' load
                     r["cpu_ms"] = 1000 * (server_cpu(pids[mode]) - before) / max(r["requests"], 1)
                     runs[mode].append(r)
@@ -201,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                     [
                         mode,
                         n,
+                        per_request,
                         f"{r['qps']:.0f}",
+                        f"{r['queries_s']:.0f}",
                         f"{r['p50_ms']:.1f}",
                         f"{r['p99_ms']:.1f}",
                         f"{r['cpu_ms']:.2f}",
@@ -230,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = {n: out[f"{first} c={n}"]["cpu_ms"] / out[f"{second} c={n}"]["cpu_ms"] for n in levels}
     big = out[f"{first} 2560 queries in one request s"]
 
-    header = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
+    header = ["mode", "clients", "queries/request", "req/s", "queries/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
     print()
     print(" | ".join(header))
     for row in rows:
@@ -244,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         what = "this tree vs baseline" if args.baseline_repo else "coalescing"
         notes = (
-            f"Retriever `{args.retriever}` on `{args.index}`; single-query requests, topk 3, cache off, "
+            f"Retriever `{args.retriever}` on `{args.index}`; {per_request}-query requests, "
+            f"topk 3, cache off, {' '.join(args.tree_arg) or 'no extra flags'} for "
+            f"{first}, "
             f"{args.procs} load-generator processes, {args.seconds:.0f} s per point, median of "
             f"{args.repeats} alternating run(s). Req/s ratio of {what} ({first} / {second}): "
             + ", ".join(f"c={n}: {v:.2f}x" for n, v in ratios.items())
