@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from retriever.bm25 import rowmax, termmax
+from retriever.bm25 import compact, rowmax, termmax
 from retriever.errors import IndexFormatError
 from retriever.files import file_table, publish_dir, start_partial_dir
 from retriever.manifest import MANIFEST, read_manifest, write_manifest
@@ -52,6 +52,11 @@ def add_ranges(folder: str | Path, shift: int = rowmax.SHIFT, min_df: int = 0) -
     manifest = read_manifest(folder, kind="bm25")
     if manifest.get("backend", "bm25s") != "bm25s":
         raise IndexFormatError(f"{folder} is a {manifest['backend']} part: ranges are for bm25s")
+    if manifest.get("postings", {}).get("layout") == compact.LAYOUT:
+        raise IndexFormatError(
+            f"{folder} is a compact part, whose range maxima its build writes: rebuild it with "
+            f"`python -m index_build bm25 --index {folder.parent} --format compact`"
+        )
     if manifest.get("postings", {}).get("layout") not in termmax.LAYOUTS:
         raise IndexFormatError(f"{folder} has no term maxima: rebuild it with index_build bm25")
     if not 0 <= shift <= 16:

@@ -166,6 +166,12 @@ def test_compact_index_equals_float_index_on_hotpotqa(roots):
         assert [pruned.search([t], k)[0] for t in texts[::20]] == want[::20]
 
 
+def test_verify_passes_on_a_compact_part(roots):
+    from index_build.__main__ import main
+
+    assert main(["verify", "--index", str(roots["compact"]), "--no-progress"]) == 0
+
+
 def test_float_index_refuses_compact_kernels_with_the_fix(roots):
     with pytest.raises(IndexFormatError, match="--format compact"):
         BM25Retriever(roots["float"] / "bm25", warmup=False, pruning="bmp-compact")
@@ -180,3 +186,11 @@ def test_damaged_block_offsets_are_refused_at_load(roots, tmp_path):
     np.save(part / "postings.offset.npy", offsets)  # same size: only the values changed
     with pytest.raises(CorruptStoreError, match=r"postings\.offset\.npy"):
         BM25Retriever(part, warmup=False)
+
+
+def test_ranges_verb_refuses_a_compact_part_with_the_fix(roots):
+    """Its build writes the range maxima (and ``ranges`` reads the float scores it lacks)."""
+    from index_build.ranges import add_ranges
+
+    with pytest.raises(IndexFormatError, match="--format compact"):
+        add_ranges(roots["compact"] / "bm25")
