@@ -32,15 +32,19 @@ from .errors import ConfigError, PolicyError
 from .policy import OpenAIClient, SamplingConfig, judge
 from .styles import get_style
 from .tasks import load_tasks
-from .types import EnvConfig, Task
+from .types import BROWSE_KINDS, EnvConfig, Task
+from .visit_config import VisitConfig
 
 log = logging.getLogger(__name__)
 METRICS = ("em", "cover_em", "f1", "format")
+# the extractor's limits that are flags (--visit-max-input-tokens, ...)
+VISIT_FLAGS = ("max_input_tokens", "max_output_tokens", "retries", "timeout", "concurrency")
 
 
 # env settings an evaluation does not take as flags (it records trajectories itself; token
 # budgets need a tokenizer object)
-ENV_FLAGS_SKIPPED = ("tokenizer", "obs_max_tokens", "max_context_tokens", "record_path")
+# (the visit extractor has its own --visit-* flags)
+ENV_FLAGS_SKIPPED = ("tokenizer", "obs_max_tokens", "max_context_tokens", "record_path", "visit")
 
 
 def stop_strings(style: str) -> list[str]:
@@ -165,6 +169,30 @@ def evidence_metrics(records: list[dict]) -> dict:
     }
 
 
+def visit_metrics(records: list[dict]) -> dict:
+    """Totals of the visit tool over episode records: visits, tool errors, cache hits and the
+    extractor's cost (each visit turn records it under ``visit``).
+
+    >>> t = {"kind": "visit", "error": None, "visit": {"cached": False, "prompt_tokens": 90, "completion_tokens": 9, "seconds": 0.5}}
+    >>> visit_metrics([{"turns": [t, dict(t, error="visit failed", visit={"cached": True})]}])
+    {'visits': 2, 'errors': 1, 'cache_hits': 1, 'prompt_tokens': 90, 'completion_tokens': 9, 'seconds': 0.5}
+    """
+    out = dict.fromkeys(("visits", "errors", "cache_hits", "prompt_tokens", "completion_tokens"), 0)
+    seconds = 0.0
+    for r in records:
+        for t in r.get("turns") or []:
+            if t.get("kind") != "visit":
+                continue
+            cost = t.get("visit") or {}
+            out["visits"] += 1
+            out["errors"] += t.get("error") is not None
+            out["cache_hits"] += bool(cost.get("cached"))
+            out["prompt_tokens"] += int(cost.get("prompt_tokens") or 0)
+            out["completion_tokens"] += int(cost.get("completion_tokens") or 0)
+            seconds += float(cost.get("seconds") or 0.0)
+    return out | {"seconds": round(seconds, 3)}
+
+
 def summarize(records: list[dict], samples: int) -> dict:
     """Per-dataset metrics of episode records (``dataset``, ``task_id``, ``rewards``, ...)."""
     by_dataset: dict[str, list[dict]] = defaultdict(list)
@@ -191,9 +219,16 @@ def summarize(records: list[dict], samples: int) -> dict:
             "turns": _mean(r["num_turns"] for r in recs),
             "searches": _mean(r["counts"].get("search", 0) for r in recs),
             "accesses": _mean(r["counts"].get("access", 0) for r in recs),
+            # the browser tools' calls (open, find, sections: env.browser)
+            "browses": _mean(sum(r["counts"].get(k, 0) for k in BROWSE_KINDS) for r in recs),
             "invalid": _mean(r["counts"].get("invalid", 0) for r in recs),
             "max_turns": max((r["num_turns"] for r in recs), default=0),
         }
+        visits = visit_metrics(recs)
+        if visits["visits"]:
+            row["tools"]["visits"] = visits["visits"] / len(recs)
+            row["tools"]["visit_errors"] = visits["errors"] / len(recs)
+            row["visit"] = visits
         row["evidence"] = evidence_metrics(recs)
         row["answered"] = sum(r["prediction"] is not None for r in recs)
         row["truncated"] = sum(bool(r["truncated"]) for r in recs)
@@ -227,6 +262,12 @@ def format_table(summary: dict) -> str:
                 vals = " ".join(f"{m}={v:.3f}" for m, v in row[key].items())
                 lines.append(f"  {key}: {vals}")
         e = row.get("evidence") or {}
+        v = row.get("visit")
+        if v:
+            lines.append(
+                f"  visit: {v['visits']} visits, {v['errors']} errors, {v['cache_hits']} cached, "
+                f"extractor {v['prompt_tokens']}+{v['completion_tokens']} tokens in {v['seconds']:.1f} s"
+            )
         if e.get("recall") is not None or e.get("search_cost"):
             recall = "-" if e.get("recall") is None else f"{e['recall']:.3f}"
             lines.append(
@@ -288,6 +329,7 @@ async def evaluate(cfg: EvalConfig, client) -> dict:
         if traj_file is not None:
             traj_file.close()
         await policy.aclose()
+        await benv.aclose()
         if judge_client is not None:
             await judge_client.aclose()
     summary = {
@@ -295,6 +337,7 @@ async def evaluate(cfg: EvalConfig, client) -> dict:
         "style": cfg.env.style,
         "samples": cfg.samples,
         "completions": cfg.completions,
+        "visit_model": None if cfg.env.visit is None else cfg.env.visit.model,
         "seconds": round(time.perf_counter() - t0, 3),
         "datasets": summarize(records, cfg.samples),
     }
@@ -320,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(p.add_argument_group("environment"), EnvConfig, skip=ENV_FLAGS_SKIPPED)
     add_config_arguments(p.add_argument_group("sampling"), SamplingConfig)
+    visit = p.add_argument_group("visit extractor (with --tools ...,visit)")
+    visit.add_argument("--visit-url", help="OpenAI-compatible base URL of the extractor model")
+    visit.add_argument("--visit-model", help="extractor model name")
+    visit.add_argument("--visit-api-key", help="its API key (default: --api-key)")
+    for name in VISIT_FLAGS:
+        default = getattr(VisitConfig, name)
+        visit.add_argument(
+            "--visit-" + name.replace("_", "-"), dest="visit_" + name, type=type(default),
+            default=default, help=f"{name.replace('_', ' ')} (default {default})",
+        )  # fmt: skip
+    visit.add_argument("--visit-cache", help="JSONL file of cached visit results")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -337,6 +391,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError(
             f"--policy-timeout must be > 0 and --policy-retries >= 0, got {timeout} and {retries}"
         )
+    env = build_config(EnvConfig, args, visit=visit_config_from_args(args, args.api_key))
     sampling = build_config(SamplingConfig, args)
     if not hasattr(args, "temperature") and samples > 1:
         sampling = dataclasses.replace(sampling, temperature=1.0)  # N samples must differ
@@ -344,10 +399,22 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         EvalConfig,
         args,
         data=tuple(args.data),
-        env=build_config(EnvConfig, args),
+        env=env,
         sampling=sampling,
         api_key=args.api_key,
     )
+
+
+def visit_config_from_args(args: argparse.Namespace, api_key: str | None) -> VisitConfig | None:
+    """The visit extractor of ``--visit-*`` flags (None without ``--visit-url``)."""
+    url, model = getattr(args, "visit_url", None), getattr(args, "visit_model", None)
+    if (url is None) != (model is None):
+        raise ConfigError("--visit-url and --visit-model go together")
+    if url is None:
+        return None
+    limits = {n: getattr(args, "visit_" + n) for n in VISIT_FLAGS if hasattr(args, "visit_" + n)}
+    key = getattr(args, "visit_api_key", None) or api_key
+    return VisitConfig(url, model, api_key=key, cache_path=args.visit_cache, **limits)
 
 
 async def _evaluate_and_close(cfg: EvalConfig, client) -> dict:

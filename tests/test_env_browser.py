@@ -299,3 +299,36 @@ def test_batched_equals_one_by_one_with_one_browse_call_per_step(client):
         assert len(browse_calls) <= 1, counting.calls  # all views of a step in one call
     assert together == alone
     assert "no page 'No such page zz'" in together[2][0]
+
+
+def test_views_keep_the_observation_budget(client):
+    env = SearchEnv(client, style="browser", obs_max_chars=400)
+    env.reset(options=QUESTION)
+    for action in [
+        call("browser.search", query="Ayn Rand"),
+        call("browser.open", id="Ayn Rand", num_lines=200),
+        call("browser.find", pattern="novel"),
+        call("browser.open", id=999),
+    ]:
+        obs, *_ = env.step(action)
+        assert len(obs) <= 400 and obs.startswith("\n<tool_response>\n")
+
+
+async def test_coroutines_share_one_browse_call(client):
+    import asyncio
+
+    class AsyncCounting(Counting):
+        async def abrowse(self, requests):
+            self.calls.append(("browse", len(requests)))
+            return client.browse(requests)
+
+    counting = AsyncCounting(client)
+    benv = BatchedSearchEnv(counting, num_envs=3, style="browser")
+    await benv.areset(options=[QUESTION] * 3)
+    titles = ["Ayn Rand", "Aristotle", "No such page zz"]
+    results = await asyncio.gather(
+        *(benv.astep_one(i, call("browser.open", id=t)) for i, t in enumerate(titles))
+    )
+    assert counting.calls == [("browse", 3)]
+    assert results[0][0].startswith("\n<tool_response>\n[0] Ayn Rand (")
+    assert results[1][4]["error"] is None and "no page" in results[2][4]["error"]
