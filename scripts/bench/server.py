@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = {n: out[f"{first} c={n}"]["cpu_ms"] / out[f"{second} c={n}"]["cpu_ms"] for n in levels}
     big = out[f"{first} 2560 queries in one request s"]
 
-    header = ["mode", "clients", "queries/request", "req/s", "queries/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
+    header = ["mode", "clients", "queries/request", "req/s", "queries/s", "p50 ms", "p99 ms",
+              "server CPU ms/req", "errors"]  # fmt: skip
     print()
     print(" | ".join(header))
     for row in rows:
