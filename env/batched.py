@@ -19,8 +19,9 @@ from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
 from .noise import negative_pool
-from .tools import Call, arun_plan, plan_calls, run_plan
+from .tools import Call, VisitBackend, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
+from .visit import Visitor, make_visitor
 
 StepBatch = tuple[list[str], list[float], list[bool], list[bool], list[dict]]
 
@@ -35,6 +36,7 @@ class BatchedSearchEnv:
         config: EnvConfig | None = None,
         *,
         tasks: Sequence[Task] | str | None = None,
+        visitor: Visitor | None = None,
         **settings,
     ):
         if num_envs < 1:
@@ -45,6 +47,9 @@ class BatchedSearchEnv:
         self.tasks = load_task_list(tasks)
         pool = negative_pool(self.config.noise, client)
         self.episodes = [Episode(self.config, pool) for _ in range(num_envs)]
+        # visit (EnvConfig.visit): one visitor, its cache and stats shared by the episodes
+        self.visitor = make_visitor(client, self.config, self.episodes[0].style, visitor)
+        self.backend = client if self.visitor is None else VisitBackend(client, self.visitor)
         self._rng = np.random.default_rng()
         self._pending: list[tuple[int, Call, asyncio.Future]] = []
         self._flush_scheduled = False
@@ -137,13 +142,13 @@ class BatchedSearchEnv:
     def step(self, actions: Sequence[str | None]) -> StepBatch:
         """One turn of every episode whose action is not None (stepping an ended one raises)."""
         calls = self._prepare(actions)
-        results = run_plan(self.client, self._plan(calls)) if any(calls) else [None] * len(calls)
+        results = run_plan(self.backend, self._plan(calls)) if any(calls) else [None] * len(calls)
         return self._finish(actions, results)
 
     async def astep(self, actions: Sequence[str | None]) -> StepBatch:
         calls = self._prepare(actions)
         results = (
-            await arun_plan(self.client, self._plan(calls)) if any(calls) else [None] * len(calls)
+            await arun_plan(self.backend, self._plan(calls)) if any(calls) else [None] * len(calls)
         )
         return self._finish(actions, results)
 
@@ -166,7 +171,7 @@ class BatchedSearchEnv:
         await asyncio.sleep(0)  # let every coroutine that is ready this round add its call
         pending, self._pending, self._flush_scheduled = self._pending, [], False
         try:
-            results = await arun_plan(self.client, self._plan([c for _, c, _ in pending]))
+            results = await arun_plan(self.backend, self._plan([c for _, c, _ in pending]))
         except BaseException as exc:  # every waiter is answered, also when the backend fails
             for _, _, future in pending:
                 if not future.done():
@@ -180,4 +185,13 @@ class BatchedSearchEnv:
         return [e.trajectory() for e in self.episodes if e.active]
 
     def close(self) -> None:
-        """Safe to call twice; the client is the caller's."""
+        """Safe to call twice; the client is the caller's (the visitor's HTTP pool of a sync
+        ``step`` is closed here; ``aclose`` closes it after ``astep``)."""
+        if isinstance(self.backend, VisitBackend):
+            self.backend.close()
+
+    async def aclose(self) -> None:
+        """``close`` for coroutine trainers: also closes the visitor's HTTP pool of this loop."""
+        self.close()
+        if self.visitor is not None:
+            await self.visitor.aclose()

@@ -29,6 +29,7 @@ from .types import (
     BROWSE_KINDS,
     INVALID,
     SEARCH,
+    VISIT,
     Action,
     EnvConfig,
     PageWindow,
@@ -137,6 +138,8 @@ class Episode:
         if action.kind in BROWSE_KINDS:  # the style offers them only with a browser
             request = self.browser.prepare(action)
             return None if request is None else Call(action, request=request)
+        if action.kind == VISIT:
+            return Call(action)
         return None
 
     def finish(self, result: ToolResult | None) -> tuple[str, float, bool, bool, dict]:
@@ -152,6 +155,7 @@ class Episode:
         style, budget = self.style, self.obs_budget
         reward = 0.0
         shown: dict | None = None
+        visit: dict | None = None
         if action.kind == INVALID:
             self.invalid_reasons[action.reason] += 1
             self.format_ok = False
@@ -170,6 +174,9 @@ class Episode:
             else:
                 obs = budget.fit(str(result.view.get("text", "")), style.wrap)
                 shown = _shown([result.view]) | {"loc": result.view.get("loc", 0)}
+        elif action.kind == VISIT:
+            obs, error, shown, visit = self._visit_obs(result)
+            visit = {"goal": getattr(action, "goal", "")} | visit
         elif result is None or result.error is not None:
             error = result.error if result is not None else "the tool returned nothing"
             self.counts["tool_error"] += 1
@@ -205,6 +212,8 @@ class Episode:
         )
         if self.turn_noise is not None:
             self.turns[-1]["noise"] = self.turn_noise
+        if visit is not None:  # the extractor's cost and cache use (no endpoint, no key)
+            self.turns[-1]["visit"] = visit
         shown_delta = self._manage_context(obs)
         if not self.terminated:
             if self.turn >= self.config.max_turns:
@@ -268,6 +277,20 @@ class Episode:
             _strings(self.meta.get("supporting_ids")),
         )
 
+    def _visit_obs(self, result: ToolResult | None) -> tuple[str, str | None, dict | None, dict]:
+        """(observation, error, shown, cost) of a visit: the extractor's evidence and summary
+        within the observation budget, or its failure as a tool error."""
+        visit = None if result is None else result.visit
+        cost = {"cached": False, "tries": 0} if visit is None else visit.cost()
+        if result is None or result.error is not None or visit is None:
+            error = "the tool returned nothing" if result is None else result.error
+            error = error or "visit failed: the visitor returned nothing"
+            self.counts["tool_error"] += 1
+            self.counts["visit_error"] += 1
+            return fmt.format_tool_error(error, self.style, self.obs_budget), error, None, cost
+        obs = self.obs_budget.fit(visit.text, self.style.wrap)
+        return obs, None, _shown([{"url": visit.url, "title": visit.title}]), cost
+
     def _page_obs(self, action: Action, page: dict) -> tuple[str, str | None]:
         offset, total = page.get("offset", 0), page.get("total_chars", 0)
         if not isinstance(offset, int) or not isinstance(total, int):
@@ -285,7 +308,7 @@ class Episode:
         return {
             "turn": self.turn,
             "action": action.kind,
-            "query": action.arg if action.kind in (SEARCH, ACCESS) else None,
+            "query": action.arg if action.kind in (SEARCH, ACCESS, VISIT) else None,
             "shown": shown,
             "reason": action.reason,
             "error": error,

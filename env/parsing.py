@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from . import browse_actions
-from .types import ACCESS, ANSWER, BROWSE_KINDS, INVALID, SEARCH, Action
+from .types import ACCESS, ANSWER, BROWSE_KINDS, INVALID, SEARCH, VISIT, Action
 
 MAX_QUERY_CHARS = 2000
 MAX_URL_CHARS = 2000  # longer than any URL or title; checked before the page-suffix regex
@@ -37,7 +38,7 @@ MAX_PAGE = 100_000
 MAX_TURN_CHARS = 1_000_000
 _TAG = re.compile(r"<(/?)(search|access|answer|tool_call)>")
 # with the browser tools enabled (EnvConfig.tools), their tags are calls too
-_BROWSE_TAG = re.compile(r"<(/?)(search|access|answer|tool_call|open|find|sections)>")
+_BROWSE_TAG = re.compile(r"<(/?)(search|access|answer|tool_call|open|find|sections|visit)>")
 BROWSER_PREFIX = "browser."  # gpt-oss's tool namespace: browser.search, browser.open, ...
 _PAGE_SUFFIX = re.compile(
     r"^(.*?)\s*(?:#page=(\d+)|\|\s*page\s*(\d+)|\s+page\s+(\d+))\s*$", re.I | re.S
@@ -97,8 +98,8 @@ def strip_thinking(text: str) -> str:
 
 def tag_calls(body: str, hint: str, browse: bool = False) -> list[tuple[str, str]] | Action:
     """The complete ``<tag>content</tag>`` calls of a turn, or an invalid Action (``hint``
-    tells the policy what it may write); ``browse``: ``<open>``, ``<find>`` and ``<sections>``
-    are calls too."""
+    tells the policy what it may write); ``browse``: ``<open>``, ``<find>``, ``<sections>``
+    and ``<visit>`` are calls too."""
     calls: list[tuple[str, str]] = []
     open_tag: str | None = None
     start = 0
@@ -143,11 +144,38 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
+@dataclass(frozen=True, slots=True)
+class VisitAction(Action):
+    """A ``visit(url, goal)`` call: ``arg`` is the URL (or title), ``goal`` what to look for.
+    Its arguments are checked by the visitor, so a bad one is a tool error the policy sees."""
+
+    goal: str = ""
+
+
+def visit_action(url: object, goal: object) -> Action:
+    """The action of a visit call; a list of one URL (Tongyi's visit takes a list) is its URL.
+
+    >>> visit_action(["https://en.wikipedia.org/wiki/Paris"], " population ")
+    VisitAction(kind='visit', arg='https://en.wikipedia.org/wiki/Paris', page=None, error=None, reason=None, goal='population')
+    """
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]
+    if not isinstance(url, str) or not isinstance(goal, str | None):
+        return invalid(
+            "bad_arguments",
+            f"visit takes a url (a string) and a goal (a string), got {url!r:.60} and {goal!r:.60}",
+        )
+    return VisitAction(kind=VISIT, arg=clean_text(url).strip(), goal=clean_text(goal or "").strip())
+
+
 def make_action(kind: str, arg, page=None) -> Action:
     """A checked search, access or answer Action (invalid when its argument is not usable); the
-    browser tags go to ``env.browse_actions``."""
+    browser tags go to ``env.browse_actions``; ``<visit>url | goal</visit>`` to ``visit_action``."""
     if kind in BROWSE_KINDS and isinstance(arg, str):
         return browse_actions.from_tag(kind, clean_text(arg))
+    if kind == VISIT and isinstance(arg, str):
+        url, _, goal = arg.partition("|")
+        return visit_action(url, goal)
     if not isinstance(arg, str):
         return invalid(
             "bad_arguments", f"the {kind} argument must be a string, got {type(arg).__name__}"
@@ -219,6 +247,8 @@ def parse_tool_call(content: str) -> Action:
         return make_action(ANSWER, args.get("answer", ""))
     if name in BROWSE_KINDS:
         return browse_actions.from_args(name, args)
+    if name == VISIT:
+        return visit_action(args.get("url", args.get("title", "")), args.get("goal", ""))
     return invalid(
         "unknown_tool", f"unknown tool {name!r}; the tools are search, access and answer"
     )
@@ -263,4 +293,5 @@ __all__ = [
     "strip_thinking",
     "tag_calls",
     "turn_format_ok",
+    "visit_action",
 ]

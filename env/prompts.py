@@ -148,7 +148,19 @@ _SECTIONS = _function(
     },
     [],
 )
+# Tongyi DeepResearch's visit (one url here: one call per turn)
+_VISIT = _function(
+    "visit",
+    "Read a page (a URL from the search results) for a goal; returns the evidence the page has "
+    "for the goal and a summary.",
+    {
+        "url": {"type": "string", "description": "the URL (or title) of the page"},
+        "goal": {"type": "string", "description": "what to look for in the page"},
+    },
+    ["url", "goal"],
+)
 _SPECS = {
+    "visit": _VISIT,
     "search": _SEARCH,
     "access": _ACCESS,
     "answer": _ANSWER,

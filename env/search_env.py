@@ -18,8 +18,9 @@ from .config import episode_options, load_task_list, make_config
 from .episode import Episode
 from .errors import ConfigError, ResetNeededError
 from .noise import negative_pool
-from .tools import Plan, arun_plan, plan_calls, run_plan
+from .tools import Plan, VisitBackend, arun_plan, plan_calls, run_plan
 from .types import EnvConfig, Task
+from .visit import Visitor, make_visitor
 
 
 class TextSpace(gym.Space):
@@ -64,6 +65,7 @@ class SearchEnv(gym.Env):
         *,
         tasks: Sequence[Task] | str | None = None,
         render_mode: str | None = None,
+        visitor: Visitor | None = None,
         **settings,
     ):
         self.config = make_config(config, **settings)
@@ -73,6 +75,9 @@ class SearchEnv(gym.Env):
         self.observation_space = TextSpace()
         self.action_space = TextSpace()
         self.episode = Episode(self.config, negative_pool(self.config.noise, client))
+        # visit (EnvConfig.visit): the tool's extractor, its cache and stats
+        self.visitor = make_visitor(client, self.config, self.episode.style, visitor)
+        self.backend = client if self.visitor is None else VisitBackend(client, self.visitor)
         self._closed = False
 
     def _options(self, options: dict | None) -> dict:
@@ -100,7 +105,7 @@ class SearchEnv(gym.Env):
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         plan = self._plan(action)
-        return self.episode.finish(None if plan is None else run_plan(self.client, plan)[0])
+        return self.episode.finish(None if plan is None else run_plan(self.backend, plan)[0])
 
     async def areset(
         self, *, seed: int | None = None, options: dict | None = None
@@ -111,7 +116,7 @@ class SearchEnv(gym.Env):
         """``step`` for coroutine trainers: an async client is awaited, a sync one runs in a thread."""
         plan = self._plan(action)
         return self.episode.finish(
-            None if plan is None else (await arun_plan(self.client, plan))[0]
+            None if plan is None else (await arun_plan(self.backend, plan))[0]
         )
 
     def trajectory(self) -> dict:
@@ -129,5 +134,8 @@ class SearchEnv(gym.Env):
         return "".join(parts)
 
     def close(self) -> None:
-        """Safe to call twice; the client is the caller's and stays open."""
+        """Safe to call twice; the client is the caller's and stays open (the visitor's HTTP
+        pool of a sync ``step`` is closed)."""
+        if isinstance(self.backend, VisitBackend):
+            self.backend.close()
         self._closed = True

@@ -45,7 +45,18 @@ from .parsing import (
     strip_thinking,
     tag_calls,
 )
-from .types import ACCESS, ANSWER, BROWSE_KINDS, FIND, OPEN, SEARCH, SECTIONS, STYLES, Action
+from .types import (
+    ACCESS,
+    ANSWER,
+    BROWSE_KINDS,
+    FIND,
+    OPEN,
+    SEARCH,
+    SECTIONS,
+    STYLES,
+    VISIT,
+    Action,
+)
 
 
 def _split_contents(doc: dict) -> tuple[str, str]:
@@ -97,6 +108,8 @@ class Style:
             tools.append("<find>text</find>")
         if SECTIONS in self.tools:
             tools.append("<sections></sections>")
+        if VISIT in self.tools:
+            tools.append("<visit>url | goal</visit>")
         return f"use one of {', '.join(tools)} or give the final answer as <answer>...</answer>"
 
     def template(self, template: str) -> str:
@@ -113,6 +126,11 @@ class Style:
         if SECTIONS in self.tools:
             notes.append(
                 "<sections> </sections> lists its sections as numbered links; open one by number."
+            )
+        if VISIT in self.tools:
+            notes.append(
+                "<visit> url | goal </visit> reads the page at url (from the search results) and "
+                "returns the evidence it has for goal and a summary."
             )
         if not notes:
             return template
@@ -155,7 +173,7 @@ class Style:
         return f"[Doc {k}]({doc.get('url', '')}):\n", contents, ""
 
     def parse(self, body: str) -> Action:
-        calls = tag_calls(body, self.hint, browse=self.browses)
+        calls = tag_calls(body, self.hint, browse=self.browses or VISIT in self.tools)
         if isinstance(calls, Action):
             return calls
         calls = [c for c in calls if c[0] != "tool_call"]

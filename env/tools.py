@@ -1,8 +1,10 @@
 """Run the tool calls of many episodes against a ``SearchClient`` with as few calls as possible.
 
 All searches of a step go out as ONE ``retrieve`` call; page accesses as one ``access`` call per
-distinct chunk offset; browser views (open, find, sections) as ONE ``browse`` call. The plan is a generator that yields backend calls and receives their
-results, so the same logic drives a sync client and an async one.
+distinct chunk offset; browser views (open, find, sections) as ONE ``browse`` call; visits as
+ONE ``visit`` call (run concurrently by ``VisitBackend``, bounded by the visitor). The plan is a
+generator that yields backend calls and receives their results, so the same logic drives a sync
+client and an async one.
 
 Whatever a policy writes, a backend error never escapes a step: a failed shared call is sent
 again one episode at a time, so one bad query or URL fails only its own episode's call. Only
@@ -17,8 +19,9 @@ import inspect
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .types import ACCESS, SEARCH, Action, PageWindow
+from .types import ACCESS, SEARCH, VISIT, Action, PageWindow
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class ToolResult:
     page: dict | None = None
     error: str | None = None
     view: dict | None = None
+    visit: Any = None  # an env.visit.VisitResult (also with an error: it has the call's cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,61 @@ def plan_calls(calls: Sequence[Call | None], topk: int, retriever: str | None) -
                 _browse_results([i], one, err, out)
         else:
             _browse_results(browses, views, exc, out)
+    visits = [i for i, c in enumerate(calls) if c is not None and c.action.kind == VISIT]
+    if visits:
+        requests = [(calls[i].action.arg, calls[i].action.goal) for i in visits]
+        results, exc = yield "visit", {"requests": requests}
+        _visit_results(visits, results, exc, out)
     return out
+
+
+def _visit_results(idxs: list[int], results, exc, out) -> None:
+    if exc is None and (not isinstance(results, list) or len(results) != len(idxs)):
+        exc = ValueError(f"the visitor answered {len(idxs)} visits with {results!r:.100}")
+    for k, i in enumerate(idxs):
+        if isinstance(exc, AttributeError):
+            out[i] = ToolResult(error="visit is not available: this env has no visit extractor")
+        elif exc is not None:
+            out[i] = ToolResult(error=f"visit failed: {_short(exc)}")
+        else:
+            result = results[k]
+            out[i] = ToolResult(error=result.error, visit=result)
+
+
+class VisitBackend:
+    """A search client plus a visitor (``env.visit.Visitor``): a plan's ``visit`` call goes to
+    the visitor, every other call to the client. The visits of a step run concurrently; the
+    visitor bounds the extractor requests in flight (``VisitConfig.concurrency``)."""
+
+    def __init__(self, client: Any, visitor: Any):
+        self.client, self.visitor = client, visitor
+        self._loop: asyncio.AbstractEventLoop | None = None  # the sync path's own loop
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    async def avisit(self, requests: list[tuple[str, str]]) -> list:
+        return list(await asyncio.gather(*(self.visitor.visit(u, g) for u, g in requests)))
+
+    def visit(self, requests: list[tuple[str, str]]) -> list:
+        """``avisit`` for a sync ``step``, on a loop kept for it (the extractor's HTTP pool
+        stays on one loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("step() cannot visit inside a running event loop; use astep()")
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self.avisit(requests))
+
+    def close(self) -> None:
+        """Closes the visitor's HTTP pool and the sync path's loop (not the client); safe twice."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self.visitor.aclose())
+            self._loop.close()
+        self._loop = None
 
 
 def _browse_results(idxs: list[int], views, exc, out) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from .context import parse_context
 from .errors import ConfigError
 from .noise import NoiseConfig, noise_config
+from .visit_config import VisitConfig
 
 STYLES = ("asearcher", "search-r1", "tool-call", "browser")
 
@@ -22,7 +23,9 @@ OPEN = "open"
 FIND = "find"
 SECTIONS = "sections"
 BROWSE_KINDS = (OPEN, FIND, SECTIONS)
-TOOLS = (SEARCH, ACCESS, OPEN, FIND, SECTIONS, ANSWER)
+# visit(url, goal): a page read by an extractor model for a goal (env.visit; EnvConfig.visit)
+VISIT = "visit"
+TOOLS = (SEARCH, ACCESS, OPEN, FIND, SECTIONS, VISIT, ANSWER)
 
 # reset options / task meta that carry gold evidence (supporting page titles, passage ids)
 GOLD_KEYS = ("supporting_titles", "supporting_ids")
@@ -119,7 +122,10 @@ class EnvConfig:
       ``train_step``.
     - ``context``: which past observations the policy is shown in full (``env.context``).
     - ``tools``: the tools the policy may call, replacing the style's own (``answer`` always
-      stays), e.g. ``("search", "access", "open", "find")`` adds the browser tools to a style.
+      stays), e.g. ``("search", "access", "open", "find")`` adds the browser tools to a style;
+      ``"visit"`` needs ``visit``.
+    - ``visit``: the extractor model of the visit tool (``env.visit_config.VisitConfig`` or a
+      dict of its fields); its api key is never recorded.
     """
 
     style: str = field(default="asearcher", metadata={"help": "tool syntax", "choices": STYLES})
@@ -170,9 +176,10 @@ class EnvConfig:
         default=None,
         metadata={
             "help": "tools the policy may call instead of the style's, e.g. "
-            "search,access,open,find,sections (answer always stays)"
+            "search,access,open,find,sections,visit (answer always stays)"
         },
     )
+    visit: VisitConfig | None = field(default=None, metadata={"help": "the visit extractor"})
 
     @property
     def search_k(self) -> int:
@@ -197,6 +204,17 @@ class EnvConfig:
                 )
             tools += (ANSWER,) if ANSWER not in tools else ()
             object.__setattr__(self, "tools", tools)
+        if isinstance(self.visit, dict):
+            object.__setattr__(self, "visit", VisitConfig(**self.visit))
+        if self.visit is not None and not isinstance(self.visit, VisitConfig):
+            raise ConfigError(
+                f"visit must be a VisitConfig or a dict of its fields, got {type(self.visit).__name__}"
+            )
+        if VISIT in (self.tools or ()) and self.visit is None:
+            raise ConfigError(
+                "tools include visit but no extractor model is set: give visit=VisitConfig(url, "
+                "model) (env.evaluate: --visit-url and --visit-model)"
+            )
         if self.style not in STYLES:
             raise ConfigError(f"style {self.style!r} is unknown; use one of {', '.join(STYLES)}")
         if self.max_turns < 1:

@@ -26,12 +26,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import formatting as fmt
 from .errors import ConfigError, PolicyError
 from .policy import OpenAIClient, SamplingConfig
+from .types import VISIT, EnvConfig
+from .visit_config import VISIT_PROMPT, VisitConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -39,62 +41,6 @@ CHARS_PER_TOKEN = 4  # the estimate when no tokenizer is given (English prose, B
 MAX_GOAL_CHARS = 2000
 MAX_URL_CHARS = 2000
 _TOO_LONG = ("context length", "context_length", "too long", "maximum context", "too many tokens")
-
-VISIT_PROMPT = """You read a web page for a research assistant and keep only what serves its goal.
-
-Page: {url}
-Goal: {goal}
-
-Page content:
-<page>
-{page}
-</page>
-
-Steps: find the parts of the page that bear on the goal; quote them word for word as evidence
-(with enough context to be understood); then write a summary that answers the goal from that
-evidence alone. If the page has nothing on the goal, say so in the summary and leave the
-evidence empty.
-
-Reply with a JSON object only:
-{{"rationale": "<which parts of the page matter and why>", "evidence": "<the quoted passages>", "summary": "<what the evidence says about the goal>"}}"""
-
-
-@dataclass(frozen=True)
-class VisitConfig:
-    """Settings of the extractor: model endpoint, input bound, retries, cache."""
-
-    url: str = field(metadata={"help": "OpenAI-compatible base URL of the extractor model"})
-    model: str = field(metadata={"help": "extractor model name"})
-    max_input_tokens: int = field(default=8000, metadata={"help": "page tokens sent at most"})
-    max_output_tokens: int = field(default=1024, metadata={"help": "tokens of one reply"})
-    retries: int = field(
-        default=2, metadata={"help": "shorter tries after a reply out of format or too long"}
-    )
-    shrink: float = field(default=0.5, metadata={"help": "page kept at each shorter try"})
-    timeout: float = field(default=120.0, metadata={"help": "seconds one extractor request"})
-    concurrency: int = field(default=8, metadata={"help": "extractor requests in flight"})
-    cache_path: str | None = None
-    api_key: str | None = None
-    prompt: str = VISIT_PROMPT
-
-    def __post_init__(self):
-        if self.max_input_tokens < 16 or self.max_output_tokens < 1:
-            raise ConfigError(
-                "visit max_input_tokens must be >= 16 and max_output_tokens >= 1, got "
-                f"{self.max_input_tokens} and {self.max_output_tokens}"
-            )
-        if self.retries < 0 or not 0 < self.shrink < 1:
-            raise ConfigError(
-                f"visit retries must be >= 0 and 0 < shrink < 1, got {self.retries}, {self.shrink}"
-            )
-        if not self.timeout > 0 or self.concurrency < 1:
-            raise ConfigError(
-                f"visit timeout must be > 0 and concurrency >= 1, got {self.timeout}, "
-                f"{self.concurrency}"
-            )
-        for name in ("url", "goal", "page"):
-            if "{" + name + "}" not in self.prompt:
-                raise ConfigError(f"the visit prompt must contain {{{name}}}; it does not")
 
 
 @dataclass
@@ -112,6 +58,21 @@ class VisitResult:
     cached: bool = False
     tries: int = 0
     page_tokens: int = 0
+    # what this visit's extractor calls cost (0 for a cache hit): the env records it per turn
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def cost(self) -> dict:
+        """The visit's cost and cache use, as a trajectory records it."""
+        return {
+            "cached": self.cached,
+            "tries": self.tries,
+            "page_tokens": self.page_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 4),
+        }
 
     @property
     def ok(self) -> bool:
@@ -216,6 +177,7 @@ class Visitor:
         self._lock = threading.Lock()
         self._gate: asyncio.Semaphore | None = None
         self._extractor: OpenAIClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         if config.cache_path and os.path.exists(config.cache_path):
             self._load_cache()
 
@@ -291,8 +253,15 @@ class Visitor:
         return fmt.Budget(max_chars=tokens * CHARS_PER_TOKEN)
 
     def _client(self) -> OpenAIClient:
+        loop = asyncio.get_running_loop()
+        if self._extractor is not None and self._loop is not loop:
+            # an HTTP pool belongs to the loop it was made on (e.g. an env stepped both with
+            # step and astep): the visitor makes another for this loop
+            log.debug("visit: a new extractor client for another event loop")
+            self._extractor = None
         if self._extractor is None:
             cfg = self.config
+            self._loop = loop
             self._extractor = OpenAIClient(
                 cfg.url, cfg.model, api_key=cfg.api_key, timeout=cfg.timeout, retries=1,
                 max_connections=cfg.concurrency,
@@ -307,33 +276,35 @@ class Visitor:
         text = str(page.get("contents") or "")
         tokens = cfg.max_input_tokens
         why = ""
+        spent = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
         for attempt in range(cfg.retries + 1):
             shown = self._budget(tokens).cut(text)
             prompt = cfg.prompt.format(url=url, goal=goal, page=shown)
-            reply, failure = await self._call(client, url, attempt, prompt)
+            reply, failure = await self._call(client, url, attempt, prompt, spent)
             if failure is not None and not any(s in failure.lower() for s in _TOO_LONG):
-                return VisitResult(url, goal, title=title, tries=attempt + 1,
+                return VisitResult(url, goal, title=title, tries=attempt + 1, **spent,
                                    error=f"visit failed: the extractor model failed: {failure}")  # fmt: skip
             parsed = None if failure is not None else parse_extraction(reply)
             if parsed is not None:
                 size = fmt.size_of(shown, self.tokenizer)
                 body = render(url, title, goal, parsed["evidence"], parsed["summary"])
                 return VisitResult(url, goal, text=body, title=title, tries=attempt + 1,
-                                   page_tokens=size, **parsed)  # fmt: skip
+                                   page_tokens=size, **parsed, **spent)  # fmt: skip
             why = failure or f"a reply out of format: {reply[:200]!r}"
             tokens = max(1, int(tokens * cfg.shrink))
             log.info("visit %s: try %d got %s; trying again with %d page tokens",
                      url, attempt + 1, why[:200], tokens)  # fmt: skip
         return VisitResult(
-            url, goal, title=title, tries=cfg.retries + 1,
+            url, goal, title=title, tries=cfg.retries + 1, **spent,
             error=f"visit failed: the extractor model gave no usable answer in "
             f"{cfg.retries + 1} tries, the page cut shorter each time (last: {why[:300]})",
         )  # fmt: skip
 
     async def _call(
-        self, client: OpenAIClient, url: str, attempt: int, prompt: str
+        self, client: OpenAIClient, url: str, attempt: int, prompt: str, spent: dict
     ) -> tuple[str, str | None]:
-        """One extractor request, logged with its cost: (reply text, failure or None)."""
+        """One extractor request, logged with its cost (also added to ``spent``): (reply
+        text, failure or None)."""
         sampling = SamplingConfig(max_tokens=self.config.max_output_tokens, temperature=0.0)
         t0 = time.perf_counter()
         usage: dict = {}
@@ -356,6 +327,9 @@ class Visitor:
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
             self.stats.seconds += seconds
+        spent["prompt_tokens"] += prompt_tokens
+        spent["completion_tokens"] += completion_tokens
+        spent["seconds"] += seconds
         log.info(
             "visit extractor call: url=%s model=%s try=%d prompt_chars=%d prompt_tokens=%d "
             "completion_tokens=%d seconds=%.3f outcome=%s",
@@ -368,3 +342,17 @@ class Visitor:
         if self._extractor is not None:
             await self._extractor.aclose()
             self._extractor = None
+
+
+def make_visitor(
+    client: Any, config: EnvConfig, style: Any, visitor: Visitor | None = None
+) -> Visitor | None:
+    """An env's visitor when its tools include visit (None otherwise): ``visitor`` when given
+    (e.g. one shared by several envs, with its cache), else one made from ``config.visit``."""
+    if VISIT not in style.tools:
+        return None
+    if visitor is not None:
+        return visitor
+    if config.visit is None:
+        raise ConfigError("the visit tool needs an extractor: set EnvConfig.visit or pass visitor=")
+    return Visitor(client, config.visit)

@@ -371,3 +371,80 @@ def fake_judge(stats: dict, delay: float = 0.05):
         return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
 
     return app
+
+
+EXTRACTOR_PAGE = re.compile(r"<page>\n(.*)\n</page>", re.S)
+_VISIT_GOAL = re.compile(r"visit goal: ([^\n]*)")
+
+
+def fake_extractor(log: list[dict], stats: Counter | None = None) -> FastAPI:
+    """An OpenAI-compatible server that plays the visit tool's extractor (``env.visit``) and a
+    policy that calls visit.
+
+    Extractor (a prompt with ``<page>``): the goal's first word picks what it does: ``good``
+    answers the JSON asked for, ``garbled`` text out of format, ``slow`` nothing for 5 s,
+    ``fussy`` refuses a page over 40 characters as too long (as vLLM refuses a prompt over its
+    context), ``wait`` answers after 0.2 s (``stats["max_in_flight"]`` counts the requests in
+    flight). Policy (any other request): a question that ends ``visit goal: G`` is answered with
+    a visit of the University of Kansas for G (``<visit>`` or a tool call, as the prompt asks),
+    then with ``<answer>1865</answer>``."""
+    app = FastAPI()
+    stats = Counter() if stats is None else stats
+
+    def extract(body: dict, prompt: str):
+        goal = re.search(r"Goal: (.*)\n", prompt).group(1)
+        page = EXTRACTOR_PAGE.search(prompt).group(1)
+        log.append({"goal": goal, "page": page, "model": body["model"]})
+        mode = goal.split()[0]
+        return goal, page, mode, {"slow": 5.0, "wait": 0.2}.get(mode, 0.0)
+
+    def policy(messages: list[dict], stops) -> dict:
+        question = next(m["content"] for m in messages if m["role"] == "user")
+        goal = _VISIT_GOAL.search(question).group(1).strip()
+        n_obs = sum(m["role"] in ("user", "tool") for m in messages) - 1
+        tool_call = messages[0]["role"] == "system" and "<tools>" in messages[0]["content"]
+        if n_obs == 0:
+            url = "https://en.wikipedia.org/wiki/University_of_Kansas"
+            if tool_call:
+                call = json.dumps({"name": "visit", "arguments": {"url": url, "goal": goal}})
+                text = f"<tool_call>\n{call}\n</tool_call>"
+            else:
+                text = f"<think>read the page</think>\n<visit> {url} | {goal} </visit>"
+        else:
+            text = "<think>done</think>\n<answer> 1865 </answer>"
+        text, matched = apply_stop(text, stops)
+        message = {"role": "assistant", "content": text}
+        return {"index": 0, "message": message, "finish_reason": "stop", "stop_reason": matched}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        if "<page>\n" not in prompt:
+            stats["policy"] += 1
+            return {"choices": [policy(body["messages"], body.get("stop"))]}
+        goal, page, mode, delay = extract(body, prompt)
+        waits = mode == "wait"  # only these are counted in flight
+        stats["in_flight"] += waits
+        stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            stats["in_flight"] -= waits
+        if mode == "fussy" and len(page) > 40:
+            message = "This model's maximum context length is 40 tokens; your prompt is longer"
+            error = {"message": message, "type": "invalid_request_error"}
+            return JSONResponse({"error": error}, status_code=400)
+        if mode == "garbled":
+            text = "The page is about a university, I think."
+        else:
+            text = json.dumps({"rationale": "r", "evidence": page[:40], "summary": f"about {goal}"})
+            text = f"```json\n{text}\n```"
+        message = {"role": "assistant", "content": text}
+        usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": 17}
+        return {
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+
+    return app

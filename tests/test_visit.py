@@ -4,57 +4,16 @@ search client and the HotpotQA mini corpus."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
 
 import pytest
 from env_support import hotpot_client
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from policy_server import ServerThread
+from policy_server import ServerThread, fake_extractor
 
 from env.errors import ConfigError
 from env.visit import VisitConfig, Visitor
 
 URL = "https://en.wikipedia.org/wiki/University_of_Kansas"
-PAGE = re.compile(r"<page>\n(.*)\n</page>", re.S)
-
-
-def fake_extractor(log: list[dict]):
-    """An extractor whose behaviour follows the goal's first word: ``good`` answers the JSON
-    asked for, ``garbled`` text out of format, ``slow`` nothing for 5 s, ``fussy`` refuses a
-    page over 40 characters as too long (as vLLM refuses a prompt over its context)."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        prompt = body["messages"][-1]["content"]
-        goal = re.search(r"Goal: (.*)\n", prompt).group(1)
-        page = PAGE.search(prompt).group(1)
-        log.append({"goal": goal, "page": page, "model": body["model"]})
-        mode = goal.split()[0]
-        if mode == "slow":
-            await asyncio.sleep(5)
-        if mode == "fussy" and len(page) > 40:
-            message = "This model's maximum context length is 40 tokens; your prompt is longer"
-            error = {"message": message, "type": "invalid_request_error"}
-            return JSONResponse({"error": error}, status_code=400)
-        if mode == "garbled":
-            text = "The page is about a university, I think."
-        else:
-            text = json.dumps({"rationale": "r", "evidence": page[:40], "summary": f"about {goal}"})
-            text = f"```json\n{text}\n```"
-        message = {"role": "assistant", "content": text}
-        usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": 17}
-        return {
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": usage,
-        }
-
-    return app
 
 
 @pytest.fixture(scope="module")
