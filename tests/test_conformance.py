@@ -37,6 +37,7 @@ from retriever_fakes import LiveServer, build_root, free_port, hotpot_questions
 
 from retriever.client import HTTPClient
 from retriever.client.addresses import write_address
+from retriever.errors import BadRequestError
 from retriever.index import Index
 from retriever.server.service import RetrievalService, ServiceConfig
 
@@ -246,7 +247,7 @@ def test_asearcher_finds_the_server_through_its_address_file(server, library, tm
     with HTTPClient.discover(tmp_path) as client:
         assert client.urls == [server.url]
         assert client.retrieve([query], topk=5)[0][0]["id"] == want[0][0].id
-    with pytest.raises(Exception, match="no server address files"):
+    with pytest.raises(BadRequestError, match="no server address files"):
         HTTPClient.discover(tmp_path / "empty")
 
 

@@ -15,7 +15,7 @@ from corpus_support import multistream_dump
 
 from index_build.__main__ import main as build
 from index_build.corpus import CorpusConfig, build_corpus
-from retriever.errors import CorpusInputError
+from retriever.errors import CorpusInputError, IndexFormatError
 from retriever.inspect import main as inspect_main
 from retriever.store.docstore import DocStore
 
@@ -199,7 +199,7 @@ def test_search_r1_jsonl_opens_in_place(tmp_path):
         and "Text number 3" in store.page("Title 1").text
     )
     src.write_text(src.read_text() + '{"id": "5", "contents": "\\"X\\"\\ny"}\n')
-    with pytest.raises(Exception, match="changed"):
+    with pytest.raises(IndexFormatError, match="changed"):
         DocStore.open(tmp_path / "idx")
 
 

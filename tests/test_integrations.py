@@ -16,7 +16,7 @@ from env_support import Oracle, ensure_bm25, hotpot_client, hotpot_tasks
 from retriever_fakes import LiveServer, free_port
 
 from env import SearchEnv
-from env.errors import TaskFormatError
+from env.errors import ConfigError, TaskFormatError
 from env.integrations.scoring import answers_of, extract_answer, score_text_all
 from env.integrations.trl import (
     SearchToolEnvironment,
@@ -92,7 +92,7 @@ def test_trl_reward_functions_score_text_and_name_bad_rows():
         em(completions=["a", "b"], answers=[["a"], []])
     with pytest.raises(TaskFormatError, match="no gold answers"):
         em(completions=["a"], question=["q"])
-    with pytest.raises(Exception, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         reward_function("nope")
     # the rollout's scores take precedence over the text
     assert episode_scores(["zzz"], env_rewards=[{"em": 1.0}]) == [{"em": 1.0}]
@@ -145,7 +145,7 @@ def test_rollout_rejects_unknown_prompts(client):
     assert rollout._tasks_of([rows[2]["prompt"]])[0] == hotpot_tasks(3)[2]
     with pytest.raises(TaskFormatError, match="prompt 0 of the batch"):
         rollout._tasks_of([[{"role": "user", "content": "a question nobody asked"}]])
-    with pytest.raises(Exception, match="tag-style"):
+    with pytest.raises(ConfigError, match="tag-style"):
         SearchRollout(client, hotpot_tasks(1), style="tool-call")
 
 
@@ -164,7 +164,7 @@ def test_verl_compute_score_signature_and_rows():
     assert compute_score("bamboogle", text, None, {"answer": "paris"}) == 1.0
     with pytest.raises(TaskFormatError, match="bamboogle index 5"):
         compute_score("bamboogle", text, None, {"index": 5, "question": "q"})
-    with pytest.raises(Exception, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         compute_score("x", text, "Paris", reward="nope")
 
 

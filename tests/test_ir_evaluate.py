@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from retriever.errors import CorpusInputError
 from retriever.evaluate import main
 from retriever.evaluation import has_answer, ranking_metrics, read_run, write_run
 
@@ -267,5 +268,5 @@ def test_topics_read_gold_titles_with_the_one_qa_reader(tmp_path):
     assert [t.gold_titles for t in topics.items] == [("P", "Q"), ("Paris", "France"), ("Lyon",)]
     assert topics.qrels == {"a": {"P": 1, "Q": 1}, "b": {"Paris": 1, "France": 1}, "c": {"Lyon": 1}}
     path.write_text(json.dumps({"question": "q?", "answer": "x", "supporting_facts": [7]}) + "\n")
-    with pytest.raises(Exception, match="supporting_facts is not a list"):
+    with pytest.raises(CorpusInputError, match="supporting_facts is not a list"):
         read_topics(path)
