@@ -10,6 +10,7 @@ import gymnasium as _gym
 
 from .errors import ConfigError, EnvError, ResetNeededError, TaskFormatError
 from .types import STYLES, Action, EnvConfig, Task
+from .visit_config import VisitConfig
 
 __version__ = "0.1.0"
 ENV_ID = "wikisearch/Search-v0"
@@ -43,4 +44,5 @@ __all__ = [
     "SearchEnv",
     "Task",
     "TaskFormatError",
+    "VisitConfig",
 ]
