@@ -120,6 +120,7 @@ class CountingClient:
         self.inner = inner
         self.queries: list[str] = []
         self.pages: list[str] = []
+        self.browsed: list[dict] = []  # the browser tools' requests (open, find, sections)
 
     def retrieve(self, queries, topk=3, retriever=None):
         self.queries.extend(queries)
@@ -128,6 +129,10 @@ class CountingClient:
     def access(self, urls=(), titles=(), **kwargs):
         self.pages.extend([*urls, *titles])
         return self.inner.access(urls=urls, titles=titles, **kwargs)
+
+    def browse(self, requests):
+        self.browsed.extend(requests)
+        return self.inner.browse(requests)
 
     async def aclose(self):
         self.inner.close()
