@@ -1,4 +1,6 @@
-"""A deterministic fake ``Retriever`` for the coalescing, service and server tests.
+"""The test doubles shared by several test files: a fake ``Retriever``, a hash encoder.
+
+A deterministic fake ``Retriever`` for the coalescing, service and server tests.
 
 Scores are a seeded function of (query, row), so results depend only on the query, never on
 which batch it was searched in. It records every batch it sees and can be told to fail.
@@ -6,6 +8,8 @@ which batch it was searched in. It records every batch it sees and can be told t
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import threading
 import time
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from retriever.dense.encoders import EncoderConfig
 from retriever.protocol import check_search_args
 from retriever.types import Hit
 
@@ -159,3 +164,30 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class HashEncoder:
+    """Deterministic bag-of-hashed-words vectors: a stand-in model for logic tests."""
+
+    def __init__(self, dim: int = 32, model: str = "fake-hash"):
+        self.config = EncoderConfig(model=model, pooling="mean", normalize=True, max_length=64)
+        self.dim = dim
+        self.calls: list[int] = []
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, np.float32)
+        for word in re.findall(r"\w+", text.lower()):
+            h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            v[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def encode_passages(self, texts):
+        self.calls.append(len(texts))
+        return (
+            np.stack([self._vec(t) for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    encode_queries = encode_passages

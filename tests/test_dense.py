@@ -7,48 +7,20 @@ Flat file reader against faiss itself.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 
 import faiss  # noqa: E402  (the cpu extra: a broken import fails, not skips)
 import numpy as np
 import orjson
 import pytest
+from retriever_fakes import HashEncoder
 
 from index_build.encode import encode_corpus
-from retriever.dense.encoders import EncoderConfig, parse_devices
+from retriever.dense.encoders import parse_devices
 from retriever.dense.faiss_backend import FaissBackend, flat_file_vectors
 from retriever.dense.torch_backend import TorchBackend, merge_topk
 from retriever.errors import BadRequestError, IndexFormatError, ManifestMismatchError
 from retriever.index import Index
-
-
-class HashEncoder:
-    """Deterministic bag-of-hashed-words vectors: a stand-in model for logic tests."""
-
-    def __init__(self, dim: int = 32, model: str = "fake-hash"):
-        self.config = EncoderConfig(model=model, pooling="mean", normalize=True, max_length=64)
-        self.dim = dim
-        self.calls: list[int] = []
-
-    def _vec(self, text: str) -> np.ndarray:
-        v = np.zeros(self.dim, np.float32)
-        for word in re.findall(r"\w+", text.lower()):
-            h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-            v[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-        n = np.linalg.norm(v)
-        return v / n if n else v
-
-    def encode_passages(self, texts):
-        self.calls.append(len(texts))
-        return (
-            np.stack([self._vec(t) for t in texts])
-            if texts
-            else np.zeros((0, self.dim), np.float32)
-        )
-
-    encode_queries = encode_passages
 
 
 def exact_topk(x: np.ndarray, q: np.ndarray, k: int):

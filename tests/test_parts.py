@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from retriever_fakes import paragraphs_jsonl
-from test_dense import HashEncoder
+from retriever_fakes import HashEncoder, paragraphs_jsonl
 
 from index_build.encode import encode_corpus
 from retriever.errors import BadRequestError
