@@ -207,6 +207,8 @@ def build_corpus(
         raise CorpusInputError(
             str(paths[0]), "options", "--in-place yes needs exactly one JSONL passage file"
         )
+    if in_place and config.store != "jsonl":
+        log.warning("--store %s: a passage file indexed in place keeps its JSONL", config.store)
     try:
         with building_dir(final) as partial:
             if in_place:

@@ -195,8 +195,33 @@ def test_cli_option_and_inputs_without_pages(tmp_path, capsys, caplog):
     assert "the store is jsonl" in caplog.text
     store = DocStore.open(tmp_path / "t")
     assert store.layout == "jsonl" and store.get(1).text == "second passage"
+    rows = tmp_path / "wiki-18.jsonl"  # a Search-R1 file: indexed in place, its JSONL kept
+    rows.write_text('{"id": "0", "contents": "\\"A\\"\\nfirst passage"}\n')
+    build_corpus([rows], tmp_path / "r", CorpusConfig(store="spans,zstd"))
+    assert "indexed in place keeps its JSONL" in caplog.text
+    assert DocStore.open(tmp_path / "r").get(0).text == "first passage"
     with pytest.raises(IndexFormatError, match="has no passages JSONL"):
         DocStore.open(root).data_path("passages")
     capsys.readouterr()
     assert main(["corpus", "--input", str(SLICE), "--out", str(root), "--store", "zip"]) == 2
     assert "--store: invalid choice: 'zip'" in capsys.readouterr().err
+
+
+def test_bench_store_option_smoke(tmp_path):
+    """``scripts/bench/corpus.py --store`` runs on the bundled slice and records its section."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "BENCH_RECORD": str(tmp_path / "record.md")}
+    script = repo / "scripts" / "bench" / "corpus.py"
+    cmd = [sys.executable, str(script), "--smoke", "--store", "spans", "spans,zstd"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert [row[0] for row in summary["rows"]] == ["jsonl", "spans", "spans,zstd"]
+    per_text_byte = [float(row[2]) for row in summary["rows"]]
+    assert per_text_byte[2] < per_text_byte[1] < per_text_byte[0]
+    assert "## Corpus store layouts (" in (tmp_path / "record.md").read_text()

@@ -108,13 +108,16 @@ def store_layouts(args, argv) -> int:
             root = str(work / layout.replace(",", "-"))
             return c.python_json(READS, root, str(reads))
 
-        builds = c.alternate({name: lambda n=name: build(n) for name in layouts}, args.repeat)
+        build_repeat = args.build_repeat or args.repeat
+        builds = c.alternate({name: lambda n=name: build(n) for name in layouts}, build_repeat)
         rates = c.alternate({name: lambda n=name: read(n) for name in layouts}, args.repeat)
-        sizes, text_bytes, n = {}, None, None
+        sizes, keys, text_bytes, n = {}, {}, None, None
         for layout in layouts:
             folder = work / layout.replace(",", "-") / "corpus"
             manifest = json.loads((folder / "manifest.json").read_text())
             sizes[layout] = sum(p.stat().st_size for p in folder.iterdir())
+            keys[layout] = sum(p.stat().st_size for p in folder.glob("*.npy")
+                               if p.name.endswith((".hash.npy", ".rows.npy")))  # fmt: skip
             n = manifest["num_docs"]
             if manifest.get("store"):
                 text_bytes = manifest["store"]["text_bytes"]
@@ -123,7 +126,7 @@ def store_layouts(args, argv) -> int:
     text_bytes = text_bytes or 1
     base = {k: c.median(r[k] for r in rates["jsonl"]) for k in rates["jsonl"][0]}
     base_build = c.median(r["wall"] for r in builds["jsonl"])
-    header = ["store", "MB on disk", "bytes per text byte", "build s", "passage reads/s",
+    header = ["store", "MB on disk", "bytes per text byte", "without key tables", "build s", "passage reads/s",
               "page reads/s", "title lookups/s", "vs jsonl (build, reads, pages, lookups)"]  # fmt: skip
     rows = []
     for layout in layouts:
@@ -134,6 +137,7 @@ def store_layouts(args, argv) -> int:
                 layout,
                 f"{sizes[layout] / 1e6:.0f}",
                 f"{sizes[layout] / text_bytes:.2f}",
+                f"{(sizes[layout] - keys[layout]) / text_bytes:.2f}",
                 f"{wall:.1f}",
                 f"{m['reads_per_s']:,.0f}",
                 f"{m['pages_per_s']:,.0f}",
@@ -156,8 +160,9 @@ def store_layouts(args, argv) -> int:
         f"text byte divide the whole corpus folder, key tables included, by it). Build: wall s "
         f"of `index_build corpus --store X`; reads: {reads} random passages, {reads // 4} random "
         f"pages and title lookups in a fresh process, one thread. Layouts built and read in "
-        f"alternating order, medians of {args.repeat} rounds; a shared, noisy machine: compare "
-        f"the ratios.",
+        f"alternating order, medians of {build_repeat} builds and {args.repeat} read rounds; a "
+        f"shared, noisy machine: compare the ratios (title lookups run the same code and "
+        f"tables in every layout: their ratio shows the noise).",
     )
     return 0
 
@@ -205,6 +210,12 @@ def main(argv=None) -> int:
         nargs="+",
         choices=STORES,
         help="compare these store layouts with jsonl (size, build, reads) instead",
+    )
+    ap.add_argument(
+        "--build-repeat",
+        type=int,
+        default=None,
+        help="with --store: builds per layout (default: --repeat; reads are --repeat rounds)",
     )
     c.add_common_args(ap)
     args = ap.parse_args(argv)
