@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import collections
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import common as c
 import server as load
+
+log = logging.getLogger(__name__)
 
 # (substring of a frame, layer): the innermost frame that matches decides a sample's layer
 RULES = [
@@ -99,13 +102,16 @@ def profile_under_load(
 ):
     """(layer shares, server CPU ms per request, req/s) of a server under ``clients``."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).is_file():  # it comes with ray[default]; without it, no shares
+        log.warning("py-spy is not installed: the under-load shares are left out")
+        py_spy = None
     server, _ = load.start_server(index, "bm25", 64, flags, repo)
     try:
         url = server.url
         load.drive(url, "bm25", queries[-200:], clients, min(1.0, seconds), 1)  # warm up
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw.txt"
-            spy = subprocess.Popen(
+            spy = py_spy and subprocess.Popen(
                 [py_spy, "record", "--pid", str(server.pid), "--format", "raw", "-o", str(raw),
                  "-r", "200", "-d", str(int(seconds) + 1), "--nonblocking", "-t"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -114,7 +120,8 @@ def profile_under_load(
             before = load.server_cpu(server.pid)
             r = load.drive(url, "bm25", queries, clients, seconds, 1)
             cpu_ms = 1000 * (load.server_cpu(server.pid) - before) / max(r["requests"], 1)
-            spy.wait(seconds + 30)
+            if spy:
+                spy.wait(seconds + 30)
             shares = layer_shares(raw) if raw.exists() else {}
     finally:
         server.stop(30)
