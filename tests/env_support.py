@@ -3,6 +3,7 @@ an oracle policy that knows each question's gold paragraphs."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -120,3 +121,19 @@ class Oracle:
             return self._call("access", url=url)
         self.last = "answer"
         return self._call("answer", answer=self.task.answers[0])
+
+
+def accessible_tasks(root: Path, n: int = 6) -> list[tuple[str, Task]]:
+    """The first ``n`` questions whose gold pages are all in the corpus under their titles."""
+    from env.tasks import row_to_task
+    from retriever.store.docstore import DocStore
+
+    store = DocStore.open(root)
+    out = []
+    for line in open(HOTPOT, encoding="utf-8"):
+        task = row_to_task(json.loads(line))
+        if all(store.page(t) is not None for t in gold_titles(task)):
+            out.append((line, task))
+        if len(out) == n:
+            return out
+    raise AssertionError("not enough questions")

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from env_support import ensure_bm25
+from env_support import accessible_tasks, ensure_bm25
 from policy_server import FLAKY, WRONG, ServerThread, fake_openai
-from test_evaluate import accessible_tasks
 
 from env.errors import ConfigError, PolicyError
 from env.integrations.areal import ASearcherAgent

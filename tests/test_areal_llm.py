@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 from env_support import HOTPOT, hotpot_client
-from test_evaluate_llm import llm_url, model_dir  # noqa: F401  (module fixtures)
+from llm_support import llm_url, model_dir  # noqa: F401  (module fixtures)
 
 from env.integrations.areal import ASearcherAgent
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from env_support import HOTPOT, ensure_bm25, gold_titles
+from env_support import accessible_tasks, ensure_bm25
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from policy_server import (
@@ -21,22 +21,6 @@ from policy_server import (
 from env.evaluate import main
 
 N = 6
-
-
-def accessible_tasks(root, n=N):
-    """The first ``n`` questions whose gold pages are all in the corpus under their titles."""
-    from env.tasks import row_to_task
-    from retriever.store.docstore import DocStore
-
-    store = DocStore.open(root)
-    out = []
-    for line in open(HOTPOT, encoding="utf-8"):
-        task = row_to_task(json.loads(line))
-        if all(store.page(t) is not None for t in gold_titles(task)):
-            out.append((line, task))
-        if len(out) == n:
-            return out
-    raise AssertionError("not enough questions")
 
 
 @pytest.fixture(scope="module")

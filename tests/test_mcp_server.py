@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from env_support import ensure_bm25, hotpot_client
-from policy_server import ServerThread
-from test_visit import fake_extractor
+from policy_server import ServerThread, fake_extractor
 
 from env.mcp_server import Tools, build_server, main
 from env.visit import VisitConfig, Visitor
