@@ -4,6 +4,7 @@ encode writes the same shard files as the single-process encode."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -199,7 +200,10 @@ def kill_one_encoder() -> int | None:
     return None
 
 
-def test_ray_encode_writes_the_same_shards_and_survives_a_killed_worker(ray_session, encode_roots):
+@pytest.fixture(scope="module")
+def ray_encoded(ray_session, encode_roots):
+    """The second root encoded on Ray while one of its workers is killed; a fixture, not a
+    test's side effect, so each test that reads the Ray-encoded part runs alone or in any order."""
     from index_build.encode_ray import RayEncodeOptions, encode_on_ray
     from retriever.dense.encoders import resolve_config
 
@@ -217,20 +221,26 @@ def test_ray_encode_writes_the_same_shards_and_survives_a_killed_worker(ray_sess
         time.sleep(0.01)
     killed = kill_one_encoder()  # a worker dies mid-run (Ray restarts it, or the others finish)
     worker.join(180)
-    assert killed is not None and not worker.is_alive()
+    assert not worker.is_alive(), "the Ray encode did not finish in 180 s"
+    return single, ray_root, model, result, killed
+
+
+def test_ray_encode_writes_the_same_shards_and_survives_a_killed_worker(ray_encoded):
+    single, ray_root, _, result, killed = ray_encoded
+    assert killed is not None
     want, got = shard_bytes(single), shard_bytes(ray_root)
     assert sorted(got) == sorted(want) and len(want) > 6  # every shard, encode.json, manifest
     assert got == want  # byte for byte, manifest (with its sha256 per shard) included
     assert result["encoded"] == len(Index.open(single).store)
 
 
-def test_ray_encode_resumes_only_missing_shards(ray_session, encode_roots):
+def test_ray_encode_resumes_only_missing_shards(ray_encoded, tmp_path):
     from index_build.__main__ import main as build
 
-    single, ray_root, model = encode_roots
+    single, encoded, model, _, _ = ray_encoded
+    ray_root = tmp_path / "ray"  # a copy: the shared Ray-encoded root stays whole for the others
+    shutil.copytree(encoded, ray_root)
     folder = ray_root / "dense-m"
-    if not (folder / "manifest.json").is_file():
-        pytest.skip("the first Ray encode did not finish")
     for name in ("emb-00002.npy", "emb-00005.npy", "manifest.json"):
         (folder / name).unlink()
     args = ["encode-ray", "--index", str(ray_root), "--model", model, *ENCODE]
@@ -240,21 +250,19 @@ def test_ray_encode_resumes_only_missing_shards(ray_session, encode_roots):
     assert Index.open(ray_root).names() == ["dense-m"]
 
 
-def test_serve_dense_replicated_over_two_devices_under_a_route_prefix(ray_session, encode_roots):
+def test_serve_dense_replicated_over_two_devices_under_a_route_prefix(ray_encoded):
     """The Ray-encoded part served by Serve (torch, queries split over two CPU devices, under
     /dense) answers as the plain server over the single-process part on one device."""
     from ray import serve
 
     from retriever.server.ray_serve import DeploymentOptions, deploy
 
-    single, ray_root, _ = encode_roots
-    if not (ray_root / "dense-m" / "manifest.json").is_file():
-        pytest.skip("the Ray encode did not finish")
+    single, ray_root, *_ = ray_encoded
     config = ServiceConfig(
         index=str(ray_root), device="cpu:0,cpu:1", dense_mode="replicated", dense_backend="torch"
     )
     options = DeploymentOptions(replicas=1, num_cpus=0.5, name="dense", route_prefix="/dense")
-    # Serve already runs (the BM25 app): the new app joins its proxy, whatever port is asked
+    # when Serve already runs (the BM25 app) the new app joins its proxy, whatever port is asked
     (url,) = deploy(config, options, port=free_port())
     assert url.endswith("/dense")
     try:
