@@ -145,7 +145,6 @@ class VisitBackend:
 
     def __init__(self, client: Any, visitor: Any):
         self.client, self.visitor = client, visitor
-        self._loop: asyncio.AbstractEventLoop | None = None  # the sync path's own loop
 
     def __getattr__(self, name: str):
         return getattr(self.client, name)
@@ -154,24 +153,16 @@ class VisitBackend:
         return list(await asyncio.gather(*(self.visitor.visit(u, g) for u, g in requests)))
 
     def visit(self, requests: list[tuple[str, str]]) -> list:
-        """``avisit`` for a sync ``step``, on a loop kept for it (the extractor's HTTP pool
-        stays on one loop)."""
+        """``avisit`` for a sync ``step``, on the visitor's own loop (``Visitor.run``)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            pass
-        else:
-            raise RuntimeError("step() cannot visit inside a running event loop; use astep()")
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self.avisit(requests))
+            return self.visitor.run(self.avisit(requests))
+        raise RuntimeError("step() cannot visit inside a running event loop; use astep()")
 
     def close(self) -> None:
-        """Closes the visitor's HTTP pool and the sync path's loop (not the client); safe twice."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self.visitor.aclose())
-            self._loop.close()
-        self._loop = None
+        """Closes the visitor's sync loop and its HTTP pool (not the client); safe twice."""
+        self.visitor.close()
 
 
 def _browse_results(idxs: list[int], views, exc, out) -> None:

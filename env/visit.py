@@ -177,7 +177,8 @@ class Visitor:
         self._lock = threading.Lock()
         self._gate: asyncio.Semaphore | None = None
         self._extractor: OpenAIClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the HTTP pool
+        self._sync_loop: asyncio.AbstractEventLoop | None = None  # the loop of ``run``
         if config.cache_path and os.path.exists(config.cache_path):
             self._load_cache()
 
@@ -338,10 +339,26 @@ class Visitor:
         )  # fmt: skip
         return reply, failure
 
+    def run(self, coro):
+        """Run ``coro`` (visits) for a sync caller, on a loop the visitor keeps: the envs that
+        share this visitor share its HTTP pool too."""
+        if self._sync_loop is None or self._sync_loop.is_closed():
+            self._sync_loop = asyncio.new_event_loop()
+        return self._sync_loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        """Closes what ``run`` made (its loop and the HTTP pool on it); safe twice."""
+        if self._sync_loop is not None and not self._sync_loop.is_closed():
+            self._sync_loop.run_until_complete(self.aclose())
+            self._sync_loop.close()
+        self._sync_loop = None
+
     async def aclose(self) -> None:
-        if self._extractor is not None:
+        """Closes the extractor's HTTP pool when it is this loop's (one made on another loop
+        cannot be closed from here: it is dropped)."""
+        if self._extractor is not None and self._loop is asyncio.get_running_loop():
             await self._extractor.aclose()
-            self._extractor = None
+        self._extractor = None
 
 
 def make_visitor(
