@@ -50,14 +50,15 @@ def tiny_cross_encoder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory):
-    """BM25 and a MiniLM dense part over the paragraphs of 20 HotpotQA questions."""
+    """BM25 and a MiniLM dense part over the paragraphs of 5 HotpotQA questions (50 passages:
+    encoding costs about 0.1 CPU-s a passage here, and every rerank encodes its candidates)."""
     from retriever_fakes import paragraphs_jsonl
 
     from index_build.__main__ import main
     from retriever.dense.encoders import packaged_model_path
 
     src = tmp_path_factory.mktemp("rerank")
-    corpus = paragraphs_jsonl(src / "corpus.jsonl", 20)
+    corpus = paragraphs_jsonl(src / "corpus.jsonl", 5)
     root = src / "index"
     assert main(["corpus", "--input", str(corpus), "--out", str(root), "--no-progress"]) == 0
     assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
@@ -103,6 +104,7 @@ def test_cross_encoder_rerank_over_bm25(small_root, tiny_cross_encoder):
     assert rr.search(QUERIES[1:2], 4) == got[1:2]
 
 
+@pytest.mark.slow  # encodes hundreds of candidates: minutes on the shared 2 cores
 def test_bi_encoder_part_rerank_matches_reference(small_root):
     from retriever.dense.encoders import load_encoder, packaged_model_path, resolve_config
 
@@ -173,6 +175,7 @@ def served(small_root):
     service.stop()
 
 
+@pytest.mark.slow  # encodes hundreds of candidates: minutes on the shared 2 cores
 def test_service_rerank_equals_library(small_root, served):
     service, _ = served
     assert service.rerank.op == "rerank"  # on the dense part's worker, not a thread of its own
@@ -196,6 +199,7 @@ def test_service_rerank_equals_library(small_root, served):
         assert {h.row for h in s} <= {h.row for h in b}
 
 
+@pytest.mark.slow  # encodes hundreds of candidates: minutes on the shared 2 cores
 def test_http_retrieve_and_rerank(small_root, served):
     service, client = served
     body = {"queries": QUERIES, "retriever": "bm25+rerank", "topk_retrieval": 10, "topk": 3}
@@ -218,11 +222,8 @@ def test_http_retrieve_and_rerank(small_root, served):
     )
     items = r.json()["result"][0]
     assert len(items) == service.config.default_topk
-    assert [i["document"] for i in items] == [
-        docs[0][j]["document"]["contents"]
-        for j in range(10)
-        if docs[0][j]["document"]["id"] in ids[0]
-    ]
+    contents = {d["document"]["id"]: d["document"]["contents"] for d in docs[0]}
+    assert [i["document"] for i in items] == [contents[i] for i in ids[0]]  # in rerank order
     assert items[0]["score"] >= items[1]["score"]
 
 
@@ -261,6 +262,7 @@ def test_reranker_that_fails_to_load_stops_the_server(small_root, tmp_path, caps
     assert "error: the index failed to load: reranker model" in err and "no-such-model" in err
 
 
+@pytest.mark.slow  # encodes hundreds of candidates: minutes on the shared 2 cores
 def test_evaluate_cli_reranks(small_root, tmp_path, capsys):
     import orjson
     from retriever_fakes import HOTPOT
