@@ -230,8 +230,12 @@ def fake_openai(
             calls.append(("access", titles[1]))
         if n_obs < len(calls):
             name, arg = calls[n_obs]
-            if style == "tool-call":
+            if style in ("tool-call", "browser"):
                 key = "query" if name == "search" else "url"
+                if style == "browser":  # gpt-oss's names; a page is opened by its title
+                    name, key = (
+                        ("browser.search", key) if name == "search" else ("browser.open", "id")
+                    )
                 body = json.dumps({"name": name, "arguments": {key: arg}})
                 return f"<think>step {n_obs}</think>\n<tool_call>\n{body}\n</tool_call>\n<tool_response>made up"
             return f"<think>step {n_obs}</think>\n<{name}> {arg} </{name}>\n\n<information>made up</information>"
@@ -306,7 +310,7 @@ def fake_openai(
             observations = [
                 m for m in messages if m["role"] in ("user", "tool") and m["content"] != first_user
             ]
-            if style != "tool-call":  # chat mode keeps the style's wrapper
+            if style not in ("tool-call", "browser"):  # chat mode keeps the style's wrapper
                 for m in observations:
                     requests["wrapped"] += m["content"].startswith("<information>")
             text = policy_turn(question, len(observations))
