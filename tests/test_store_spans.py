@@ -225,3 +225,18 @@ def test_bench_store_option_smoke(tmp_path):
     per_text_byte = [float(row[2]) for row in summary["rows"]]
     assert per_text_byte[2] < per_text_byte[1] < per_text_byte[0]
     assert "## Corpus store layouts (" in (tmp_path / "record.md").read_text()
+
+
+def test_a_dropped_spans_store_closes_its_files(tmp_path):
+    import gc
+    import os
+
+    build_corpus([SLICE], tmp_path, CorpusConfig(store="spans,zstd"))
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        store = DocStore.open(tmp_path)
+        store.get(5)
+        del store
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 1

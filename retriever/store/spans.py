@@ -347,6 +347,10 @@ class PageText:
             os.close(self._fd)
             self._fd = -1
 
+    def __del__(self):
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
 
 class SpansReader:
     """Rows of a ``spans`` store as ``(id, title, text, url)``, like ``rows.parse_row``."""
@@ -426,10 +430,13 @@ class SpansReader:
 
     def close(self) -> None:
         self.text.close()
-        try:
+        if self._patch_fd >= 0:
             os.close(self._patch_fd)
-        except OSError:
-            pass
+            self._patch_fd = -1
+
+    def __del__(self):
+        if getattr(self, "_patch_fd", -1) >= 0:
+            self.close()
 
 
 def _decode(data: bytes) -> str:
