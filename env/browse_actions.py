@@ -13,6 +13,8 @@ BrowseAction(kind='open', arg='', page=None, error=None, reason=None, link=3, cu
 (40, '')
 >>> from_args("open", {"id": "Paris", "loc": -1}).arg
 'Paris'
+>>> from_args("open", {"id": "1984"}).arg, from_args("open", {"id": 1984}).link  # as gpt-oss
+('1984', 1984)
 >>> from_args("find", {"pattern": ""}).reason
 'empty_pattern'
 """
@@ -59,8 +61,9 @@ def _whole(value, name: str, low: int, high: int) -> int | None | Action:
     return value
 
 
-def _target(value) -> tuple[str, int | None] | Action:
-    """(URL or title, link number) of an ``id``: an int is a link number, a string a page."""
+def _target(value, digits_link: bool = False) -> tuple[str, int | None] | Action:
+    """(URL or title, link number) of an ``id``: an int is a link number, a string a page (in
+    a tag, where everything is text, a number is a link number: ``digits_link``)."""
     if value is None or value == "":
         return "", None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -74,10 +77,10 @@ def _target(value) -> tuple[str, int | None] | Action:
             "long_url",
             f"the id has {len(value)} characters; use a link number or a URL from a view",
         )
-    return (value, None) if not value.isdigit() else ("", int(value[:9]))
+    return ("", int(value[:9])) if digits_link and value.isdigit() else (value, None)
 
 
-def from_args(name: str, args: dict) -> Action:
+def from_args(name: str, args: dict, digits_link: bool = False) -> Action:
     """The action of a tool call ``name`` (open, find, sections) with JSON ``args``."""
     checked: dict[str, object] = {}
     for key, low, high in (
@@ -102,7 +105,7 @@ def from_args(name: str, args: dict) -> Action:
                 f"the find pattern has {len(pattern)} characters; keep it under {MAX_PATTERN_CHARS}",
             )
         return BrowseAction(FIND, pattern, cursor=checked["cursor"], regex=regex)
-    target = _target(args.get("id", args.get("url")))
+    target = _target(args.get("id", args.get("url")), digits_link)
     if isinstance(target, Action):
         return target
     arg, link = target
@@ -132,5 +135,5 @@ def from_tag(tag: str, content: str) -> Action:
     elif tag == OPEN and content[:1] in "lL" and _LOC.match(content):
         content, loc = "", int(_LOC.match(content).group(1))
     if tag == SECTIONS:
-        return from_args(SECTIONS, {"id": content})
-    return from_args(OPEN, {"id": content, "loc": loc})
+        return from_args(SECTIONS, {"id": content}, digits_link=True)
+    return from_args(OPEN, {"id": content, "loc": loc}, digits_link=True)

@@ -144,7 +144,9 @@ class Browser:
             return {**request, "regex": action.regex, "cursor": new}
         if action.kind == SECTIONS:
             target = action.arg
-            if not target:
+            if not target and action.link is not None:  # the sections of a linked page
+                target = self._link(action)[0]
+            elif not target:
                 at, current = self._at(action.cursor)
                 if current.kind == SEARCH_VIEW:
                     raise _Refused(f"[{at}] is search results; open a page to list its sections")
@@ -155,18 +157,9 @@ class Browser:
         if action.arg:  # a URL or title
             target = action.arg
         elif action.link is not None:  # follow a link of a view
-            at, current = self._at(action.cursor)
-            i = action.link - current.base
-            if not 0 <= i < len(current.links):
-                have = (
-                    f"its links are {current.base} to {current.base + len(current.links) - 1}"
-                    if current.links
-                    else "it has no links"
-                )
-                raise _Refused(f"Invalid link id `{action.link}`: [{at}] `{current.title}`; {have}")
-            target, line = current.links[i]
+            target, line, kind = self._link(action)
             if loc is None:
-                loc = max(line - FIND_CONTEXT, 0) if current.kind == FIND else line
+                loc = max(line - FIND_CONTEXT, 0) if kind == FIND else line
         else:  # scroll a view
             at, current = self._at(action.cursor)
             if current.kind == SEARCH_VIEW:
@@ -177,6 +170,20 @@ class Browser:
         self._pending = (OPEN, target)
         request = {"action": OPEN, "id": target, "loc": loc or 0, "cursor": new}
         return request if action.num_lines is None else {**request, "num_lines": action.num_lines}
+
+    def _link(self, action: BrowseAction) -> tuple[str, int, str]:
+        """(target, line, kind of the view) of link ``action.link`` of the view at its cursor."""
+        at, current = self._at(action.cursor)
+        i = action.link - current.base
+        if not 0 <= i < len(current.links):
+            have = (
+                f"its links are {current.base} to {current.base + len(current.links) - 1}"
+                if current.links
+                else "it has no links"
+            )
+            raise _Refused(f"Invalid link id `{action.link}`: [{at}] `{current.title}`; {have}")
+        target, line = current.links[i]
+        return target, line, current.kind
 
     def _scroll_results(self, results: View, loc: int | None, num_lines: int | None) -> None:
         if results.page is None:

@@ -234,6 +234,10 @@ def test_bad_arguments_are_format_errors(client):
         assert info["reason"] == reason, (text, info)
     _, _, _, _, info = env.step("<open> 4 </open>")  # no search yet: nothing to number
     assert "No pages to access!" in info["error"]
+    results, *_ = env.step("<search> Ayn Rand </search>")
+    k = re.search(r"\[Doc (\d+)\]\(https://en.wikipedia.org/wiki/Ayn_Rand\)", results).group(1)
+    toc, *_, info = env.step(f"<sections> {k} </sections>")  # of a result, by its number
+    assert info["error"] is None and "Sections of `Ayn Rand`" in toc
     plain = SearchEnv(client, style="asearcher")  # without the tools the tags are no calls
     plain.reset(options=QUESTION)
     assert plain.step("<open> 1 </open>")[4]["reason"] == "no_tool"
