@@ -29,6 +29,13 @@ def test_bootstrap_interval_brackets_the_mean():
     assert l2s.bootstrap([0.2] * 10, 100, 0) == {"mean": 0.2, "ci95": [0.2, 0.2]}
 
 
+def test_grpo_reward_is_the_env_spec_of_the_episode_scores():
+    l2s = load()
+    scores = {"f1": 0.5, "answer_in_evidence": 1.0, "em": 0.0}
+    assert l2s._reward(scores) == 1.0  # f1:1,answer_in_evidence:0.5
+    assert l2s._reward({**scores, "answer_in_evidence": 0.0}) == 0.5
+
+
 def test_scripted_policy_copies_the_span_it_read(hotpot_root):
     from env_support import ensure_bm25
     from transformers import AutoTokenizer  # noqa: F401  (the real tokenizer comes with the model)
@@ -78,6 +85,8 @@ def test_quick_pipeline_writes_the_summary(tmp_path, hotpot_root):
     assert summary["heldout_questions"] == 4
     assert summary["command"].startswith("python scripts/train/learn_to_search.py --quick")
     assert summary["searches_per_episode_last10pct"] >= 0
+    assert set(summary["free_text_f1"]) == {"base", "control", "trained"}
+    assert 0 <= summary["heldout_answer_in_top_hits"] <= 1
     steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
     assert {(r["arm"], r["phase"]) for r in steps} == {
         ("search", "sft"),
