@@ -19,6 +19,7 @@ from retriever.manifest import read_manifest
 from retriever.store import browse as B
 from retriever.store.access import access_pages
 from retriever.store.docstore import DocStore
+from retriever.store.keyindex import KeyIndex
 from retriever.store.writer import StoreWriter
 
 SLICE = DATA / "wikiextractor-slice.txt.gz"
@@ -72,6 +73,8 @@ def test_every_row_reads_the_same_in_every_layout(roots):
             assert got.find_title(p.title) == want.find_title(p.title)
             assert got.page(p.url) == want.page(p.url) is not None
             assert got.page_by_id(p.id) == want.page_by_id(p.id)
+        ids = roots[layout] / "corpus"
+        assert not KeyIndex.exists(ids, "ids") or len(KeyIndex(ids, "ids")) == 0  # all derived
         assert not (roots[layout] / "corpus" / "passages.jsonl").exists()
         assert not (roots[layout] / "corpus" / "pages.jsonl").exists()
     sizes = {layout: _size(roots[layout]) for layout in LAYOUTS}
@@ -178,6 +181,11 @@ def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
         ("7-4", "Other", "One two three", url),
         ("9", "V", "Whole", "https://en.wikipedia.org/wiki/V"),
     ]
+    # ids: "PAGE" and "PAGE-k" come from the pages; the id table holds only the others
+    assert m["ids"] == "pages" and len(KeyIndex(tmp_path, "ids")) == 2  # "lone" and "x"
+    assert [store.find_id(p[0]) for p in got] == list(range(7))
+    for missing in ("7-99", "7-01", "nope", "8-0", "9-0", "-1"):
+        assert store.find_id(missing) is None, missing
     assert store.get_page(1).url == "https://x.org/U" and store.get_page(1).text == ""
     assert store.page("T").text == "One  two\nthree four. Five six"
 

@@ -195,6 +195,8 @@ class DocStore:
 
     def find_id(self, pid: str) -> int | None:
         """Row of the passage with this id, or None."""
+        if self._spans is not None:
+            return self._find_span_id(pid)
         if self._ids is None:
             if pid.isascii() and pid.isdigit() and int(pid) < len(self) and str(int(pid)) == pid:
                 return int(pid)
@@ -202,6 +204,27 @@ class DocStore:
         for row in self._ids.find(pid):
             if self.get(row).id == pid:
                 return row
+        return None
+
+    def _find_span_id(self, pid: str) -> int | None:
+        """A ``spans`` store's id table holds only ids that are not ``PAGE`` or ``PAGE-k``
+        (the k-th passage of the page with id ``PAGE``): those come from the page keys."""
+
+        def first_row(key: str, k: int = 0) -> Iterator[int]:
+            for page in self._pagekeys.find(key):
+                yield self._spans.head(page)[3] + k
+
+        base, sep, k = pid.rpartition("-")
+        routes = []
+        if sep and k.isascii() and k.isdigit() and str(int(k)) == k:  # the usual id first
+            routes.append(lambda: first_row("id:" + base, int(k)))
+        routes.append(lambda: first_row("id:" + pid))
+        if self._ids is not None and len(self._ids):
+            routes.append(lambda: self._ids.find(pid))
+        for route in routes:
+            for row in route():
+                if 0 <= row < len(self) and self.get(row).id == pid:
+                    return row
         return None
 
     def find_title(self, title_or_url: str) -> list[int]:

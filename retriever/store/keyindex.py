@@ -81,9 +81,17 @@ class PassageTables:
         self.words += (text.count(" ") + 1) if text else 0
         return row
 
-    def save(self, folder: str | os.PathLike, end: int, source: str, offsets: bool = True) -> dict:
+    def save(
+        self,
+        folder: str | os.PathLike,
+        end: int,
+        source: str,
+        offsets: bool = True,
+        id_rows: np.ndarray | None = None,
+    ) -> dict:
         """Write ``passages.offsets.npy`` (unless ``offsets`` is false: a layout without
-        passage rows) and the key tables; returns the manifest's keys.
+        passage rows) and the key tables; returns the manifest's keys. ``id_rows``: the only
+        rows the id table holds (a layout that derives the other ids from their pages).
         Two rows with one id are refused, naming both (``source`` names the input)."""
         folder = Path(folder)
         n = len(self._starts)
@@ -101,11 +109,14 @@ class PassageTables:
                 raise CorpusInputError(
                     source, f"passages {a} and {b}", "two passages share one id; ids must be unique"
                 )
-            save_key_index(folder, "ids", hashes, np.arange(n))
+            if id_rows is None:
+                save_key_index(folder, "ids", hashes, np.arange(n))
+            else:
+                save_key_index(folder, "ids", hashes[id_rows], id_rows)
         save_key_index(folder, "titles", self._title_hashes, self._title_rows)
         return {
             "num_docs": n,
-            "ids": "row" if self.ids_are_rows else "table",
+            "ids": "row" if self.ids_are_rows else "table" if id_rows is None else "pages",
             "words_per_passage": round(self.words / max(1, n), 2),
         }
 

@@ -127,6 +127,7 @@ class SpansWriter:
         self._patches = open(self.folder / "passages.patches.jsonl", "wb", buffering=1 << 20)
         self._patch_offsets = array("Q", [0])
         self.num_passages = 0
+        self.odd_ids = array("q")  # rows whose id is not their page's id (+ "-k"): id table
         self.counts = {"raw": 0, "lines": 0, "words": 0, "patched": 0}
         self._page: tuple | None = None  # (row, id, title, url, text, bytes, first passage)
         self._cursor = (0, 0)  # (start, end) of the page's previous passage, bytes in the page
@@ -153,6 +154,9 @@ class SpansWriter:
     def add_passage(self, pid: str, title: str, text: str, url: str) -> int:
         row = self.num_passages
         self.num_passages += 1
+        page = self._page
+        if page is None or pid not in (page[1], f"{page[1]}-{row - page[6]}"):
+            self.odd_ids.append(row)
         record = self._span_of(row, pid, title, text, url)
         if record is None:
             line = orjson.dumps({"id": pid, "title": title, "text": text, "url": url}) + b"\n"

@@ -174,7 +174,12 @@ class StoreWriter:
         else:
             spans = self._spans.finish()
         tables = self._tables.save(
-            self.folder, self._pos, str(self.folder), offsets=self._spans is None
+            self.folder,
+            self._pos,
+            str(self.folder),
+            offsets=self._spans is None,
+            # spans: ids derive from the page ids ("PAGE-k"); the table holds the others
+            id_rows=None if self._spans is None else np.frombuffer(self._spans.odd_ids, np.int64),
         )
         num_redirects = 0
         pages = None
