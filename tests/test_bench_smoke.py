@@ -102,6 +102,50 @@ def test_record_honours_no_record_and_smoke(common, tmp_path, monkeypatch):
     assert "| ours | 3 | 1 | 10 | 1.23 | 2.00 |" in text and text.endswith("\nn\n")
 
 
+def test_closed_loop_drives_keep_alive_clients_and_counts_errors(common):
+    """The one load generator of the HTTP benchmarks: each client sends its own requests on a
+    kept-alive connection; answers ``ok`` refuses are errors, not latencies."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(body.decode())
+            out = b'{"result": []}' if body != b"bad" else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        lat, errors, elapsed = common.closed_loop(
+            url,
+            2,
+            0.3,
+            lambda i, n, host: common.http_request(
+                "POST", "/retrieve", host, b"bad" if i else f"{i}:{n}".encode()
+            ),
+            ok=lambda status, body: status == 200 and body.startswith(b'{"result"'),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(lat) > 0 and errors > 0 and elapsed >= 0.3
+    assert len(lat) + errors == len(seen)
+    assert [s for s in seen if s != "bad"] == [f"0:{n}" for n in range(len(lat))]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script", [p for p in SCRIPTS if p.name not in ELSEWHERE], ids=lambda p: p.name

@@ -448,6 +448,68 @@ async def read_response(reader) -> tuple[int, bytes, bytes]:
     return status, head, await reader.readexactly(length)
 
 
+def http_request(method: str, path: str, host: str, body: bytes | None = None) -> bytes:
+    """One HTTP/1.1 keep-alive request as bytes (a JSON body when ``body`` is given)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if body is None:
+        return (head + "\r\n").encode()
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def closed_loop(
+    url: str,
+    clients: int,
+    seconds: float,
+    request: Callable[[int, int, str], bytes],
+    ok: Callable[[int, bytes], bool] = lambda status, body: status == 200,
+) -> tuple[list[float], int, float]:
+    """``clients`` closed-loop keep-alive clients on raw asyncio streams for ``seconds``, in
+    this process: latencies of the answers ``ok`` accepts, errors, elapsed seconds.
+
+    ``request(i, n, host)`` is the bytes client ``i`` sends at its ``n``-th step. A broken
+    connection counts as an error and is opened again. One generator for every HTTP benchmark,
+    so that they load the server alike and cost the machine as little CPU as possible."""
+    import asyncio
+
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+
+    async def main() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        errors = 0
+        stop = time.perf_counter() + seconds
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            reader, writer = await asyncio.open_connection(host, int(port))
+            n = 0
+            try:
+                while time.perf_counter() < stop:
+                    data = request(i, n, host)
+                    n += 1
+                    t = time.perf_counter()
+                    try:
+                        writer.write(data)
+                        status, _, body = await read_response(reader)
+                        good = ok(status, body)
+                    except (OSError, asyncio.IncompleteReadError, ValueError):
+                        good = False
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, int(port))
+                    if good:
+                        latencies.append(time.perf_counter() - t)
+                    else:
+                        errors += 1
+            finally:
+                writer.close()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one(i) for i in range(clients)])
+        return latencies, errors, time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
 # ---- bundled data for smoke runs ---------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ coalesced, same flags and index, alternating runs): the before/after of a change
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import sys
@@ -55,60 +54,27 @@ def server_cpu(pid: int) -> float:
     return total
 
 
-async def _post(reader, writer, host: str, body: bytes) -> tuple[int, bytes]:
-    """One HTTP/1.1 keep-alive POST /retrieve on raw asyncio streams: the cheapest client there
-    is, so that on a small machine the load generator takes as little CPU from the server as
-    possible."""
-    writer.write(
-        b"POST /retrieve HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json"
-        b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    status, _, data = await c.read_response(reader)
-    return status, data
-
-
 def _generator(args) -> tuple[list[float], int, float]:
     """One load-generator process: ``clients`` closed-loop clients for ``seconds``."""
     url, retriever, queries, clients, seconds, offset, per_request = args
     import orjson
 
-    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    step = (clients * 7 + 1) * per_request
 
-    async def main():
-        latencies: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + seconds
+    def request(i: int, n: int, host: str) -> bytes:
+        at = (offset + i + n * step) % (len(queries) - per_request + 1)
+        body = orjson.dumps(
+            {"queries": queries[at : at + per_request], "topk": 3, "retriever": retriever}
+        )
+        return c.http_request("POST", "/retrieve", host, body)
 
-        async def one(i: int):
-            nonlocal errors
-            reader, writer = await asyncio.open_connection(host, int(port))
-            j = offset + i
-            try:
-                while time.perf_counter() < stop:
-                    at = j % (len(queries) - per_request + 1)
-                    batch = queries[at : at + per_request]
-                    j += (clients * 7 + 1) * per_request
-                    body = orjson.dumps({"queries": batch, "topk": 3, "retriever": retriever})
-                    t = time.perf_counter()
-                    try:
-                        status, data = await _post(reader, writer, host, body)
-                        ok = status == 200 and data.startswith(b'{"result"')
-                    except (OSError, asyncio.IncompleteReadError, ValueError):
-                        ok = False
-                        writer.close()
-                        reader, writer = await asyncio.open_connection(host, int(port))
-                    if ok:
-                        latencies.append(time.perf_counter() - t)
-                    else:
-                        errors += 1
-            finally:
-                writer.close()
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[one(i) for i in range(clients)])
-        return latencies, errors, time.perf_counter() - t0
-
-    return asyncio.run(main())
+    return c.closed_loop(
+        url,
+        clients,
+        seconds,
+        request,
+        lambda status, data: status == 200 and data.startswith(b'{"result"'),
+    )
 
 
 def drive(

@@ -14,10 +14,8 @@ query-biased snippet per hit (``retriever/server/snippets.py``) to the same sear
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
-import time
 
 import common as c
 
@@ -29,52 +27,24 @@ def request_bytes(endpoint: str, host: str, q: str, url: str) -> bytes:
     import orjson
 
     if endpoint == "jina":
-        return f"GET /r/{url} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        return c.http_request("GET", f"/r/{url}", host)
     path, body = {
         "retrieve": ("/retrieve", {"queries": [q], "topk": 3}),
         "serper": ("/search", {"q": q, "num": 3}),
         "openresearcher": ("/search", {"query": q, "topn": 3}),
     }[endpoint]
-    data = orjson.dumps(body)
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-    return head.encode() + f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+    return c.http_request("POST", path, host, orjson.dumps(body))
 
 
 def _generator(args) -> tuple[list[float], int, float]:
     """Closed-loop clients in this process for ``seconds``: latencies, errors, elapsed."""
     base, endpoint, queries, urls, clients, seconds = args
-    host, port = base.split("//", 1)[1].rsplit(":", 1)
 
-    async def main():
-        latencies: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + seconds
+    def request(i: int, n: int, host: str) -> bytes:
+        j = i + (n + 1) * (clients * 7 + 1)
+        return request_bytes(endpoint, host, queries[j % len(queries)], urls[j % len(urls)])
 
-        async def one(i: int):
-            nonlocal errors
-            reader, writer = await asyncio.open_connection(host, int(port))
-            j = i
-            try:
-                while time.perf_counter() < stop:
-                    j += clients * 7 + 1
-                    data = request_bytes(
-                        endpoint, host, queries[j % len(queries)], urls[j % len(urls)]
-                    )
-                    t = time.perf_counter()
-                    writer.write(data)
-                    status, _, _ = await c.read_response(reader)
-                    if status == 200:
-                        latencies.append(time.perf_counter() - t)
-                    else:
-                        errors += 1
-            finally:
-                writer.close()
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[one(i) for i in range(clients)])
-        return latencies, errors, time.perf_counter() - t0
-
-    return asyncio.run(main())
+    return c.closed_loop(base, clients, seconds, request)
 
 
 def drive(pool, base: str, endpoint: str, queries, urls, clients: int, seconds: float) -> dict:
