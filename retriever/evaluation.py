@@ -22,7 +22,7 @@ import io
 import logging
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -227,17 +227,7 @@ def read_qrels(path: str | os.PathLike, topics: Topics, *, known_doc=None) -> Qr
             raise CorpusInputError(
                 str(path), f"line {n}", f"query id {qid!r} is not in {topics.path}"
             )
-        if known_doc is not None and not known_doc(docid):
-            raise CorpusInputError(
-                str(path), f"line {n}", f"document id {docid!r} is not in the corpus"
-            )
-        if (qid, docid) in where:
-            raise CorpusInputError(
-                str(path),
-                f"line {n}",
-                f"duplicate judgment of {qid!r} {docid!r} (first on line {where[qid, docid]})",
-            )
-        where[qid, docid] = n
+        _check_row(path, n, qid, docid, known_doc, where, "duplicate judgment of {q!r} {d!r}")
         qrels.setdefault(qid, {})[docid] = rel
     for t in topics.items:
         if t.qid not in qrels:
@@ -245,6 +235,31 @@ def read_qrels(path: str | os.PathLike, topics: Topics, *, known_doc=None) -> Qr
                 topics.path, t.position, f"query {t.qid!r} has no judgments in {path}"
             )
     return qrels
+
+
+def _check_row(
+    path: str | os.PathLike,
+    n: int,
+    qid: str,
+    docid: str,
+    known_doc: Callable[[str], bool] | None,
+    seen: dict[tuple[str, str], int],
+    twice: str,
+) -> None:
+    """The checks a qrels row and a run row share: the document exists (when ``known_doc`` is
+    given) and the (query, document) pair comes once; records the pair's line in ``seen``.
+    ``twice`` names a repeated pair, formatted with ``q`` and ``d`` only when it is raised."""
+    if known_doc is not None and not known_doc(docid):
+        raise CorpusInputError(
+            str(path), f"line {n}", f"document id {docid!r} is not in the corpus"
+        )
+    if (qid, docid) in seen:
+        raise CorpusInputError(
+            str(path),
+            f"line {n}",
+            f"{twice.format(q=qid, d=docid)} (first on line {seen[qid, docid]})",
+        )
+    seen[qid, docid] = n
 
 
 def read_run(path: str | os.PathLike, qids: Iterable[str], *, known_doc=None) -> Run:
@@ -264,17 +279,7 @@ def read_run(path: str | os.PathLike, qids: Iterable[str], *, known_doc=None) ->
             ) from exc
         if qid not in qids:
             raise CorpusInputError(str(path), f"line {n}", f"query id {qid!r} is not evaluated")
-        if known_doc is not None and not known_doc(docid):
-            raise CorpusInputError(
-                str(path), f"line {n}", f"document id {docid!r} is not in the corpus"
-            )
-        if (qid, docid) in seen:
-            raise CorpusInputError(
-                str(path),
-                f"line {n}",
-                f"{docid!r} ranked twice for {qid!r} (first on line {seen[qid, docid]})",
-            )
-        seen[qid, docid] = n
+        _check_row(path, n, qid, docid, known_doc, seen, "{d!r} ranked twice for {q!r}")
         rows.setdefault(qid, []).append((rank, docid, score))
     return {q: [(d, s) for _, d, s in sorted(r, key=lambda x: x[0])] for q, r in rows.items()}
 
