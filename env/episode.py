@@ -17,7 +17,7 @@ from .browser import Browser
 from .context import ContextWindow, parse_context
 from .errors import ResetNeededError
 from .evidence import evidence_of
-from .noise import EpisodeNoise, NegativePool
+from .noise import EpisodeNoise, NegativePool, gold_of
 from .parsing import clean_text, turn_format_ok
 from .reward_spec import parse_reward_spec
 from .rewards import REWARDS, Outcome, score_all
@@ -271,11 +271,7 @@ class Episode:
     def evidence(self):
         """What the tool calls so far showed, with the task's gold evidence (reset options
         ``supporting_titles`` / ``supporting_ids``), for the evidence rewards."""
-        return evidence_of(
-            self.turns,
-            _strings(self.meta.get("supporting_titles")),
-            _strings(self.meta.get("supporting_ids")),
-        )
+        return evidence_of(self.turns, *gold_of(self.meta))
 
     def _visit_obs(self, result: ToolResult | None) -> tuple[str, str | None, dict | None, dict]:
         """(observation, error, shown, cost) of a visit: the extractor's evidence and summary
@@ -368,12 +364,3 @@ def _shown(docs: list) -> dict:
         "titles": [_title(d) for d in docs],
         "urls": [str(d.get("url") or "") for d in docs],
     }
-
-
-def _strings(value: object) -> list[str]:
-    """Gold titles or ids from reset options: a string or a list of them."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value] if isinstance(value, list | tuple) else []

@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,8 +374,7 @@ class EpisodeNoise:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ConfigError(f"options['train_step'] must be an integer >= 0, got {step!r}")
         self.step = step
-        self.gold_titles = _strings(options.get("supporting_titles"))
-        self.gold_ids = _strings(options.get("supporting_ids"))
+        self.gold_titles, self.gold_ids = gold_of(options)
         self.records: list[dict] = []
 
     def apply(self, hits: Sequence[dict], turn: int) -> tuple[list[dict], dict]:
@@ -405,6 +404,16 @@ class EpisodeNoise:
             "p": self.config.p(self.step),
             "searches": list(self.records),
         }
+
+
+def gold_of(options: Mapping) -> tuple[list[str], list[str]]:
+    """The task's gold titles and passage ids from reset options (``supporting_titles`` /
+    ``supporting_ids``: a string or a list of them; anything else counts as none).
+
+    >>> gold_of({"supporting_titles": "Kansas Song", "supporting_ids": [3, "7"]})
+    (['Kansas Song'], ['3', '7'])
+    """
+    return _strings(options.get("supporting_titles")), _strings(options.get("supporting_ids"))
 
 
 def _strings(value: object) -> list[str]:
