@@ -31,7 +31,7 @@ from typing import Any
 
 from . import formatting as fmt
 from .errors import ConfigError, PolicyError
-from .policy import OpenAIClient, SamplingConfig
+from .policy import OpenAIClient, SamplingConfig, json_object_in
 from .types import VISIT, EnvConfig
 from .visit_config import VISIT_PROMPT, VisitConfig  # noqa: F401  (re-exported)
 
@@ -119,15 +119,8 @@ def parse_extraction(text: str) -> dict | None:
     >>> parse_extraction("the page says yes") is None, parse_extraction('{"summary": ""}') is None
     (True, True)
     """
-    text = text or ""
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        return None
-    try:
-        obj = json.loads(text[start : end + 1])
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
+    obj = json_object_in(text)
+    if obj is None:
         return None
     out = {}
     for key in ("evidence", "summary"):
@@ -295,10 +288,12 @@ class Visitor:
             tokens = max(1, int(tokens * cfg.shrink))
             log.info("visit %s: try %d got %s; trying again with %d page tokens",
                      url, attempt + 1, why[:200], tokens)  # fmt: skip
+        tries = cfg.retries + 1
+        how = "1 try" if tries == 1 else f"{tries} tries, the page cut shorter each time"
         return VisitResult(
-            url, goal, title=title, tries=cfg.retries + 1, **spent,
-            error=f"visit failed: the extractor model gave no usable answer in "
-            f"{cfg.retries + 1} tries, the page cut shorter each time (last: {why[:300]})",
+            url, goal, title=title, tries=tries, **spent,
+            error=f"visit failed: the extractor model gave no usable answer in {how} "
+            f"(last: {why[:300]})",
         )  # fmt: skip
 
     async def _call(

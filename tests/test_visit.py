@@ -148,3 +148,14 @@ def test_config_is_checked():
         VisitConfig("http://x", "m", max_input_tokens=0)
     with pytest.raises(ConfigError, match="goal"):
         VisitConfig("http://x", "m", prompt="{url} {page}")
+
+
+async def test_a_single_try_is_named_as_one(client, extractor):
+    url, _ = extractor
+    v = visitor(client, url, timeout=5, retries=0)
+    result = await v.visit(URL, "garbled single goal")
+    await v.aclose()
+    assert (
+        result.tries == 1
+        and "no usable answer in 1 try (last: a reply out of format" in result.error
+    )
