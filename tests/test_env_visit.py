@@ -6,6 +6,7 @@ policy) over real HTTP. ``test_visit_llm.py`` drives one with the real SmolLM2 a
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from env_support import hotpot_client
@@ -27,10 +28,7 @@ TAG_TOOLS = ("search", "access", "visit")
 @pytest.fixture(scope="module")
 def extractor():
     log: list[dict] = []
-    stats: dict = {}
-    from collections import Counter
-
-    stats = Counter()
+    stats: Counter = Counter()
     with ServerThread(fake_extractor(log, stats)) as url:
         yield url, log, stats
 
@@ -55,10 +53,14 @@ def test_tag_style_visit_shows_evidence_records_cost_and_caches(client, extracto
     prompt, info = env.reset(options=QUESTION)
     assert "<visit> url | goal </visit>" in prompt  # the prompt tells the policy how
     n = len(log)
-    obs, _, term, trunc, info = env.step(f"<think>x</think>\n<visit> {URL} | good founding year </visit>")
+    obs, _, term, trunc, info = env.step(
+        f"<think>x</think>\n<visit> {URL} | good founding year </visit>"
+    )
     assert not term and not trunc and info["error"] is None and info["query"] == URL
     assert obs.startswith("\n\n<information>") and obs.rstrip().endswith("</information>")
-    assert "Evidence in page:\nThe University of Kansas" in obs and "about good founding year" in obs
+    assert (
+        "Evidence in page:\nThe University of Kansas" in obs and "about good founding year" in obs
+    )
     assert len(log) == n + 1 and log[-1]["page"].startswith("The University of Kansas")
     # the same visit again: a cache hit, no request, the same observation
     again, *_ = env.step(f"<visit>{URL} | good   founding year</visit>")
@@ -284,7 +286,13 @@ def test_evaluate_flags_build_the_extractor():
     ]  # fmt: skip
     cfg = config_from_args(build_parser().parse_args(argv))
     v = cfg.env.visit
-    assert (v.url, v.model, v.max_input_tokens, v.timeout, v.concurrency) == ("http://e", "ex", 500, 9.0, 3)
+    assert (v.url, v.model, v.max_input_tokens, v.timeout, v.concurrency) == (
+        "http://e",
+        "ex",
+        500,
+        9.0,
+        3,
+    )
     assert "visit" in cfg.env.tools
     with pytest.raises(ConfigError, match="go together"):
         config_from_args(build_parser().parse_args(argv[:-10] + ["--visit-url", "http://e"]))
