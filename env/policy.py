@@ -370,12 +370,16 @@ Predicted answer: {prediction}
 Reply with a JSON object only: {{"rationale": "<one or two sentences>", "judgement": "Correct" or "Incorrect"}}"""
 
 
-def parse_judgement(text: str) -> bool | None:
-    """True / False from a judge reply's JSON ``judgement``; None when it cannot be parsed.
+def json_object_in(text: str | None) -> dict | None:
+    """The JSON object of a model's reply (in a code fence or after some words); None when
+    there is none.
 
     The object is the text from the first ``{`` to the last ``}``, found with ``str.find`` and
     ``rfind``: the greedy regex ``{.*}`` did the same but rescanned the rest of the reply from
     every unclosed ``{`` (200k of them: 36 s).
+
+    >>> json_object_in('Sure: ```json\\n{"a": 1}\\n```'), json_object_in("[1]"), json_object_in("{")
+    ({'a': 1}, None, None)
     """
     text = text or ""
     start, end = text.find("{"), text.rfind("}")
@@ -385,7 +389,13 @@ def parse_judgement(text: str) -> bool | None:
         obj = json.loads(text[start : end + 1])
     except (ValueError, RecursionError):  # deep nesting overflows the decoder's recursion
         return None
-    verdict = obj.get("judgement", obj.get("judgment")) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def parse_judgement(text: str) -> bool | None:
+    """True / False from a judge reply's JSON ``judgement``; None when it cannot be parsed."""
+    obj = json_object_in(text)
+    verdict = obj.get("judgement", obj.get("judgment")) if obj is not None else None
     if not isinstance(verdict, str):
         return None
     verdict = verdict.strip().lower()
