@@ -262,12 +262,11 @@ def _pwrite(path: Path, at: int, a: np.ndarray) -> None:
         os.close(fd)
 
 
-def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
-    """Worker: score terms ``[t_lo, t_hi)`` and write their postings into the output files at
-    their offsets; returns (postings, the terms' maximum scores)."""
-    if task[0] == compact.LAYOUT:
-        return _merge_compact(task[1:])
-    folder, runs, t_lo, t_hi, starts, avgdl, k1, b, method = task
+def _scored_range(
+    folder: Path, runs, t_lo: int, t_hi: int, avgdl: float, k1: float, b: float, method: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Terms ``[t_lo, t_hi)`` read back from the spill runs and scored, for either layout's
+    merge worker: (their indptr slice, docs, term frequencies, scores)."""
     spill = folder / "spill"
     ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
     df = np.diff(ip)
@@ -278,6 +277,16 @@ def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
     scores = posting_scores(
         tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method, step=1 << 20
     )
+    return ip, docs, tf, scores
+
+
+def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
+    """Worker: score terms ``[t_lo, t_hi)`` and write their postings into the output files at
+    their offsets; returns (postings, the terms' maximum scores)."""
+    if task[0] == compact.LAYOUT:
+        return _merge_compact(task[1:])
+    folder, runs, t_lo, t_hi, starts, avgdl, k1, b, method = task
+    ip, docs, _, scores = _scored_range(folder, runs, t_lo, t_hi, avgdl, k1, b, method)
     for name, a in ((BM25S_FILES[0], scores), (BM25S_FILES[1], docs)):
         _pwrite(folder / name, starts[name] + int(ip[0]) * a.itemsize, a)
     return len(docs), termmax.term_maxima(scores, ip - ip[0])
@@ -289,15 +298,8 @@ def _merge_compact(task: tuple) -> tuple:
     block offsets from 0, block bit widths). Scores are computed only for the maxima."""
     folder, runs, t_lo, t_hi, avgdl, k1, b, method, slot = task
     spill = folder / "spill"
-    ip = np.array(np.load(folder / BM25S_FILES[2], mmap_mode="r")[t_lo : t_hi + 1])
-    df = np.diff(ip)
-    term_idf = np.array(np.load(spill / "idf.npy", mmap_mode="r")[t_lo:t_hi])
-    lengths = np.load(spill / "lengths.npy", mmap_mode="r")
-    docs, tf = read_range(spill, runs, t_lo, t_hi, df)
+    ip, docs, tf, scores = _scored_range(folder, runs, t_lo, t_hi, avgdl, k1, b, method)
     local = ip - ip[0]
-    scores = posting_scores(
-        tf, lengths[docs], np.repeat(term_idf, df), avgdl, k1, b, method, step=1 << 20
-    )
     tmax = termmax.term_maxima(scores, local)
     frequent = np.flatnonzero(slot >= 0)
     if len(frequent):
