@@ -457,6 +457,25 @@ def http_request(method: str, path: str, host: str, body: bytes | None = None) -
     return head.encode() + body
 
 
+def in_processes(
+    generator: Callable[[tuple], tuple[list[float], int, float]],
+    clients: int,
+    procs: int,
+    job: Callable[[int, int], tuple],
+) -> tuple[list[float], int, float]:
+    """``clients`` spread over up to ``procs`` spawned load-generator processes (so the client
+    never steals the server's event loop): ``generator(job(i, share))`` in process ``i``.
+    Returns every latency in ms, the errors and the slowest process's elapsed seconds."""
+    import multiprocessing as mp
+
+    procs = min(procs, clients)
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    with mp.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(generator, [job(i, share) for i, share in enumerate(shares)])
+    latencies = [1000 * x for p in parts for x in p[0]]
+    return latencies, sum(p[1] for p in parts), max(p[2] for p in parts)
+
+
 def closed_loop(
     url: str,
     clients: int,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -97,22 +96,18 @@ def _generator(args) -> tuple[list[float], int, float]:
 
 
 def drive(urls, retriever, queries, clients, per_request, seconds, procs=2) -> dict:
-    procs = min(procs, clients)
-    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    jobs = [
-        (urls, retriever, queries, c, per_request, seconds, i * 100_003)
-        for i, c in enumerate(shares)
-    ]
-    with mp.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(_generator, jobs)
-    lat = [1000 * x for p in parts for x in p[0]]
-    elapsed = max(p[2] for p in parts)
+    lat, errors, elapsed = c.in_processes(
+        _generator,
+        clients,
+        procs,
+        lambda i, share: (urls, retriever, queries, share, per_request, seconds, i * 100_003),
+    )
     return {
         "req_s": len(lat) / elapsed,
         "q_s": len(lat) * per_request / elapsed,
         "p50_ms": c.percentile(lat, 50),
         "p99_ms": c.percentile(lat, 99),
-        "errors": sum(p[1] for p in parts),
+        "errors": errors,
     }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -86,22 +85,19 @@ def drive(
     procs: int,
     per_request: int = 1,
 ):
-    procs = min(procs, concurrency)
-    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    jobs = [
-        (url, retriever, queries, c, seconds, i * 1000, per_request) for i, c in enumerate(shares)
-    ]
-    with mp.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(_generator, jobs)
-    latencies = [1000 * x for p in parts for x in p[0]]
-    elapsed = max(p[2] for p in parts)
+    latencies, errors, elapsed = c.in_processes(
+        _generator,
+        concurrency,
+        procs,
+        lambda i, share: (url, retriever, queries, share, seconds, i * 1000, per_request),
+    )
     return {
         "qps": len(latencies) / elapsed,
         "queries_s": per_request * len(latencies) / elapsed,
         "p50_ms": c.percentile(latencies, 50),
         "p99_ms": c.percentile(latencies, 99),
         "requests": len(latencies),
-        "errors": sum(p[1] for p in parts),
+        "errors": errors,
     }
 
 
