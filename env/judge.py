@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .answer_cache import append_answer, load_answers
 from .errors import ConfigError
 from .policy import JUDGE_PROMPT, OpenAIClient, judge
 
@@ -100,20 +101,13 @@ class JudgeReward:
             self._load_cache()
 
     def _load_cache(self) -> None:
-        with open(self.cache_path, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    row = json.loads(line)
-                    self.cache[str(row["key"])] = bool(row["verdict"])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s: line %d is not a judge verdict; skipped", self.cache_path, n)
+        self.cache.update(load_answers(self.cache_path, "verdict", bool, "a judge verdict"))
 
     def _remember(self, key: str, verdict: bool) -> None:
         with self._lock:
             self.cache[key] = verdict
             if self.cache_path:
-                with open(self.cache_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "verdict": verdict}) + "\n")
+                append_answer(self.cache_path, key, "verdict", verdict)
 
     async def ascore(self, items: Sequence[JudgeItem]) -> list[float | None]:
         """The reward of each item: 1.0 correct, 0.0 wrong or unanswered, None flagged."""

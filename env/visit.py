@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import formatting as fmt
+from .answer_cache import append_answer, load_answers
 from .errors import ConfigError, PolicyError
 from .policy import OpenAIClient, SamplingConfig, json_object_in
 from .types import VISIT, EnvConfig
@@ -177,21 +178,14 @@ class Visitor:
 
     # ---- cache ----------------------------------------------------------------------------
     def _load_cache(self) -> None:
-        with open(self.config.cache_path, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    row = json.loads(line)
-                    self.cache[str(row["key"])] = dict(row["result"])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s: line %d is not a visit result; skipped", f.name, n)
+        self.cache.update(load_answers(self.config.cache_path, "result", dict, "a visit result"))
 
     def _remember(self, key: str, result: VisitResult) -> None:
         fields = {k: getattr(result, k) for k in ("text", "evidence", "summary", "title")}
         with self._lock:
             self.cache[key] = fields
             if self.config.cache_path:
-                with open(self.config.cache_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "result": fields}, ensure_ascii=False) + "\n")
+                append_answer(self.config.cache_path, key, "result", fields)
 
     # ---- the tool -------------------------------------------------------------------------
     async def visit(self, url: object, goal: object) -> VisitResult:
