@@ -229,6 +229,8 @@ class ToolCall(Style):
     checks_turn_format = False
     tag_syntax = False
     prefix = ""  # the tools' namespace in their names (gpt-oss: "browser.")
+    system_template = prompts.TOOL_CALL_SYSTEM  # with ``{tools}``: the tools' JSON specs
+    user_template = prompts.TOOL_CALL_USER  # with ``{question}``
 
     @property
     def hint(self) -> str:
@@ -242,8 +244,8 @@ class ToolCall(Style):
 
     def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
         tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in self.tool_specs())
-        system = system_prompt or prompts.TOOL_CALL_SYSTEM.format(tools=tools)
-        user = prompts.TOOL_CALL_USER.format(question=question)
+        system = system_prompt or self.system_template.format(tools=tools)
+        user = self.user_template.format(question=question)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return f"{system}\n\n{user}\n", messages
 
@@ -327,6 +329,8 @@ class Browser(ToolCall):
     search_as_page = True
     link_base = 0
     prefix = "browser."
+    system_template = prompts.BROWSER_SYSTEM
+    user_template = prompts.BROWSER_USER
 
     @property
     def hint(self) -> str:
@@ -335,13 +339,6 @@ class Browser(ToolCall):
             '"..."}}</tool_call> (or browser.open, browser.find), or give the final answer as '
             "<answer>...</answer>"
         )
-
-    def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
-        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in self.tool_specs())
-        system = system_prompt or prompts.BROWSER_SYSTEM.format(tools=tools)
-        user = prompts.BROWSER_USER.format(question=question)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return f"{system}\n\n{user}\n", messages
 
 
 def _tool_calls(text: str) -> list[tuple[str, object]]:

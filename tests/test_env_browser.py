@@ -336,3 +336,26 @@ async def test_coroutines_share_one_browse_call(client):
     assert counting.calls == [("browse", 3)]
     assert results[0][0].startswith("\n<tool_response>\n[0] Ayn Rand (")
     assert results[1][4]["error"] is None and "no page" in results[2][4]["error"]
+
+
+def test_browser_and_tool_call_prompts_use_their_own_templates():
+    """Both function-calling styles build the prompt one way, each from its own templates (the
+    browser's names the ``browser.*`` tools); a given system prompt replaces the template."""
+    from env import prompts
+    from env.styles import get_style
+
+    for name, system_t, user_t in (
+        ("tool-call", prompts.TOOL_CALL_SYSTEM, prompts.TOOL_CALL_USER),
+        ("browser", prompts.BROWSER_SYSTEM, prompts.BROWSER_USER),
+    ):
+        style = get_style(name)
+        tools = "\n".join(json.dumps(t, ensure_ascii=False) for t in style.tool_specs())
+        text, messages = style.prompt("who wrote hamlet")
+        system, user = system_t.format(tools=tools), user_t.format(question="who wrote hamlet")
+        assert messages == [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        assert text == f"{system}\n\n{user}\n"
+        assert style.prompt("q", "be brief")[1][0] == {"role": "system", "content": "be brief"}
+    assert '"browser.search"' in get_style("browser").prompt("q")[0]
