@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@# hydra-core, antlr4, codetiming and cachetools what its agent loop imports (the tool-loop test)
 	$(BIN)/pip install -q --no-deps -c constraints.txt verl tensordict pyvers \
 	  hydra-core antlr4-python3-runtime codetiming cachetools
-	@# GEM's real SearchTool (tests/test_conformance.py): gem-llm's dependencies (reasoning-gym,
+	@# GEM's real SearchTool (tests/retriever/server/test_conformance.py): gem-llm's dependencies (reasoning-gym,
 	@# math-verify, nltk) serve its env registry, not the tool, which imports only msgspec and requests
 	$(BIN)/pip install -q --no-deps -c constraints.txt gem-llm msgspec
 	@# AReaL 1.0 (env/integrations/areal.py tests): it pins an older torch and transformers, so it

@@ -13,7 +13,8 @@ os.environ.setdefault("OPENAI_API_KEY", "unused")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # as the entry points set it
 
-DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parent.parent  # the checkout, whatever folder a test is in
+DATA = REPO / "tests" / "data"
 XML_SAMPLE = DATA / "enwiki-sample-pages-articles.xml.bz2"
 HOTPOT = DATA / "hotpotqa-distractor-500.jsonl"
 

@@ -4,7 +4,7 @@ Profiling the server under load (``scripts/bench/server_layers.py``) showed Fast
 per-request machinery (middleware stack, routing, dependency solving, ``Request`` objects) costing
 more CPU on the event loop than parsing, validating and answering the body together. Here an
 admitted ``POST /retrieve`` goes straight to ``retrieve``, the one function the FastAPI route
-calls too, so both paths give the same bytes for every body (tests/test_fastpath.py).
+calls too, so both paths give the same bytes for every body (tests/retriever/server/test_fastpath.py).
 Admission is only ever narrower than the framework's: a request whose ``Host`` the check would
 refuse, or whose ``Authorization`` is not exactly ``Bearer <token>``, goes the framework's way
 and gets its refusal from there.

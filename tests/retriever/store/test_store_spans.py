@@ -1,0 +1,250 @@
+"""The ``spans`` store layout (``index_build corpus --store spans[,zstd]``): each word stored once,
+and every read the same as from the ``jsonl`` layout built from the same input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, HOTPOT, REPO, XML_SAMPLE
+
+from index_build.__main__ import main
+from index_build.corpus import CorpusConfig, build_corpus
+from index_build.verify import verify_root
+from retriever.errors import CorruptStoreError, IndexFormatError
+from retriever.index import Index
+from retriever.manifest import read_manifest
+from retriever.store import browse as B
+from retriever.store.access import access_pages
+from retriever.store.docstore import DocStore
+from retriever.store.keyindex import KeyIndex
+from retriever.store.writer import StoreWriter
+
+SLICE = DATA / "wikiextractor-slice.txt.gz"
+LAYOUTS = ("jsonl", "spans", "spans,zstd")
+_BUILT: dict[str, Path] = {}
+
+
+def _roots(tmp_path_factory, name: str, source: Path) -> dict[str, Path]:
+    """The three layouts of one input, built once per session."""
+    out = {}
+    for store in LAYOUTS:
+        key = f"{name}:{store}"
+        if key not in _BUILT:
+            root = tmp_path_factory.mktemp(f"{name}-{store.replace(',', '-')}")
+            build_corpus([source], root, CorpusConfig(store=store, workers=1))
+            _BUILT[key] = root
+        out[store] = _BUILT[key]
+    return out
+
+
+@pytest.fixture(scope="session", params=["enwiki-xml", "wikiextractor", "hotpotqa"])
+def roots(request, tmp_path_factory) -> dict[str, Path]:
+    source = {"enwiki-xml": XML_SAMPLE, "wikiextractor": SLICE, "hotpotqa": HOTPOT}[request.param]
+    return _roots(tmp_path_factory, request.param, source)
+
+
+def _size(root: Path) -> int:
+    return sum(p.stat().st_size for p in (root / "corpus").iterdir())
+
+
+def test_every_row_reads_the_same_in_every_layout(roots):
+    want = DocStore.open(roots["jsonl"])
+    assert want.layout == "jsonl"
+    for layout in ("spans", "spans,zstd"):
+        got = DocStore.open(roots[layout])
+        assert got.layout == "spans"
+        assert got.manifest["store"]["compression"] == ("zstd" if "zstd" in layout else None)
+        assert got.manifest["store"]["passages"]["patched"] == 0  # every passage is a span
+        assert (len(got), got.num_pages) == (len(want), want.num_pages) and len(got) > 1000
+        assert got.checksum == want.checksum  # same rows: parts built on one fit the other
+        for row in range(len(want)):
+            a, b = want.get(row), got.get(row)
+            assert a == b and a.to_dict() == b.to_dict(), row
+            assert got.raw(row) == want.raw(row)
+        for row in range(want.num_pages):
+            assert got.get_page(row) == want.get_page(row), row
+            assert got.page_meta(row) == want.page_meta(row)
+        for row in range(0, len(want), 97):  # lookups by id, title and url
+            p = want.get(row)
+            assert got.find_id(p.id) == row
+            assert got.find_title(p.title) == want.find_title(p.title)
+            assert got.page(p.url) == want.page(p.url) is not None
+            assert got.page_by_id(p.id) == want.page_by_id(p.id)
+        ids = roots[layout] / "corpus"
+        assert not KeyIndex.exists(ids, "ids") or len(KeyIndex(ids, "ids")) == 0  # all derived
+        assert not (roots[layout] / "corpus" / "passages.jsonl").exists()
+        assert not (roots[layout] / "corpus" / "pages.jsonl").exists()
+    sizes = {layout: _size(roots[layout]) for layout in LAYOUTS}
+    assert sizes["spans,zstd"] < sizes["spans"] < sizes["jsonl"]
+
+
+def test_access_windows_and_browse_views_are_the_same(roots):
+    want, got = DocStore.open(roots["jsonl"]), DocStore.open(roots["spans,zstd"])
+    names = [want.get_page(r).url for r in range(0, want.num_pages, 7)] + ["No such page"]
+    titles = [want.get_page(r).title for r in range(1, want.num_pages, 11)]
+    for offset, max_chars in ((0, None), (0, 500), (1234, 3000)):
+        assert access_pages(got, names, titles, offset=offset, max_chars=max_chars) == (
+            access_pages(want, names, titles, offset=offset, max_chars=max_chars)
+        )
+    requests = [{"action": "open", "id": n, "loc": 3, "num_lines": 20} for n in names[:5]]
+    requests += [{"action": "find", "id": titles[0], "pattern": "the"}]
+    requests += [{"action": "sections", "id": names[0]}]
+    assert B.browse(got, requests) == B.browse(want, requests)
+
+
+def test_search_through_index_is_the_same(tmp_path_factory):
+    roots = _roots(tmp_path_factory, "wikiextractor", SLICE)
+    queries = ["history of the city", "football club league", "river valley population"]
+    results = {}
+    for layout in ("jsonl", "spans,zstd"):
+        root = roots[layout]
+        if not (root / "bm25").exists():
+            assert main(["bm25", "--index", str(root), "--no-progress"]) == 0
+        results[layout] = Index.open(root).search(queries, k=8)
+    assert all(len(hits) == 8 for hits in results["jsonl"])
+    assert results["spans,zstd"] == results["jsonl"]
+    # the BM25 part built on one layout opens on the other (one corpus checksum)
+    other = tmp_path_factory.mktemp("crossed")
+    shutil.copytree(roots["spans"] / "corpus", other / "corpus")
+    shutil.copytree(roots["jsonl"] / "bm25", other / "bm25")
+    assert Index.open(other).search(queries, k=8) == results["jsonl"]
+
+
+def _flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        old = f.read(1)
+        f.seek(at)
+        f.write(bytes([old[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("layout", ["spans", "spans,zstd"])
+def test_verify_passes_and_finds_a_flipped_byte_in_every_new_file(tmp_path, layout):
+    src = _BUILT.get(f"wikiextractor:{layout}")
+    if src is None:
+        src = tmp_path / "src"
+        build_corpus([SLICE], src, CorpusConfig(store=layout))
+    report = verify_root(src)
+    assert report["ok"], report["problems"]
+    assert report["corpus"]["bad_passages"]["count"] == 0
+    text = "pages.text.zst" if "zstd" in layout else "pages.text"
+    for name in (text, "passages.spans.npy", "pages.heads.jsonl", "pages.offsets.npy"):
+        root = tmp_path / name
+        shutil.copytree(src / "corpus", root / "corpus")
+        path = root / "corpus" / name
+        _flip(path, path.stat().st_size // 2)
+        report = verify_root(root)
+        assert not report["ok"]
+        assert any(name in p and "sha256" in p for p in report["problems"]), report["problems"]
+
+
+def test_a_damaged_zstd_block_is_a_clear_error(tmp_path):
+    build_corpus([SLICE], tmp_path, CorpusConfig(store="spans,zstd"))
+    path = tmp_path / "corpus" / "pages.text.zst"
+    blocks = np.load(tmp_path / "corpus" / "pages.blocks.npy")
+    _flip(path, int(blocks[1]) + 100)  # inside block 1
+    store = DocStore.open(tmp_path)
+    with pytest.raises(CorruptStoreError, match="block 1 does not decompress.*index_build verify"):
+        for row in range(len(store)):
+            store.get(row)
+    report = verify_root(tmp_path, checksums=False)  # reading the rows finds it too
+    assert report["corpus"]["bad_passages"]["count"] > 0 and not report["ok"]
+
+
+def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
+    w = StoreWriter(tmp_path, store="spans")
+    w.add_passage("lone", "No page", "a passage before any page", "u0")
+    w.add_page("7", "T", "https://en.wikipedia.org/wiki/T", "One  two\nthree four. Five six")
+    url = "https://en.wikipedia.org/wiki/T"
+    w.add_passage("7-0", "T", "One two three", url)  # words: whitespace made single
+    w.add_passage("7-1", "T", "four. Five six", url)  # raw slice
+    w.add_passage("7-2", "T", "seven eight", url)  # not in the page
+    w.add_passage("x", "T", "two three", url)  # an id that is not the page's
+    w.add_passage("7-4", "Other", "One two three", url)  # another title
+    w.add_page("8", "U", "https://x.org/U", "")  # empty page, own url
+    w.add_page("9", "V", "https://en.wikipedia.org/wiki/V", "Whole")
+    w.add_passage("9", "V", "Whole", "https://en.wikipedia.org/wiki/V")
+    m = w.finish({})
+    assert m["store"]["passages"] == {"raw": 2, "lines": 0, "words": 1, "patched": 4}
+    assert m["format_version"] == 2
+    store = DocStore(tmp_path)
+    got = [(p.id, p.title, p.text, p.url) for p in store.iter_passages()]
+    assert got == [
+        ("lone", "No page", "a passage before any page", "u0"),
+        ("7-0", "T", "One two three", url),
+        ("7-1", "T", "four. Five six", url),
+        ("7-2", "T", "seven eight", url),
+        ("x", "T", "two three", url),
+        ("7-4", "Other", "One two three", url),
+        ("9", "V", "Whole", "https://en.wikipedia.org/wiki/V"),
+    ]
+    # ids: "PAGE" and "PAGE-k" come from the pages; the id table holds only the others
+    assert m["ids"] == "pages" and len(KeyIndex(tmp_path, "ids")) == 2  # "lone" and "x"
+    assert [store.find_id(p[0]) for p in got] == list(range(7))
+    for missing in ("7-99", "7-01", "nope", "8-0", "9-0", "-1"):
+        assert store.find_id(missing) is None, missing
+    assert store.get_page(1).url == "https://x.org/U" and store.get_page(1).text == ""
+    assert store.page("T").text == "One  two\nthree four. Five six"
+
+
+def test_cli_option_and_inputs_without_pages(tmp_path, capsys, caplog):
+    root = tmp_path / "idx"
+    argv = ["corpus", "--input", str(SLICE), "--out", str(root), "--store", "spans,zstd"]
+    assert main([*argv, "--no-progress"]) == 0
+    m = read_manifest(root / "corpus")
+    assert m["store"]["layout"] == "spans" and m["format_version"] == 2
+    assert "pages.text.zst" in m["files"] and "passages.spans.npy" in m["files"]
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("id\ttext\ttitle\n1\tfirst passage\tA\n2\tsecond passage\tB\n")
+    build_corpus([tsv], tmp_path / "t", CorpusConfig(store="spans"))
+    assert "the store is jsonl" in caplog.text
+    store = DocStore.open(tmp_path / "t")
+    assert store.layout == "jsonl" and store.get(1).text == "second passage"
+    rows = tmp_path / "wiki-18.jsonl"  # a Search-R1 file: indexed in place, its JSONL kept
+    rows.write_text('{"id": "0", "contents": "\\"A\\"\\nfirst passage"}\n')
+    build_corpus([rows], tmp_path / "r", CorpusConfig(store="spans,zstd"))
+    assert "indexed in place keeps its JSONL" in caplog.text
+    assert DocStore.open(tmp_path / "r").get(0).text == "first passage"
+    with pytest.raises(IndexFormatError, match="has no passages JSONL"):
+        DocStore.open(root).data_path("passages")
+    capsys.readouterr()
+    assert main(["corpus", "--input", str(SLICE), "--out", str(root), "--store", "zip"]) == 2
+    assert "--store: invalid choice: 'zip'" in capsys.readouterr().err
+
+
+def test_bench_store_option_smoke(tmp_path):
+    """``scripts/bench/corpus.py --store`` runs on the bundled slice and records its section."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = REPO
+    env = {**os.environ, "BENCH_RECORD": str(tmp_path / "record.md")}
+    script = repo / "scripts" / "bench" / "corpus.py"
+    cmd = [sys.executable, str(script), "--smoke", "--store", "spans", "spans,zstd"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert [row[0] for row in summary["rows"]] == ["jsonl", "spans", "spans,zstd"]
+    per_text_byte = [float(row[2]) for row in summary["rows"]]
+    assert per_text_byte[2] < per_text_byte[1] < per_text_byte[0]
+    assert "## Corpus store layouts (" in (tmp_path / "record.md").read_text()
+
+
+def test_a_dropped_spans_store_closes_its_files(tmp_path):
+    import gc
+    import os
+
+    build_corpus([SLICE], tmp_path, CorpusConfig(store="spans,zstd"))
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        store = DocStore.open(tmp_path)
+        store.get(5)
+        del store
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
