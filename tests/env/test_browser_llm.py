@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 from conftest import XML_SAMPLE
-from llm_support import CountingClient, llm_url, model_dir  # noqa: F401  (fixtures)
+from llm_support import CountingClient
 
 from env.evaluate import build_parser, config_from_args, evaluate
 from env.types import BROWSE_KINDS

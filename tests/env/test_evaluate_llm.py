@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from env_support import HOTPOT, ensure_bm25
-from llm_support import CountingClient, llm_url, model_dir  # noqa: F401  (module fixtures)
+from llm_support import CountingClient
 
 from env.evaluate import build_parser, config_from_args, evaluate
 from env.types import STYLES

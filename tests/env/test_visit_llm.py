@@ -12,7 +12,6 @@ import dataclasses
 
 import pytest
 from env_support import hotpot_client
-from llm_support import llm_url, model_dir  # noqa: F401  (module fixtures)
 
 from env.search_env import SearchEnv
 from env.types import EnvConfig

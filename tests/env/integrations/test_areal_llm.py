@@ -12,7 +12,6 @@ import json
 import httpx
 import pytest
 from env_support import HOTPOT, hotpot_client
-from llm_support import llm_url, model_dir  # noqa: F401  (module fixtures)
 
 from env.integrations.areal import ASearcherAgent
 
