@@ -171,8 +171,7 @@ def generate(model, tok, seqs: list[list[int]], max_new: int, sample: bool, cfg:
     """One turn for each sequence (left-padded batch): new ids, cut after EOS."""
     import torch
 
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    eos, pad = tok.eos_token_id, pad_id(tok)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -193,14 +192,23 @@ def generate(model, tok, seqs: list[list[int]], max_new: int, sample: bool, cfg:
             tokenizer=tok,
             **opts,
         )
-    turns = []
-    for row in out[:, width:].tolist():
-        if eos in row:
-            row = row[: row.index(eos) + 1]
-        while row and row[-1] == pad and pad != eos:
-            row.pop()
-        turns.append(row or [eos])
-    return turns
+    return [trim(row, eos, pad) for row in out[:, width:].tolist()]
+
+
+def pad_id(tok) -> int:
+    """A padding token that is not EOS: a row stopped by a stop string is padded, and its
+    padding must not read as the end of the message (the episode would stop unanswered)."""
+    eos = tok.eos_token_id
+    return next(p for p in (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, 0) if p != eos)
+
+
+def trim(row: list[int], eos: int, pad: int) -> list[int]:
+    """One generated turn: cut after EOS, padding dropped (an empty turn is a bare EOS)."""
+    if eos in row:
+        row = row[: row.index(eos) + 1]
+    while row and row[-1] == pad and pad != eos:
+        row.pop()
+    return row or [eos]
 
 
 def run_episodes(model, tok, client, tasks, search: bool, sample: bool, cfg: Config) -> list[dict]:

@@ -63,6 +63,19 @@ def test_scripted_policy_copies_the_span_it_read(hotpot_root):
     assert l2s.NoSearch().retrieve(["q1", "q2"]) == [[], []]
 
 
+def test_a_turn_cut_by_a_stop_string_does_not_end_the_message():
+    """The first full run stopped every searching episode unanswered: its padding was EOS."""
+    l2s = load()
+    tok = _tokenizer(l2s)
+    tok.pad_token = tok.eos_token  # as grpo_trl.load_model leaves it
+    eos, pad = tok.eos_token_id, l2s.pad_id(tok)
+    assert pad != eos
+    search = tok.encode("<search> q </search>", add_special_tokens=False)
+    assert l2s.trim(search + [pad, pad], eos, pad) == search
+    assert l2s.trim(search + [eos, pad], eos, pad) == search + [eos]
+    assert l2s.trim([pad, pad], eos, pad) == [eos]
+
+
 def _tokenizer(l2s):
     from grpo_trl import GGUF_FILE, model_dir
     from transformers import AutoTokenizer
