@@ -472,6 +472,18 @@ def evaluate(model, tok, client, tasks, search: bool, cfg: Config, name: str, ou
     return res
 
 
+def paired_gain(out: Path, better: str, worse: str, n: int, seed: int) -> dict:
+    """Held-out F1 of ``better`` minus ``worse`` on the same questions, with a paired bootstrap
+    95% interval (the questions resampled together), from the ``heldout-NAME.jsonl`` files."""
+
+    def f1s(name: str) -> dict[str, float]:
+        rows = [json.loads(x) for x in (out / f"heldout-{name}.jsonl").read_text().splitlines()]
+        return {r["id"]: r["f1"] for r in rows}
+
+    a, b = f1s(better), f1s(worse)
+    return bootstrap([a[k] - b[k] for k in a], n, seed)
+
+
 def free_text_f1(eps: list[dict], cfg: Config) -> dict:
     """A lenient F1: an episode without an answer tag is scored on its whole text (observations
     left out), so a model that answers in prose is not scored 0 for the format alone."""
@@ -593,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             "control": control["searches_per_episode"],
             "trained": trained["searches_per_episode"],
         },
+        "trained_minus_control_f1": paired_gain(out, "trained", "control", cfg.bootstrap, cfg.seed),
+        "trained_minus_base_f1": paired_gain(out, "trained", "base", cfg.bootstrap, cfg.seed),
         "free_text_f1": {
             "base": base["f1_free_text"],
             "control": control["f1_free_text"],

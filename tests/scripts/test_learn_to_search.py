@@ -98,6 +98,10 @@ def test_quick_pipeline_writes_the_summary(tmp_path, hotpot_root):
     assert summary["heldout_questions"] == 4
     assert summary["command"].startswith("python scripts/train/learn_to_search.py --quick")
     assert summary["searches_per_episode_last10pct"] >= 0
+    assert (
+        summary["trained_minus_control_f1"]["ci95"][0]
+        <= summary["trained_minus_control_f1"]["ci95"][1]
+    )
     assert set(summary["free_text_f1"]) == {"base", "control", "trained"}
     assert 0 <= summary["heldout_answer_in_top_hits"] <= 1
     steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
