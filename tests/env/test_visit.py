@@ -36,7 +36,7 @@ def visitor(client, url: str, **options) -> Visitor:
 
 async def test_visit_returns_evidence_and_summary_and_logs_its_cost(client, extractor, caplog):
     url, log = extractor
-    v = visitor(client, url, timeout=5)
+    v = visitor(client, url, timeout=30)
     with caplog.at_level(logging.INFO, logger="env.visit"):
         result = await v.visit(URL, "good founding year")
     await v.aclose()
@@ -54,7 +54,7 @@ async def test_visit_returns_evidence_and_summary_and_logs_its_cost(client, extr
 async def test_cache_hit_makes_no_request(client, extractor, tmp_path):
     url, log = extractor
     cache = tmp_path / "visits.jsonl"
-    v = visitor(client, url, timeout=5, cache_path=str(cache))
+    v = visitor(client, url, timeout=30, cache_path=str(cache))
     first = await v.visit(URL, "good cached goal")
     n = len(log)
     again = await v.visit(URL, "good   cached goal")  # the same goal, other spacing
@@ -62,11 +62,11 @@ async def test_cache_hit_makes_no_request(client, extractor, tmp_path):
     assert first.ok and again.ok and again.cached and again.text == first.text
     assert len(log) == n and v.stats.cache_hits == 1
     # a new process reads the cache file: still no request
-    v2 = visitor(client, url, timeout=5, cache_path=str(cache))
+    v2 = visitor(client, url, timeout=30, cache_path=str(cache))
     third = await v2.visit(URL, "good cached goal")
     assert third.cached and third.text == first.text and len(log) == n
     # another model is another key
-    v3 = Visitor(client, VisitConfig(url, "other-model", timeout=5, cache_path=str(cache)))
+    v3 = Visitor(client, VisitConfig(url, "other-model", timeout=30, cache_path=str(cache)))
     fourth = await v3.visit(URL, "good cached goal")
     await v3.aclose()
     assert not fourth.cached and len(log) == n + 1 and log[-1]["model"] == "other-model"
@@ -74,7 +74,7 @@ async def test_cache_hit_makes_no_request(client, extractor, tmp_path):
 
 async def test_out_of_format_retries_shorter_then_is_a_tool_error(client, extractor):
     url, log = extractor
-    v = visitor(client, url, timeout=5, retries=2, max_input_tokens=100)
+    v = visitor(client, url, timeout=30, retries=2, max_input_tokens=100)
     n = len(log)
     result = await v.visit(URL, "garbled goal")
     await v.aclose()
@@ -87,7 +87,7 @@ async def test_out_of_format_retries_shorter_then_is_a_tool_error(client, extrac
 
 async def test_too_long_input_retries_with_a_shorter_page(client, extractor):
     url, log = extractor
-    v = visitor(client, url, timeout=5, retries=3, max_input_tokens=16)  # 64 characters
+    v = visitor(client, url, timeout=30, retries=3, max_input_tokens=16)  # 64 characters
     n = len(log)
     result = await v.visit(URL, "fussy goal")
     await v.aclose()
@@ -134,7 +134,7 @@ async def test_bad_input_is_a_tool_error_without_a_model_request(
     client, extractor, url, goal, says
 ):
     ext, log = extractor
-    v = visitor(client, ext, timeout=5)
+    v = visitor(client, ext, timeout=30)
     n = len(log)
     result = await v.visit(url, goal)
     await v.aclose()
@@ -152,7 +152,7 @@ def test_config_is_checked():
 
 async def test_a_single_try_is_named_as_one(client, extractor):
     url, _ = extractor
-    v = visitor(client, url, timeout=5, retries=0)
+    v = visitor(client, url, timeout=30, retries=0)
     result = await v.visit(URL, "garbled single goal")
     await v.aclose()
     assert (
