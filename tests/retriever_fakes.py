@@ -191,3 +191,12 @@ class HashEncoder:
         )
 
     encode_queries = encode_passages
+
+
+def fake_generator(args: tuple) -> tuple[list[float], int, float]:
+    """A load generator for scripts/bench/common.in_processes: one latency of 1 ms per client,
+    ``i`` errors. It lives here, in a module the spawned children import by name: a function of
+    a test module (imported by path in importlib mode) cannot be unpickled there, and the pool
+    then waits for ever."""
+    i, share = args
+    return [0.001] * share, i, 0.5 + i

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from retriever_fakes import fake_generator
 
 BENCH = REPO / "scripts" / "bench"
 RECORDS = [REPO / "BENCHMARKS.md", REPO / "docs" / "benchmarks-history.md"]
@@ -146,18 +147,12 @@ def test_closed_loop_drives_keep_alive_clients_and_counts_errors(common):
     assert [s for s in seen if s != "bad"] == [f"0:{n}" for n in range(len(lat))]
 
 
-def _fake_generator(args: tuple) -> tuple[list[float], int, float]:
-    """A load generator for ``in_processes``: one latency of 1 ms per client, ``i`` errors."""
-    i, share = args
-    return [0.001] * share, i, 0.5 + i
-
-
 def test_in_processes_spreads_clients_and_merges_results(common):
     """Five clients over two spawned processes: shares 3 and 2, latencies in ms, errors summed,
     elapsed of the slowest; never more processes than clients."""
-    lat, errors, elapsed = common.in_processes(_fake_generator, 5, 2, lambda i, s: (i, s))
+    lat, errors, elapsed = common.in_processes(fake_generator, 5, 2, lambda i, s: (i, s))
     assert lat == [1.0] * 5 and errors == 1 and elapsed == 1.5
-    assert common.in_processes(_fake_generator, 1, 4, lambda i, s: (i, s)) == ([1.0], 0, 0.5)
+    assert common.in_processes(fake_generator, 1, 4, lambda i, s: (i, s)) == ([1.0], 0, 0.5)
 
 
 @pytest.mark.slow
