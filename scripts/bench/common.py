@@ -89,8 +89,12 @@ def importable(folder: Path) -> None:
 
 
 def use_test_helpers() -> None:
-    """Make ``tests/`` importable (``env_support``, ``ui_support``)."""
+    """Make ``tests/`` importable (``env_support``, ``ui_support``). The repository goes on the
+    path too: tests/ has folders named ``retriever`` and ``env`` (the tests mirror the packages),
+    and only a regular package found on the path (the repository's) wins over such folders, in
+    this process and in the worker processes it spawns."""
     importable(REPO / "tests")
+    importable(REPO)
 
 
 def use_repo_if_not_installed() -> None:
