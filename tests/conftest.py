@@ -36,3 +36,16 @@ def xml_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("xml") / "index"
     assert main(["corpus", "--input", str(XML_SAMPLE), "--out", str(root), "--no-progress"]) == 0
     return root
+
+
+@pytest.fixture(autouse=True)
+def _logging_manager_restored():
+    """Put back the logging tree a third-party library replaced in-process: AReaL's
+    ``areal.utils.logging.getLogger`` makes a new ``Logger.root`` and ``Logger.manager`` on every
+    call, after which ``logging.getLogger("env.visit")`` (what caplog sets) is no longer the
+    logger ``env.visit`` writes to, and a later test's log assertion saw nothing in the full run."""
+    import logging
+
+    root, manager = logging.Logger.root, logging.Logger.manager
+    yield
+    logging.Logger.root, logging.Logger.manager = root, manager
