@@ -4,9 +4,9 @@
     python -m env.mcp_server --index ROOT --transport http --port 8765 \\
         --visit-url http://127.0.0.1:8001 --visit-model Qwen/Qwen2.5-7B-Instruct
 
-Tools: ``search(query, topk)``, ``access(url, page)``, ``open(id, loc, num_lines)`` and
-``find(id, pattern)`` (the store's browser views, when the client has ``browse``) and, with an
-extractor model,
+Tools: ``search(query, topk)``, ``access(url, page)``, ``open(id, loc, num_lines, section)``,
+``find(id, pattern, regex)`` and ``sections(id)`` (the store's browser views, when the client
+has ``browse``: the env's ``open``/``find``/``sections``) and, with an extractor model,
 ``visit(url, goal)`` (``env.visit``). Each answers the text the env's ``tool-call`` style shows
 a policy (the same formatting and budgets). Bad arguments, unknown pages, a failed extractor
 and an unreachable search backend are MCP tool errors (``isError``) whose text says what was
@@ -148,7 +148,9 @@ def build_server(tools: Tools, name: str = "wikisearch"):
     server = MCPServer(
         name,
         instructions="Search a local Wikipedia: search finds passages, access reads a page in "
-        "chunks, visit reads a page for a goal and returns the evidence and a summary.",
+        "chunks; open shows a page as numbered lines, find finds text in it, sections lists its "
+        "headings (open one with section=); visit reads a page for a goal and returns the "
+        "evidence and a summary.",
     )
 
     @server.tool()
@@ -164,16 +166,29 @@ def build_server(tools: Tools, name: str = "wikisearch"):
     if hasattr(tools.client, "browse"):
 
         @server.tool()
-        async def open(id: str, loc: int = 0, num_lines: int = 40) -> str:  # noqa: A001
-            """Open a page (URL or title) as numbered lines from line loc, with its links."""
+        async def open(  # noqa: A001
+            id: str, loc: int = 0, num_lines: int = 40, section: str | None = None
+        ) -> str:
+            """Open a page (URL or title) as numbered lines from line loc, with its links; with
+            section (a heading that sections lists), from that section's heading instead."""
+            request = {"action": "open", "id": id, "loc": loc, "num_lines": num_lines}
+            if section is not None:
+                request["section"] = section
+            return await tools.browse(request)
+
+        @server.tool()
+        async def find(id: str, pattern: str, regex: bool = False) -> str:
+            """Find a text in a page (literal and case-insensitive; a time-bounded regex when
+            regex is true): the lines where it occurs."""
             return await tools.browse(
-                {"action": "open", "id": id, "loc": loc, "num_lines": num_lines}
+                {"action": "find", "id": id, "pattern": pattern, "regex": regex}
             )
 
         @server.tool()
-        async def find(id: str, pattern: str) -> str:
-            """Find a literal text (case-insensitive) in a page: the lines where it occurs."""
-            return await tools.browse({"action": "find", "id": id, "pattern": pattern})
+        async def sections(id: str) -> str:
+            """List a page's section headings (URL or title) with the line each starts at;
+            open one with open(id, section=heading)."""
+            return await tools.browse({"action": "sections", "id": id})
 
     if tools.visitor is not None:
 

@@ -4,6 +4,7 @@ client (``mcp.Client``) over streamable HTTP on 127.0.0.1 and over stdio (a subp
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -43,7 +44,7 @@ def http_url(hotpot_root):
 async def test_http_lists_and_calls_every_tool(http_url):
     async with Client(http_url) as mcp:
         tools = {t.name: t for t in (await mcp.list_tools()).tools}
-        assert set(tools) == {"search", "access", "open", "find", "visit"}
+        assert set(tools) == {"search", "access", "open", "find", "sections", "visit"}
         assert set(tools["visit"].input_schema["required"]) == {"url", "goal"}
         found = await mcp.call_tool("search", {"query": "University of Kansas", "topk": 2})
         assert not found.is_error and text_of(found).count("[Doc ") == 2
@@ -77,6 +78,11 @@ async def test_http_lists_and_calls_every_tool(http_url):
         ("open", {"id": URL, "loc": -1}, "open failed"),
         ("open", {"id": ""}, "needs an id"),
         ("find", {"id": URL, "pattern": ""}, "find failed"),
+        ("find", {"id": URL, "pattern": "(x", "regex": True}, "not a valid regex"),
+        ("sections", {"id": URL}, "no sections for this corpus"),  # HotpotQA: no page meta
+        ("sections", {"id": "https://en.wikipedia.org/wiki/No_Such_Page_xyz"}, "sections failed"),
+        ("sections", {"id": " "}, "needs an id"),
+        ("open", {"id": URL, "section": "History"}, "no sections for this corpus"),
         ("visit", {"url": URL, "goal": ""}, "needs a goal"),
         ("visit", {"url": URL, "goal": "x" * 5000}, "at most 2000"),
         ("visit", {"url": URL}, "goal"),
@@ -92,6 +98,48 @@ async def test_http_bad_input_is_a_tool_error(http_url, tool, args, says):
         assert not ok.is_error
 
 
+@pytest.fixture(scope="module")
+def xml_url(xml_root):
+    """The MCP server over the Wikipedia XML sample's store (pages with sections and links)."""
+    from retriever.client import InProcessClient
+
+    client = InProcessClient(xml_root, warmup=False)
+    with ServerThread(build_server(Tools(client)).streamable_http_app()) as url:
+        yield url + "/mcp"
+    client.close()
+
+
+async def test_http_sections_lists_and_opens_a_section(xml_url):
+    rand = "https://en.wikipedia.org/wiki/Ayn_Rand"
+    async with Client(xml_url) as mcp:
+        tools = {t.name: t for t in (await mcp.list_tools()).tools}
+        assert tools["sections"].input_schema["required"] == ["id"]
+        assert "section" in tools["open"].input_schema["properties"]
+        toc = await mcp.call_tool("sections", {"id": "Ayn Rand"})
+        assert not toc.is_error and "Sections of `Ayn Rand`" in text_of(toc), text_of(toc)
+        line = int(re.search(r"†Early life】 \(L(\d+)\)", text_of(toc)).group(1))
+        opened = await mcp.call_tool("open", {"id": rand, "section": "early life", "num_lines": 3})
+        assert not opened.is_error and f"\nL{line}: Early life\n" in text_of(opened)
+        assert f"**viewing lines [{line} - {line + 2}] of " in text_of(opened)
+        found = await mcp.call_tool(
+            "find", {"id": rand, "pattern": r"Objectivis[mt]", "regex": True}
+        )
+        assert not found.is_error and "# 【0†match at L" in text_of(found), text_of(found)
+        for tool, args, says in [
+            (
+                "open",
+                {"id": rand, "section": "No such heading zz"},
+                "no section 'No such heading zz'",
+            ),
+            ("sections", {"id": "No such page zz"}, "no page 'No such page zz'"),
+            ("sections", {"id": 3}, "id"),  # not a string: refused by the tool's schema
+        ]:
+            bad = await mcp.call_tool(tool, args)
+            assert bad.is_error and says in text_of(bad), text_of(bad)
+        again = await mcp.call_tool("sections", {"id": rand})  # the session goes on
+        assert not again.is_error and text_of(again) == text_of(toc)
+
+
 async def test_stdio_subprocess(hotpot_root):
     root = ensure_bm25(hotpot_root)
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ}
@@ -103,7 +151,7 @@ async def test_stdio_subprocess(hotpot_root):
     )
     async with Client(params, read_timeout_seconds=120) as mcp:
         names = {t.name for t in (await mcp.list_tools()).tools}
-        assert names == {"search", "access", "open", "find"}  # no extractor: no visit tool
+        assert names == {"search", "access", "open", "find", "sections"}  # no extractor: no visit
         found = await mcp.call_tool("search", {"query": "University of Kansas"})
         assert not found.is_error and URL in text_of(found)
         page = await mcp.call_tool("access", {"url": URL})
