@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,13 +100,43 @@ class StoredVectorReranker:
 
 class CachedBiEncoder:
     """A bi-encoder reranker that encodes each distinct passage text once across calls, so
-    depths 20, 50 and 100 over the same base pay for the deepest candidates only."""
+    depths 20, 50 and 100 over the same base pay for the deepest candidates only.
 
-    def __init__(self, encoder):
+    With ``path`` the vectors are also kept on disk (written after every call that encoded,
+    ``tmp`` then rename) and read back at start: an hour-long run on a loaded 2-core box that
+    is stopped goes on where it stopped."""
+
+    def __init__(self, encoder, path: Path | None = None):
         self.encoder = encoder
+        self.path = path
         self.cache: dict[str, np.ndarray] = {}
         self.encode_seconds = 0.0
+        self.encoded: list[str] = []  # texts encoded by this process (the cache may hold more)
         self.name = f"bi-encoder:{encoder.config.model} (cached)"
+        if path is not None and path.is_file():
+            with np.load(path) as saved:
+                if str(saved["model"]) != str(encoder.config.model):
+                    raise SystemExit(
+                        f"{path} holds vectors of {saved['model']}, not {encoder.config.model}: "
+                        "give another --encode-cache or delete it"
+                    )
+                self.cache.update(zip(saved["keys"].tolist(), saved["vectors"]))
+            print(f"{path}: {len(self.cache)} passage vectors read back", flush=True)
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        keys = list(self.cache)
+        np.savez(
+            tmp,
+            keys=np.array(keys),
+            vectors=np.stack([self.cache[k] for k in keys]),
+            model=np.array(str(self.encoder.config.model)),
+        )
+        os.replace(tmp, self.path)
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         return self.score_batch([query], [passages])[0]
@@ -112,27 +144,71 @@ class CachedBiEncoder:
     def score_batch(
         self, queries: Sequence[str], passages: Sequence[Sequence[str]]
     ) -> list[np.ndarray]:
-        new = list(dict.fromkeys(t for texts in passages for t in texts if t not in self.cache))
+        keys = [[self.key(t) for t in texts] for texts in passages]
+        new = {k: t for ks, texts in zip(keys, passages) for k, t in zip(ks, texts)}
+        new = {k: t for k, t in new.items() if k not in self.cache}
         if new:
             self.encode_seconds -= c.time.perf_counter()
-            self.cache.update(zip(new, self.encoder.encode_passages(new)))
+            self.cache.update(zip(new, self.encoder.encode_passages(list(new.values()))))
             self.encode_seconds += c.time.perf_counter()
+            self.encoded.extend(new.values())
+            if self.path is not None:
+                self.save()
         q = self.encoder.encode_queries(list(queries))
         return [
-            (np.stack([self.cache[t] for t in texts]) @ q[i]).astype(np.float32)
-            if texts
+            (np.stack([self.cache[k] for k in ks]) @ q[i]).astype(np.float32)
+            if ks
             else np.zeros(0, np.float32)
-            for i, texts in enumerate(passages)
+            for i, ks in enumerate(keys)
         ]
 
 
-NQ_HEADER = ["retriever", "N", "AR@3", "AR@5", "AR@10", "bm25 AR@N (ceiling)"]
+NQ_HEADER = [
+    "retriever",
+    "N",
+    "AR@3",
+    "AR@5",
+    "AR@10",
+    "bm25 AR@N (ceiling)",
+    "AR@5 95% CI",
+    "AR@5 - bm25 (paired 95% CI)",
+]
 
 
-def nq_recall(root: Path, questions: int, depths: list[int], path: Path) -> tuple[list, dict]:
-    """bm25 and bm25+rerank (MiniLM bi-encoder, re-encoding cached) answer recall on NQ."""
+def answer_ranks(index, topics, run) -> np.ndarray:
+    """Per question, the rank of the first passage holding an answer (DPR has_answer, as
+    ``answer_recall`` counts it); ``inf`` when none does. AR@k is ``mean(ranks < k)``."""
+    from retriever.evaluation import has_answer
+
+    out = np.full(len(topics.items), np.inf)
+    for i, t in enumerate(topics.items):
+        rows = (index.store.find_id(d) for d, _ in run.get(t.qid, ()))
+        out[i] = next(
+            (r for r, row in enumerate(rows) if has_answer(index.store.get(row).text, t.answers)),
+            np.inf,
+        )
+    return out
+
+
+def bootstrap_ci(x: np.ndarray, reps: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``mean(x)`` over questions resampled with
+    replacement (seeded: the same interval every run).
+
+    >>> bootstrap_ci(np.zeros(50))
+    (0.0, 0.0)
+    """
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(reps, len(x)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def nq_recall(
+    root: Path, questions: int, depths: list[int], path: Path, cache: Path | None = None
+) -> tuple[list, dict]:
+    """bm25 and bm25+rerank (MiniLM bi-encoder, re-encoding cached) answer recall on NQ, each
+    row with a bootstrap interval and its paired difference to bm25 (same questions)."""
     from retriever.dense.encoders import packaged_model_path
-    from retriever.evaluate import evaluate_run
     from retriever.evaluation import check_answers, read_topics
     from retriever.index import Index
 
@@ -140,26 +216,95 @@ def nq_recall(root: Path, questions: int, depths: list[int], path: Path) -> tupl
     topics = read_topics(str(path))
     topics.items = topics.items[:questions]
     check_answers(topics)
-    cutoffs = sorted({3, 5, 10, *depths})
-    reranker = CachedBiEncoder(index.reranker(str(packaged_model_path())).encoder)
-    found = searcher(index, "bm25", 0, None)(topics, 64, max(cutoffs))
-    base = evaluate_run(index, topics, found, cutoffs, answers=True)
-    table = [["bm25", "-", *(f"{base[f'answer_recall@{k}']:.3f}" for k in (3, 5, 10)), "-"]]
+    reranker = CachedBiEncoder(index.reranker(str(packaged_model_path())).encoder, cache)
+    base = answer_ranks(
+        index, topics, searcher(index, "bm25", 0, None)(topics, 64, max(10, *depths))
+    )
+
+    def ci(x: np.ndarray) -> str:
+        lo, hi = bootstrap_ci(x)
+        return f"[{lo:.3f}, {hi:.3f}]"
+
+    def row(name, depth, ranks, diff: str) -> list:
+        ar = [f"{np.mean(ranks < k):.3f}" for k in (3, 5, 10)]
+        ceiling = "-" if not depth else f"{np.mean(base < depth):.3f}"
+        return [name, depth or "-", *ar, ceiling, ci((ranks < 5).astype(float)), diff]
+
+    table = [row("bm25", 0, base, "-")]
+    stages = []
     for depth in depths:
-        found = searcher(index, "bm25+rerank", depth, reranker)(topics)
-        m = evaluate_run(index, topics, found, (3, 5, 10), answers=True)
-        table.append(
-            ["bm25+rerank", depth, *(f"{m[f'answer_recall@{k}']:.3f}" for k in (3, 5, 10))]
-            + [f"{base[f'answer_recall@{depth}']:.3f}"]
+        ranks = answer_ranks(
+            index, topics, searcher(index, "bm25+rerank", depth, reranker)(topics, 8)
         )
-        print(" | ".join(map(str, table[-1])), flush=True)
+        d = (ranks < 5).astype(float) - (base < 5)
+        table.append(row("bm25+rerank", depth, ranks, f"{d.mean():+.3f} {ci(d)}"))
+        stages.append(
+            {"depth": depth, "encoded": len(reranker.encoded), "s": reranker.encode_seconds}
+        )
+        print(" | ".join(map(str, table[-1])), f"({stages[-1]})", flush=True)
     cost = {
         "passages": len(index.store),
         "questions": len(topics.items),
-        "encoded": len(reranker.cache),
+        "encoded": len(reranker.encoded),
+        "cached": len(reranker.cache),
         "encode_s": reranker.encode_seconds,
+        "encode_stages": stages,
+        "candidate_tokens": mean_tokens(reranker.encoder, reranker.encoded or ["-"]),
     }
     return table, cost
+
+
+def mean_tokens(encoder, texts: Sequence[str]) -> float:
+    """Mean model tokens per passage (specials included, truncated as encoding truncates)."""
+    return float(np.mean([len(x) for x in encoder.tokenize(texts, encoder.config.passage_prefix)]))
+
+
+def nq_latency(root: Path, questions: int, depths: list[int], path: Path) -> dict:
+    """Median over ``questions`` NQ questions, one query a call, of the ms bm25+rerank (the
+    real reranker, re-encoding every candidate) adds to bm25 alone at each depth; the variants
+    of one question run back to back, in alternating order."""
+    from retriever.dense.encoders import packaged_model_path
+    from retriever.evaluation import read_topics
+    from retriever.index import Index
+
+    index = Index.open(root)
+    items = read_topics(str(path)).items[:questions]
+    bm25 = index.retriever("bm25")
+    index._retrievers.pop("bm25+rerank", None)
+    reranked = index.retriever("bm25+rerank", reranker=str(packaged_model_path()))
+    reranked.search(["warm up"], 10, depth=4)
+    fns = {0: lambda q: bm25.search([q], 10)}
+    fns.update({d: lambda q, d=d: reranked.search([q], 10, depth=d) for d in depths})
+    added: dict[int, list[float]] = {d: [] for d in depths}
+    for i, t in enumerate(items):
+        order = list(fns) if i % 2 == 0 else list(fns)[::-1]
+        ms = {d: 1000 * c.seconds_of(lambda d=d, q=t.query: fns[d](q)) for d in order}
+        for d in depths:
+            added[d].append(ms[d] - ms[0])
+    return {d: c.median(v) for d, v in added.items()}
+
+
+def encode_rate(root: Path, sample: int) -> dict:
+    """passages/s of the packaged MiniLM encoding ``sample`` passages spread evenly over the
+    corpus (one process, the encoder's default batch), and the hours a full dense part of this
+    corpus would take at that rate."""
+    from retriever.dense.encoders import packaged_model_path
+    from retriever.index import Index
+
+    index = Index.open(root)
+    encoder = index.reranker(str(packaged_model_path())).encoder
+    n = len(index.store)
+    texts = [index.store.get(r).contents for r in range(0, n, max(1, n // sample))][:sample]
+    encoder.encode_passages(texts[:8])  # warm up
+    seconds = c.seconds_of(lambda: encoder.encode_passages(texts))
+    rate = len(texts) / seconds
+    return {
+        "sample": len(texts),
+        "seconds": seconds,
+        "passages_per_s": rate,
+        "tokens_per_passage": mean_tokens(encoder, texts),
+        "full_corpus_hours": n / rate / 3600,
+    }
 
 
 def topics_of(index, questions: int):
@@ -268,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--nq-depths", default="20,50,100", help="rerank depths on --corpus-index (ascending)"
     )
+    p.add_argument("--nq-time-questions", type=int, default=5, help="NQ questions timed one by one")
+    p.add_argument(
+        "--encode-sample", type=int, default=2000, help="passages timed encoding (0: skip)"
+    )
+    p.add_argument(
+        "--encode-cache", type=Path, help="keep --corpus-index candidate vectors here (resume)"
+    )
     p.add_argument("--only-corpus", action="store_true", help="skip the HotpotQA part")
     c.add_common_args(p)
     args = p.parse_args(argv)
@@ -349,28 +501,63 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def corpus_part(args, argv, root: Path) -> None:
-    """NQ answer recall of bm25 and bm25+rerank on a larger BM25-only index ``root``."""
+    """NQ answer recall of bm25 and bm25+rerank on a larger BM25-only index ``root``, the
+    latency the rerank adds per query, and the MiniLM encoding rate on its passages."""
     nq_depths = sorted(int(d) for d in args.nq_depths.split(","))
-    questions, depths = (3, [5]) if args.smoke else (args.nq_questions, nq_depths)
+    if args.smoke:
+        questions, depths, timed, sample = 3, [5], 1, 16
+    else:
+        questions, depths = args.nq_questions, nq_depths
+        timed, sample = args.nq_time_questions, args.encode_sample
     nq = c.TEST_DATA / "nq-test.tsv"
-    table, cost = nq_recall(root, questions, depths, nq)
-    c.print_table(NQ_HEADER, table)
+    added = nq_latency(root, timed, depths, nq)  # first: minutes, where recall takes an hour
+    print(f"added ms/query (median of {timed}): {added}", flush=True)
+    table, cost = nq_recall(root, questions, depths, nq, args.encode_cache)
+    header = [*NQ_HEADER, "added ms/query"]
+    for r in table:
+        r.append("-" if r[1] == "-" else f"{added[r[1]]:.0f}")
+    rate = encode_rate(root, sample) if sample else {}
+    c.print_table(header, table)
     print(
-        json.dumps({"bench": "rerank-nq", **cost, "rows": [dict(zip(NQ_HEADER, r)) for r in table]})
-    )
-    if not args.no_record:
-        c.append_section(
-            f"Rerank on {cost['passages']:,} passages, NQ-{cost['questions']} (MiniLM bi-encoder)",
-            c.command_line("rerank.py", argv),
-            table,
-            NQ_HEADER,
-            "Answer recall@k (DPR has_answer over the passage text, as `retriever.evaluate --qa`). "
-            "Rerank = the packaged MiniLM folder as a bi-encoder re-encoding the bm25 top N; each "
-            f"distinct candidate encoded once over all depths: {cost['encoded']} passages in "
-            f"{cost['encode_s']:.0f} s (CPU, shared noisy machine). Ceiling: bm25's own AR@N, "
-            "what any reranker of its top N can reach at most.",
-            smoke=args.smoke,
+        json.dumps(
+            {
+                "bench": "rerank-nq",
+                **cost,
+                "timed_questions": timed,
+                "encode_rate": rate,
+                "rows": [dict(zip(header, r)) for r in table],
+            }
         )
+    )
+    if args.no_record:
+        return
+    stages = "; ".join(
+        f"N={s['depth']}: {s['encoded']} in {s['s']:.0f} s" for s in cost["encode_stages"]
+    )
+    rate_note = (
+        f" Encoding rate, {rate['sample']} passages spread over the corpus "
+        f"({rate['tokens_per_passage']:.0f} tokens each), one process: "
+        f"{rate['passages_per_s']:.1f} passages/s, so a dense part of all {cost['passages']:,} "
+        f"would take {rate['full_corpus_hours']:.0f} h here."
+        if rate
+        else ""
+    )
+    c.append_section(
+        f"Rerank on {cost['passages']:,} passages, NQ-{cost['questions']} (MiniLM bi-encoder)",
+        c.command_line("rerank.py", argv),
+        table,
+        header,
+        "Answer recall@k (DPR has_answer over the passage text, as `retriever.evaluate --qa`) "
+        f"on the first {cost['questions']} NQ test questions, the same for every row. Rerank = "
+        "the packaged MiniLM folder as a bi-encoder re-encoding the bm25 top N; each distinct "
+        f"candidate encoded once over all depths (cumulative: {stages}; "
+        f"{cost['candidate_tokens']:.0f} tokens a candidate). Ceiling: bm25's own AR@N, what "
+        "any reranker of its top N can reach at most. CI: 95% percentile bootstrap over "
+        "questions (10,000 resamples); the difference is paired (same questions). Added "
+        f"ms/query: median over {timed} questions, one query a call, of bm25+rerank re-encoding "
+        f"its N candidates minus bm25 alone (CPU, shared noisy machine).{rate_note}",
+        smoke=args.smoke,
+    )
 
 
 def latency_encode(index, topics, depths: list[int], repeats: int) -> dict:
