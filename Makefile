@@ -49,7 +49,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # the inner loop: everything but the slow, Ray, Lucene and model tests
 test-fast: $(STAMP)
