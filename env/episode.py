@@ -49,6 +49,7 @@ class Episode:
         self.config = config
         self.pool = pool  # random passages for noise (env.noise), shared by the env's episodes
         self.style = get_style(config.style).with_tools(config.tools)
+        self._turn_style = self.style  # the style answering the turn in ``finish``
         self.browser: Browser | None = None
         self.obs_budget = fmt.Budget(config.obs_max_chars, config.obs_max_tokens, config.tokenizer)
         self._context_tokenizer = config.tokenizer if config.max_context_tokens else None
@@ -152,7 +153,9 @@ class Episode:
             # what the policy is shown (and every record of it) is the result after noise
             result.docs, self.turn_noise = self.noise.apply(result.docs, self.turn)
         error = action.error
-        style, budget = self.style, self.obs_budget
+        # the style that answers this turn (the browser answers a harmony call in harmony)
+        style = self._turn_style = self.style.for_turn(text)
+        budget = self.obs_budget
         reward = 0.0
         shown: dict | None = None
         visit: dict | None = None
@@ -244,7 +247,7 @@ class Episode:
         if self.context_policy.mode == "full":
             return size
         turn = self.turns[-1]
-        stub = self.style.wrap(
+        stub = self._turn_style.wrap(
             f"[turn {turn['turn']} ({turn['kind']} {turn['arg'][:80]!r}): observation "
             "omitted to save context]"
         )
@@ -283,8 +286,9 @@ class Episode:
             error = error or "visit failed: the visitor returned nothing"
             self.counts["tool_error"] += 1
             self.counts["visit_error"] += 1
-            return fmt.format_tool_error(error, self.style, self.obs_budget), error, None, cost
-        obs = self.obs_budget.fit(visit.text, self.style.wrap)
+            obs = fmt.format_tool_error(error, self._turn_style, self.obs_budget)
+            return obs, error, None, cost
+        obs = self.obs_budget.fit(visit.text, self._turn_style.wrap)
         return obs, None, _shown([{"url": visit.url, "title": visit.title}]), cost
 
     def _page_obs(self, action: Action, page: dict) -> tuple[str, str | None]:
@@ -296,9 +300,9 @@ class Episode:
         if window.page > n:
             self.counts["tool_error"] += 1
             error = f"{action.arg[:200]} has {n} page(s); page {window.page} does not exist"
-            return fmt.format_tool_error(error, self.style, self.obs_budget), error
+            return fmt.format_tool_error(error, self._turn_style, self.obs_budget), error
         self.pages_read[action.arg] = window.page
-        return fmt.format_page(page, window, n, self.style, self.obs_budget), None
+        return fmt.format_page(page, window, n, self._turn_style, self.obs_budget), None
 
     def _info(self, action: Action, error: str | None, shown: dict | None = None) -> dict:
         return {

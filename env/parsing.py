@@ -231,6 +231,11 @@ def parse_tool_call(content: str) -> Action:
             args = json.loads(args) if args.strip() else {}
         except (ValueError, RecursionError):
             return invalid("bad_arguments", f"the arguments of {name} are not a JSON object")
+    return call_action(name, args)
+
+
+def call_action(name: str, args: object) -> Action:
+    """The Action of tool ``name`` (without its namespace) called with JSON ``args``."""
     if not isinstance(args, dict):
         return invalid("bad_arguments", f"the arguments of {name} must be a JSON object")
     if name == SEARCH:
@@ -284,6 +289,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_TURN_CHARS",
     "MAX_URL_CHARS",
+    "call_action",
     "clean_text",
     "drop_blocks",
     "find_blocks",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import json
 
-from . import prompts
+from . import harmony, prompts
 from .parsing import (
     MAX_TURN_CHARS,
     drop_blocks,
@@ -139,6 +139,11 @@ class Style:
     def tool_specs(self) -> list[dict] | None:
         """OpenAI tool specs for a chat request's ``tools=`` (None: the prompt explains the tools)."""
         return None
+
+    def for_turn(self, text: str) -> Style:
+        """The style that answers the turn ``text``: this one, unless the style accepts a second
+        syntax whose observations look different (the browser's harmony calls)."""
+        return self
 
     def prompt(self, question: str, system_prompt: str | None = None) -> tuple[str, list[dict]]:
         """(text prompt for completion endpoints, chat messages) of the first observation."""
@@ -322,10 +327,15 @@ class Browser(ToolCall):
     """gpt-oss's browser: ``browser.search`` shows the results as a view of numbered links,
     ``browser.open`` (id = link number or URL, cursor, loc, num_lines) shows a page with numbered
     lines, ``browser.find`` (pattern, cursor) its matches; ``browser.sections`` lists a page's
-    sections. Calls are JSON as in ``tool-call``; every view starts ``[cursor]``."""
+    sections. Calls are JSON as in ``tool-call``, or gpt-oss's own harmony messages
+    (``to=browser.open ...<|message|>{json}<|call|>``, ``env.harmony``), which are answered as
+    gpt-oss's browser answers them; every view starts ``[cursor]``."""
 
     name = "browser"
     tools = (SEARCH, OPEN, FIND, SECTIONS, ANSWER)
+    stops = ("</tool_call>", "</answer>", "<|call|>")
+    harmony_turn = False  # this turn was a harmony call (``for_turn``): answered in harmony
+    author: str | None = None  # the tool it called (None: none)
     search_as_page = True
     link_base = 0
     prefix = "browser."
@@ -339,6 +349,25 @@ class Browser(ToolCall):
             '"..."}}</tool_call> (or browser.open, browser.find), or give the final answer as '
             "<answer>...</answer>"
         )
+
+    def parse(self, body: str) -> Action:
+        """gpt-oss's own harmony calls (``to=browser.search ...<|message|>{json}``, ``env.harmony``)
+        as well as ``<tool_call>`` JSON."""
+        if harmony.is_harmony(body):
+            return harmony.parse_harmony(body, self.tools).action
+        return super().parse(body)
+
+    def for_turn(self, text: str) -> Style:
+        """A harmony turn is answered as gpt-oss's browser answers: a message from the tool."""
+        text = strip_thinking(text) if isinstance(text, str) else ""
+        if not harmony.is_harmony(text):
+            return self
+        style = copy.copy(self)
+        style.harmony_turn, style.author = True, harmony.parse_harmony(text, self.tools).recipient
+        return style
+
+    def wrap(self, body: str) -> str:
+        return harmony.reply(self.author, body) if self.harmony_turn else super().wrap(body)
 
 
 def _tool_calls(text: str) -> list[tuple[str, object]]:

@@ -359,3 +359,122 @@ def test_browser_and_tool_call_prompts_use_their_own_templates():
         assert text == f"{system}\n\n{user}\n"
         assert style.prompt("q", "be brief")[1][0] == {"role": "system", "content": "be brief"}
     assert '"browser.search"' in get_style("browser").prompt("q")[0]
+
+
+# ---- gpt-oss's harmony calls: parsed, run and answered as gpt-oss's browser answers ----------
+HARMONY_VARIANTS = [
+    # the full message, the recipient on the channel, json constrained
+    "<|start|>assistant<|channel|>commentary to={to} <|constrain|>json<|message|>{args}<|call|>",
+    # the server cut <|start|>assistant (the prompt ended with it) and <|call|> (a stop token)
+    "<|channel|>commentary to={to} <|constrain|>json<|message|>{args}",
+    # no <|constrain|>: a bare content type, and thinking first
+    "<|channel|>analysis<|message|>Let me look.<|end|><|start|>assistant<|channel|>commentary "
+    "to={to} json<|message|>{args}<|call|>",
+    # the recipient in the role part, nothing between it and <|message|> but the channel
+    "<|start|>assistant to={to}<|channel|>commentary<|message|>{args}<|call|>",
+]
+
+
+def harmony(name: str, variant: int = 0, **arguments) -> str:
+    return HARMONY_VARIANTS[variant].format(to=name, args=json.dumps(arguments))
+
+
+def harmony_reply(author: str, body: str) -> str:
+    return f"<|start|>{author} to=assistant<|channel|>commentary<|message|>{body}<|end|>"
+
+
+def _unwrap(obs: str) -> str:
+    head, tail = "\n<tool_response>\n", "\n</tool_response>\n"
+    assert obs.startswith(head) and obs.endswith(tail), obs[:200]
+    return obs[len(head) : -len(tail)]
+
+
+def test_harmony_calls_show_the_json_calls_views_in_harmony(client):
+    """Every harmony variant of every call runs like its ``<tool_call>`` JSON twin; the view comes
+    back as a message from the tool (``browser.open to=assistant``), not in <tool_response>."""
+    scout = SearchEnv(client, style="browser")
+    scout.reset(options=QUESTION)
+    page = scout.step(call("browser.open", id="Ayn Rand", num_lines=500))[0]
+    aristotle = _link(page, "Aristotle")
+    script = [
+        ("browser.search", {"query": "Ayn Rand novelist Atlas Shrugged", "topn": 5}),
+        ("browser.open", {"id": 0}),  # result 0 of the search view
+        ("browser.open", {"cursor": 1, "loc": 40, "num_lines": 10}),  # scroll the page
+        ("browser.find", {"pattern": "Objectivism", "cursor": 1}),
+        ("browser.open", {"id": 0, "cursor": 3}),  # the first match
+        ("browser.open", {"id": "https://en.wikipedia.org/wiki/Aristotle", "loc": 10}),
+        ("browser.sections", {}),
+        # a link of the page at cursor 1, as gpt-oss's own example
+        ("browser.open", {"id": aristotle, "cursor": 1, "loc": 10, "num_lines": 40}),
+    ]
+    for variant in range(len(HARMONY_VARIANTS)):
+        as_json, as_harmony = SearchEnv(client, style="browser"), SearchEnv(client, style="browser")
+        as_json.reset(options=QUESTION)
+        as_harmony.reset(options=QUESTION)
+        for name, args in script:
+            want, *_, want_info = as_json.step(call(name, **args))
+            got, reward, terminated, truncated, info = as_harmony.step(
+                harmony(name, variant, **args)
+            )
+            assert want_info["error"] is None, (name, args, want_info["error"])
+            assert info["error"] is None and info["action"] == name.removeprefix("browser.")
+            assert got == harmony_reply(name, _unwrap(want)), (variant, name, got[:300])
+            assert (reward, terminated, truncated) == (0.0, False, False)
+        assert "] Aristotle (" in got and "**viewing lines [10 - 49] of " in got
+        assert got.count("\nL") == 40
+        answer = "<|channel|>analysis<|message|>Rand.<|end|><|start|>assistant<|channel|>final"
+        obs, reward, terminated, *_ = as_harmony.step(answer + "<|message|>Ayn Rand<|return|>")
+        assert terminated and reward == 1.0 and obs == ""
+
+
+@pytest.mark.parametrize(
+    "action, reason, says, author",
+    [
+        (harmony("browser.nope", query="x"), "unknown_tool", "Unknown function: browser.nope", "browser.nope"),
+        (harmony("python", query="x"), "unknown_tool", "Unknown function: python", "python"),
+        (harmony("browser.visit", url="x", goal="y"), "unknown_tool", "browser.search, browser.open", "browser.visit"),
+        ("<|channel|>commentary to=browser.search json<|message|>{\"query\": \"Ayn<|call|>", "bad_json", "not valid JSON", "browser.search"),
+        ("<|channel|>commentary to=browser.open<|message|>[3, 1]<|call|>", "bad_arguments", "must be a JSON object", "browser.open"),
+        (harmony("browser.find", pattern=""), "empty_pattern", "non-empty pattern", "browser.find"),
+        (harmony("browser.open", id=1.5), "bad_arguments", "id must be a link number", "browser.open"),
+        (harmony("browser.search", query="a") + harmony("browser.search", query="b"), "two_tools", "2 tool calls", "browser.search"),
+        ("<|channel|>analysis<|message|>thinking, no call<|end|>", "no_tool", "no tool call or final answer", None),
+    ],
+)  # fmt: skip
+def test_malformed_harmony_is_an_error_the_policy_sees(client, action, reason, says, author):
+    env = SearchEnv(client, style="browser")
+    env.reset(options=QUESTION)
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert info["reason"] == reason and says in info["error"], info
+    head = "<|start|>user<|message|>" if author is None else harmony_reply(author, "")[:-7]
+    assert obs.startswith(head + "Error: ") and obs.endswith("<|end|>") and says in obs, obs
+    assert not terminated and not truncated
+    obs, *_, info = env.step(harmony("browser.open", id="Aristotle"))  # the episode goes on
+    assert info["error"] is None and obs.startswith(
+        harmony_reply("browser.open", "[0] Aristotle (")[:-7]
+    )
+
+
+def test_harmony_tool_errors_and_budget(client):
+    """A call that cannot be resolved is gpt-oss's plain message from the tool; the budget cuts
+    the harmony message like any observation."""
+    env = SearchEnv(client, style="browser", obs_max_chars=300)
+    env.reset(options=QUESTION)
+    obs, *_, info = env.step(harmony("browser.open", 1, id=4))
+    assert obs == harmony_reply("browser.open", "Error: " + info["error"])
+    assert "No pages to access!" in obs
+    obs, *_, info = env.step(harmony("browser.open", 2, id="Ayn Rand", num_lines=200))
+    assert info["error"] is None and len(obs) <= 300
+    assert obs.startswith(harmony_reply("browser.open", "[0] Ayn Rand")[:-7])
+    assert obs.endswith("<|end|>")
+    json_turn, *_ = env.step(call("browser.find", pattern="novel"))  # the two syntaxes mix
+    assert json_turn.startswith("\n<tool_response>\n[1] Find results")
+
+
+def test_browser_style_stops_at_harmony_call():
+    from env.styles import get_style
+
+    assert "<|call|>" in get_style("browser").stops
+    assert get_style("browser").for_turn(call("browser.find", pattern="x")).wrap("x") == (
+        "\n<tool_response>\nx\n</tool_response>\n"
+    )
