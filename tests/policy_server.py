@@ -161,9 +161,12 @@ class ServerThread:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 20
+        # generous: the lifespan may load an index, and the first load in a fresh clone compiles
+        # the numba kernels (over 20 s on a loaded 2-core machine); a dead thread fails at once
+        deadline = time.monotonic() + 180
         while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
+            assert self.thread.is_alive(), "server thread ended before it started serving"
+            assert time.monotonic() < deadline, "server did not start in 180 s"
             time.sleep(0.02)
         return f"http://127.0.0.1:{self.port}"
 
