@@ -13,9 +13,10 @@ from .files import write_bytes_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-# a corpus in the ``spans`` layout: code that reads only version 1 refuses it (asks to rebuild)
-SPANS_FORMAT_VERSION = 2
-READABLE_VERSIONS = (FORMAT_VERSION, SPANS_FORMAT_VERSION)
+# a corpus in the ``spans`` layout: code that reads only version 1 refuses it (asks to rebuild);
+# 3: zstd blocks may need the store's trained dictionary (``store.dictionary``); 2 still opens
+SPANS_FORMAT_VERSION = 3
+READABLE_VERSIONS = (FORMAT_VERSION, 2, SPANS_FORMAT_VERSION)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

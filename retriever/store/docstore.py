@@ -13,7 +13,8 @@ Layout (all plain files, opened with ``mmap``; nothing is loaded whole):
 
 A store built with ``--store spans[,zstd]`` keeps no ``passages.jsonl``/``pages.jsonl``: its
 manifest's ``store.layout`` says so and rows are read through ``spans.SpansReader`` (each word
-stored once). The key tables are the same in both layouts.
+stored once). The key tables are the same in both layouts, except that a ``spans`` store's
+title table holds runs of rows (``titles.count.npy``: one entry per page, not per passage).
 """
 
 from __future__ import annotations
@@ -171,12 +172,15 @@ class DocStore:
     def get(self, row: int) -> Passage:
         """The passage at ``row`` (0-based); IndexError when out of range."""
         row = int(row)
+        spans = self._spans
+        if spans is not None:  # the hot path of a spans store: no detour through raw()
+            if not 0 <= row < spans.num_passages:
+                raise IndexError(f"passage row {row} out of range 0..{len(self) - 1}")
+            pid, title, text, url = spans.passage(row)
+            return Passage(row=row, id=pid, title=title, text=text, url=url or title_to_url(title))
         if not 0 <= row < len(self):
             raise IndexError(f"passage row {row} out of range 0..{len(self) - 1}")
-        if self._spans is not None:
-            pid, title, text, url = self._spans.passage(row)
-        else:
-            pid, title, text, url = parse_row(self.raw(row), self.row_format)
+        pid, title, text, url = parse_row(self.raw(row), self.row_format)
         return Passage(
             row=row,
             id=pid if pid is not None else str(row),

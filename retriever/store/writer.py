@@ -21,6 +21,7 @@ import orjson
 
 from ..errors import CorpusInputError
 from ..manifest import SPANS_FORMAT_VERSION, write_manifest
+from . import spans as span_layout
 from .keyindex import KeyIndex, PassageTables, save_key_index
 from .rows import STORE_FORMAT, row_fields
 from .spans import SpansWriter
@@ -65,7 +66,12 @@ class StoreWriter:
         self._spans = (
             None
             if store == "jsonl"
-            else SpansWriter(self.folder, "zstd" if store.endswith(",zstd") else None)
+            else SpansWriter(
+                self.folder,
+                "zstd" if store.endswith(",zstd") else None,
+                block_bytes=span_layout.BLOCK_BYTES,  # read here: a test or bench may set them
+                dict_bytes=span_layout.DICT_BYTES,
+            )
         )
         self._passages = (
             open(self.folder / "passages.jsonl", "wb", buffering=_CHUNK)
@@ -180,6 +186,7 @@ class StoreWriter:
             offsets=self._spans is None,
             # spans: ids derive from the page ids ("PAGE-k"); the table holds the others
             id_rows=None if self._spans is None else np.frombuffer(self._spans.odd_ids, np.int64),
+            title_runs=self._spans is not None,  # a title's passages: one run of rows
         )
         num_redirects = 0
         pages = None

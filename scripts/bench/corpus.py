@@ -14,6 +14,13 @@ passage reads/s, page reads/s and title lookups/s, each layout built and read in
     python scripts/bench/corpus.py [--repeat 3] [--xml-copies 8]
     python scripts/bench/corpus.py --store spans spans,zstd [--repeat 3]
     python scripts/bench/corpus.py --smoke  # the bundled 40-article slice, XML once, one run
+
+With ``--block-sweep`` it sweeps the ``spans,zstd`` text stream's knobs on one corpus instead:
+zstd block size x trained dictionary (none or ``DICT_BYTES``), each stream written and read
+through the store's own ``TextSink`` / ``PageText`` (the same random passage spans and pages,
+fresh reader processes), against the uncompressed stream read the same way, in the same run.
+
+    python scripts/bench/corpus.py --block-sweep [--from-store ROOT] [--block-sizes 4096 65536]
 """
 
 from __future__ import annotations
@@ -84,6 +91,104 @@ for r in pages:
 page_reads = len(pages) / max(time.perf_counter() - t, 1e-9)
 print(json.dumps({"reads_per_s": reads, "lookups_per_s": lookups, "pages_per_s": page_reads}))
 """
+
+
+SPAN_READS = r"""
+import json, random, sys, time
+import numpy as np
+from pathlib import Path
+from retriever.store.spans import SPAN, PATCH, PageText
+folder, n, store = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+entry = {"path": "pages.text.zst" if store["compression"] else "pages.text"}
+spans = np.load(folder / "passages.spans.npy", mmap_mode="r")
+offsets = np.load(folder / "pages.offsets.npy")
+rng = random.Random(1)
+rows = [r for r in (rng.randrange(len(spans)) for _ in range(n)) if spans[r]["flags"] & 3 != PATCH]
+cuts = [(int(spans[r]["start"]), int(spans[r]["start"] + spans[r]["length"])) for r in rows]
+pages = [rng.randrange(len(offsets) - 1) for _ in range(n // 4)]
+pages = [(int(offsets[p]), int(offsets[p + 1])) for p in pages]
+text = PageText(Path(store.pop("folder")), entry, store)  # fresh: no block cached
+t = time.perf_counter()
+for a, b in cuts:
+    text.read(a, b).decode("utf-8")
+reads = len(cuts) / (time.perf_counter() - t)
+t = time.perf_counter()
+for a, b in pages:
+    text.read(a, b).decode("utf-8")
+print(json.dumps({"reads_per_s": reads, "pages_per_s": len(pages) / (time.perf_counter() - t)}))
+"""
+
+
+def block_sweep(args, argv) -> int:
+    """``--block-sweep``: the zstd text stream's size and read rates by block size and dictionary,
+    against the plain stream, on one ``spans`` store's text."""
+    import time
+
+    sys.path.insert(0, str(c.REPO))
+    from retriever.store.spans import DICT_BYTES, TextSink
+
+    work = Path(tempfile.mkdtemp(prefix="bench-blocks-"))
+    reads = 2000 if args.smoke else 50_000
+    try:
+        root = Path(args.from_store) if args.from_store else work / "spans"
+        if not args.from_store:
+            measure(_build_cmd(Path(args.wx), root, "spans"))
+        folder = root / "corpus"
+        plain = folder / "pages.text"
+        text_bytes = plain.stat().st_size
+        configs = {"plain": {"compression": None, "folder": str(folder)}}
+        sizes, writes = {"plain": text_bytes}, {"plain": 0.0}
+        for bb in args.block_sizes:
+            for dict_bytes in (0, DICT_BYTES):
+                name = f"{bb // 1024} KB, " + (
+                    f"dict {dict_bytes // 1024} KB" if dict_bytes else "no dict"
+                )
+                out = work / name.replace(" ", "").replace(",", "-")
+                out.mkdir()
+                t = time.perf_counter()
+                sink = TextSink(out, "zstd", bb, dict_bytes=dict_bytes)
+                with open(plain, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        sink.write(chunk)
+                sink.close()
+                writes[name] = time.perf_counter() - t
+                sizes[name] = sum(p.stat().st_size for p in out.iterdir())
+                for table in ("passages.spans.npy", "pages.offsets.npy"):
+                    (out / table).symlink_to(folder / table)
+                configs[name] = {**sink.entry(), "folder": str(out)}
+
+        def read(name: str) -> dict:
+            where = configs[name]["folder"]
+            return c.python_json(SPAN_READS, where, str(reads), json.dumps(configs[name]))
+
+        rates = c.alternate({name: lambda n=name: read(n) for name in configs}, args.repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = {k: c.median(r[k] for r in rates["plain"]) for k in rates["plain"][0]}
+    header = ["text stream", "MB", "bytes per text byte", "write s", "passage reads/s",
+              "page reads/s", "vs plain (reads, pages)"]  # fmt: skip
+    rows = []
+    for name in configs:
+        m = {k: c.median(r[k] for r in rates[name]) for k in rates[name][0]}
+        rows.append([name, f"{sizes[name] / 1e6:.0f}", f"{sizes[name] / text_bytes:.3f}",
+                     f"{writes[name]:.1f}", f"{m['reads_per_s']:,.0f}", f"{m['pages_per_s']:,.0f}",
+                     f"{m['reads_per_s'] / base['reads_per_s']:.2f}x, "
+                     f"{m['pages_per_s'] / base['pages_per_s']:.2f}x"])  # fmt: skip
+    c.print_table(header, rows)
+    print(json.dumps({"bench": "corpus-blocks", "text_bytes": text_bytes, "rows": rows}))
+    c.record(
+        args,
+        argv,
+        "Corpus store: zstd block size x dictionary",
+        rows,
+        header,
+        f"{text_bytes / 1e6:.0f} MB of page text ({Path(args.wx).name}). MB: the compressed "
+        f"stream with its block index and dictionary. Reads: {reads} random passage spans "
+        f"and {reads // 4} random pages, read and decoded through `PageText` in a fresh "
+        f"process (one thread, nothing cached), medians of {args.repeat} alternating rounds; "
+        f"write s: training the dictionary and compressing, one thread.",
+    )
+    return 0
 
 
 def _build_cmd(wx: Path, out: Path, store: str) -> list[str]:
@@ -217,11 +322,20 @@ def main(argv=None) -> int:
         default=None,
         help="with --store: builds per layout (default: --repeat; reads are --repeat rounds)",
     )
+    ap.add_argument(
+        "--block-sweep",
+        action="store_true",
+        help="sweep the spans,zstd text stream: block size x dictionary (size, read rates)",
+    )
+    ap.add_argument("--block-sizes", type=int, nargs="+", default=[4096, 8192, 16384, 65536])
+    ap.add_argument("--from-store", help="with --block-sweep: a built spans store ROOT to use")
     c.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.repeat, args.xml_copies = 1, 1
         args.wx = str(c.TEST_DATA / "wikiextractor-slice.txt.gz")
+    if args.block_sweep:
+        return block_sweep(args, argv)
     if args.store:
         return store_layouts(args, argv)
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))

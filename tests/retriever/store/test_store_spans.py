@@ -17,6 +17,7 @@ from retriever.errors import CorruptStoreError, IndexFormatError
 from retriever.index import Index
 from retriever.manifest import read_manifest
 from retriever.store import browse as B
+from retriever.store import spans
 from retriever.store.access import access_pages
 from retriever.store.docstore import DocStore
 from retriever.store.keyindex import KeyIndex
@@ -57,6 +58,10 @@ def test_every_row_reads_the_same_in_every_layout(roots):
         got = DocStore.open(roots[layout])
         assert got.layout == "spans"
         assert got.manifest["store"]["compression"] == ("zstd" if "zstd" in layout else None)
+        if "zstd" in layout:  # the defaults: small blocks, with a dictionary trained on them
+            assert got.manifest["store"]["block_bytes"] == spans.BLOCK_BYTES == 2048
+            assert got.manifest["store"]["dictionary"] == spans.DICT_FILE
+            assert (roots[layout] / "corpus" / spans.DICT_FILE).is_file()
         assert got.manifest["store"]["passages"]["patched"] == 0  # every passage is a span
         assert (len(got), got.num_pages) == (len(want), want.num_pages) and len(got) > 1000
         assert got.checksum == want.checksum  # same rows: parts built on one fit the other
@@ -74,6 +79,9 @@ def test_every_row_reads_the_same_in_every_layout(roots):
             assert got.page(p.url) == want.page(p.url) is not None
             assert got.page_by_id(p.id) == want.page_by_id(p.id)
         ids = roots[layout] / "corpus"
+        titles, plain = KeyIndex(ids, "titles"), KeyIndex(roots["jsonl"] / "corpus", "titles")
+        assert titles.counts is not None and plain.counts is None  # runs: an entry per page
+        assert len(titles) <= 2 * got.num_pages and titles.counts.sum() == len(plain)
         assert not KeyIndex.exists(ids, "ids") or len(KeyIndex(ids, "ids")) == 0  # all derived
         assert not (roots[layout] / "corpus" / "passages.jsonl").exists()
         assert not (roots[layout] / "corpus" / "pages.jsonl").exists()
@@ -154,6 +162,72 @@ def test_a_damaged_zstd_block_is_a_clear_error(tmp_path):
     assert report["corpus"]["bad_passages"]["count"] > 0 and not report["ok"]
 
 
+def test_a_damaged_dictionary_is_a_clear_error(tmp_path):
+    build_corpus([SLICE], tmp_path, CorpusConfig(store="spans,zstd"))
+    _flip(tmp_path / "corpus" / spans.DICT_FILE, 0)  # its magic: read as another dictionary
+    store = DocStore.open(tmp_path)
+    with pytest.raises(
+        CorruptStoreError, match="block \\d+ does not decompress.*index_build verify"
+    ):
+        for row in range(len(store)):
+            store.get(row)
+
+
+@pytest.mark.parametrize(("block_bytes", "dict_bytes"), [(4096, 0), (4096, 8192), (1000, 4096)])
+def test_text_stream_reads_every_range_like_the_plain_stream(tmp_path, block_bytes, dict_bytes):
+    import random
+
+    rng = random.Random(block_bytes + dict_bytes)
+    words = [bytes(rng.choices(b"abcdefgh\xc3\xa9", k=rng.randint(1, 9))) for _ in range(2000)]
+    data = b" ".join(rng.choice(words) for _ in range(60_000))  # ~300 KB, with a tail block
+    sink = spans.TextSink(tmp_path, "zstd", block_bytes, dict_bytes=dict_bytes)
+    for at in range(0, len(data), 7777):  # writes that do not line up with the blocks
+        sink.write(data[at : at + 7777])
+    sink.close()
+    assert (sink.dictionary is not None) == (dict_bytes > 0)
+    assert len(np.load(tmp_path / "pages.blocks.npy")) == -(-len(data) // block_bytes) + 1
+    text = spans.PageText(tmp_path, {"path": sink.path.name}, {**sink.entry()})
+    cuts = [(0, len(data)), (len(data) - 5, len(data)), (block_bytes - 3, block_bytes + 3)]
+    cuts += [sorted(rng.sample(range(len(data) + 1), 2)) for _ in range(300)]
+    for start, end in cuts:
+        assert text.read(start, end) == data[start:end], (start, end)
+    with pytest.raises(CorruptStoreError, match="past the block index"):
+        text.read(len(data) + block_bytes, len(data) + block_bytes + 1)
+    (tmp_path / "s").mkdir()  # a text too small to train on is written without a dictionary
+    small = spans.TextSink(tmp_path / "s", "zstd", block_bytes, dict_bytes=dict_bytes)
+    small.write(data[:5000])
+    small.close()
+    assert small.dictionary is None and small.entry()["dictionary"] is None
+    text = spans.PageText(tmp_path / "s", {"path": small.path.name}, small.entry())
+    assert text.read(10, 4990) == data[10:4990]
+
+
+def test_a_store_from_before_dictionaries_still_opens(tmp_path, monkeypatch):
+    """Format 2 (64 KB blocks, no dictionary, no ``store.dictionary`` key) reads as before."""
+    import orjson
+
+    monkeypatch.setattr(spans, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(spans, "DICT_BYTES", 0)
+    build_corpus([SLICE], tmp_path / "old", CorpusConfig(store="spans,zstd"))
+    path = tmp_path / "old" / "corpus" / "manifest.json"
+    m = orjson.loads(path.read_bytes())
+    assert m["store"].pop("dictionary") is None and m["store"]["block_bytes"] == 1 << 16
+    path.write_bytes(orjson.dumps({**m, "format_version": 2}))
+    want = DocStore.open(_roots_of_slice(tmp_path)["jsonl"])
+    got = DocStore.open(tmp_path / "old")
+    assert got.manifest["format_version"] == 2 and len(got) == len(want)
+    for row in range(len(want)):
+        assert got.get(row) == want.get(row), row
+
+
+def _roots_of_slice(tmp_path) -> dict[str, Path]:
+    root = _BUILT.get("wikiextractor:jsonl")
+    if root is None:
+        root = tmp_path / "jsonl"
+        build_corpus([SLICE], root, CorpusConfig(store="jsonl"))
+    return {"jsonl": root}
+
+
 def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
     w = StoreWriter(tmp_path, store="spans")
     w.add_passage("lone", "No page", "a passage before any page", "u0")
@@ -169,7 +243,7 @@ def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
     w.add_passage("9", "V", "Whole", "https://en.wikipedia.org/wiki/V")
     m = w.finish({})
     assert m["store"]["passages"] == {"raw": 2, "lines": 0, "words": 1, "patched": 4}
-    assert m["format_version"] == 2
+    assert m["format_version"] == 3
     store = DocStore(tmp_path)
     got = [(p.id, p.title, p.text, p.url) for p in store.iter_passages()]
     assert got == [
@@ -195,7 +269,7 @@ def test_cli_option_and_inputs_without_pages(tmp_path, capsys, caplog):
     argv = ["corpus", "--input", str(SLICE), "--out", str(root), "--store", "spans,zstd"]
     assert main([*argv, "--no-progress"]) == 0
     m = read_manifest(root / "corpus")
-    assert m["store"]["layout"] == "spans" and m["format_version"] == 2
+    assert m["store"]["layout"] == "spans" and m["format_version"] == 3
     assert "pages.text.zst" in m["files"] and "passages.spans.npy" in m["files"]
     tsv = tmp_path / "p.tsv"
     tsv.write_text("id\ttext\ttitle\n1\tfirst passage\tA\n2\tsecond passage\tB\n")
