@@ -285,18 +285,21 @@ def measure_retriever(args, retriever: str, paths, queries, out: dict, rows: lis
             point = {s: {**c.medians(runs[s]), "spread": spread(runs[s])} for s in names}
             for s in names:
                 r = point[s]
-                vs = {p: r["queries_s"] / point[p]["queries_s"] for p in ("search-r1", "rllm")
-                      if p in point and point[p]["queries_s"] and kind_of(s) == "ours"}  # fmt: skip
+                peers = [p for p in ("search-r1", "rllm") if p in point and kind_of(s) == "ours"]
+                # queries/s ratio; and server CPU per query, peer / ours: robust to other jobs
+                vs = {p: r["queries_s"] / max(point[p]["queries_s"], 1e-9) for p in peers}
+                cost = {p: point[p]["cpu_ms_q"] / max(r["cpu_ms_q"], 1e-9) for p in peers}
                 shape_s = f"{shape[0]}x{shape[1]}"
                 out[f"{retriever} {shape_s} {s}"] = {
                     **{k: round(v, 2) for k, v in r.items()},
                     **{f"x {p}": round(v, 2) for p, v in vs.items()},
+                    **{f"cpu x {p}": round(v, 2) for p, v in cost.items()},
                 }
                 rows.append([
                     retriever, shape_s, s, f"{r['qps']:.0f}", f"{r['queries_s']:.0f}",
                     f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['cpu_ms_q']:.2f}",
                     f"{r['spread']:.0f}%", f"{r['load']:.1f}", int(r["errors"]),
-                    ", ".join(f"{v:.2f}x {p}" for p, v in vs.items()) or "-",
+                    ", ".join(f"{vs[p]:.2f}x {p} (CPU {cost[p]:.1f}x)" for p in peers) or "-",
                 ])  # fmt: skip
                 print(" | ".join(str(x) for x in rows[-1]), flush=True)
     finally:
