@@ -295,8 +295,9 @@ def _merge_range(task: tuple) -> tuple[int, np.ndarray]:
 def _merge_compact(task: tuple) -> tuple:
     """Worker, compact layout: encode terms ``[t_lo, t_hi)`` into ``spill/part.T_LO`` (words)
     and fill their rows of the range maxima; returns (postings, term maxima, block first rows,
-    block offsets from 0, block bit widths). Scores are computed only for the maxima."""
-    folder, runs, t_lo, t_hi, avgdl, k1, b, method, slot = task
+    block offsets from 0, block bit widths, (mid-frequency terms, their range-byte counts,
+    the bytes)). Scores are computed only for the maxima."""
+    folder, runs, t_lo, t_hi, avgdl, k1, b, method, slot, sparse_df = task
     spill = folder / "spill"
     ip, docs, tf, scores = _scored_range(folder, runs, t_lo, t_hi, avgdl, k1, b, method)
     local = ip - ip[0]
@@ -309,10 +310,12 @@ def _merge_compact(task: tuple) -> tuple:
         rowmax.fill(scores, docs, local, tmax, frequent.astype(np.int64), rowmax.SHIFT, rows)
         out.flush()
         del out, rows
+    mid = np.flatnonzero((slot < 0) & (np.diff(local) > sparse_df))
+    counts, q = compact.sparse_maxima(scores, docs, local, tmax, mid, rowmax.SHIFT)
     del scores
     words, first, offset, bits = compact.encode(docs, tf, local)
     words.tofile(spill / f"part.{t_lo}")
-    return len(docs), tmax, first, offset, bits
+    return len(docs), tmax, first, offset, bits, ((mid + t_lo).astype(np.int32), counts, q)
 
 
 # ---- the build --------------------------------------------------------------------------------
@@ -398,7 +401,9 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress, layout
         compact.write(folder, lengths, np.load(spill / "idf.npy"))
     del lengths, df
     if layout == compact.LAYOUT:
-        min_df, frequent, slot = rowmax._dense(indptr, n, rowmax.SHIFT, 0)
+        dense = compact.dense_min_df(n, rowmax.SHIFT)
+        min_df, frequent, slot = rowmax._dense(indptr, n, rowmax.SHIFT, dense)
+        sparse_df = rowmax.default_min_df(n, rowmax.SHIFT)  # sparse range bytes past it
         shape = (len(frequent), rowmax.ranges(n, rowmax.SHIFT))
         partial = folder / (rowmax.FILES[1] + ".partial")
         np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape).flush()
@@ -418,7 +423,7 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress, layout
     k1, b, method = params["k1"], params["b"], params["method"]
     if layout == compact.LAYOUT:
         tasks = [
-            (layout, folder, runs.count, lo, hi, avgdl, k1, b, method, slot[lo:hi])
+            (layout, folder, runs.count, lo, hi, avgdl, k1, b, method, slot[lo:hi], sparse_df)
             for lo, hi in bounds
         ]
         blocks = compact.Blocks(folder)
@@ -428,7 +433,8 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress, layout
         map(_merge_range, tasks) if pool is None else [pool.submit(_merge_range, t) for t in tasks]
     )
     # the vocabulary is written while the workers merge
-    save_vocab(folder, list(vocab))
+    # (bm25s's vocab.index.json only where bm25s can open the part: 9 MB at 666k passages)
+    save_vocab(folder, list(vocab), bm25s_json=layout != compact.LAYOUT)
     del vocab
     if layout != compact.LAYOUT:
         save_params(folder, params, n)  # bm25s opens the float layout as its own
@@ -454,6 +460,7 @@ def _build(store, folder, analyzer, params, pool, workers, show_progress, layout
             "shift": rowmax.SHIFT,
             "min_df": int(min_df),
             "dense_terms": int(len(frequent)),
+            "sparse_min_df": int(sparse_df),
         }
     shutil.rmtree(spill)
     log.info("merged and scored %d postings in %.1f s", total, time.perf_counter() - t0)

@@ -52,7 +52,7 @@ def add_ranges(folder: str | Path, shift: int = rowmax.SHIFT, min_df: int = 0) -
     manifest = read_manifest(folder, kind="bm25")
     if manifest.get("backend", "bm25s") != "bm25s":
         raise IndexFormatError(f"{folder} is a {manifest['backend']} part: ranges are for bm25s")
-    if manifest.get("postings", {}).get("layout") == compact.LAYOUT:
+    if manifest.get("postings", {}).get("layout") in compact.LAYOUTS:
         raise IndexFormatError(
             f"{folder} is a compact part, whose range maxima its build writes: rebuild it with "
             f"`python -m index_build bm25 --index {folder.parent} --format compact`"

@@ -1,4 +1,4 @@
-"""The compact BM25 posting format (manifest ``postings.layout`` ``"compact-v1"``), opt-in.
+"""The compact BM25 posting format (manifest ``postings.layout`` ``"compact-v2"``), opt-in.
 
 Why: the bm25s layout stores every posting as an int32 row and a float32 score (8 bytes a
 posting: 2.4 GB of the 3.2 GB index at 5.3M passages, against Lucene's 0.56 GB in all). Here a
@@ -9,19 +9,33 @@ Layout (all ``.npy``, memory-mapped; V terms, B blocks, N documents):
 
 - ``indptr.csc.index.npy`` int64[V+1]: postings of term ``t`` are ``indptr[t]:indptr[t+1]``,
   cut into blocks of ``BLOCK`` (128) postings, the last one shorter;
-- ``postings.bptr.npy``   int64[V+1]: the term's blocks are ``bptr[t]:bptr[t+1]``
-  (``ceil(df / BLOCK)`` each);
+- ``postings.bptr.npy``   uint32[V+1]: the term's blocks are ``bptr[t]:bptr[t+1]``
+  (``ceil(df / BLOCK)`` each; int64 past 2**32 blocks);
 - ``postings.first.npy`` int32[B]: the block's first row (its skip key);
-- ``postings.offset.npy`` int64[B+1]: where the block starts in ``postings.words.npy``;
+- ``postings.offset.npy`` uint32[B+1]: where the block starts in ``postings.words.npy`` (int64
+  past 2**32 words);
 - ``postings.bits.npy``  uint8[B, 2]: bit widths of the block's row gaps and of its tf - 1;
 - ``postings.words.npy`` uint32[W + 1]: per block, ``n`` row gaps ``row[i] - row[i-1] - 1``
   (``0`` for ``i = 0``) packed LSB-first at width ``bits[0]``, then ``n`` values ``tf - 1`` at
   width ``bits[1]``, each section padded to a whole word; one zero word at the end, so a
   decoder may always read two words at once. Widths are exact (up to 32): no escapes.
-- ``docs.len.npy`` uint32[N]: each document's length in terms (what BM25 normalises by);
+- ``docs.len.npy`` uint16[N]: each document's length in terms (what BM25 normalises by;
+  uint32 when one passes 65535);
 - ``terms.idf.npy`` float32[V]: each term's idf (``formula.idf``);
 - ``terms.max.npy``, ``rows.slot.npy``, ``rows.max.npy``: term and row-range maxima, as in the
-  float layout (``termmax``, ``rowmax``: one byte per 8-row range of a frequent term).
+  float layout (``termmax``, ``rowmax``: one byte per 8-row range), kept only for the most
+  frequent terms, those with postings in more than ``1 / DENSE`` of the ranges
+  (``dense_min_df``);
+- ``rows.sparse.terms.npy`` int32[M] (ascending), ``rows.sparse.ptr.npy`` int64[M+1],
+  ``rows.sparse.max.npy`` uint8[S]: the same bytes for the mid-frequency terms (df over
+  ``rowmax.default_min_df``, not dense), but only for the ranges that hold one of their
+  postings, in row order: ``bmp-compact`` decodes such a term's rows to know which ranges they
+  are (no score computed), so its bounds are those of a dense row at the cost of a byte a
+  range it occurs in (S <= the terms' postings).
+
+``compact-v1`` (``LAYOUTS``) had int64 pointers and offsets, uint32 lengths, no sparse bytes,
+dense range bytes for every term with df over R/16 (121 MB of its 207 MB at 666k passages) and
+bm25s's ``vocab.index.json``; it opens as it is.
 
 The score of a posting is ``formula.posting_scores``'s, step by step in float64 and rounded once
 to float32: ``norm = k1 * ((1 - b) + b * len / avgdl)``, ``idf * (tf / (norm + tf))`` (atire:
@@ -52,8 +66,11 @@ from numba import njit
 
 from .formula import METHODS
 
-LAYOUT = "compact-v1"
+LAYOUT = "compact-v2"
+LAYOUTS = ("compact-v1", LAYOUT)  # every layout this module reads
 BLOCK = 128
+SPARSE = ("rows.sparse.terms.npy", "rows.sparse.ptr.npy", "rows.sparse.max.npy")  # v2 on
+DENSE = 3  # range bytes only for terms with postings in more than 1 / DENSE of the ranges
 TF_TABLE = 7  # term frequencies whose saturation is tabulated per length (``norm_table``)
 FILES = (
     "indptr.csc.index.npy",
@@ -66,10 +83,13 @@ FILES = (
     "terms.idf.npy",
 )
 KINDS = {  # numpy dtype.kind of each file, for ``integrity.check_sizes``
-    "postings.bptr.npy": "i",
+    "postings.bptr.npy": "iu",
     "postings.first.npy": "i",
-    "postings.offset.npy": "i",
+    "postings.offset.npy": "iu",
     "postings.bits.npy": "u",
+    SPARSE[0]: "i",
+    SPARSE[1]: "i",
+    SPARSE[2]: "u",
     "postings.words.npy": "u",
     "docs.len.npy": "u",
     "terms.idf.npy": "f",
@@ -137,6 +157,64 @@ def num_blocks(df: np.ndarray) -> np.ndarray:
     return (np.asarray(df, dtype=np.int64) + BLOCK - 1) // BLOCK
 
 
+def dense_min_df(num_docs: int, shift: int) -> int:
+    """Terms with more postings than this (R / ``DENSE``) get dense range bytes (``rowmax``), at
+    most three bytes a posting: at 666k passages 165 terms, 14 MB (R/16 gave 1,402 terms, 117
+    MB). Bounding a term by its sparse bytes decodes its rows, which costs more than adding a
+    dense row: R/2 made the index 104 MB but bmp-compact 0.46x the float bmp, R/4 116 MB
+    (past 1.5x Lucene's 76 MB) and 0.55x, compact-v1 0.58x (CPU time, NQ, k=5)."""
+    from .rowmax import ranges
+
+    return max(16, ranges(num_docs, shift) // DENSE)
+
+
+def narrow(a: np.ndarray) -> np.ndarray:
+    """Non-negative pointers as uint32 when they fit (half the bytes), else int64."""
+    a = np.asarray(a, dtype=np.int64)
+    return a.astype(np.uint32) if not len(a) or int(a.max()) < 2**32 else a
+
+
+@njit(nogil=True, cache=True)
+def _sparse(scores, docs, indptr, tmax, terms, shift, out):
+    """Fill ``out`` with the range bytes of ``terms`` (local columns), range by range; returns
+    the bytes written."""
+    j = 0
+    for t in terms:
+        top = np.float64(tmax[t])
+        c = np.int64(-1)
+        for p in range(indptr[t], indptr[t + 1]):
+            r = np.int64(docs[p]) >> shift
+            q = np.int64(np.ceil(np.float64(scores[p]) * 255.0 / top)) if top > 0 else 255
+            q = max(1, min(255, q))
+            if r != c:
+                out[j] = q
+                j += 1
+                c = r
+            elif q > out[j - 1]:
+                out[j - 1] = q
+    return j
+
+
+def sparse_maxima(scores, docs, indptr, tmax, terms, shift: int):
+    """(bytes per term int64[len(terms)], uint8 bytes): ``rowmax``'s byte of each range that
+    holds a posting of ``terms`` (columns of the CSC slice ``indptr``, from 0), in row order.
+
+    >>> n, q = sparse_maxima(np.float32([1, 4, 2]), np.int32([0, 1, 9]), np.int64([0, 3]),
+    ...                      np.float32([4]), np.int64([0]), 3)
+    >>> n.tolist(), q.tolist()
+    ([2], [255, 128])
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    terms = np.asarray(terms, dtype=np.int64)
+    out = np.zeros(int((indptr[terms + 1] - indptr[terms]).sum()), dtype=np.uint8)
+    counts = np.zeros(len(terms), dtype=np.int64)
+    for i, t in enumerate(terms):  # the count of each term: its distinct ranges
+        r = np.asarray(docs[indptr[t] : indptr[t + 1]], dtype=np.int64) >> shift
+        counts[i] = int(np.count_nonzero(np.diff(r))) + 1 if len(r) else 0
+    used = _sparse(np.asarray(scores, np.float32), docs, indptr, tmax, terms, shift, out)
+    return counts, out[:used]
+
+
 def encode(docs: np.ndarray, tf: np.ndarray, indptr: np.ndarray):
     """(words uint32, first int32[B], offset int64[B+1] from 0, bits uint8[B, 2]) of the
     postings ``docs``/``tf`` (rows ascending within each term, ``tf >= 1``) of the terms whose
@@ -169,7 +247,7 @@ def _unpack(words, at, n, w, out):
 @njit(nogil=True, cache=True)
 def decode(words, first, offset, bits, b, n, rows, tf):
     """Rows and term frequencies of the ``n`` postings of block ``b`` into ``rows``/``tf``."""
-    at = offset[b]
+    at = np.int64(offset[b])
     wd = np.int64(bits[b, 0])
     _unpack(words, at, n, wd, rows)
     d = np.int64(first[b])
@@ -229,25 +307,37 @@ def load(folder: str | os.PathLike, manifest: dict) -> Compact:
     return Compact(*arrays, norm, float(params["k1"]), atire)
 
 
+def load_sparse(folder: str | os.PathLike, manifest: dict) -> tuple[np.ndarray, ...]:
+    """The memory-mapped sparse range bytes (terms, ptr, bytes), or empty arrays for a
+    compact-v1 part (which has none: dense range bytes for all its frequent terms)."""
+    if manifest.get("postings", {}).get("layout") == "compact-v1":
+        return np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8)
+    return tuple(np.load(Path(folder) / f, mmap_mode="r") for f in SPARSE)
+
+
 def write(folder: Path, lengths: np.ndarray, term_idf: np.ndarray) -> None:
     """The per-document lengths and per-term idf of a compact part."""
-    np.save(folder / "docs.len.npy", np.asarray(lengths, dtype=np.uint32))
+    lengths = np.asarray(lengths)
+    small = not len(lengths) or int(lengths.max()) < 2**16
+    np.save(folder / "docs.len.npy", lengths.astype(np.uint16 if small else np.uint32))
     np.save(folder / "terms.idf.npy", np.asarray(term_idf, dtype=np.float32))
 
 
 def from_postings(docs, tf, indptr, lengths, term_idf, params: dict, avgdl: float) -> Compact:
-    """The compact arrays of an in-memory CSC matrix of term frequencies (tests and tools)."""
+    """The compact arrays of an in-memory CSC matrix of term frequencies (tests and tools), in
+    the dtypes ``write`` and ``Blocks`` give them."""
     indptr = np.asarray(indptr, dtype=np.int64)
     words, first, offset, bits = encode(docs, tf, indptr)
     bptr = np.zeros(len(indptr), dtype=np.int64)
     np.cumsum(num_blocks(np.diff(indptr)), out=bptr[1:])
-    lengths = np.asarray(lengths, dtype=np.uint32)
+    lengths = np.asarray(lengths)
     max_len = int(lengths.max()) if len(lengths) else 0
+    lengths = lengths.astype(np.uint16 if max_len < 2**16 else np.uint32)
     return Compact(
         indptr,
-        bptr,
+        narrow(bptr),
         first,
-        offset,
+        narrow(offset),
         bits,
         np.append(words, np.uint32(0)),
         lengths,
@@ -261,7 +351,7 @@ def from_postings(docs, tf, indptr, lengths, term_idf, params: dict, avgdl: floa
 class Blocks:
     """The build's writer of the block files: merge ranges arrive in term order, each with its
     words in a part file and its blocks' skip data (offsets from 0); memory is the skip data
-    (about 14 bytes a block), never the words."""
+    (about 11 bytes a block), never the words."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -270,25 +360,34 @@ class Blocks:
         self.first: list[np.ndarray] = []
         self.offset: list[np.ndarray] = [np.zeros(1, np.int64)]
         self.bits: list[np.ndarray] = []
+        self.sparse: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(self, part: Path, first: np.ndarray, offset: np.ndarray, bits: np.ndarray) -> None:
+    def add(self, part: Path, first, offset, bits, sparse: tuple) -> None:
+        """``sparse``: (term ids, bytes per term, bytes) of the range's mid-frequency terms."""
         with open(part, "rb") as src, open(self.raw, "ab") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
         os.unlink(part)
         self.first.append(first)
         self.offset.append(offset[1:] + self.words)
         self.bits.append(bits)
+        self.sparse.append(sparse)
         self.words += int(offset[-1])
 
     def finish(self, indptr: np.ndarray) -> None:
         """Write the ``postings.*.npy`` files (one zero word of padding)."""
         bptr = np.zeros(len(indptr), dtype=np.int64)
         np.cumsum(num_blocks(np.diff(indptr)), out=bptr[1:])
-        np.save(self.folder / "postings.bptr.npy", bptr)
+        np.save(self.folder / "postings.bptr.npy", narrow(bptr))
         np.save(
             self.folder / "postings.first.npy", np.concatenate([np.zeros(0, np.int32), *self.first])
         )
-        np.save(self.folder / "postings.offset.npy", np.concatenate(self.offset))
+        np.save(self.folder / "postings.offset.npy", narrow(np.concatenate(self.offset)))
+        terms, counts, q = (np.concatenate([np.zeros(0, d), *x]) for d, x in
+                            zip((np.int32, np.int64, np.uint8), zip(*self.sparse)))  # fmt: skip
+        ptr = np.zeros(len(terms) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        for name, a in zip(SPARSE, (terms, ptr, q)):
+            np.save(self.folder / name, a)
         np.save(
             self.folder / "postings.bits.npy",
             np.concatenate([np.zeros((0, 2), np.uint8), *self.bits]),

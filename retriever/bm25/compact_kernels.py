@@ -40,7 +40,7 @@ def _score(tf, norm, dl, idf64, k1, atire):
 @njit(nogil=True, cache=True)
 def _unpack_block(t, b, indptr, bptr, first, offset, bits, words, rows, tfb):
     """Decode block ``b`` of term ``t`` into ``rows`` and ``tfb``; returns its posting count."""
-    n = min(BLOCK, indptr[t + 1] - indptr[t] - (b - bptr[t]) * BLOCK)
+    n = min(BLOCK, indptr[t + 1] - indptr[t] - (b - np.int64(bptr[t])) * BLOCK)
     decode(words, first, offset, bits, b, n, rows, tfb)
     return n
 
@@ -86,7 +86,7 @@ def _one_query_ex(tids, tw, indptr, bptr, first, offset, bits, words, lengths, i
     for i in range(len(tids)):
         t = tids[i]
         w = tw[i]
-        for b in range(bptr[t], bptr[t + 1]):
+        for b in range(np.int64(bptr[t]), np.int64(bptr[t + 1])):
             m = _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
                        atire, rows, tfb, sc, err)  # fmt: skip
             for j in range(m):
@@ -137,7 +137,7 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
         t = tids[i]
         if slots[i] >= 0 and qmax[slots[i], r] == 0:
             continue
-        b0, b1 = bptr[t], bptr[t + 1]
+        b0, b1 = np.int64(bptr[t]), np.int64(bptr[t + 1])
         if gallop:
             j = _gallop(first, max(cur[i], b0), b1, lo_row + 1) - 1
         else:
@@ -181,10 +181,50 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
 
 
 @njit(nogil=True, cache=True)
+def _sparse_bound(t, indptr, b0, b1, first, offset, bits, words, j, e, sq, scale, shift,
+                  num_docs, ub):  # fmt: skip
+    """Add ``scale x`` each sparse range byte ``sq[j:e]`` of term ``t`` to its range in ``ub``,
+    the ranges found by decoding the term's row gaps (unpacked, summed and shifted in one
+    pass; no term frequency, no score); returns (first range, last range), (-1, -1) for a
+    damaged block or byte count."""
+    c = np.int64(-1)
+    lo = np.int64(-1)
+    for b in range(b0, b1):
+        n = min(BLOCK, indptr[t + 1] - indptr[t] - (b - b0) * BLOCK)
+        at = np.int64(offset[b])
+        w = np.int64(bits[b, 0])
+        mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+        d = np.int64(first[b])
+        if d < 0:
+            return -1, -1
+        for p in range(n):
+            if p:
+                bit = p * w
+                i = at + (bit >> 5)
+                x = np.uint64(words[i]) | (np.uint64(words[i + 1]) << np.uint64(32))
+                d += np.int64((x >> np.uint64(bit & 31)) & mask) + 1
+            r = d >> shift
+            if r != c:
+                if j >= e or d >= num_docs:
+                    return -1, -1
+                if lo < 0:
+                    lo = r
+                ub[r] += scale * np.float32(sq[j])
+                j += 1
+                c = r
+    if lo < 0:
+        return 0, -1
+    return lo, c
+
+
+@njit(nogil=True, cache=True)
 def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-                   atire, tmax, slot, qmax, shift, k, first_n, fallback, ub, seen, out_r,
-                   out_s):  # fmt: skip
-    """``bmp._one_query`` over decoded blocks (same bounds, order and heap)."""
+                   atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub, seen,
+                   out_r, out_s):  # fmt: skip
+    """``bmp._one_query`` over decoded blocks (same bounds, order and heap). A term of
+    ``sterms`` (sparse range bytes ``sq[sptr[s]:sptr[s + 1]]``, one per range that holds one
+    of its postings, in row order) gets the bound a dense row of bytes would give: its rows
+    are decoded to find those ranges, no score is computed."""
     nt = len(tids)
     if nt == 0:
         return 0
@@ -202,19 +242,28 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
     lo_r, hi_r = nr, -1
     for i in range(nt):
         t = tids[i]
-        cur[i] = bptr[t]
+        b0, b1 = np.int64(bptr[t]), np.int64(bptr[t + 1])
+        cur[i] = b0
         slots[i] = slot[t]
         w = tw[i]
+        scale = np.float32(np.float64(w) * np.float64(tmax[t]) / 255.0)
+        s = _lower_bound(sterms, 0, len(sterms), t) if slots[i] < 0 else 0
         if slots[i] >= 0:
-            scale = np.float32(np.float64(w) * np.float64(tmax[t]) / 255.0)
             row = qmax[slots[i]]
             for r in range(nr):
                 ub[r] += scale * np.float32(row[r])
             lo_r, hi_r = 0, nr - 1
+        elif s < len(sterms) and sterms[s] == t:
+            got = _sparse_bound(t, indptr, b0, b1, first, offset, bits, words, sptr[s],
+                                sptr[s + 1], sq, scale, shift, num_docs, ub)  # fmt: skip
+            if got[0] < 0:
+                err[0] = True
+            elif got[0] <= got[1]:
+                lo_r, hi_r = min(lo_r, got[0]), max(hi_r, got[1])
         else:
             c, m, first_r = -1, np.float32(0.0), -1
             rows, sc = crow[i], csc[i]
-            for b in range(bptr[t], bptr[t + 1]):
+            for b in range(b0, b1):
                 nb = _block(t, b, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
                             k1, atire, rows, ctf[i], sc, err)  # fmt: skip
                 cb[i], cn[i], cs[i] = b, nb, True
@@ -310,7 +359,8 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
     return _drain(hs, hr, n, out_s, out_r)
 
 
-# ---- drivers: (qptr, tids, tw, *C, [tmax, slot, qmax, shift,] k, [first, fallback,] scratch)
+# ---- drivers: (qptr, tids, tw, *C, [tmax, slot, qmax, shift, sterms, sptr, sq,] k,
+# [first, fallback,] scratch)
 @njit(nogil=True, cache=True)
 def _ex_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
               atire, k, lo, hi, acc, seen, rows, scores, counts):  # fmt: skip
@@ -352,32 +402,34 @@ def exhaustive_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words
 
 @njit(nogil=True, cache=True)
 def _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, k, first_n, fallback, lo, hi, ub, seen, rows,
-               scores, counts):  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, lo, hi, ub,
+               seen, rows, scores, counts):  # fmt: skip
     for q in range(lo, hi):
         a, b = qptr[q], qptr[q + 1]
         counts[q] = _one_query_bmp(tids[a:b], tw[a:b], indptr, bptr, first, offset, bits, words,
-                                   lengths, idf, norm, k1, atire, tmax, slot, qmax, shift, k,
-                                   first_n, fallback, ub, seen, rows[q], scores[q])  # fmt: skip
+                                   lengths, idf, norm, k1, atire, tmax, slot, qmax, shift, sterms,
+                                   sptr, sq, k, first_n, fallback, ub, seen, rows[q],
+                                   scores[q])  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
 def bmp_serial(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, k, first_n, fallback, ub, seen):  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub,
+               seen):  # fmt: skip
     """(rows[q, k] int32, scores[q, k] float32, counts[q] int32), as ``bmp``."""
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
     scores = np.zeros((nq, k), dtype=np.float32)
     counts = np.zeros(nq, dtype=np.int32)
     _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, k, first_n, fallback, 0, nq, ub, seen, rows,
-               scores, counts)  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, 0, nq, ub,
+               seen, rows, scores, counts)  # fmt: skip
     return rows, scores, counts
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def bmp_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
-                 k1, atire, tmax, slot, qmax, shift, k, first_n, fallback, ub2,
+                 k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub2,
                  seen2):  # fmt: skip
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
@@ -388,6 +440,6 @@ def bmp_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengt
         lo = ch * nq // chunks
         hi = (ch + 1) * nq // chunks
         _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
-                   k1, atire, tmax, slot, qmax, shift, k, first_n, fallback, lo, hi, ub2[ch],
-                   seen2[ch], rows, scores, counts)  # fmt: skip
+                   k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, lo,
+                   hi, ub2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
     return rows, scores, counts

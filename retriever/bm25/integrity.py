@@ -127,11 +127,15 @@ def check_arrays(
             raise _damaged(f["rows.slot.npy"], f"does not number the {dense} frequent terms")
 
 
-def check_compact(folder: Path, manifest: dict, c: compact.Compact) -> None:
+def check_compact(
+    folder: Path, manifest: dict, c: compact.Compact, sparse: tuple | None = None
+) -> None:
     """A compact part's block arrays against each other (O(blocks)): each term's block count,
     each block's words from its widths and length, widths of at most 32 bits, one length a
-    document and one idf a term, so no decode reads outside ``postings.words.npy``."""
-    f = {name: folder / name for name in compact.FILES}
+    document and one idf a term, so no decode reads outside ``postings.words.npy``; the sparse
+    range bytes (compact-v2): terms ascending, pointers rising to the bytes, at most one byte a
+    posting (the kernel stops at a term's last byte)."""
+    f = {name: folder / name for name in (*compact.FILES, *compact.SPARSE)}
     v = len(c.indptr) - 1
     df = np.diff(np.asarray(c.indptr, dtype=np.int64))
     bptr = np.asarray(c.bptr, dtype=np.int64)
@@ -142,6 +146,14 @@ def check_compact(folder: Path, manifest: dict, c: compact.Compact) -> None:
     _shape(f["postings.first.npy"], c.first, (nb,))
     _shape(f["postings.offset.npy"], c.offset, (nb + 1,))
     _shape(f["postings.bits.npy"], c.bits, (nb, 2))
+    if sparse is not None and len(sparse[0]):
+        terms, sptr, sq = (np.asarray(a) for a in sparse)
+        if terms.min() < 0 or terms.max() >= v or np.any(np.diff(terms) <= 0):
+            raise _damaged(f[compact.SPARSE[0]], f"does not list distinct terms of [0, {v})")
+        _shape(f[compact.SPARSE[1]], sptr, (len(terms) + 1,))
+        count = np.diff(sptr)
+        if sptr[0] != 0 or sptr[-1] != len(sq) or np.any(count < 1) or np.any(count > df[terms]):
+            raise _damaged(f[compact.SPARSE[1]], "does not point at one byte a range of a term")
     _shape(f["docs.len.npy"], c.lengths, (int(manifest["num_docs"]),))
     _shape(f["terms.idf.npy"], c.idf, (v,))
     bits = np.asarray(c.bits, dtype=np.int64)

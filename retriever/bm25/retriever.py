@@ -49,13 +49,15 @@ def term_hash(term: str) -> int:
     return key_hash(term)
 
 
-def save_vocab(folder: str | os.PathLike, vocab: list[str]) -> None:
-    """Write bm25s's ``vocab.index.json`` and our hashed vocabulary (``vocab[i]`` is column i).
+def save_vocab(folder: str | os.PathLike, vocab: list[str], bm25s_json: bool = True) -> None:
+    """Write bm25s's ``vocab.index.json`` (``bm25s_json``: only a part bm25s can open needs it)
+    and our hashed vocabulary (``vocab[i]`` is column i).
 
     Raises when two terms share a 63-bit hash.
     """
     folder = Path(folder)
-    (folder / "vocab.index.json").write_bytes(orjson.dumps({t: i for i, t in enumerate(vocab)}))
+    if bm25s_json:
+        (folder / "vocab.index.json").write_bytes(orjson.dumps({t: i for i, t in enumerate(vocab)}))
     hashes = np.fromiter((term_hash(t) for t in vocab), dtype=np.int64, count=len(vocab))
     order = np.argsort(hashes, kind="stable")
     hashes = hashes[order]
@@ -118,7 +120,7 @@ class BM25Retriever:
         if self.manifest.get("backend", "bm25s") != "bm25s":
             raise IndexFormatError(f"{folder} is a {self.manifest['backend']} index, not bm25s")
         postings = self.manifest.get("postings", {})
-        self.compact = postings.get("layout") == compact.LAYOUT
+        self.compact = postings.get("layout") in compact.LAYOUTS
         files = compact.FILES if self.compact else BM25S_FILES
         missing = [f for f in files + ("vocab.hash.npy",) if not (self.folder / f).is_file()]
         if missing:
@@ -206,8 +208,17 @@ class BM25Retriever:
     def _open_compact(self, postings: dict) -> None:
         """Map the compact layout (``compact``): blocks, lengths, idf, and the maxima."""
         mapped = compact.FILES + ("vocab.hash.npy", "vocab.ids.npy", termmax.FILE, *rowmax.FILES)
+        v1 = postings.get("layout") == "compact-v1"
+        mapped += () if v1 else compact.SPARSE
+        missing = [f for f in mapped if not (self.folder / f).is_file()]
+        if missing:
+            raise IndexFormatError(
+                f"{self.folder} lacks {', '.join(missing)}: rebuild it with `python -m index_build "
+                f"bm25 --index {self.folder.parent} --name {self.folder.name} --format compact`"
+            )
         integrity.check_sizes(self.folder, self.manifest, mapped)  # before anything is mapped
         self._compact = compact.load(self.folder, self.manifest)
+        self._sparse = compact.load_sparse(self.folder, self.manifest)
         self._data, self._indices, self._indptr = None, None, self._compact.indptr
         self.num_docs = int(self.manifest["num_docs"])
         self._tmax = termmax.load(self.folder)
@@ -217,7 +228,7 @@ class BM25Retriever:
                 f"{self.folder} lacks its term or row-range maxima: rebuild the bm25 index"
             )
         self._shift = int(postings["row_ranges"]["shift"])
-        integrity.check_compact(self.folder, self.manifest, self._compact)
+        integrity.check_compact(self.folder, self.manifest, self._compact, self._sparse)
 
     def _method(self, pruning: bool | str) -> str:
         """The name in ``KERNELS`` that ``pruning`` asks for on this index: on a compact part,
@@ -410,7 +421,7 @@ def _bmp_compact(r: BM25Retriever) -> Kernel:
     from . import bmp
     from . import compact_kernels as ck
 
-    arrays = (*r._compact, r._tmax, *r._ranges, r._shift)
+    arrays = (*r._compact, r._tmax, *r._ranges, r._shift, *r._sparse)
     return Kernel(ck.bmp_serial, ck.bmp_parallel, arrays, (r.first, bmp.FALLBACK))
 
 

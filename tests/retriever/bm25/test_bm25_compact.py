@@ -97,6 +97,7 @@ def test_compact_kernels_equal_float_kernels(seed):
     seen = np.zeros(num_docs, np.bool_)
     acc2 = np.zeros((3, num_docs), np.float32)
     seen2 = np.zeros((3, num_docs), np.bool_)
+    v1 = (np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8))  # none
     for k in (1, 3, 10, 100, 1000, num_docs + 3):
         want = exhaustive.search_serial(qptr, tids, tw, data, docs, indptr, k, acc, seen)
         got = [
@@ -109,14 +110,48 @@ def test_compact_kernels_equal_float_kernels(seed):
             ref = bmp.search_serial(qptr, tids, tw, data, docs, indptr, *r, 16, 64, acc, seen)
             for w, g in zip(want, ref):
                 np.testing.assert_array_equal(g, w)
-            for first, fb in ((16, 64), (1, 0), (1000, 10**6)):
-                got.append(compact_kernels.bmp_serial(qptr, tids, tw, *c, *r, first, fb, acc,
-                                                      seen))  # fmt: skip
-            got.append(compact_kernels.bmp_parallel(qptr, tids, tw, *c, *r, 16, 64, acc2, seen2))
+            r = (tmax, slot, qmax, shift)
+            for sparse_df in (0, 5, None):  # every term without dense bytes, past df 5, none
+                sp = v1 if sparse_df is None else _sparse(data, docs, indptr, tmax, slot, shift,
+                                                          sparse_df)  # fmt: skip
+                for first, fb in ((16, 64), (1, 0), (1000, 10**6)):
+                    got.append(compact_kernels.bmp_serial(qptr, tids, tw, *c, *r, *sp, k,
+                                                          first, fb, acc, seen))  # fmt: skip
+            got.append(compact_kernels.bmp_parallel(qptr, tids, tw, *c, *r, *sp, k, 16, 64,
+                                                    acc2, seen2))  # fmt: skip
         assert not acc.any() and not seen.any() and not acc2.any() and not seen2.any()
         for i, g in enumerate(got):
             for w, x in zip(want, g):
                 np.testing.assert_array_equal(x, w, err_msg=f"k {k}, result {i}")
+
+
+def _sparse(data, docs, indptr, tmax, slot, shift, min_df):
+    """(terms, ptr, bytes): sparse range bytes of the terms without dense ones past ``min_df``."""
+    terms = np.flatnonzero((slot < 0) & (np.diff(indptr) > min_df))
+    counts, q = compact.sparse_maxima(data, docs, indptr, tmax, terms, shift)
+    return terms.astype(np.int32), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), q
+
+
+def test_sparse_range_bytes_are_the_dense_bytes_of_the_ranges_a_term_occurs_in():
+    """A term's sparse bytes are exactly the non-zero bytes of its dense row (``rowmax``), so
+    each bounds every posting of its range and the bounds equal those of a dense row."""
+    rng = np.random.default_rng(7)
+    params = {"k1": 0.9, "b": 0.4, "method": "lucene"}
+    docs, tf, indptr, lengths = _random_postings(rng, 2000, 80)
+    data, _, _ = _float_matrix(docs, tf, indptr, lengths, params)
+    tmax = termmax.term_maxima(data, indptr)
+    for shift in (0, 3, 5):
+        slot, dense = rowmax.compute(data, docs, indptr, tmax, 2000, shift, min_df=1)
+        none = np.full_like(slot, -1)
+        terms, ptr, q = _sparse(data, docs, indptr, tmax, none, shift, 1)
+        assert len(terms) == (slot >= 0).sum() > 10
+        for s, t in enumerate(terms):
+            row = dense[slot[t]]
+            assert q[ptr[s] : ptr[s + 1]].tolist() == row[row > 0].tolist(), (shift, t)
+            for p in range(indptr[t], indptr[t + 1]):  # each posting under its range's byte
+                j = np.count_nonzero(row[: docs[p] >> shift])
+                bound = np.float32(np.float64(tmax[t]) / 255.0) * np.float32(q[ptr[s] + j])
+                assert np.float64(bound) * (1 + 5e-6) >= data[p]
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +171,24 @@ def roots(hotpot_root, tmp_path_factory):
 
 def test_compact_index_equals_float_index_on_hotpotqa(roots):
     """Built with ``--format compact``: the same hits and bit-identical scores as the float
-    part, pruned and exhaustive, batched and one by one; smaller; the same maxima files."""
+    part, pruned and exhaustive, batched and one by one; smaller; the same term maxima, range
+    bytes only for the terms in more than half of the ranges."""
     floats, comp = roots["float"] / "bm25", roots["compact"] / "bm25"
     manifest = read_manifest(comp)
-    assert manifest["postings"]["layout"] == compact.LAYOUT
-    assert manifest["postings"]["row_ranges"] == read_manifest(floats)["postings"]["row_ranges"]
-    for name in (termmax.FILE, *rowmax.FILES, "vocab.hash.npy", "indptr.csc.index.npy"):
+    assert manifest["postings"]["layout"] == compact.LAYOUT == "compact-v2"
+    for name in (termmax.FILE, "vocab.hash.npy", "indptr.csc.index.npy"):
         assert (comp / name).read_bytes() == (floats / name).read_bytes(), name
-    assert not (comp / "data.csc.index.npy").exists()
+    ranges = manifest["postings"]["row_ranges"]
+    num_docs = manifest["num_docs"]
+    assert ranges["min_df"] == compact.dense_min_df(num_docs, ranges["shift"])
+    df = np.diff(np.load(comp / "indptr.csc.index.npy"))
+    assert ranges["dense_terms"] == (df > ranges["min_df"]).sum()
+    assert (
+        0 < ranges["dense_terms"] < read_manifest(floats)["postings"]["row_ranges"]["dense_terms"]
+    )
+    assert np.load(comp / "postings.offset.npy").dtype == np.uint32
+    assert np.load(comp / "docs.len.npy").dtype == np.uint16
+    assert not (comp / "data.csc.index.npy").exists() and not (comp / "vocab.index.json").exists()
     # the postings (rows and scores / blocks, lengths and idf): at this tiny scale one block of
     # skip data per term weighs most; at 666k passages the ratio is BENCHMARKS.md's
     posting_bytes = sum((comp / f).stat().st_size for f in compact.FILES[1:])
@@ -164,6 +209,52 @@ def test_compact_index_equals_float_index_on_hotpotqa(roots):
         assert pruned.search(texts, k) == want, k  # parallel batch
         assert full.search(texts, k) == want, k
         assert [pruned.search([t], k)[0] for t in texts[::20]] == want[::20]
+
+
+def test_queries_of_mid_frequency_terms_only(roots):
+    """Queries whose every term is bounded by its sparse range bytes (df between the
+    scored-bound cut and the dense one): bmp-compact gives the exhaustive float rows and
+    scores."""
+    floats, comp = roots["float"] / "bm25", roots["compact"] / "bm25"
+    ranges = read_manifest(comp)["postings"]["row_ranges"]
+    df = np.diff(np.load(comp / "indptr.csc.index.npy"))
+    sparse = np.load(comp / compact.SPARSE[0])
+    mid = (df > ranges["sparse_min_df"]) & (df <= ranges["min_df"])
+    assert sparse.tolist() == np.flatnonzero(mid).tolist() and len(sparse) >= 20
+    vocab = json.loads((floats / "vocab.index.json").read_text())
+    words = sorted(t for t, i in vocab.items() if mid[i])
+    rng = np.random.default_rng(5)
+    texts = [" ".join(rng.choice(words, int(rng.integers(1, 5)), replace=False))
+             for _ in range(150)]  # fmt: skip
+    ref = BM25Retriever(floats, threads=1, pruning=False)
+    pruned = BM25Retriever(comp, threads=1)
+    for k in (1, 3, 10, 100):
+        assert pruned.search(texts, k) == ref.search(texts, k), k
+
+
+def test_a_compact_v1_part_still_opens(roots, tmp_path):
+    """A compact-v1 part (int64 pointers, uint32 lengths, dense range bytes past df R/16, no
+    sparse ones, bm25s's vocabulary file) opens as it is and answers as the float part."""
+    floats, part = roots["float"] / "bm25", tmp_path / "bm25"
+    shutil.copytree(roots["compact"] / "bm25", part)
+    for name in compact.SPARSE:
+        (part / name).unlink()
+    for name, dtype in (("postings.bptr.npy", np.int64), ("postings.offset.npy", np.int64),
+                        ("docs.len.npy", np.uint32)):  # fmt: skip
+        np.save(part / name, np.load(part / name).astype(dtype))
+    for name in (*rowmax.FILES, "vocab.index.json"):
+        shutil.copy(floats / name, part / name)
+    manifest = read_manifest(part)
+    manifest["postings"]["layout"] = "compact-v1"
+    manifest["postings"]["row_ranges"] = read_manifest(floats)["postings"]["row_ranges"]
+    manifest["files"] = {f.name: {"bytes": f.stat().st_size} for f in part.glob("*.npy")}
+    (part / "manifest.json").write_text(json.dumps(manifest))
+    questions = [json.loads(line)["question"] for line in HOTPOT.read_text().splitlines()]
+    old = BM25Retriever(part, threads=1)
+    assert old.method == "bmp-compact" and len(old._sparse[0]) == 0
+    ref = BM25Retriever(floats, threads=1, pruning=False)
+    for k in (1, 10):
+        assert old.search(questions[:100], k) == ref.search(questions[:100], k)
 
 
 def test_verify_passes_on_a_compact_part(roots):
