@@ -222,7 +222,7 @@ def store_layouts(args, argv) -> int:
             manifest = json.loads((folder / "manifest.json").read_text())
             sizes[layout] = sum(p.stat().st_size for p in folder.iterdir())
             keys[layout] = sum(p.stat().st_size for p in folder.glob("*.npy")
-                               if p.name.endswith((".hash.npy", ".rows.npy")))  # fmt: skip
+                               if p.name.endswith((".hash.npy", ".rows.npy", ".count.npy")))  # fmt: skip
             n = manifest["num_docs"]
             if manifest.get("store"):
                 text_bytes = manifest["store"]["text_bytes"]
@@ -266,8 +266,8 @@ def store_layouts(args, argv) -> int:
         f"of `index_build corpus --store X`; reads: {reads} random passages, {reads // 4} random "
         f"pages and title lookups in a fresh process, one thread. Layouts built and read in "
         f"alternating order, medians of {build_repeat} builds and {args.repeat} read rounds; a "
-        f"shared, noisy machine: compare the ratios (title lookups run the same code and "
-        f"tables in every layout: their ratio shows the noise).",
+        f"shared, noisy machine: compare the ratios (title lookups: one table entry per "
+        f"passage in jsonl, one per run of a title's passages in spans).",
     )
     return 0
 

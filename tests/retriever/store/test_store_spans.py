@@ -139,7 +139,9 @@ def test_verify_passes_and_finds_a_flipped_byte_in_every_new_file(tmp_path, layo
     assert report["ok"], report["problems"]
     assert report["corpus"]["bad_passages"]["count"] == 0
     text = "pages.text.zst" if "zstd" in layout else "pages.text"
-    for name in (text, "passages.spans.npy", "pages.heads.jsonl", "pages.offsets.npy"):
+    names = [text, "passages.spans.npy", "pages.heads.jsonl", "pages.offsets.npy"]
+    names += [spans.DICT_FILE, "titles.count.npy"] if "zstd" in layout else ["titles.count.npy"]
+    for name in names:
         root = tmp_path / name
         shutil.copytree(src / "corpus", root / "corpus")
         path = root / "corpus" / name
