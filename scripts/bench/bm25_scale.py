@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                 ratios[f"bmp/pyserini k={k} b={batch}"] = ours_qps / c.qps_of(
                     rows, "pyserini (Lucene)", k, batch
                 )
+            if use_lucene and args.format == "compact":
+                ratios[f"bmp-compact/pyserini k={k} b={batch}"] = c.qps_of(
+                    rows, "ours bmp-compact", k, batch
+                ) / c.qps_of(rows, "pyserini (Lucene)", k, batch)
     qa = list(zip(queries, answers))[: args.recall]
     qtexts, golds = [q for q, _ in qa], [a for _, a in qa]
     recall = {}
