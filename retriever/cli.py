@@ -190,11 +190,18 @@ def configure_process() -> None:
       OpenMP layer keeps its threads spinning after a parallel BM25 kernel and they fight torch's
       own OpenMP threads (MiniLM encoding beside a BM25 search fell from 52 to 3.3 passages/s
       here, 47.5 with workqueue);
+    - OpenMP threads (torch's, faiss's) that sleep at a barrier instead of spinning, unless the
+      user chose: with torch's default two threads on a busy 2-core machine, the thread that
+      reaches a barrier first spins while its partner waits for a core, once per layer; a
+      one-query MiniLM encoding cost 200-300 ms CPU here instead of 16-23 ms (peers.py, issue
+      26), and Search-R1's server pays the same (rLLM's asks for 4 threads on 2 cores, which
+      makes libgomp throttle its spinning). Must be set before torch or faiss is imported;
     - faiss's loader logs at INFO each optimised build it could not load: not news to users;
     - httpx logs every request at INFO: a server start-up poll is not news either;
     - transformers draws a progress bar for every weight load (off: they take under a second).
     """
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # weights load from a local path in well under a second: a progress bar per load is noise
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

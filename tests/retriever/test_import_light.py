@@ -48,3 +48,18 @@ def test_importing_the_package_does_not_import_ray():
         "index_build.__main__.build_parser()"
     )
     assert heavy_after(code, ("ray",)) == ""
+
+
+def test_entry_points_make_openmp_threads_sleep_before_torch_loads():
+    """``OMP_WAIT_POLICY`` is read once, when torch's (or faiss's) OpenMP runtime loads: the
+    server's ``configure_process`` sets PASSIVE before anything imports them, and a user's own
+    choice wins (spinning threads cost 10x CPU per query on a busy machine: cli.py)."""
+    code = (
+        "import os\nos.environ.pop('OMP_WAIT_POLICY', None)\n"
+        "from retriever.server.app import build_parser\nfrom retriever.cli import configure_process\n"
+        "configure_process()\nprint(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = heavy_after(code, ("torch", "faiss"))
+    assert out == "PASSIVE", out  # and neither torch nor faiss loaded yet
+    code = "import os\nos.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n" + code.split("\n", 2)[2]
+    assert heavy_after(code, ("torch",)).splitlines()[0] == "ACTIVE"
