@@ -260,6 +260,33 @@ def decode(words, first, offset, bits, b, n, rows, tf):
         tf[i] += 1
 
 
+@njit(nogil=True, cache=True)
+def decode_rows(words, first, offset, bits, b, n, rows):
+    """Only the rows of block ``b`` (``decode`` without its term frequencies)."""
+    _unpack(words, np.int64(offset[b]), n, np.int64(bits[b, 0]), rows)
+    d = np.int64(first[b])
+    rows[0] = d
+    for i in range(1, n):
+        d += np.int64(rows[i]) + 1
+        rows[i] = d
+
+
+@njit(nogil=True, cache=True, inline="always")
+def tf_at(words, offset, bits, b, n, p):
+    """The term frequency of posting ``p`` of block ``b`` (``n`` postings), read alone: the
+    values are packed at a fixed width, so no other needs unpacking."""
+    wd = np.int64(bits[b, 0])
+    w = np.int64(bits[b, 1])
+    if w == 0:
+        return np.int64(1)
+    at = np.int64(offset[b]) + ((n * wd + 31) >> 5)
+    bit = p * w
+    j = at + (bit >> 5)
+    x = np.uint64(words[j]) | (np.uint64(words[j + 1]) << np.uint64(32))
+    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    return np.int64((x >> np.uint64(bit & 31)) & mask) + 1
+
+
 # ---- the loaded part --------------------------------------------------------------------------
 class Compact(NamedTuple):
     """The arrays the compact kernels read, in their argument order."""

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bmp import GROUP
-from .compact import BLOCK, decode
+from .compact import BLOCK, decode, decode_rows, tf_at
 from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 
 
@@ -126,10 +126,11 @@ def _one_query_ex(tids, tw, indptr, bptr, first, offset, bits, words, lengths, i
 def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, bits, words,
                  lengths, idf, norm, k1, atire, cur, cb, cn, crow, ctf, csc, cs, gallop, loc, hs,
                  hr, n, k, err):  # fmt: skip
-    """``bmp._score_range`` over the terms' cached blocks (``cb``: block held in ``crow``/
-    ``ctf``, ``cn``: its size, ``cs``: whether ``csc`` holds its scores; ``cur``: the sweep's
-    block cursor). Only the postings of the range are scored, unless the block's scores are
-    there already (a rare term's, from the bounds)."""
+    """``bmp._score_range`` over the terms' cached blocks (``cb``: block whose rows ``crow``
+    holds, ``cn``: its size, ``cs``: whether ``csc`` holds its scores; ``cur``: the sweep's
+    block cursor). Only the postings of the range are scored, each reading its own term
+    frequency off the packed words (a range holds few of a block's 128 postings), unless the
+    block's scores are there already (a rare term's, from the bounds)."""
     lo_row = np.int64(r) << shift
     hi_row = lo_row + (1 << shift)
     num_docs = len(lengths)
@@ -147,12 +148,12 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
             cur[i] = j
         w = tw[i]
         rows = crow[i]
-        tfs = ctf[i]
         sc = csc[i]
         idf64 = np.float64(idf[t])
         while j < b1:
             if cb[i] != j:
-                cn[i] = _unpack_block(t, j, indptr, bptr, first, offset, bits, words, rows, tfs)
+                cn[i] = min(BLOCK, indptr[t + 1] - indptr[t] - (j - b0) * BLOCK)
+                decode_rows(words, first, offset, bits, j, cn[i], rows)  # tf read when scored
                 cb[i] = j
                 cs[i] = False
             m = cn[i]
@@ -164,7 +165,8 @@ def _score_range(r, shift, tids, tw, slots, qmax, indptr, bptr, first, offset, b
                 elif cs[i]:
                     loc[d - lo_row] += w * sc[p]
                 else:
-                    loc[d - lo_row] += w * _score(tfs[p], norm, lengths[d], idf64, k1, atire)
+                    tf = tf_at(words, offset, bits, j, m, p)
+                    loc[d - lo_row] += w * _score(tf, norm, lengths[d], idf64, k1, atire)
                 p += 1
             if p < m:
                 break
