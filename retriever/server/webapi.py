@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from ..bm25.analyzer import Analyzer
 from ..errors import AuthError, BadRequestError, RetrieverError
 from .service import RetrievalService
-from .snippets import first_words, snippet
+from .snippets import first_words, snippets
 from .web import error_response, json_response, read_body
 
 __all__ = ["ENDPOINTS", "web_router"]
@@ -45,7 +45,7 @@ ENDPOINTS = frozenset(
 )
 SERPER_MAX_NUM = 100  # Serper's own cap on num; also the most queries of one batch
 SERPER_WORDS, SERPER_CHARS = 30, 200  # about a Google snippet
-OPENRESEARCHER_CHARS = 180  # its service's MAX_SNIPPET_LEN default
+OPENRESEARCHER_WORDS, OPENRESEARCHER_CHARS = 30, 180  # its service's MAX_SNIPPET_LEN default
 BROWSECOMP_K, BROWSECOMP_TOKENS = 5, 512  # its MCP server's defaults
 _OPERATOR = re.compile(r"(?:^|\s)(?:-\S+|(?:site|filetype|inurl|related|cache):\S+)")
 
@@ -92,6 +92,19 @@ class _Shapes:
         if sum(len(h) for h in hits) > 64:  # snippets of many hits: off the event loop
             return await run_in_threadpool(lambda: list(self.service.passages(hits)))
         return list(self.service.passages(hits))
+
+    async def snippets(
+        self, jobs: list[tuple[list[str], str]], max_words: int, max_chars: int
+    ) -> list[list[str]]:
+        """The snippets of each ``(texts, query)`` job: a request's few on the event loop (a
+        thread hand-off costs more than they do), many off it, as ``search`` does."""
+
+        def make() -> list[list[str]]:
+            return [snippets(t, q, self.analyzer, max_words, max_chars) for t, q in jobs]
+
+        if sum(len(texts) for texts, _ in jobs) > 64:
+            return await run_in_threadpool(make)
+        return make()
 
     async def page(self, name: str) -> dict:
         """The page a URL, title or id names, up to ``--max-access-chars``; 404 when unknown."""
@@ -168,17 +181,14 @@ async def _serper(shapes: _Shapes, items: list[dict]) -> list[dict]:
         asked.append((_text(item, "q"), num, page))
     k = max(num * page for _, num, page in asked)
     found = await shapes.search([plain_query(q) or q for q, _, _ in asked], k)
+    pages = [hits[(page - 1) * num : page * num] for (_, num, page), hits in zip(asked, found)]
+    jobs = [([p.text for p, _ in hits], q) for hits, (q, _, _) in zip(pages, asked)]
+    made = await shapes.snippets(jobs, SERPER_WORDS, SERPER_CHARS)
     out = []
-    for item, (q, num, page), hits in zip(items, asked, found, strict=True):
-        shown = hits[(page - 1) * num : page * num]
+    for item, (q, num, page), hits, texts in zip(items, asked, pages, made, strict=True):
         organic = [
-            {
-                "title": p.title,
-                "link": p.url,
-                "snippet": snippet(p.text, q, shapes.analyzer, SERPER_WORDS, SERPER_CHARS),
-                "position": (page - 1) * num + i + 1,
-            }
-            for i, (p, _score) in enumerate(shown)
+            {"title": p.title, "link": p.url, "snippet": text, "position": (page - 1) * num + i + 1}
+            for i, ((p, _score), text) in enumerate(zip(hits, texts, strict=True))
         ]
         params = {k: v for k, v in item.items() if k in ("gl", "hl", "location", "autocorrect")}
         params.update(q=q, type="search", num=num, page=page, engine="google")
@@ -191,13 +201,11 @@ async def _openresearcher(shapes: _Shapes, body: dict) -> dict:
     query = _text(body, "query")
     topn = _int(body, "topn", 10, 1, shapes.service.config.max_topk)
     (hits,) = await shapes.search([query], topn)
+    jobs = [([p.text for p, _ in hits], query)]
+    (texts,) = await shapes.snippets(jobs, OPENRESEARCHER_WORDS, OPENRESEARCHER_CHARS)
     results = [
-        {
-            "url": p.url,
-            "title": p.title,
-            "summary": snippet(p.text, query, shapes.analyzer, max_chars=OPENRESEARCHER_CHARS),
-        }
-        for p, _score in hits
+        {"url": p.url, "title": p.title, "summary": text}
+        for (p, _score), text in zip(hits, texts, strict=True)
     ]
     return {"results": results}
 

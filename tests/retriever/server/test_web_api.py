@@ -16,7 +16,7 @@ import json
 
 import pytest
 import requests
-from retriever_fakes import LiveServer, build_root
+from retriever_fakes import LiveServer, build_root, hotpot_questions
 
 from retriever.bm25.analyzer import Analyzer
 from retriever.index import Index
@@ -104,6 +104,19 @@ def test_snippets_are_query_biased(server, library):
     assert snippet("The cats were running home", "run", Analyzer(), mark=("<b>", "</b>")) == (
         "The cats were <b>running</b> home"
     )
+
+
+def test_snippets_of_a_big_batch_equal_the_library(server, library):
+    """A Serper batch of more than 64 hits makes its snippets off the event loop: the same
+    snippets as the library's, for each query's own hits, in order."""
+    questions = hotpot_questions(9)
+    body = [{"q": q, "num": 8} for q in questions]
+    out = requests.post(server.url + "/search", json=body, timeout=60).json()
+    analyzer = Analyzer.from_dict(library.parts()[library.default_bm25()]["analyzer"])
+    assert sum(len(r["organic"]) for r in out) > 64
+    for q, r in zip(questions, out, strict=True):
+        want = [snippet(p.text, q, analyzer, 30, 200) for p in top(library, q, 8)]
+        assert [o["snippet"] for o in r["organic"]] == want
 
 
 # ---- the clients, replayed ----------------------------------------------------------------
