@@ -309,6 +309,12 @@ def test_bench_store_option_smoke(tmp_path):
     per_text_byte = [float(row[2]) for row in summary["rows"]]
     assert per_text_byte[2] < per_text_byte[1] < per_text_byte[0]
     assert "## Corpus store layouts (" in (tmp_path / "record.md").read_text()
+    cmd = [sys.executable, str(script), "--smoke", "--block-sweep", "--block-sizes", "2048"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert [row[0] for row in summary["rows"]] == ["plain", "2 KB, no dict", "2 KB, dict 64 KB"]
+    assert "## Corpus store: zstd block size x dictionary (" in (tmp_path / "record.md").read_text()
 
 
 def test_a_dropped_spans_store_closes_its_files(tmp_path):
