@@ -31,6 +31,7 @@ def test_shim_moves_a_hard_coded_bind_to_our_local_port(bench, monkeypatch):
     assert calls == [("app", {"host": "127.0.0.1", "port": 45678, "log_level": "warning"})]
 
 
+@pytest.mark.slow  # a fresh interpreter loads torch and sentence-transformers: 20 s under load
 def test_shim_runs_a_peer_file_as_main_on_cpu_with_the_aliased_model(tmp_path):
     """A peer file written like Search-R1's and rLLM's (``.cuda()``, ``.half()``, a hub model
     name, globals under ``__main__``) runs unchanged: fp32 on the CPU, the packaged MiniLM."""
