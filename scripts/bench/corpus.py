@@ -124,7 +124,6 @@ def block_sweep(args, argv) -> int:
     against the plain stream, on one ``spans`` store's text."""
     import time
 
-    sys.path.insert(0, str(c.REPO))
     from retriever.store.spans import DICT_BYTES, TextSink
 
     work = Path(tempfile.mkdtemp(prefix="bench-blocks-"))
