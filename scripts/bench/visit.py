@@ -93,19 +93,31 @@ def smollm2_dir(out: Path) -> Path:
 
 
 class Serve:
-    """``transformers serve MODEL_DIR`` on 127.0.0.1, stopped on exit."""
+    """``transformers serve MODEL_DIR`` on 127.0.0.1, stopped on exit.
 
-    def __init__(self, model_dir: Path):
+    ``threads`` torch threads (``OMP_NUM_THREADS``): on a shared machine two threads spin against
+    each other (BENCHMARKS.md "CPU generation": 1.0 vs 14.3 tokens/s). A server still generating
+    ignores SIGTERM until its request ends, so it is killed after ``stop_timeout`` seconds."""
+
+    def __init__(self, model_dir: Path, threads: int = 1, stop_timeout: float = 30.0):
         self.model_dir, self.port = model_dir, c.free_port()
+        self.threads, self.stop_timeout = threads, stop_timeout
+
+    def command(self) -> list[str]:
+        cli = Path(sys.executable).with_name("transformers")
+        cmd = [str(cli), "serve", str(self.model_dir), "--host", "127.0.0.1"]
+        return cmd + ["--port", str(self.port), "--device", "cpu", "--format", "quiet"]
+
+    def env(self) -> dict[str, str]:
+        n = str(self.threads)
+        return c.child_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
 
     def __enter__(self) -> str:
         import httpx
 
-        cli = Path(sys.executable).with_name("transformers")
-        cmd = [str(cli), "serve", str(self.model_dir), "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--device", "cpu", "--format", "quiet"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=c.child_env(HF_HUB_OFFLINE="1"), start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=self.env(),
+                                     start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -114,13 +126,18 @@ class Serve:
                     return url
             except httpx.TransportError:
                 pass
-            time.sleep(1)
+            time.sleep(0.2)
         self.__exit__()
         raise SystemExit("transformers serve did not start")
 
     def __exit__(self, *exc):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(30)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
 
 
 async def timed_visits(client, url: str, model: str, pages: list[str], tokens: int) -> dict:
@@ -150,13 +167,19 @@ def timed_access(client, pages: list[str], tokens: int) -> dict:
     return {"ms": ms, "errors": 0, "calls": 0}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--index", help="index root with a bm25 part")
     ap.add_argument("--visits", type=int, default=12, help="pages visited per extractor")
     ap.add_argument("--input-tokens", type=int, default=256, help="page tokens sent at most")
     ap.add_argument("--no-real", action="store_true", help="skip the SmolLM2 row")
+    ap.add_argument("--model-threads", type=int, default=1, help="torch threads of SmolLM2")
     c.add_common_args(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.smoke:
         args.index, args.visits, args.no_real = str(c.smoke_index()), 4, True
@@ -178,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_real:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = smollm2_dir(Path(tmp) / "smollm2")
-            with Serve(model_dir) as url:
+            with Serve(model_dir, args.model_threads) as url:
                 runs["visit, SmolLM2-135M"] = asyncio.run(
                     timed_visits(client, url, str(model_dir), pages, args.input_tokens)
                 )
@@ -192,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     c.print_table(header, rows)
     print(json.dumps(out))
     c.record(args, argv, "visit(url, goal): stub extractor vs SmolLM2", rows, header,
-             f"{args.input_tokens} page tokens at most; tool errors: replies out of format "
-             "after one shorter retry")  # fmt: skip
+             f"{args.input_tokens} page tokens at most, {args.model_threads} torch thread(s) for "
+             "SmolLM2; tool errors: replies out of format after one shorter retry")  # fmt: skip
     return 0
 
 
