@@ -5,7 +5,9 @@ of closed-loop keep-alive clients (1, 16, 64) sending one query per request to `
 (the baseline, measured in the same run), Serper-style ``POST /search``, OpenResearcher-style
 ``POST /search`` and Jina-Reader-style ``GET /r/<url>``; the endpoints alternate at each
 concurrency so the machine's drift hits them alike. The web search endpoints add a
-query-biased snippet per hit (``retriever/server/snippets.py``) to the same search.
+query-biased snippet per hit (``retriever/server/snippets.py``) to the same search. The
+server's CPU per request (its process's user + system time over the run / requests) is the
+cost figure that a busy shared machine disturbs least.
 
     .venv/bin/python scripts/bench/web_api.py --index /tmp/h5/wx
     .venv/bin/python scripts/bench/web_api.py --smoke
@@ -18,6 +20,7 @@ import json
 import multiprocessing as mp
 
 import common as c
+import server as load
 
 ENDPOINTS = ("retrieve", "serper", "openresearcher", "jina")
 
@@ -47,15 +50,17 @@ def _generator(args) -> tuple[list[float], int, float]:
     return c.closed_loop(base, clients, seconds, request)
 
 
-def drive(pool, base: str, endpoint: str, queries, urls, clients: int, seconds: float) -> dict:
+def drive(pool, server, endpoint: str, queries, urls, clients: int, seconds: float) -> dict:
+    before = load.server_cpu(server.pid)
     lat, errors, elapsed = pool.apply(
-        _generator, ((base, endpoint, queries, urls, clients, seconds),)
+        _generator, ((server.url, endpoint, queries, urls, clients, seconds),)
     )
     ms = [1000 * x for x in lat]
     return {
         "rps": len(ms) / elapsed,
         "p50_ms": c.percentile(ms, 50),
         "p99_ms": c.percentile(ms, 99),
+        "cpu_ms": 1000 * (load.server_cpu(server.pid) - before) / max(len(ms), 1),
         "errors": errors,
     }
 
@@ -89,19 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         urls = page_urls(server.url, queries)
         with mp.get_context("spawn").Pool(1) as pool:
             for endpoint in ENDPOINTS:  # warm up every path once
-                drive(pool, server.url, endpoint, queries, urls, 4, min(0.5, args.seconds))
+                drive(pool, server, endpoint, queries, urls, 4, min(0.5, args.seconds))
             for n in levels:
                 fns = {
-                    e: (lambda e=e, n=n: drive(pool, server.url, e, queries, urls, n, args.seconds))
+                    e: (lambda e=e, n=n: drive(pool, server, e, queries, urls, n, args.seconds))
                     for e in ENDPOINTS
                 }
                 runs = c.alternate(fns, args.repeats)
                 for e in ENDPOINTS:
                     r = c.medians(runs[e])
                     row = [e, n, round(r["rps"]), round(r["p50_ms"], 2), round(r["p99_ms"], 2)]
-                    rows.append(row + [int(r["errors"])])
+                    rows.append(row + [round(r["cpu_ms"], 3), int(r["errors"])])
                     out[f"{e}@{n}"] = {k: round(v, 2) for k, v in r.items()}
-    header = ["endpoint", "clients", "req/s", "p50 ms", "p99 ms", "errors"]
+    header = ["endpoint", "clients", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
     c.print_table(header, rows)
     print(json.dumps(out))
     c.record(
