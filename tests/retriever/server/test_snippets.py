@@ -100,6 +100,7 @@ AWKWARD_TEXTS = [
     "Zürich's Straße führt über die Brücke; Ærøskøbing, Łódź and São Paulo — naïve café "
     "résumé. ΣΟΦΙΑ σοφίας ΟΔΟΣ. İstanbul'un İzmir ﬁnance ﬂow. Москва — столица России.",
     "東京都に住む人々は、毎日電車で通勤する。北京是中国的首都。ภาษาไทย ไม่มีช่องว่าง",
+    "臺灣的首都是臺北。 台湾 的 首都 是 台北 ， 東京 是 日本 的 首都 。",
     "U.S. forces, 1,000 men (3.14%), arrived: don't o'neil's X-ray e-mail!!! ... --- ???",
     "",
     "   \n\t  ",
@@ -112,6 +113,7 @@ AWKWARD_QUERIES = [
     "the of and to",  # stopwords only: no query terms
     "",
     "東京 北京 通勤",
+    "台灣 首都 臺北",
     "U.S. 1,000 don't o'neil X-ray",
     "σοφία ΟΔΟΣ istanbul İzmir финансы Москва",
     "((a+)+)$ [x] {y} \\d* ^foo$ |bar|",
@@ -174,8 +176,9 @@ def test_same_snippets_as_the_reference(pairs, max_words, max_chars, mark):
         Analyzer(lowercase=False),
         Analyzer.for_language("de"),
         Analyzer.for_language("ja"),  # bigram segmenter, the runs pattern
+        Analyzer.for_language("zh", script="simplified"),  # converts each word's script first
     ],
-    ids=["plain", "cased", "de", "ja"],
+    ids=["plain", "cased", "de", "ja", "zh-simplified"],
 )
 def test_same_snippets_with_other_analyzers(pairs, analyzer):
     for text, query in pairs[::3]:
