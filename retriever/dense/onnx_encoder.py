@@ -69,7 +69,9 @@ def model_key(model, config: EncoderConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _export(model, config: EncoderConfig, path: Path) -> None:
+def _export(
+    model, config: EncoderConfig, path: Path, example: tuple[np.ndarray, np.ndarray]
+) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -83,8 +85,7 @@ def _export(model, config: EncoderConfig, path: Path) -> None:
             pooled = pool(hidden.last_hidden_state, attention_mask, config.pooling)
             return F.normalize(pooled, p=2, dim=1) if config.normalize else pooled
 
-    ids = torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]], dtype=torch.long)
-    mask = (ids != 0).long()
+    ids, mask = (torch.from_numpy(a) for a in example)
     axes = {0: "batch", 1: "sequence"}
     with atomic_path(path, unique=True) as tmp:
         torch.onnx.export(
@@ -136,9 +137,16 @@ def _intact(folder: Path, name: str, recorded: dict) -> bool:
         return False
 
 
-def exported(model, config: EncoderConfig, runtime: str, cache_dir: Path | None = None) -> Path:
+def exported(
+    model,
+    config: EncoderConfig,
+    runtime: str,
+    example: tuple[np.ndarray, np.ndarray],
+    cache_dir: Path | None = None,
+) -> Path:
     """The ONNX file for ``runtime`` (``onnx`` or ``onnx-int8``): reused when its hash matches
-    the one recorded at export, else (missing or damaged) exported again."""
+    the one recorded at export, else (missing or damaged) exported again; ``example``: padded
+    token ids and mask of two texts, from the model's own tokenizer, to trace with."""
     folder = Path(cache_dir or cache_root()) / "onnx" / model_key(model, config)
     names = ["model.onnx"] + (["model-int8.onnx"] if runtime == "onnx-int8" else [])
     recorded = _recorded(folder)
@@ -154,7 +162,7 @@ def exported(model, config: EncoderConfig, runtime: str, cache_dir: Path | None 
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if "model.onnx" in todo:
-            _export(model, config, folder / "model.onnx")
+            _export(model, config, folder / "model.onnx", example)
             recorded = {}  # an int8 file quantised from another export is stale
             todo = names
         if "model-int8.onnx" in todo:
@@ -214,7 +222,8 @@ class OnnxEncoder(TransformerEncoder):
         # batches of 64 (int8 6.4 vs 10.8 ms CPU, onnx fp32 10.7 vs 16.3).
         super().__init__(config, device="cpu", dtype="fp32", batch_size=1)
         self.runtime = runtime
-        self.path = exported(self.model, config, runtime, cache_dir)
+        example = pad_batch(self.tokenize(["an example question to trace", "short"]), self.pad_id)
+        self.path = exported(self.model, config, runtime, example, cache_dir)
         self.session = session(self.path, threads or torch.get_num_threads())
         self.min_cosine_seen = self._check(min_cosine)
         self.model = None  # the torch weights served their purpose: reference and export
