@@ -14,13 +14,14 @@ from retriever_fakes import HOTPOT, hotpot_questions, paragraphs_jsonl
 
 from retriever.dense import onnx_encoder
 from retriever.dense.encoders import load_encoder, packaged_model_path, resolve_config
-from retriever.dense.onnx_encoder import MIN_COSINE, OnnxEncoder, check_queries
+from retriever.dense.onnx_encoder import MIN_COSINE, QUERY_ENCODERS, OnnxEncoder, check_queries
 from retriever.dense.retriever import _query_encoder
 from retriever.errors import BadRequestError, IndexFormatError
 from retriever.index import Index
 from retriever.server.app import build_parser, config_from_args, create_app
 from retriever.server.service import RetrievalService, ServiceConfig
 
+RUNTIMES = ["torch", "onnx", "onnx-int8"]  # every value --query-encoder offers, each served below
 QUESTIONS = 40  # their ~400 context paragraphs are the corpus of the recall test
 
 
@@ -176,7 +177,12 @@ def test_recall_at_5_is_unchanged(hotpot_root, cache, monkeypatch):
     assert same_set >= 0.6 * len(pairs) and same_top1 >= 0.8 * len(pairs)
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx", "onnx-int8"])
+def test_the_flag_offers_exactly_the_tested_values():
+    flag = next(a for a in build_parser()._actions if "--query-encoder" in a.option_strings)
+    assert list(flag.choices) == list(QUERY_ENCODERS) == RUNTIMES
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_each_flag_value_serves_retrieve(small_root, cache, monkeypatch, runtime):
     monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(cache))
     flags = ["--index", str(small_root), "--query-encoder", runtime, "--dense-backend", "torch"]
