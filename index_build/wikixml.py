@@ -272,7 +272,11 @@ def _pool(workers: int) -> ProcessPoolExecutor | None:
     workers = workers or os.cpu_count() or 1
     if workers <= 1:
         return None
-    context = mp.get_context("spawn" if os.name == "nt" else "fork")
+    # not "fork": forking a process that runs other threads (a library caller, a test run with
+    # servers and torch threads) can copy a lock some thread holds and leave a worker stuck for
+    # ever; the fork server is a fresh single-threaded process the workers are forked from
+    methods = mp.get_all_start_methods()
+    context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupt)
 
 
