@@ -86,9 +86,9 @@ def prepare(work: Path, index: Path | None, dense: bool) -> dict[str, Path]:
 # ---- peer processes -----------------------------------------------------------------------
 
 
-class PeerProcess:
+class PeerProcess(c.ServerProcess):
     """A peer's server file run through ``peer_shim`` on a free port, ready when ``probe``
-    answers 200; the same surface as ``common.ServerProcess`` (url, pid, ready_s, stop)."""
+    answers 200; ``common.ServerProcess``'s log, pid and stop, its own start and readiness."""
 
     def __init__(self, file: Path, args: list[str], probe: tuple[str, str, dict | None], **env):
         self.port = c.free_port()
@@ -104,14 +104,6 @@ class PeerProcess:
             cwd=file.parent, env=c.child_env(**extra), stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.ready_s = float("nan")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
 
     def wait(self, timeout: float = 300.0) -> float:
         import httpx
@@ -133,14 +125,6 @@ class PeerProcess:
             time.sleep(0.1)
         self.ready_s = time.perf_counter() - self.t0
         return self.ready_s
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def start_systems(args, retriever: str, paths: dict[str, Path], cache: Path) -> dict[str, object]:
