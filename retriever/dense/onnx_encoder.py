@@ -1,8 +1,8 @@
 """A faster CPU query encoder: the part's model exported to ONNX, optionally int8, checked.
 
 On CPU a dense request's time is almost all the encoder's forward pass. ONNX Runtime runs the
-same graph with fewer framework overheads, and int8 weights (dynamic quantisation, per output
-channel) cut the matrix work further. The export is cached per model (key: a hash of the
+same graph with fewer framework overheads, and int8 (weights per output channel, activations
+per token: ``onnx_int8``) cuts the matrix work further. The export is cached per model (key: a hash of the
 model's weights and the encoder settings baked into the graph) and reused on the next start;
 a damaged cache file is rebuilt. Before serving, the ONNX vectors of a fixed set of real
 questions (HotpotQA, shipped in ``data/check_queries.txt``) are compared with the torch fp32
@@ -11,7 +11,9 @@ different answer.
 
 Tokenisation, prefixes, length-sorted batching and truncation are the torch encoder's own
 (this class is a ``TransformerEncoder`` whose forward pass is the ONNX session); pooling and
-normalisation are the torch encoder's ``pool`` and ``F.normalize``, traced into the graph.
+normalisation are the torch encoder's ``pool`` and ``F.normalize``, traced into the graph. No
+operator mixes tokens of different texts (per-token int8 scales included), so a text's vector
+does not depend on its batch-mates and batches are as large as is fastest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import orjson
 from ..errors import BadRequestError, IndexFormatError
 from ..files import atomic_path, sha256_file, write_bytes_atomic
 from .encoders import EncoderConfig, TransformerEncoder, pad_batch, pool
+from .onnx_int8 import SCHEME, quantize_per_token
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +39,11 @@ MIN_COSINE = 0.99
 OPSET = 17
 CACHE_ENV = "RETRIEVER_CACHE_DIR"
 CHECK_QUERIES = Path(__file__).parent / "data" / "check_queries.txt"
-# The FFN output projections (1536 -> 384 in MiniLM) carry the activations with the largest
-# outliers; quantising them too dropped the worst check cosine from 0.995 to 0.988.
-KEEP_FP32 = ("output/dense",)
+# Texts per session run. Measured on 2 cores (one intra-op thread, passive, 128 HotpotQA
+# questions, CPU ms/query): int8 alone 3.2, length-sorted batches of 16 2.4, of 32 2.7 (larger
+# activations leave the cache); the per-tensor int8 it replaced was 4.3 alone.
+BATCH_SIZE = 16
+INT8_FILE = "model-int8-token.onnx"  # per-token scales (``onnx_int8.SCHEME``)
 _META = "meta.json"
 
 
@@ -61,7 +66,7 @@ def model_key(model, config: EncoderConfig) -> str:
     import torch
 
     h = hashlib.sha256()
-    h.update(orjson.dumps([config.pooling, config.normalize, OPSET, torch.__version__]))
+    h.update(orjson.dumps([config.pooling, config.normalize, OPSET, torch.__version__, SCHEME]))
     h.update(onnxruntime.__version__.encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -101,25 +106,8 @@ def _export(
 
 
 def _quantize(src: Path, path: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    keep = [
-        n.name
-        for n in onnx.load(str(src), load_external_data=False).graph.node
-        if n.op_type == "MatMul"
-        and any(k in n.name for k in KEEP_FP32)
-        and "attention" not in n.name
-    ]
     with atomic_path(path, unique=True) as tmp:
-        quantize_dynamic(
-            str(src),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=keep,
-        )
+        quantize_per_token(src, tmp)
 
 
 def _recorded(folder: Path) -> dict:
@@ -148,7 +136,7 @@ def exported(
     the one recorded at export, else (missing or damaged) exported again; ``example``: padded
     token ids and mask of two texts, from the model's own tokenizer, to trace with."""
     folder = Path(cache_dir or cache_root()) / "onnx" / model_key(model, config)
-    names = ["model.onnx"] + (["model-int8.onnx"] if runtime == "onnx-int8" else [])
+    names = ["model.onnx"] + ([INT8_FILE] if runtime == "onnx-int8" else [])
     recorded = _recorded(folder)
     todo = [n for n in names if not _intact(folder, n, recorded)]
     if not todo:
@@ -165,8 +153,8 @@ def exported(
             _export(model, config, folder / "model.onnx", example)
             recorded = {}  # an int8 file quantised from another export is stale
             todo = names
-        if "model-int8.onnx" in todo:
-            _quantize(folder / "model.onnx", folder / "model-int8.onnx")
+        if INT8_FILE in todo:
+            _quantize(folder / "model.onnx", folder / INT8_FILE)
         recorded.update({n: sha256_file(folder / n) for n in todo})
         meta = {"model": config.model, "sha256": recorded}
         write_bytes_atomic(folder / _META, orjson.dumps(meta), unique=True)
@@ -200,7 +188,7 @@ def session(path: Path, threads: int):
 
 
 class OnnxEncoder(TransformerEncoder):
-    """``TransformerEncoder`` whose forward pass runs in ONNX Runtime on CPU, a text at a time."""
+    """``TransformerEncoder`` whose forward pass runs in ONNX Runtime on CPU."""
 
     def __init__(
         self,
@@ -216,11 +204,7 @@ class OnnxEncoder(TransformerEncoder):
             raise BadRequestError(
                 f"unknown ONNX query encoder {runtime!r}; choose one of {QUERY_ENCODERS[1:]}"
             )
-        # One text per run: dynamic int8 scales each activation tensor by its own range, so a
-        # row's vector would change with its batch-mates and their padding; alone it is the
-        # same in every batch. Measured on 2 cores it is also cheaper per query than padded
-        # batches of 64 (int8 6.4 vs 10.8 ms CPU, onnx fp32 10.7 vs 16.3).
-        super().__init__(config, device="cpu", dtype="fp32", batch_size=1)
+        super().__init__(config, device="cpu", dtype="fp32", batch_size=BATCH_SIZE)
         self.runtime = runtime
         example = pad_batch(self.tokenize(["an example question to trace", "short"]), self.pad_id)
         self.path = exported(self.model, config, runtime, example, cache_dir)
@@ -236,7 +220,7 @@ class OnnxEncoder(TransformerEncoder):
         try:
             reference = self._encode(queries, self.config.query_prefix, self._torch_forward)
         finally:
-            self.batch_size = 1
+            self.batch_size = BATCH_SIZE
         cos = _cosines(onnx_vectors, reference)
         worst = float(cos.min())
         log.info(

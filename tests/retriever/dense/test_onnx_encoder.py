@@ -1,7 +1,7 @@
 """The ONNX Runtime query encoders (``--query-encoder onnx|onnx-int8``) against torch fp32.
 
 Real components throughout: the packaged MiniLM, torch.onnx.export, onnxruntime's
-quantize_dynamic and InferenceSession, HotpotQA questions and their context paragraphs.
+InferenceSession (MatMulInteger), HotpotQA questions and their context paragraphs.
 """
 
 from __future__ import annotations
@@ -57,11 +57,39 @@ def test_int8_is_within_the_cosine_bound_of_fp32(int8, fp32):
     others = hotpot_questions(300)[128:]
     cos = cosines(int8.encode_queries(others), fp32.encode_queries(others))
     assert cos.min() >= MIN_COSINE, cos.min()
-    single = np.concatenate([int8.encode_queries([q]) for q in others[:8]])
-    np.testing.assert_array_equal(single, int8.encode_queries(others[:8]))  # batch-independent
     assert int8.encode_queries([]).shape == (0, 384)
     assert int8.model is None  # the torch weights are dropped once checked
-    assert int8.path.name == "model-int8.onnx"
+    assert int8.path.name == "model-int8-token.onnx"
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "onnx-int8"])
+def test_a_text_in_a_padded_batch_gets_its_vector_alone(runtime, int8, config, cache, fp32):
+    """Batches are length-sorted and padded; a row's vector must not depend on its batch-mates
+    (per-tensor int8 scales failed this: min cosine 0.991 in this batch)."""
+    enc = int8 if runtime == "onnx-int8" else OnnxEncoder(config, "onnx", cache_dir=cache)
+    queries = check_queries()
+    ids = enc.tokenize(queries, enc.config.query_prefix)
+    assert max(map(len, ids)) >= 3 * min(map(len, ids))  # the batch has real padding
+    batched = enc._forward(ids)  # all 128 in one padded batch, unsorted
+    alone = np.concatenate([enc._forward([row]) for row in ids])
+    cos = cosines(batched, alone)
+    assert cos.min() >= 0.99999, cos.min()
+    # the same top-5 among 172 other questions' fp32 vectors, through the encoder's own batching
+    corpus = fp32.encode_queries(hotpot_questions(300)[128:])
+    top = lambda v: np.argsort(-(v @ corpus.T), axis=1, kind="stable")[:, :5]  # noqa: E731
+    np.testing.assert_array_equal(top(enc.encode_queries(queries)), top(alone))
+    assert enc.batch_size > 1  # and the encoder does batch
+
+
+def test_a_request_of_64_queries_runs_in_few_batches(int8, monkeypatch):
+    runs = []
+    real = int8.session.run
+    monkeypatch.setattr(
+        int8.session, "run", lambda *a: runs.append(a[1]) or real(*a), raising=False
+    )
+    int8.encode_queries(check_queries()[:64])
+    assert len(runs) == -(-64 // int8.batch_size) and len(runs) <= 4
+    assert sum(len(feed["input_ids"]) for feed in runs) == 64
 
 
 def test_onnx_fp32_matches_torch(config, cache, fp32):
@@ -94,9 +122,9 @@ def test_a_damaged_cache_file_is_rebuilt(int8, config, cache, tmp_path, monkeypa
     real = onnx_encoder._quantize
     monkeypatch.setattr(onnx_encoder, "_quantize", lambda *a: calls.append(a) or real(*a))
     rebuilt = OnnxEncoder(config, "onnx-int8", cache_dir=tmp_path)
-    assert len(calls) == 1 and rebuilt.path == folder / "model-int8.onnx"  # model.onnx reused
+    assert len(calls) == 1 and rebuilt.path == folder / "model-int8-token.onnx"
     recorded = onnx_encoder._recorded(folder)
-    assert onnx_encoder.sha256_file(rebuilt.path) == recorded["model-int8.onnx"]
+    assert onnx_encoder.sha256_file(rebuilt.path) == recorded["model-int8-token.onnx"]
     assert rebuilt.min_cosine_seen == pytest.approx(int8.min_cosine_seen, abs=1e-6)
     # a truncated meta.json counts as no record: every file is exported again, no error
     (folder / "meta.json").write_bytes(b"{")
