@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from llm_support import llm_url, model_dir  # noqa: F401  (the model tests' session fixtures)
+from llm_support import llm_url, model_dir, smollm2  # noqa: F401  (the model tests' session fixtures)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

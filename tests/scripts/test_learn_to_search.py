@@ -3,6 +3,7 @@ on the real SmolLM2 and the HotpotQA index."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import sys
@@ -36,7 +37,7 @@ def test_grpo_reward_is_the_env_spec_of_the_episode_scores():
     assert l2s._reward({**scores, "answer_in_evidence": 0.0}) == 0.5
 
 
-def test_scripted_policy_copies_the_span_it_read(hotpot_root):
+def test_scripted_policy_copies_the_span_it_read(hotpot_root, gguf_tokenizer):
     from env_support import ensure_bm25
     from transformers import AutoTokenizer  # noqa: F401  (the real tokenizer comes with the model)
 
@@ -48,7 +49,7 @@ def test_scripted_policy_copies_the_span_it_read(hotpot_root):
     assert l2s._span_in("The song is KANSAS song.", ["Kansas Song"]) == "KANSAS song"
     client = InProcessClient(ensure_bm25(hotpot_root))
     tasks = load_tasks(str(l2s.QA))[:40]
-    tok = _tokenizer(l2s)
+    tok = copy.deepcopy(gguf_tokenizer)
     hits, examples = l2s.scripted(client, tok, tasks, True, cfg)
     assert 0 < len(hits) < len(tasks) and len(examples) == len(hits)
     prompt, completion, mask = examples[0]
@@ -63,10 +64,10 @@ def test_scripted_policy_copies_the_span_it_read(hotpot_root):
     assert l2s.NoSearch().retrieve(["q1", "q2"]) == [[], []]
 
 
-def test_a_turn_cut_by_a_stop_string_does_not_end_the_message():
+def test_a_turn_cut_by_a_stop_string_does_not_end_the_message(gguf_tokenizer):
     """The first full run stopped every searching episode unanswered: its padding was EOS."""
     l2s = load()
-    tok = _tokenizer(l2s)
+    tok = copy.deepcopy(gguf_tokenizer)
     tok.pad_token = tok.eos_token  # as grpo_trl.load_model leaves it
     eos, pad = tok.eos_token_id, l2s.pad_id(tok)
     assert pad != eos
@@ -76,7 +77,11 @@ def test_a_turn_cut_by_a_stop_string_does_not_end_the_message():
     assert l2s.trim([pad, pad], eos, pad) == [eos]
 
 
-def _tokenizer(l2s):
+@pytest.fixture(scope="module")
+def gguf_tokenizer():
+    """SmolLM2's tokenizer read from its GGUF once for the module (4 s a read); tests that
+    change it take a copy."""
+    load()  # puts scripts/train on the path
     from grpo_trl import GGUF_FILE, model_dir
     from transformers import AutoTokenizer
 
@@ -85,10 +90,13 @@ def _tokenizer(l2s):
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_quick_pipeline_writes_the_summary(tmp_path, hotpot_root):
+def test_quick_pipeline_writes_the_summary(tmp_path, hotpot_root, smollm2, monkeypatch):
     from env_support import ensure_bm25
 
     l2s = load()
+    import grpo_trl  # scripts/train is on the path now; main imports load_model from it
+
+    monkeypatch.setattr(grpo_trl, "load_model", smollm2)  # its GGUF load, shared by the session
     out = tmp_path / "out"
     assert l2s.main(["--quick", "--out", str(out), "--index", str(ensure_bm25(hotpot_root))]) == 0
     summary = json.loads((out / "summary.json").read_text())

