@@ -303,6 +303,29 @@ def goals(out: dict, retrievers: list[str], shapes: list[tuple[int, int]]) -> li
                         f"{retriever} {clients}x{per}: {ratio:.2f}x {key[2:]} "
                         f"(goal {GOALS[retriever]:.0f}x)"
                     )
+    return missed + costlier_batches(out, retrievers, shapes)
+
+
+def costlier_batches(out: dict, retrievers: list[str], shapes: list[tuple[int, int]]) -> list[str]:
+    """Issue 26's check that a batched request costs our server no more CPU per query than
+    single queries coalesced: each ``CxQ`` shape (Q > 1) of each of our rows against the
+    ``Cx1`` shape with the most clients."""
+    singles = max((c for c, per in shapes if per == 1), default=None)
+    missed = []
+    for retriever in retrievers:
+        for key, r in out.items():
+            parts = key.split(" ", 2)
+            if len(parts) < 3 or parts[0] != retriever or kind_of(parts[2]) != "ours":
+                continue  # a peer's point, a ready time, the machine
+            if not parts[1].replace("x", "").isdigit() or not isinstance(r, dict):
+                continue
+            clients, per = parse_shape(parts[1])
+            single = out.get(f"{retriever} {singles}x1 {parts[2]}", {}).get("cpu_ms_q")
+            if per > 1 and single is not None and r.get("cpu_ms_q", 0.0) > single:
+                missed.append(
+                    f"{key}: {r['cpu_ms_q']:.2f} server CPU ms/query, more than {singles} "
+                    f"coalesced single queries ({single:.2f})"
+                )
     return missed
 
 

@@ -84,3 +84,22 @@ def test_goals_name_each_shape_and_peer_below_the_bar(bench):
     assert peers.parse_shape("4x64") == (4, 64) and peers.parse_shape("64") == (64, 1)
     assert peers.body_of("rllm", ["q"], "dense") == {"query": "q", "top_k": 3}
     assert peers.body_of("ours", ["q"], "dense")["retriever"] == "dense-minilm"
+
+
+def test_a_batched_request_costing_more_per_query_than_coalesced_singles_is_a_miss(bench):
+    """Issue 26: a 64-query request must cost the server no more CPU per query than 64 single
+    queries coalesced (the most clients of the Cx1 shapes), for every server row of ours."""
+    import peers
+
+    shapes = [(16, 1), (64, 1), (4, 64)]
+    out = {
+        "dense 16x1 ours": {"cpu_ms_q": 5.0, "x rllm": 2.5},
+        "dense 64x1 ours": {"cpu_ms_q": 3.0, "x rllm": 2.5},
+        "dense 4x64 ours": {"cpu_ms_q": 3.4, "x search-r1": 2.2},  # > 3.0: a miss
+        "dense 64x1 ours --workers 2": {"cpu_ms_q": 3.2},
+        "dense 4x64 ours --workers 2": {"cpu_ms_q": 3.1},  # <= 3.2: fine
+        "dense 4x64 search-r1": {"cpu_ms_q": 9.0},  # peers are not held to it
+    }
+    assert peers.goals(out, ["dense"], shapes) == [
+        "dense 4x64 ours: 3.40 server CPU ms/query, more than 64 coalesced single queries (3.00)"
+    ]
