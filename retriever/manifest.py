@@ -14,9 +14,11 @@ from .files import write_bytes_atomic
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 # a corpus in the ``spans`` layout: code that reads only version 1 refuses it (asks to rebuild);
-# 3: zstd blocks may need the store's trained dictionary (``store.dictionary``); 2 still opens
-SPANS_FORMAT_VERSION = 3
-READABLE_VERSIONS = (FORMAT_VERSION, 2, SPANS_FORMAT_VERSION)
+# 3: zstd blocks may need the store's trained dictionary (``store.dictionary``); 4: zstd blocks
+# end at passage ends (``store.block_starts``: code before it would read the wrong bytes); 2, 3
+# still open
+SPANS_FORMAT_VERSION = 4
+READABLE_VERSIONS = (FORMAT_VERSION, 2, 3, SPANS_FORMAT_VERSION)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -6,9 +6,11 @@ zstd-compressed in blocks of ``block_bytes`` with a block index, so a random row
 decompression), and a passage is a record ``(start, length, page, flags)`` into that stream:
 
 - ``pages.text`` (or ``pages.text.zst`` + ``pages.blocks.npy``, the compressed offset of each
-  block; block ``k`` holds stream bytes ``[k * block_bytes, (k + 1) * block_bytes)``; and
-  ``pages.text.dict``, a zstd dictionary trained on the first blocks, so small blocks still
-  compress well: a random passage costs one or two 2 KB decompressions, not 64 KB)
+  block, + ``pages.block_starts.npy``, the stream offset of each block: blocks of at most
+  ``block_bytes`` that end where a passage ends, so a random passage is one decompression of
+  about its own size; and ``pages.text.dict``, a zstd dictionary trained on the first blocks, so
+  small blocks still compress well. Stores before format 4 have no ``block_starts``: their
+  block ``k`` holds stream bytes ``[k * block_bytes, (k + 1) * block_bytes)``)
 - ``pages.offsets.npy``: uint64, n+1 stream offsets of the pages
 - ``pages.heads.jsonl`` + ``pages.heads.offsets.npy``: per page ``{"id", "title", "p"}`` (``p``:
   its first passage row) and ``"url"`` when it is not the title's Wikipedia url
@@ -29,6 +31,8 @@ import os
 import struct
 import threading
 from array import array
+from bisect import bisect_right as _bisect
+from bisect import insort
 from collections import OrderedDict
 from pathlib import Path
 
@@ -43,12 +47,14 @@ log = logging.getLogger(__name__)
 
 LAYOUT = "spans"
 COMPRESSIONS = (None, "zstd")
-BLOCK_BYTES = 1 << 11  # zstd blocks: a random passage read decompresses one (or two)
+BLOCK_BYTES = 1 << 10  # most a zstd block holds: blocks end at passage ends, so a random
+# passage read decompresses one block of about its size (zstd's cost grows with the output)
 DICT_BYTES = 1 << 16  # a trained dictionary: 2 KB blocks compress about as well as 64 KB without
 DICT_SAMPLE_BYTES = 8 << 20  # the text the dictionary is trained on (the first blocks)
 ZSTD_LEVEL = 3
-CACHE_BYTES = 4 << 20  # decompressed blocks kept (an LRU: sequential and page reads hit it)
+CACHE_BYTES = 4 << 20  # decompressed blocks kept (first in, first out: repeated reads hit it)
 DICT_FILE = "pages.text.dict"
+STARTS_FILE = "pages.block_starts.npy"
 SPAN = np.dtype([("start", "<u8"), ("length", "<u4"), ("page", "<u4"), ("flags", "u1")])
 _SPAN = struct.Struct("<QIIB")
 _PAIR = struct.Struct("<QQ")
@@ -74,11 +80,16 @@ def _lines(text: str) -> str:
 
 
 class TextSink:
-    """The page text stream, written plain or zstd-compressed in fixed-size blocks.
+    """The page text stream, written plain or zstd-compressed in blocks of at most
+    ``block_bytes``.
 
-    With a dictionary (``dict_bytes`` > 0) the first ``DICT_SAMPLE_BYTES`` of text are held
-    back, a dictionary is trained on them in blocks, and only then is anything compressed; a
-    text too small to train on is written without one.
+    A block ends at the last passage start or end (``cut_at``) in the second half of its room,
+    else when it is full: zstd's cost grows with what it decompresses, so a passage read costs
+    one block of about its size. Cuts must be given before the text after them is written (the
+    writer gives a page's passages' before the next page), so blocks are only cut up to the
+    last write. With a dictionary (``dict_bytes`` > 0) the first ``DICT_SAMPLE_BYTES`` of text
+    are held back, a dictionary is trained on them in blocks, and only then is anything
+    compressed; a text too small to train on is written without one.
     """
 
     def __init__(
@@ -99,7 +110,10 @@ class TextSink:
         self.path = folder / name
         self._f = open(self.path, "wb", buffering=1 << 22)
         self._buf = bytearray()
-        self._blocks = array("Q", [0])
+        self._base = 0  # stream offset of _buf[0]: the start of the next block
+        self._cuts: list[int] = []  # sorted stream offsets a block may end at, past _base
+        self._blocks = array("Q", [0])  # compressed offset of each block
+        self._starts = array("Q", [0])  # stream offset of each block
         self._zstd = None
         if compression and not self.dict_bytes:
             self._start()
@@ -118,34 +132,59 @@ class TextSink:
             level=self.level, dict_data=dict_data, write_checksum=True, write_dict_id=False
         )
 
+    def cut_at(self, pos: int) -> None:
+        """Stream offset ``pos`` is a good block end (a passage starts or ends there)."""
+        cuts = self._cuts
+        if not self.compression or pos <= self._base or (cuts and pos == cuts[-1]):
+            return
+        if not cuts or pos > cuts[-1]:
+            cuts.append(pos)
+        elif pos not in cuts:
+            insort(cuts, pos)
+
     def write(self, data: bytes) -> None:
-        self.pos += len(data)
         if not self.compression:
+            self.pos += len(data)
             self._f.write(data)
             return
+        self._cut(self.pos)  # every cut before the text written so far is known
         self._buf += data
-        if self._zstd is None:
-            if len(self._buf) < DICT_SAMPLE_BYTES:
-                return
+        self.pos += len(data)
+        if self._zstd is None and len(self._buf) >= DICT_SAMPLE_BYTES:
             self._start()
-        while len(self._buf) >= self.block_bytes:
-            self._flush(self.block_bytes)
+
+    def _cut(self, known: int, final: bool = False) -> None:
+        """Compress the blocks that end at or before ``known`` (``final``: all the rest)."""
+        if self._zstd is None:
+            return
+        room, cuts = self.block_bytes, self._cuts
+        while self._buf and (final or self._base + room <= known):
+            base = self._base
+            end = min(base + room, self.pos)
+            i = _bisect(cuts, end)
+            if end == base + room and i and cuts[i - 1] > base + room // 2:
+                end = cuts[i - 1]
+            del cuts[:i]
+            self._flush(end - base)
 
     def _flush(self, n: int) -> None:
         frame = self._zstd.compress(bytes(self._buf[:n]))
         del self._buf[:n]
+        self._base += n
         self._f.write(frame)
         self._blocks.append(self._blocks[-1] + len(frame))
+        self._starts.append(self._base)
 
     def close(self) -> None:
         if self.compression and self._zstd is None:
             self._start()
-        while self.compression and self._buf:
-            self._flush(min(self.block_bytes, len(self._buf)))
+        if self.compression:
+            self._cut(self.pos, final=True)
         self._f.close()
         if self.compression:
             folder = self.path.parent
             np.save(folder / "pages.blocks.npy", np.frombuffer(self._blocks, np.uint64))
+            np.save(folder / STARTS_FILE, np.frombuffer(self._starts, np.uint64))
             if self.dictionary is not None:
                 (folder / DICT_FILE).write_bytes(self.dictionary)
 
@@ -155,6 +194,7 @@ class TextSink:
             "compression": self.compression,
             "block_bytes": self.block_bytes if self.compression else None,
             "dictionary": DICT_FILE if self.dictionary is not None else None,
+            **({"block_starts": STARTS_FILE} if self.compression else {}),
         }
 
 
@@ -212,6 +252,7 @@ class SpansWriter:
         data = text.encode("utf-8")
         self._page = (row, pid, title, url, text, data, self.num_passages, self._text.pos)
         self._cursor = (0, 0)
+        self._text.cut_at(self._text.pos)
         self._text.write(data)
         self._page_offsets.append(self._text.pos)
         head = {"id": pid, "title": title, "p": self.num_passages}
@@ -235,6 +276,9 @@ class SpansWriter:
             self._patch_offsets.append(self._patch_offsets[-1] + len(line))
             record = (len(self._patch_offsets) - 2, 0, 0, PATCH)
             self.counts["patched"] += 1
+        else:  # blocks end here where they can: the passage is read from one block
+            self._text.cut_at(record[0])
+            self._text.cut_at(record[0] + record[1])
         self._spans.write(_SPAN.pack(*record))
         return row
 
@@ -351,7 +395,7 @@ def _mapped(path: Path) -> mmap.mmap | bytes:
 
 
 class PageText:
-    """Read side of the text stream: bytes ``[start, end)``, through a small LRU of blocks."""
+    """Read side of the text stream: bytes ``[start, end)``, through a small cache of blocks."""
 
     def __init__(self, folder: Path, entry: dict, store: dict):
         self.compression = store.get("compression")
@@ -364,13 +408,22 @@ class PageText:
                 f"{folder}: store compression {self.compression!r} is unknown to this code: "
                 "upgrade it or rebuild the corpus"
             )
+        self._tables: list[mmap.mmap] = []
         if self.compression:
             import zstandard
 
             self.block_bytes = int(store["block_bytes"])
-            blocks = np.load(folder / "pages.blocks.npy", mmap_mode="r")
-            self.num_blocks = len(blocks) - 1
-            self._index = np.asarray(blocks, dtype="<u8").tobytes()  # small: 8 bytes a block
+            self._offsets = self._column(folder / "pages.blocks.npy")  # compressed, n + 1
+            self.num_blocks = len(self._offsets) - 1
+            self._starts = None  # format 3: block k starts at k * block_bytes
+            if store.get("block_starts"):
+                self._starts = self._column(folder / store["block_starts"])
+                if len(self._starts) != len(self._offsets):
+                    raise CorruptStoreError(
+                        f"{folder}: {store['block_starts']} has {len(self._starts)} entries, "
+                        f"pages.blocks.npy {len(self._offsets)}: the store is damaged; run "
+                        "`python -m index_build verify --index ROOT` and rebuild the corpus"
+                    )
             self._dict = None
             if store.get("dictionary"):
                 data = (folder / store["dictionary"]).read_bytes()
@@ -379,6 +432,12 @@ class PageText:
             self._cache_blocks = max(1, CACHE_BYTES // self.block_bytes)
             self._lock = threading.Lock()
             self._local = threading.local()
+
+    def _column(self, path: Path) -> memoryview:
+        """A uint64 ``.npy`` table as a mapped column: nothing loaded, bisect works on it."""
+        m, at, n = _table(path, "<u8")
+        self._tables.append(m)
+        return memoryview(m)[at : at + 8 * n].cast("Q")
 
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
@@ -391,28 +450,73 @@ class PageText:
                     "run `python -m index_build verify --index ROOT` and rebuild the corpus"
                 )
             return data
-        bb = self.block_bytes
-        first, last = start // bb, (end - 1) // bb
-        if first == last:
-            return self._block(first)[start - first * bb : end - first * bb]
-        parts = [self._block(k) for k in range(first, last + 1)]
-        return b"".join(parts)[start - first * bb : end - first * bb]
-
-    def _block(self, k: int) -> bytes:
-        with self._lock:
+        starts = self._starts
+        if starts is None:
+            k = start // self.block_bytes
+            lo = k * self.block_bytes
+            hi = lo + self.block_bytes
+        else:
+            k = _bisect(starts, start) - 1
+            lo = starts[k]
+            hi = starts[k + 1] if k < self.num_blocks else lo
+        if end <= hi:  # the usual passage: one block (looked up without the lock: a dict get)
             block = self._cache.get(k)
-            if block is not None:
-                self._cache.move_to_end(k)
-                return block
-        if not 0 <= k < self.num_blocks:
-            raise CorruptStoreError(f"{self.path}: block {k} is past the block index")
-        lo, hi = _PAIR.unpack_from(self._index, 8 * k)
-        frame = self._map[lo:hi]
+            if block is None:
+                block = self._load(k, hi - lo if starts is not None else self._size(k))
+            return block[start - lo : end - lo]
+        if starts is None:
+            last = (end - 1) // self.block_bytes
+        else:
+            last = _bisect(starts, end - 1) - 1
+        return self._blocks(k, last)[start - lo : end - lo]
+
+    def _dctx(self):
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:  # one per thread: a decompression context is not thread-safe
             import zstandard
 
             dctx = self._local.dctx = zstandard.ZstdDecompressor(dict_data=self._dict)
+        return dctx
+
+    def _size(self, k: int) -> int:
+        """Stream bytes block ``k`` holds."""
+        if self._starts is not None:
+            return self._starts[k + 1] - self._starts[k]
+        return self.block_bytes if k != self.num_blocks - 1 else -1  # the last: any size
+
+    def _blocks(self, first: int, last: int) -> bytes:
+        """Blocks ``first..last`` (a page) in one call: one decompressor across their frames."""
+        if last <= first or last >= self.num_blocks:
+            return self._block(last if last >= self.num_blocks else first)  # raises past the end
+        data = None
+        if self._starts is not None:
+            frames = self._map[self._offsets[first] : self._offsets[last + 1]]
+            try:
+                data = self._dctx().decompressobj(read_across_frames=True).decompress(frames)
+            except Exception:  # zstandard.ZstdError: found and named block by block below
+                data = None
+            if data is not None and len(data) != self._starts[last + 1] - self._starts[first]:
+                data = None
+        if data is None:
+            data = b"".join([self._block(k) for k in range(first, last + 1)])
+        return data
+
+    def _block(self, k: int) -> bytes:
+        """Block ``k``, decompressed and checked; kept in the cache (first in, first out: a
+        hit takes no lock and moves nothing)."""
+        block = self._cache.get(k)
+        if block is not None:
+            return block
+        if not 0 <= k < self.num_blocks:
+            raise CorruptStoreError(f"{self.path}: block {k} is past the block index")
+        return self._load(k, self._size(k))
+
+    def _load(self, k: int, size: int) -> bytes:
+        """Decompress block ``k`` of ``size`` bytes (-1: any), check and cache it."""
+        if not 0 <= k < self.num_blocks:
+            raise CorruptStoreError(f"{self.path}: block {k} is past the block index")
+        frame = self._map[self._offsets[k] : self._offsets[k + 1]]
+        dctx = getattr(self._local, "dctx", None) or self._dctx()
         try:
             block = dctx.decompress(frame)
         except Exception as exc:  # zstandard.ZstdError: a damaged frame
@@ -420,9 +524,9 @@ class PageText:
                 f"{self.path}: block {k} does not decompress ({exc}): the file is damaged; "
                 "run `python -m index_build verify --index ROOT` and rebuild the corpus"
             ) from exc
-        if len(block) != self.block_bytes and k != self.num_blocks - 1:
+        if len(block) != size and size >= 0:
             raise CorruptStoreError(
-                f"{self.path}: block {k} holds {len(block)} bytes, not {self.block_bytes}: the "
+                f"{self.path}: block {k} holds {len(block)} bytes, not {size}: the "
                 "file is damaged; run `python -m index_build verify --index ROOT` and rebuild "
                 "the corpus"
             )
@@ -433,6 +537,13 @@ class PageText:
         return block
 
     def close(self) -> None:
+        for name in ("_offsets", "_starts"):
+            view = getattr(self, name, None)
+            if view is not None:
+                view.release()  # a mapping cannot close while a view of it lives
+        for m in self._tables:
+            m.close()
+        self._tables = []
         if isinstance(self._map, mmap.mmap):
             self._map.close()
 
@@ -506,7 +617,10 @@ class SpansReader:
         pid, title, url, first = self.head(page)
         if not flags & ID_PAGE:
             pid = f"{pid}-{row - first}"
-        text = _decode(self.text.read(start, start + length))
+        try:
+            text = self.text.read(start, start + length).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _damaged("page text", exc) from exc
         if mode == LINES:
             text = text.replace("\n", " ")
         elif mode == WORDS:

@@ -59,8 +59,9 @@ def test_every_row_reads_the_same_in_every_layout(roots):
         assert got.layout == "spans"
         assert got.manifest["store"]["compression"] == ("zstd" if "zstd" in layout else None)
         if "zstd" in layout:  # the defaults: small blocks, with a dictionary trained on them
-            assert got.manifest["store"]["block_bytes"] == spans.BLOCK_BYTES == 2048
+            assert got.manifest["store"]["block_bytes"] == spans.BLOCK_BYTES == 1024
             assert got.manifest["store"]["dictionary"] == spans.DICT_FILE
+            assert got.manifest["store"]["block_starts"] == spans.STARTS_FILE
             assert (roots[layout] / "corpus" / spans.DICT_FILE).is_file()
         assert got.manifest["store"]["passages"]["patched"] == 0  # every passage is a span
         assert (len(got), got.num_pages) == (len(want), want.num_pages) and len(got) > 1000
@@ -72,6 +73,9 @@ def test_every_row_reads_the_same_in_every_layout(roots):
         for row in range(want.num_pages):
             assert got.get_page(row) == want.get_page(row), row
             assert got.page_meta(row) == want.page_meta(row)
+        every = list(range(len(want)))
+        assert got.get_many(every) == want.get_many(every)  # a batch: each block once
+        assert got.get_many(every[::-3]) == want.get_many(every[::-3])
         for row in range(0, len(want), 97):  # lookups by id, title and url
             p = want.get(row)
             assert got.find_id(p.id) == row
@@ -175,19 +179,36 @@ def test_a_damaged_dictionary_is_a_clear_error(tmp_path):
             store.get(row)
 
 
-@pytest.mark.parametrize(("block_bytes", "dict_bytes"), [(4096, 0), (4096, 8192), (1000, 4096)])
-def test_text_stream_reads_every_range_like_the_plain_stream(tmp_path, block_bytes, dict_bytes):
+@pytest.mark.parametrize(
+    ("block_bytes", "dict_bytes", "hints"),
+    [(4096, 0, False), (4096, 8192, False), (1000, 4096, False), (1000, 4096, True)],
+)
+def test_text_stream_reads_every_range_like_the_plain_stream(
+    tmp_path, block_bytes, dict_bytes, hints
+):
     import random
 
     rng = random.Random(block_bytes + dict_bytes)
     words = [bytes(rng.choices(b"abcdefgh\xc3\xa9", k=rng.randint(1, 9))) for _ in range(2000)]
     data = b" ".join(rng.choice(words) for _ in range(60_000))  # ~300 KB, with a tail block
     sink = spans.TextSink(tmp_path, "zstd", block_bytes, dict_bytes=dict_bytes)
+    cuts_at = sorted(rng.sample(range(1, len(data)), 600)) if hints else []
     for at in range(0, len(data), 7777):  # writes that do not line up with the blocks
         sink.write(data[at : at + 7777])
+        for cut in cuts_at:  # a passage's end: given after the text it ends in
+            if at < cut <= at + 7777:
+                sink.cut_at(cut)
     sink.close()
     assert (sink.dictionary is not None) == (dict_bytes > 0)
-    assert len(np.load(tmp_path / "pages.blocks.npy")) == -(-len(data) // block_bytes) + 1
+    starts = np.load(tmp_path / spans.STARTS_FILE)
+    assert len(np.load(tmp_path / "pages.blocks.npy")) == len(starts)
+    assert starts[0] == 0 and starts[-1] == len(data) and (np.diff(starts) <= block_bytes).all()
+    if not hints:  # no passage ends to cut at: fixed blocks
+        assert len(starts) == -(-len(data) // block_bytes) + 1
+    else:  # each block ends at a hint where one falls in its second half
+        for a, b in zip(starts[:-2], starts[1:-1]):
+            window = [c for c in cuts_at if a + block_bytes // 2 < c <= a + block_bytes]
+            assert b == (max(window) if window else a + block_bytes), (a, b)
     text = spans.PageText(tmp_path, {"path": sink.path.name}, {**sink.entry()})
     cuts = [(0, len(data)), (len(data) - 5, len(data)), (block_bytes - 3, block_bytes + 3)]
     cuts += [sorted(rng.sample(range(len(data) + 1), 2)) for _ in range(300)]
@@ -222,6 +243,57 @@ def test_a_store_from_before_dictionaries_still_opens(tmp_path, monkeypatch):
         assert got.get(row) == want.get(row), row
 
 
+def test_a_store_with_fixed_blocks_still_opens(tmp_path, monkeypatch):
+    """Format 3 (2 KB blocks at fixed stream offsets, no ``store.block_starts``) reads as before."""
+    import orjson
+
+    monkeypatch.setattr(spans, "BLOCK_BYTES", 2048)
+    monkeypatch.setattr(spans.TextSink, "cut_at", lambda self, pos: None)  # no passage ends
+    build_corpus([SLICE], tmp_path / "old", CorpusConfig(store="spans,zstd"))
+    folder = tmp_path / "old" / "corpus"
+    starts = np.load(folder / spans.STARTS_FILE)
+    assert (np.diff(starts)[:-1] == 2048).all()
+    (folder / spans.STARTS_FILE).unlink()
+    m = orjson.loads((folder / "manifest.json").read_bytes())
+    assert m["store"].pop("block_starts") == spans.STARTS_FILE
+    m["files"].pop(spans.STARTS_FILE, None)
+    (folder / "manifest.json").write_bytes(orjson.dumps({**m, "format_version": 3}))
+    want = DocStore.open(_roots_of_slice(tmp_path)["jsonl"])
+    got = DocStore.open(tmp_path / "old")
+    assert got.manifest["format_version"] == 3 and len(got) == len(want)
+    for row in range(len(want)):
+        assert got.get(row) == want.get(row), row
+    every = list(range(len(want)))
+    assert got.get_many(every[::-1]) == want.get_many(every[::-1])
+    for row in range(want.num_pages):
+        assert got.get_page(row) == want.get_page(row), row
+    assert verify_root(tmp_path / "old")["ok"]
+
+
+def test_a_random_passage_is_one_block(tmp_path):
+    """Blocks end at passage starts and ends: a passage of at most half a block is read from one
+    block (one decompression of about a block, not two)."""
+    import bisect
+
+    root = _BUILT.get("wikiextractor:spans,zstd")
+    if root is None:
+        root = tmp_path / "z"
+        build_corpus([SLICE], root, CorpusConfig(store="spans,zstd"))
+    folder = root / "corpus"
+    starts = np.load(folder / spans.STARTS_FILE).tolist()
+    table = np.load(folder / "passages.spans.npy")
+    table = table[(table["flags"] & 3) != spans.PATCH]
+    assert len(table) > 1000 and (np.diff(starts) <= spans.BLOCK_BYTES).all()
+    split = 0
+    for start, length in zip(table["start"].tolist(), table["length"].tolist()):
+        first = bisect.bisect_right(starts, start)
+        last = bisect.bisect_right(starts, start + length - 1)
+        split += first != last and length <= spans.BLOCK_BYTES // 2
+    assert split == 0
+    # a read finds its block by the stream offset alone: every row still reads right
+    assert spans.SpansReader(folder, read_manifest(folder)).passage(len(table) // 2)
+
+
 def _roots_of_slice(tmp_path) -> dict[str, Path]:
     root = _BUILT.get("wikiextractor:jsonl")
     if root is None:
@@ -245,7 +317,7 @@ def test_passages_that_are_no_span_of_their_page_are_kept_whole(tmp_path):
     w.add_passage("9", "V", "Whole", "https://en.wikipedia.org/wiki/V")
     m = w.finish({})
     assert m["store"]["passages"] == {"raw": 2, "lines": 0, "words": 1, "patched": 4}
-    assert m["format_version"] == 3
+    assert m["format_version"] == 4
     store = DocStore(tmp_path)
     got = [(p.id, p.title, p.text, p.url) for p in store.iter_passages()]
     assert got == [
@@ -271,7 +343,7 @@ def test_cli_option_and_inputs_without_pages(tmp_path, capsys, caplog):
     argv = ["corpus", "--input", str(SLICE), "--out", str(root), "--store", "spans,zstd"]
     assert main([*argv, "--no-progress"]) == 0
     m = read_manifest(root / "corpus")
-    assert m["store"]["layout"] == "spans" and m["format_version"] == 3
+    assert m["store"]["layout"] == "spans" and m["format_version"] == 4
     assert "pages.text.zst" in m["files"] and "passages.spans.npy" in m["files"]
     tsv = tmp_path / "p.tsv"
     tsv.write_text("id\ttext\ttitle\n1\tfirst passage\tA\n2\tsecond passage\tB\n")
