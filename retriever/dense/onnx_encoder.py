@@ -2,9 +2,9 @@
 
 On CPU a dense request's time is almost all the encoder's forward pass. ONNX Runtime runs the
 same graph with fewer framework overheads, and int8 (weights per output channel, activations
-per token: ``onnx_int8``) cuts the matrix work further. The export is cached per model (key: a hash of the
-model's weights and the encoder settings baked into the graph) and reused on the next start;
-a damaged cache file is rebuilt. Before serving, the ONNX vectors of a fixed set of real
+per token: ``onnx_int8``) cuts the matrix work further. The export is cached per model (key: a
+hash of the model's weights and the encoder settings baked into the graph) and reused on the
+next start; a damaged cache file is rebuilt. Before serving, the ONNX vectors of a fixed set of real
 questions (HotpotQA, shipped in ``data/check_queries.txt``) are compared with the torch fp32
 vectors: below ``MIN_COSINE`` the encoder refuses to load, since speed is never bought with a
 different answer.
