@@ -16,7 +16,8 @@ passage reads/s, page reads/s and title lookups/s, each layout built and read in
     python scripts/bench/corpus.py --smoke  # the bundled 40-article slice, XML once, one run
 
 With ``--block-sweep`` it sweeps the ``spans,zstd`` text stream's knobs on one corpus instead:
-zstd block size x trained dictionary (none or ``DICT_BYTES``), each stream written and read
+zstd block size x trained dictionary (none or ``DICT_BYTES``) x blocks cut at fixed offsets or
+at passage starts and ends (as the store writes them), each stream written and read
 through the store's own ``TextSink`` / ``PageText`` (the same random passage spans and pages,
 fresh reader processes), against the uncompressed stream read the same way, in the same run.
 
@@ -36,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 import common as c
+import numpy as np
 
 STORES = ("jsonl", "spans", "spans,zstd")  # retriever.store.writer.STORES
 
@@ -137,18 +139,26 @@ def block_sweep(args, argv) -> int:
         text_bytes = plain.stat().st_size
         configs = {"plain": {"compression": None, "folder": str(folder)}}
         sizes, writes = {"plain": text_bytes}, {"plain": 0.0}
+        cuts = _passage_cuts(folder)
         for bb in args.block_sizes:
-            for dict_bytes in (0, DICT_BYTES):
+            for dict_bytes, aligned in ((0, False), (DICT_BYTES, False), (DICT_BYTES, True)):
                 name = f"{bb // 1024} KB, " + (
                     f"dict {dict_bytes // 1024} KB" if dict_bytes else "no dict"
                 )
+                name += ", passage ends" if aligned else ""
                 out = work / name.replace(" ", "").replace(",", "-")
                 out.mkdir()
                 t = time.perf_counter()
                 sink = TextSink(out, "zstd", bb, dict_bytes=dict_bytes)
                 with open(plain, "rb") as f:
+                    at = 0
                     while chunk := f.read(1 << 20):
                         sink.write(chunk)
+                        if aligned:  # what the store's writer gives: passage starts and ends
+                            lo, hi = np.searchsorted(cuts, [at, at + len(chunk)], side="right")
+                            for cut in cuts[lo:hi].tolist():
+                                sink.cut_at(cut)
+                        at += len(chunk)
                 sink.close()
                 writes[name] = time.perf_counter() - t
                 sizes[name] = sum(p.stat().st_size for p in out.iterdir())
@@ -188,6 +198,15 @@ def block_sweep(args, argv) -> int:
         f"write s: training the dictionary and compressing, one thread.",
     )
     return 0
+
+
+def _passage_cuts(folder: Path):
+    """Sorted stream offsets where a passage of a ``spans`` store starts or ends."""
+    from retriever.store.spans import PATCH
+
+    table = np.load(folder / "passages.spans.npy")
+    table = table[(table["flags"] & 3) != PATCH]
+    return np.unique(np.concatenate([table["start"], table["start"] + table["length"]]))
 
 
 def _build_cmd(wx: Path, out: Path, store: str) -> list[str]:

@@ -385,7 +385,12 @@ def test_bench_store_option_smoke(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
-    assert [row[0] for row in summary["rows"]] == ["plain", "2 KB, no dict", "2 KB, dict 64 KB"]
+    assert [row[0] for row in summary["rows"]] == [
+        "plain",
+        "2 KB, no dict",
+        "2 KB, dict 64 KB",
+        "2 KB, dict 64 KB, passage ends",
+    ]
     assert "## Corpus store: zstd block size x dictionary (" in (tmp_path / "record.md").read_text()
 
 
