@@ -409,13 +409,13 @@ class PageText:
                 "upgrade it or rebuild the corpus"
             )
         self._tables: list[mmap.mmap] = []
+        self._starts: memoryview | None = None  # format 3: block k starts at k * block_bytes
         if self.compression:
             import zstandard
 
             self.block_bytes = int(store["block_bytes"])
             self._offsets = self._column(folder / "pages.blocks.npy")  # compressed, n + 1
             self.num_blocks = len(self._offsets) - 1
-            self._starts = None  # format 3: block k starts at k * block_bytes
             if store.get("block_starts"):
                 self._starts = self._column(folder / store["block_starts"])
                 if len(self._starts) != len(self._offsets):
@@ -440,6 +440,18 @@ class PageText:
         return memoryview(m)[at : at + 8 * n].cast("Q")
 
     def read(self, start: int, end: int) -> bytes:
+        starts = self._starts
+        if starts is not None and end > start:  # a passage of a format-4 store: one block
+            k = _bisect(starts, start) - 1
+            lo = starts[k]
+            if k < self.num_blocks and end <= starts[k + 1]:
+                block = self._cache.get(k)  # without the lock: a dict get
+                if block is None:
+                    block = self._load(k, starts[k + 1] - lo)
+                return block[start - lo : end - lo]
+        return self._read(start, end)
+
+    def _read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
         if not self.compression:
@@ -459,7 +471,7 @@ class PageText:
             k = _bisect(starts, start) - 1
             lo = starts[k]
             hi = starts[k + 1] if k < self.num_blocks else lo
-        if end <= hi:  # the usual passage: one block (looked up without the lock: a dict get)
+        if end <= hi:  # one block
             block = self._cache.get(k)
             if block is None:
                 block = self._load(k, hi - lo if starts is not None else self._size(k))

@@ -164,6 +164,10 @@ def test_a_damaged_zstd_block_is_a_clear_error(tmp_path):
     with pytest.raises(CorruptStoreError, match="block 1 does not decompress.*index_build verify"):
         for row in range(len(store)):
             store.get(row)
+    store = DocStore.open(tmp_path)  # a page's blocks are decompressed in one call: named too
+    with pytest.raises(CorruptStoreError, match="block 1 does not decompress.*index_build verify"):
+        for row in range(store.num_pages):
+            store.get_page(row)
     report = verify_root(tmp_path, checksums=False)  # reading the rows finds it too
     assert report["corpus"]["bad_passages"]["count"] > 0 and not report["ok"]
 
