@@ -68,7 +68,10 @@ def llm_url(model_dir, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
     cli = Path(sys.executable).with_name("transformers")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # one thread: the test process and the server share the CPU (and in the full run other
+    # processes too), and torch's OpenMP threads that wait on each other on busy cores made six
+    # chat requests take 84 s instead of 14.5 s at a load average of 6-8
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTEST_CURRENT_TEST", None)
     proc = subprocess.Popen(
         [str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
