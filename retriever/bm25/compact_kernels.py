@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .bmp import GROUP
+from .bmp import GROUP, _group_max
 from .compact import BLOCK, decode, decode_rows, tf_at
 from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 
@@ -292,11 +292,7 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
     loc = np.zeros(1 << shift, dtype=np.float32)
     g_lo, g_hi = lo_r // GROUP, hi_r // GROUP
     gmax = np.zeros(max(g_hi - g_lo + 1, 1), dtype=np.float32)
-    for g in range(g_lo, g_hi + 1):
-        top = np.float32(0.0)
-        for r in range(max(g * GROUP, lo_r), min((g + 1) * GROUP, hi_r + 1)):
-            top = max(top, ub[r])
-        gmax[g - g_lo] = top
+    _group_max(ub, gmax, g_lo, g_hi, lo_r, hi_r)
     m = max(min(first_n, hi_r - lo_r + 1), 1)
     top_v = np.zeros(m, dtype=np.float32)
     top_r = np.full(m, -1, dtype=np.int64)
