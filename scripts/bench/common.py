@@ -311,7 +311,9 @@ def rss_mb(pid: int) -> float:
 
 def run_sampled(cmd: list[str], env: dict | None = None, every: float = 0.1) -> dict:
     """Run ``cmd`` to the end; wall seconds, peak RSS of the process tree (sampled every
-    ``every`` s) and of its largest process (``ru_maxrss``, VmHWM-like), stdout and stderr."""
+    ``every`` s) and of its largest process, stdout and stderr. The largest process's peak is
+    ``ru_maxrss`` (VmHWM-like) when this step raised it; that figure is the largest child of
+    this whole process so far, so after a larger earlier step it is the sampled largest."""
     import psutil
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -319,11 +321,12 @@ def run_sampled(cmd: list[str], env: dict | None = None, every: float = 0.1) -> 
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(cmd, env=env or child_env(), stdout=out, stderr=err)
         ps = psutil.Process(proc.pid)
-        peak_tree = 0
+        peak_tree = peak_one = 0
         while proc.poll() is None:
             try:
-                procs = [ps, *ps.children(recursive=True)]
-                peak_tree = max(peak_tree, sum(p.memory_info().rss for p in procs))
+                rss = [p.memory_info().rss for p in (ps, *ps.children(recursive=True))]
+                peak_tree = max(peak_tree, sum(rss))
+                peak_one = max(peak_one, *rss)
             except psutil.Error:
                 pass
             time.sleep(every)
@@ -337,7 +340,9 @@ def run_sampled(cmd: list[str], env: dict | None = None, every: float = 0.1) -> 
     return {
         "seconds": seconds,
         "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-        "peak_rss_mb": after.ru_maxrss / 1024,
+        "peak_rss_mb": (
+            after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else peak_one / 2**20
+        ),
         "peak_tree_rss_mb": peak_tree / 2**20,
         "stdout": stdout,
         "stderr": stderr,
