@@ -296,7 +296,8 @@ def _merge_compact(task: tuple) -> tuple:
     """Worker, compact layout: encode terms ``[t_lo, t_hi)`` into ``spill/part.T_LO`` (words)
     and fill their rows of the range maxima; returns (postings, term maxima, block first rows,
     block offsets from 0, block bit widths, (mid-frequency terms, their range-byte counts,
-    the bytes)). Scores are computed only for the maxima."""
+    the bytes, their gap-byte counts, the gap bytes)). Scores are computed only for the
+    maxima."""
     folder, runs, t_lo, t_hi, avgdl, k1, b, method, slot, sparse_df = task
     spill = folder / "spill"
     ip, docs, tf, scores = _scored_range(folder, runs, t_lo, t_hi, avgdl, k1, b, method)
@@ -313,9 +314,11 @@ def _merge_compact(task: tuple) -> tuple:
     mid = np.flatnonzero((slot < 0) & (np.diff(local) > sparse_df))
     counts, q = compact.sparse_maxima(scores, docs, local, tmax, mid, rowmax.SHIFT)
     del scores
+    gcounts, gaps = compact.sparse_gaps(docs, local, mid, rowmax.SHIFT)
     words, first, offset, bits = compact.encode(docs, tf, local)
     words.tofile(spill / f"part.{t_lo}")
-    return len(docs), tmax, first, offset, bits, ((mid + t_lo).astype(np.int32), counts, q)
+    sparse = ((mid + t_lo).astype(np.int32), counts, q, gcounts, gaps)
+    return len(docs), tmax, first, offset, bits, sparse
 
 
 # ---- the build --------------------------------------------------------------------------------

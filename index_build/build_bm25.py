@@ -45,7 +45,7 @@ class BM25Config:
     workers: int = 0  # 0: one per core
     lucene_index: str | None = None  # register this existing pyserini index instead of building
     threads: int = 0  # Lucene indexing threads (0: one per core)
-    format: str = "float"  # bm25s: "float" (bm25s's own files) or "compact" (compact-v2)
+    format: str = "float"  # bm25s: "float" (bm25s's own files) or "compact" (compact-v3)
 
     @property
     def folder_name(self) -> str:
@@ -112,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         default="float",
         help="bm25s posting format: float (default; bm25s's score matrix, opens in bm25s) or "
-        "compact (compact-v2: bit-packed row gaps and term frequencies, scores computed at "
+        "compact (compact-v3: bit-packed row gaps and term frequencies, scores computed at "
         "search time, the same hits and scores; retriever.bm25.compact)",
     )
     p.add_argument(

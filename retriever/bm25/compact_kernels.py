@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bmp import GROUP, _group_max
-from .compact import BLOCK, decode, decode_rows, tf_at
+from .compact import BLOCK, SKIP, decode, decode_rows, tf_at
 from .exhaustive import DAMAGED, _drain, _gallop, _lower_bound, _push, _worse
 
 
@@ -220,9 +220,36 @@ def _sparse_bound(t, indptr, b0, b1, first, offset, bits, words, j, e, sq, scale
 
 
 @njit(nogil=True, cache=True)
+def _gap_bound(gaps, g0, g1, sq, j, e, scale, nr, ub):
+    """Add ``scale x`` each sparse range byte ``sq[j:e]`` of a term to its range in ``ub``,
+    the ranges read off the term's gap bytes ``gaps[g0:g1]`` (``compact.sparse_gaps``);
+    returns (first range, last range), (-1, -1) for gaps that leave the ranges or do not
+    match the byte count."""
+    r = np.int64(-1)
+    lo = np.int64(-1)
+    for x in range(g0, g1):
+        v = np.int64(gaps[x])
+        if v == 0:
+            r += SKIP
+            continue
+        r += v
+        if j >= e or r >= nr:
+            return -1, -1
+        if lo < 0:
+            lo = r
+        ub[r] += scale * np.float32(sq[j])
+        j += 1
+    if j != e:
+        return -1, -1
+    if lo < 0:
+        return 0, -1
+    return lo, r
+
+
+@njit(nogil=True, cache=True)
 def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-                   atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub, seen,
-                   out_r, out_s):  # fmt: skip
+                   atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n,
+                   fallback, ub, seen, out_r, out_s):  # fmt: skip
     """``bmp._one_query`` over decoded blocks (same bounds, order and heap). A term of
     ``sterms`` (sparse range bytes ``sq[sptr[s]:sptr[s + 1]]``, one per range that holds one
     of its postings, in row order) gets the bound a dense row of bytes would give: its rows
@@ -256,8 +283,12 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
                 ub[r] += scale * np.float32(row[r])
             lo_r, hi_r = 0, nr - 1
         elif s < len(sterms) and sterms[s] == t:
-            got = _sparse_bound(t, indptr, b0, b1, first, offset, bits, words, sptr[s],
-                                sptr[s + 1], sq, scale, shift, num_docs, ub)  # fmt: skip
+            if len(sgptr) > 1:  # compact-v3: the ranges from the gap bytes
+                got = _gap_bound(sg, sgptr[s], sgptr[s + 1], sq, sptr[s], sptr[s + 1], scale, nr,
+                                 ub)  # fmt: skip
+            else:  # compact-v2: from the term's decoded rows
+                got = _sparse_bound(t, indptr, b0, b1, first, offset, bits, words, sptr[s],
+                                    sptr[s + 1], sq, scale, shift, num_docs, ub)  # fmt: skip
             if got[0] < 0:
                 err[0] = True
             elif got[0] <= got[1]:
@@ -357,7 +388,7 @@ def _one_query_bmp(tids, tw, indptr, bptr, first, offset, bits, words, lengths, 
     return _drain(hs, hr, n, out_s, out_r)
 
 
-# ---- drivers: (qptr, tids, tw, *C, [tmax, slot, qmax, shift, sterms, sptr, sq,] k,
+# ---- drivers: (qptr, tids, tw, *C, [tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg,] k,
 # [first, fallback,] scratch)
 @njit(nogil=True, cache=True)
 def _ex_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
@@ -400,35 +431,35 @@ def exhaustive_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words
 
 @njit(nogil=True, cache=True)
 def _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, lo, hi, ub,
-               seen, rows, scores, counts):  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n, fallback,
+               lo, hi, ub, seen, rows, scores, counts):  # fmt: skip
     for q in range(lo, hi):
         a, b = qptr[q], qptr[q + 1]
         counts[q] = _one_query_bmp(tids[a:b], tw[a:b], indptr, bptr, first, offset, bits, words,
                                    lengths, idf, norm, k1, atire, tmax, slot, qmax, shift, sterms,
-                                   sptr, sq, k, first_n, fallback, ub, seen, rows[q],
+                                   sptr, sq, sgptr, sg, k, first_n, fallback, ub, seen, rows[q],
                                    scores[q])  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
 def bmp_serial(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub,
-               seen):  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n, fallback,
+               ub, seen):  # fmt: skip
     """(rows[q, k] int32, scores[q, k] float32, counts[q] int32), as ``bmp``."""
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
     scores = np.zeros((nq, k), dtype=np.float32)
     counts = np.zeros(nq, dtype=np.int32)
     _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm, k1,
-               atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, 0, nq, ub,
-               seen, rows, scores, counts)  # fmt: skip
+               atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n, fallback,
+               0, nq, ub, seen, rows, scores, counts)  # fmt: skip
     return rows, scores, counts
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def bmp_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
-                 k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, ub2,
-                 seen2):  # fmt: skip
+                 k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n,
+                 fallback, ub2, seen2):  # fmt: skip
     nq = len(qptr) - 1
     rows = np.full((nq, k), -1, dtype=np.int32)
     scores = np.zeros((nq, k), dtype=np.float32)
@@ -438,6 +469,6 @@ def bmp_parallel(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengt
         lo = ch * nq // chunks
         hi = (ch + 1) * nq // chunks
         _bmp_range(qptr, tids, tw, indptr, bptr, first, offset, bits, words, lengths, idf, norm,
-                   k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, k, first_n, fallback, lo,
-                   hi, ub2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
+                   k1, atire, tmax, slot, qmax, shift, sterms, sptr, sq, sgptr, sg, k, first_n,
+                   fallback, lo, hi, ub2[ch], seen2[ch], rows, scores, counts)  # fmt: skip
     return rows, scores, counts

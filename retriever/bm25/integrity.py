@@ -134,8 +134,9 @@ def check_compact(
     each block's words from its widths and length, widths of at most 32 bits, one length a
     document and one idf a term, so no decode reads outside ``postings.words.npy``; the sparse
     range bytes (compact-v2): terms ascending, pointers rising to the bytes, at most one byte a
-    posting (the kernel stops at a term's last byte)."""
-    f = {name: folder / name for name in (*compact.FILES, *compact.SPARSE)}
+    posting (the kernel stops at a term's last byte); their gap bytes (compact-v3): pointers
+    rising to the bytes, at least one a range byte (the kernel checks each term's ranges)."""
+    f = {name: folder / name for name in (*compact.FILES, *compact.SPARSE, *compact.GAPS)}
     v = len(c.indptr) - 1
     df = np.diff(np.asarray(c.indptr, dtype=np.int64))
     bptr = np.asarray(c.bptr, dtype=np.int64)
@@ -147,13 +148,18 @@ def check_compact(
     _shape(f["postings.offset.npy"], c.offset, (nb + 1,))
     _shape(f["postings.bits.npy"], c.bits, (nb, 2))
     if sparse is not None and len(sparse[0]):
-        terms, sptr, sq = (np.asarray(a) for a in sparse)
+        terms, sptr, sq = (np.asarray(a) for a in sparse[:3])
         if terms.min() < 0 or terms.max() >= v or np.any(np.diff(terms) <= 0):
             raise _damaged(f[compact.SPARSE[0]], f"does not list distinct terms of [0, {v})")
         _shape(f[compact.SPARSE[1]], sptr, (len(terms) + 1,))
         count = np.diff(sptr)
         if sptr[0] != 0 or sptr[-1] != len(sq) or np.any(count < 1) or np.any(count > df[terms]):
             raise _damaged(f[compact.SPARSE[1]], "does not point at one byte a range of a term")
+        if len(sparse) > 3 and len(sparse[3]) > 1:  # compact-v3: the gap bytes of each term
+            gptr, gaps = np.asarray(sparse[3]), sparse[4]
+            _shape(f[compact.GAPS[0]], gptr, (len(terms) + 1,))
+            if gptr[0] != 0 or gptr[-1] != len(gaps) or np.any(np.diff(gptr) < count):
+                raise _damaged(f[compact.GAPS[0]], "does not point at a gap byte a range byte")
     _shape(f["docs.len.npy"], c.lengths, (int(manifest["num_docs"]),))
     _shape(f["terms.idf.npy"], c.idf, (v,))
     bits = np.asarray(c.bits, dtype=np.int64)

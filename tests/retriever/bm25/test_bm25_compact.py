@@ -97,7 +97,8 @@ def test_compact_kernels_equal_float_kernels(seed):
     seen = np.zeros(num_docs, np.bool_)
     acc2 = np.zeros((3, num_docs), np.float32)
     seen2 = np.zeros((3, num_docs), np.bool_)
-    v1 = (np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8))  # none
+    no_gaps = (np.zeros(1, np.int64), np.zeros(0, np.uint8))
+    v1 = (np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8), *no_gaps)  # none
     for k in (1, 3, 10, 100, 1000, num_docs + 3):
         want = exhaustive.search_serial(qptr, tids, tw, data, docs, indptr, k, acc, seen)
         got = [
@@ -111,9 +112,12 @@ def test_compact_kernels_equal_float_kernels(seed):
             for w, g in zip(want, ref):
                 np.testing.assert_array_equal(g, w)
             r = (tmax, slot, qmax, shift)
-            for sparse_df in (0, 5, None):  # every term without dense bytes, past df 5, none
+            # every term without dense bytes, past df 5, past df 5 as compact-v2 (rows
+            # decoded, no gap bytes), none
+            for sparse_df, v2 in ((0, False), (5, False), (5, True), (None, False)):
                 sp = v1 if sparse_df is None else _sparse(data, docs, indptr, tmax, slot, shift,
                                                           sparse_df)  # fmt: skip
+                sp = (*sp[:3], *no_gaps) if v2 else sp
                 for first, fb in ((16, 64), (1, 0), (1000, 10**6)):
                     got.append(compact_kernels.bmp_serial(qptr, tids, tw, *c, *r, *sp, k,
                                                           first, fb, acc, seen))  # fmt: skip
@@ -126,10 +130,13 @@ def test_compact_kernels_equal_float_kernels(seed):
 
 
 def _sparse(data, docs, indptr, tmax, slot, shift, min_df):
-    """(terms, ptr, bytes): sparse range bytes of the terms without dense ones past ``min_df``."""
+    """(terms, ptr, bytes, gap ptr, gap bytes): sparse range bytes and their gaps of the terms
+    without dense ones past ``min_df``."""
     terms = np.flatnonzero((slot < 0) & (np.diff(indptr) > min_df))
     counts, q = compact.sparse_maxima(data, docs, indptr, tmax, terms, shift)
-    return terms.astype(np.int32), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), q
+    gcounts, gaps = compact.sparse_gaps(docs, indptr, terms, shift)
+    ptr, gptr = (np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in (counts, gcounts))
+    return terms.astype(np.int32), ptr, q, gptr, gaps
 
 
 def test_sparse_range_bytes_are_the_dense_bytes_of_the_ranges_a_term_occurs_in():
@@ -143,11 +150,14 @@ def test_sparse_range_bytes_are_the_dense_bytes_of_the_ranges_a_term_occurs_in()
     for shift in (0, 3, 5):
         slot, dense = rowmax.compute(data, docs, indptr, tmax, 2000, shift, min_df=1)
         none = np.full_like(slot, -1)
-        terms, ptr, q = _sparse(data, docs, indptr, tmax, none, shift, 1)
+        terms, ptr, q, gptr, gaps = _sparse(data, docs, indptr, tmax, none, shift, 1)
         assert len(terms) == (slot >= 0).sum() > 10
         for s, t in enumerate(terms):
             row = dense[slot[t]]
             assert q[ptr[s] : ptr[s + 1]].tolist() == row[row > 0].tolist(), (shift, t)
+            g = gaps[gptr[s] : gptr[s + 1]].astype(np.int64)  # the ranges, from the gap bytes
+            at = np.cumsum(np.where(g == 0, compact.SKIP, g)) - 1
+            assert at[g > 0].tolist() == np.flatnonzero(row).tolist(), (shift, t)
             for p in range(indptr[t], indptr[t + 1]):  # each posting under its range's byte
                 j = np.count_nonzero(row[: docs[p] >> shift])
                 bound = np.float32(np.float64(tmax[t]) / 255.0) * np.float32(q[ptr[s] + j])
@@ -175,7 +185,7 @@ def test_compact_index_equals_float_index_on_hotpotqa(roots):
     bytes only for the terms in more than half of the ranges."""
     floats, comp = roots["float"] / "bm25", roots["compact"] / "bm25"
     manifest = read_manifest(comp)
-    assert manifest["postings"]["layout"] == compact.LAYOUT == "compact-v2"
+    assert manifest["postings"]["layout"] == compact.LAYOUT == "compact-v3"
     for name in (termmax.FILE, "vocab.hash.npy", "indptr.csc.index.npy"):
         assert (comp / name).read_bytes() == (floats / name).read_bytes(), name
     ranges = manifest["postings"]["row_ranges"]
@@ -255,6 +265,48 @@ def test_a_compact_v1_part_still_opens(roots, tmp_path):
     ref = BM25Retriever(floats, threads=1, pruning=False)
     for k in (1, 10):
         assert old.search(questions[:100], k) == ref.search(questions[:100], k)
+
+
+def test_a_compact_v2_part_still_opens(roots, tmp_path):
+    """A compact-v2 part (no gap bytes: its mid-frequency terms' rows are decoded for their
+    bounds) opens as it is and answers as the float part."""
+    floats, part = roots["float"] / "bm25", tmp_path / "bm25"
+    shutil.copytree(roots["compact"] / "bm25", part)
+    for name in compact.GAPS:
+        (part / name).unlink()
+    manifest = read_manifest(part)
+    manifest["postings"]["layout"] = "compact-v2"
+    manifest["files"] = {f.name: {"bytes": f.stat().st_size} for f in part.glob("*.npy")}
+    (part / "manifest.json").write_text(json.dumps(manifest))
+    questions = [json.loads(line)["question"] for line in HOTPOT.read_text().splitlines()]
+    old = BM25Retriever(part, threads=1)
+    assert old.method == "bmp-compact" and len(old._sparse[0]) > 0 and len(old._sparse[3]) == 1
+    ref = BM25Retriever(floats, threads=1, pruning=False)
+    for k in (1, 10):
+        assert old.search(questions[:100], k) == ref.search(questions[:100], k)
+
+
+def test_damaged_gap_bytes_are_refused(roots, tmp_path):
+    """Gap bytes that place a term's ranges past the documents, or give it more or fewer
+    ranges than range bytes, would bound the wrong ranges: refused, at load where the
+    pointers disagree, else when a query reads them."""
+    part = tmp_path / "bm25"
+    shutil.copytree(roots["compact"] / "bm25", part)
+    gptr = np.load(part / compact.GAPS[0])
+    bad = gptr.copy()
+    bad[1] = bad[2] + 1  # not rising
+    np.save(part / compact.GAPS[0], bad)
+    with pytest.raises(CorruptStoreError, match=r"rows\.sparse\.gptr\.npy"):
+        BM25Retriever(part, warmup=False)
+    np.save(part / compact.GAPS[0], gptr)
+    gaps = np.load(part / compact.GAPS[1])
+    terms = np.load(part / compact.SPARSE[0])
+    gaps[gptr[0] : gptr[1]] = 255  # the first term's ranges run past the documents' ranges
+    np.save(part / compact.GAPS[1], gaps)
+    vocab = json.loads((roots["float"] / "bm25" / "vocab.index.json").read_text())
+    word = next(w for w, i in vocab.items() if i == terms[0])
+    with pytest.raises(CorruptStoreError):
+        BM25Retriever(part, threads=1).search([word], 3)
 
 
 def test_verify_passes_on_a_compact_part(roots):
