@@ -68,3 +68,11 @@ class AuthError(RetrieverError):
 
 class PageNotFoundError(BadRequestError):
     """A page this corpus does not have (HTTP 404; a tool error in the env)."""
+
+
+class ClosedError(RetrieverError):
+    """A store, retriever or index was used after ``close()``: its files are released; open it
+    again (``Index.open(root)``, ``DocStore.open(folder)``) to read from it."""
+
+    def __init__(self, what: object):
+        super().__init__(f"{what} is closed: open it again to read from it")

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from ..errors import CorruptStoreError, IndexFormatError
+from ..errors import ClosedError, CorruptStoreError, IndexFormatError
 from ..manifest import read_manifest, write_json_atomic
 from ..protocol import check_search_args
 from ..store.docstore import DocStore
@@ -288,10 +288,36 @@ class BM25Retriever:
         if self.threads > 1:
             self._run(qptr, tids, tw, 1, parallel=True)
 
+    # ---- lifecycle ------------------------------------------------------------------------
+    MAPPED = ("_data", "_indices", "_indptr", "_tmax", "_ranges", "_compact", "_sparse")
+
+    def close(self) -> None:
+        """Drop every mapped array and what holds them (bm25s's object, the bound kernel): each
+        ``np.load(mmap_mode="r")`` keeps a file descriptor until its array goes, so they close
+        now rather than when the garbage collector runs. Safe twice; searching afterwards
+        raises ``ClosedError``. A search already running keeps its arrays until it returns."""
+        self._kernel = self._pscratch = None
+        self._local = threading.local()
+        if hasattr(self, "bm25s"):
+            self.bm25s = None
+        for name in self.MAPPED + ("_vocab_hash", "_vocab_ids"):
+            setattr(self, name, None)
+
+    def _check_open(self) -> None:
+        if self._vocab_hash is None:
+            raise ClosedError(f"BM25 retriever {self.name!r} ({self.folder})")
+
+    def __enter__(self) -> BM25Retriever:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ---- queries -> term ids --------------------------------------------------------------
     def query_terms(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pointers, term ids, weights) of the analyzed queries: known terms only, each once
         (weighted by its count), in first-occurrence order, at most ``max_query_terms``."""
+        self._check_open()
         qptr = np.zeros(len(queries) + 1, dtype=np.int64)
         all_terms: list[str] = []
         all_weights: list[int] = []
@@ -347,6 +373,7 @@ class BM25Retriever:
         return self._pscratch
 
     def _run(self, qptr, tids, tw, k, parallel: bool | None = None):
+        self._check_open()
         nq = len(qptr) - 1
         if k == 0 or nq == 0:
             return (
