@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import BadRequestError, IndexFormatError
+from .errors import BadRequestError, ClosedError, IndexFormatError
 from .files import interrupted, is_leftover
 from .manifest import MANIFEST, check_corpus, read_manifest
 from .protocol import Retriever, resolve_k
@@ -44,10 +44,32 @@ class Index:
         self._retrievers: dict[str, Retriever] = {}
         self._rerankers: dict[tuple, Reranker] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> Index:
         return cls(root)
+
+    def close(self) -> None:
+        """Close every retriever this index loaded and its store: their mapped files close now,
+        not when the garbage collector runs. Safe twice; loading or searching afterwards raises
+        ClosedError (no silent reopen)."""
+        with self._lock:
+            self._closed = True
+            loaded = list({id(r): r for r in self._retrievers.values()}.values())
+            self._retrievers.clear()
+            self._rerankers.clear()
+        for retriever in loaded:  # a hybrid or reranked one has none: its parts are here too
+            close = getattr(retriever, "close", None)
+            if close is not None:
+                close()
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def parts(self) -> dict[str, dict]:
         """Retriever name -> manifest for every finished index part under the root."""
@@ -98,6 +120,8 @@ class Index:
     def retriever(self, name: str = "bm25", **options) -> Retriever:
         """Load (once) and return the retriever called ``name``."""
         with self._lock:
+            if self._closed:
+                raise ClosedError(f"index {self.root}")
             if name in self._retrievers:
                 return self._retrievers[name]
             if split_name(name)[1]:

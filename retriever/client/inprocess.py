@@ -29,7 +29,13 @@ class InProcessClient(ClientBase):
             if service.state == "created":
                 service.start()
         else:
-            self.service = RetrievalService(ServiceConfig(index=service, **options)).start()
+            built = RetrievalService(ServiceConfig(index=service, **options))
+            try:
+                built.start()
+            except BaseException:
+                built.stop()  # what loaded before the failure holds files too
+                raise
+            self.service = built
             self._owns = True
         # a full queue drains in milliseconds here: short waits, many tries
         self.retry = RetryPolicy(retries=retries, backoff=0.001, max_backoff=0.5)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import BadRequestError, IndexFormatError, ManifestMismatchError
+from ..errors import BadRequestError, ClosedError, IndexFormatError, ManifestMismatchError
 from ..manifest import check_corpus, read_manifest
 from ..protocol import check_search_args
 from ..script import script_converter
@@ -62,6 +62,8 @@ class DenseRetriever:
         self._convert = script_converter(script) if script else None
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        if self.backend is None:  # before encoding them for nothing
+            raise ClosedError(f"dense retriever {self.name!r}")
         queries, k = check_search_args(queries, k, self.num_docs)
         if not queries:
             return []
@@ -77,10 +79,28 @@ class DenseRetriever:
 
     def _search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """``k`` already clipped to the corpus (by ``search`` or ``search_vectors``)."""
+        backend = self.backend
+        if backend is None:
+            raise ClosedError(f"dense retriever {self.name!r}")
         if len(vectors) == 0 or k == 0:
             return [[] for _ in range(len(vectors))]
-        scores, ids = self.backend.search(vectors, k)
+        scores, ids = backend.search(vectors, k)
         return to_hits(scores, ids)
+
+    def close(self) -> None:
+        """Drop the backend and with it the mapped vectors and the faiss index (each mapping
+        holds a file descriptor until it goes); the encoder stays, it holds no files. Safe
+        twice; a search afterwards raises ClosedError."""
+        backend, self.backend = self.backend, None
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> DenseRetriever:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def to_hits(scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:

@@ -251,6 +251,8 @@ class RetrievalService:
             self.state = "stopped"
         for batcher in self._batchers.values():
             batcher.stop(timeout)
+        if self.index is not None:  # after the workers: no batch reads the files any more
+            self.index.close()
 
     def begin_shutdown(self) -> None:
         """New requests get 503 with ``Retry-After``; those already queued are still served."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorpusInputError
+from ..errors import ClosedError, CorpusInputError
 from .titles import key_hash, lookup_key, title_to_url
 
 
@@ -150,7 +150,8 @@ class KeyIndex:
 
     def __init__(self, folder: str | os.PathLike, name: str):
         folder = Path(folder)
-        self.hashes = load_array(folder / f"{name}.hash.npy")
+        self.path = folder / f"{name}.hash.npy"
+        self.hashes = load_array(self.path)
         self.rows = load_array(folder / f"{name}.rows.npy")
         runs = folder / f"{name}.count.npy"
         self.counts = load_array(runs) if runs.is_file() else None
@@ -159,10 +160,21 @@ class KeyIndex:
     def exists(folder: str | os.PathLike, name: str) -> bool:
         return (Path(folder) / f"{name}.hash.npy").is_file()
 
+    def close(self) -> None:
+        """Drop the mapped tables: their descriptors close now, not when the garbage collector
+        runs (a mapped array holds one). Safe twice; a lookup afterwards raises ClosedError."""
+        self.hashes = self.rows = self.counts = None
+
+    def _check_open(self) -> None:
+        if self.hashes is None:
+            raise ClosedError(f"key table {self.path}")
+
     def __len__(self) -> int:
+        self._check_open()
         return len(self.hashes)
 
     def find_hash(self, h: int) -> list[int]:
+        self._check_open()
         lo = int(np.searchsorted(self.hashes, h, side="left"))
         hi = int(np.searchsorted(self.hashes, h, side="right"))
         if self.counts is None:
@@ -178,6 +190,7 @@ class KeyIndex:
 
     def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
         """First row for each hash, -1 where absent (vectorised, for redirect resolution)."""
+        self._check_open()
         hashes = np.asarray(hashes, dtype=np.int64)
         if len(self.hashes) == 0:
             return np.full(len(hashes), -1, dtype=np.int64)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ..errors import CorruptStoreError, IndexFormatError
+from ..errors import ClosedError, CorruptStoreError, IndexFormatError
 from .keyindex import random_access
 from .titles import title_to_url
 
@@ -553,11 +553,22 @@ class PageText:
             view = getattr(self, name, None)
             if view is not None:
                 view.release()  # a mapping cannot close while a view of it lives
+        self._offsets = self._starts = None
         for m in self._tables:
-            m.close()
+            _unmap(m)
         self._tables = []
-        if isinstance(self._map, mmap.mmap):
-            self._map.close()
+        _unmap(self._map)
+        self._map = b""
+
+
+def _unmap(m: mmap.mmap | bytes | None) -> None:
+    """Close a mapping now; one still read from in another thread (an exported buffer) is only
+    dropped: it closes when that read lets go of it."""
+    if isinstance(m, mmap.mmap):
+        try:
+            m.close()
+        except BufferError:
+            pass
 
 
 class SpansReader:
@@ -565,6 +576,7 @@ class SpansReader:
 
     def __init__(self, folder: Path, manifest: dict):
         store = manifest["store"]
+        self.folder = folder
         self.text = PageText(folder, manifest["pages"], store)
         self._spans, self._spans_at, self.num_passages = _table(folder / "passages.spans.npy", SPAN)
         self._pages, self._pages_at, n = _table(folder / "pages.offsets.npy", "<u8")
@@ -591,6 +603,7 @@ class SpansReader:
         last = self._last_head
         if last is not None and last[0] == page:
             return last[1]
+        self._check_open()
         try:
             start, end = _PAIR.unpack_from(self._head_offsets, self._head_at + 8 * page)
         except struct.error as exc:
@@ -607,12 +620,15 @@ class SpansReader:
 
     def page(self, row: int) -> tuple[str, str, str, str]:
         """(id, title, text, url) of page ``row``."""
+        self._check_open()
         pid, title, url, _ = self.head(row)
         start, end = _PAIR.unpack_from(self._pages, self._pages_at + 8 * row)
         return pid, title, _decode(self.text.read(start, end)), url
 
     def passage(self, row: int) -> tuple[str, str, str, str]:
         """(id, title, text, url) of passage ``row``."""
+        if self._spans is None:
+            self._check_open()
         start, length, page, flags = _SPAN.unpack_from(self._spans, self._spans_at + 17 * row)
         mode = flags & 3
         if mode == PATCH:
@@ -640,10 +656,20 @@ class SpansReader:
         return pid, title, text, url
 
     def close(self) -> None:
+        """Unmap every table and close the patch file now (each mapping holds a descriptor).
+        Safe twice; a read afterwards raises ClosedError."""
         self.text.close()
+        for name in ("_spans", "_pages", "_heads", "_head_offsets", "_patch_offsets"):
+            _unmap(getattr(self, name, None))
+            setattr(self, name, None)
+        self._last_head = None
         if self._patch_fd >= 0:
             os.close(self._patch_fd)
             self._patch_fd = -1
+
+    def _check_open(self) -> None:
+        if self._spans is None:
+            raise ClosedError(f"passage store {self.folder}")
 
     def __del__(self):
         if getattr(self, "_patch_fd", -1) >= 0:

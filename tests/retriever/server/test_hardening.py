@@ -65,7 +65,9 @@ def test_access_over_the_character_limit_is_422_naming_it(root):
         big = client.post("/access", json={"titles": titles * 250, "max_chars": 100})
     assert small.status_code == 200
     # the same pages as the library reads them (reference)
-    assert small.json()["result"] == access_pages(service.index.store, (), titles[:3], (), 0, 100)
+    assert small.json()["result"] == access_pages(
+        Index.open(root).store, (), titles[:3], (), 0, 100
+    )
     assert big.status_code == 422, big.text
     detail = big.json()["detail"]
     assert "2000 characters" in detail and "--max-access-chars" in detail
