@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import IndexFormatError, RetrieverError
+from ..errors import ClosedError, IndexFormatError, RetrieverError
 from ..manifest import read_manifest
 from ..protocol import check_search_args
 from ..script import script_converter
@@ -177,6 +177,8 @@ class LuceneRetriever:
             jq.add(clip_query(queries[i]))
             jid.add(str(i))
         with self._lock:
+            if self._searcher is None:
+                raise ClosedError(f"Lucene retriever {self.name!r} ({self.path})")
             out = self._searcher.batch_search(jq, jid, k + TIE_PAD, min(self.threads, len(todo)))
             raw = {
                 e.getKey(): [(h.docid, h.score) for h in e.getValue()]

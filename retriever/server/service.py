@@ -251,7 +251,11 @@ class RetrievalService:
             self.state = "stopped"
         for batcher in self._batchers.values():
             batcher.stop(timeout)
-        if self.index is not None:  # after the workers: no batch reads the files any more
+        if self._loader is not None and self._loader.is_alive():
+            log.warning(
+                "still loading %s after %.0f s: its files stay open", self.config.index, timeout
+            )
+        elif self.index is not None:  # after the workers: no batch reads the files any more
             self.index.close()
 
     def begin_shutdown(self) -> None:

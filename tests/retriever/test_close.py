@@ -19,7 +19,7 @@ from retriever_fakes import build_root
 
 from retriever.bm25.retriever import BM25Retriever
 from retriever.client import InProcessClient
-from retriever.errors import ClosedError
+from retriever.errors import BadRequestError, ClosedError
 from retriever.index import Index
 from retriever.server.service import RetrievalService, ServiceConfig
 from retriever.store.docstore import DocStore
@@ -174,3 +174,10 @@ def test_a_dense_part_closes_with_its_index(tmp_path, backend):
         assert open_under(root) == []
         with pytest.raises(ClosedError, match="dense-fake"):
             dense.search(["Arthur's Magazine"], 2)
+
+
+def test_a_client_whose_service_fails_to_start_leaves_no_descriptors(bm25_root):
+    with no_gc():
+        with pytest.raises(BadRequestError, match="unknown retriever 'nope'"):
+            InProcessClient(bm25_root, retrievers=["bm25", "nope"])
+        assert open_under(bm25_root) == []

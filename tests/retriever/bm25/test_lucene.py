@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import DATA
 
 from retriever.bm25.lucene import java_available
-from retriever.errors import BadRequestError, IndexFormatError, RetrieverError
+from retriever.errors import BadRequestError, ClosedError, IndexFormatError, RetrieverError
 from retriever.index import Index
 from retriever.manifest import read_manifest
 
@@ -147,3 +148,26 @@ def test_lucene_part_in_its_default_folder_is_the_sparse_part(root, tmp_path):
     assert idx.resolve_alias("sparse") == "bm25-lucene"
     # beside a bm25s part, ``bm25`` stays the default
     assert Index.open(root).default_bm25() == "bm25"
+
+
+def test_closing_the_index_closes_the_lucene_files(root, questions):
+    def held() -> list[str]:
+        """The part's files this process holds open or mapped (Lucene maps its segments and
+        closes their descriptors)."""
+        part = str(root / "bm25-lucene")
+        targets = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()]
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return sorted({t for t in targets if t.startswith(part)})
+
+    index = Index.open(root)
+    lucene = index.retriever("bm25-lucene")
+    assert lucene.search(questions[:2], 3)[0]
+    assert held()  # Lucene's segment files, mapped by the JVM in this process
+    index.close()
+    assert held() == []
+    with pytest.raises(ClosedError, match="bm25-lucene"):
+        lucene.search(questions[:1], 3)
