@@ -181,3 +181,18 @@ def test_a_client_whose_service_fails_to_start_leaves_no_descriptors(bm25_root):
         with pytest.raises(BadRequestError, match="unknown retriever 'nope'"):
             InProcessClient(bm25_root, retrievers=["bm25", "nope"])
         assert open_under(bm25_root) == []
+
+
+def test_the_http_app_closes_the_index_at_shutdown(bm25_root):
+    from fastapi.testclient import TestClient
+
+    from retriever.server.app import create_app
+
+    service = RetrievalService(ServiceConfig(index=bm25_root, max_wait_ms=1))
+    with no_gc():
+        with TestClient(create_app(service, background=False)) as http:
+            r = http.post("/retrieve", json={"queries": ["Kansas City"], "topk": 2})
+            assert r.status_code == 200 and len(r.json()["result"][0]) == 2
+            assert open_under(bm25_root)
+        assert service.state == "stopped"
+        assert open_under(bm25_root) == []
