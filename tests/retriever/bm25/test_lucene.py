@@ -150,7 +150,12 @@ def test_lucene_part_in_its_default_folder_is_the_sparse_part(root, tmp_path):
     assert Index.open(root).default_bm25() == "bm25"
 
 
-def test_closing_the_index_closes_the_lucene_files(root, questions):
+def test_closing_the_index_closes_the_lucene_files(root, questions, tmp_path):
+    # a copy of its own: other tests' searchers in this JVM keep the module's part mapped
+    shutil.copytree(root / "corpus", tmp_path / "corpus")
+    shutil.copytree(root / "bm25-lucene", tmp_path / "bm25-lucene")
+    root = tmp_path
+
     def held() -> list[str]:
         """The part's files this process holds open or mapped (Lucene maps its segments and
         closes their descriptors)."""
