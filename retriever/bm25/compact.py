@@ -389,17 +389,25 @@ def load(folder: str | os.PathLike, manifest: dict) -> Compact:
     return Compact(*arrays, norm, float(params["k1"]), atire)
 
 
+def sparse_files(layout: str | None) -> tuple[str, ...]:
+    """The sparse range files a compact part of ``layout`` has: none in compact-v1 (dense range
+    bytes for all its frequent terms), the bytes without their gaps in compact-v2, both after."""
+    if layout == "compact-v1":
+        return ()
+    if layout == "compact-v2":
+        return SPARSE
+    return SPARSE + GAPS
+
+
 def load_sparse(folder: str | os.PathLike, manifest: dict) -> tuple[np.ndarray, ...]:
     """The memory-mapped sparse range bytes and their gaps (terms, ptr, bytes, gap ptr, gap
-    bytes), or empty arrays for what an older part lacks: compact-v1 has no sparse bytes (dense
-    range bytes for all its frequent terms), compact-v2 no gaps (its terms' rows are decoded)."""
-    layout = manifest.get("postings", {}).get("layout")
-    no_gaps = (np.zeros(1, np.int64), np.zeros(0, np.uint8))
-    if layout == "compact-v1":
-        return np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8), *no_gaps
-    files = SPARSE + (GAPS if layout not in ("compact-v1", "compact-v2") else ())
+    bytes), empty arrays for what an older part lacks (``sparse_files``): compact-v2's terms'
+    rows are decoded for their ranges instead."""
+    files = sparse_files(manifest.get("postings", {}).get("layout"))
     got = tuple(np.load(Path(folder) / f, mmap_mode="r") for f in files)
-    return got if len(got) == 5 else (*got, *no_gaps)
+    empty = (np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8))
+    empty += (np.zeros(1, np.int64), np.zeros(0, np.uint8))
+    return got + empty[len(got) :]
 
 
 def write(folder: Path, lengths: np.ndarray, term_idf: np.ndarray) -> None:

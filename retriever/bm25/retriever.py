@@ -208,9 +208,7 @@ class BM25Retriever:
     def _open_compact(self, postings: dict) -> None:
         """Map the compact layout (``compact``): blocks, lengths, idf, and the maxima."""
         mapped = compact.FILES + ("vocab.hash.npy", "vocab.ids.npy", termmax.FILE, *rowmax.FILES)
-        layout = postings.get("layout")
-        mapped += () if layout == "compact-v1" else compact.SPARSE
-        mapped += () if layout in ("compact-v1", "compact-v2") else compact.GAPS
+        mapped += compact.sparse_files(postings.get("layout"))
         missing = [f for f in mapped if not (self.folder / f).is_file()]
         if missing:
             raise IndexFormatError(
