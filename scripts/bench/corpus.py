@@ -99,7 +99,8 @@ SPAN_READS = r"""
 import json, random, sys, time
 import numpy as np
 from pathlib import Path
-from retriever.store.spans import SPAN, PATCH, PageText
+from retriever.store.pagetext import PageText
+from retriever.store.spans import SPAN, PATCH
 folder, n, store = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 entry = {"path": "pages.text.zst" if store["compression"] else "pages.text"}
 spans = np.load(folder / "passages.spans.npy", mmap_mode="r")
@@ -126,7 +127,7 @@ def block_sweep(args, argv) -> int:
     against the plain stream, on one ``spans`` store's text."""
     import time
 
-    from retriever.store.spans import DICT_BYTES, TextSink
+    from retriever.store.pagetext import DICT_BYTES, TextSink
 
     work = Path(tempfile.mkdtemp(prefix="bench-blocks-"))
     reads = 2000 if args.smoke else 50_000

@@ -17,7 +17,7 @@ from retriever.errors import CorruptStoreError, IndexFormatError
 from retriever.index import Index
 from retriever.manifest import read_manifest
 from retriever.store import browse as B
-from retriever.store import spans
+from retriever.store import pagetext, spans
 from retriever.store.access import access_pages
 from retriever.store.docstore import DocStore
 from retriever.store.keyindex import KeyIndex
@@ -59,10 +59,10 @@ def test_every_row_reads_the_same_in_every_layout(roots):
         assert got.layout == "spans"
         assert got.manifest["store"]["compression"] == ("zstd" if "zstd" in layout else None)
         if "zstd" in layout:  # the defaults: small blocks, with a dictionary trained on them
-            assert got.manifest["store"]["block_bytes"] == spans.BLOCK_BYTES == 1024
-            assert got.manifest["store"]["dictionary"] == spans.DICT_FILE
-            assert got.manifest["store"]["block_starts"] == spans.STARTS_FILE
-            assert (roots[layout] / "corpus" / spans.DICT_FILE).is_file()
+            assert got.manifest["store"]["block_bytes"] == pagetext.BLOCK_BYTES == 1024
+            assert got.manifest["store"]["dictionary"] == pagetext.DICT_FILE
+            assert got.manifest["store"]["block_starts"] == pagetext.STARTS_FILE
+            assert (roots[layout] / "corpus" / pagetext.DICT_FILE).is_file()
         assert got.manifest["store"]["passages"]["patched"] == 0  # every passage is a span
         assert (len(got), got.num_pages) == (len(want), want.num_pages) and len(got) > 1000
         assert got.checksum == want.checksum  # same rows: parts built on one fit the other
@@ -144,7 +144,7 @@ def test_verify_passes_and_finds_a_flipped_byte_in_every_new_file(tmp_path, layo
     assert report["corpus"]["bad_passages"]["count"] == 0
     text = "pages.text.zst" if "zstd" in layout else "pages.text"
     names = [text, "passages.spans.npy", "pages.heads.jsonl", "pages.offsets.npy"]
-    names += [spans.DICT_FILE, "titles.count.npy"] if "zstd" in layout else ["titles.count.npy"]
+    names += [pagetext.DICT_FILE, "titles.count.npy"] if "zstd" in layout else ["titles.count.npy"]
     for name in names:
         root = tmp_path / name
         shutil.copytree(src / "corpus", root / "corpus")
@@ -174,7 +174,7 @@ def test_a_damaged_zstd_block_is_a_clear_error(tmp_path):
 
 def test_a_damaged_dictionary_is_a_clear_error(tmp_path):
     build_corpus([SLICE], tmp_path, CorpusConfig(store="spans,zstd"))
-    _flip(tmp_path / "corpus" / spans.DICT_FILE, 0)  # its magic: read as another dictionary
+    _flip(tmp_path / "corpus" / pagetext.DICT_FILE, 0)  # its magic: read as another dictionary
     store = DocStore.open(tmp_path)
     with pytest.raises(
         CorruptStoreError, match="block \\d+ does not decompress.*index_build verify"
@@ -195,7 +195,7 @@ def test_text_stream_reads_every_range_like_the_plain_stream(
     rng = random.Random(block_bytes + dict_bytes)
     words = [bytes(rng.choices(b"abcdefgh\xc3\xa9", k=rng.randint(1, 9))) for _ in range(2000)]
     data = b" ".join(rng.choice(words) for _ in range(60_000))  # ~300 KB, with a tail block
-    sink = spans.TextSink(tmp_path, "zstd", block_bytes, dict_bytes=dict_bytes)
+    sink = pagetext.TextSink(tmp_path, "zstd", block_bytes, dict_bytes=dict_bytes)
     cuts_at = sorted(rng.sample(range(1, len(data)), 600)) if hints else []
     for at in range(0, len(data), 7777):  # writes that do not line up with the blocks
         sink.write(data[at : at + 7777])
@@ -204,7 +204,7 @@ def test_text_stream_reads_every_range_like_the_plain_stream(
                 sink.cut_at(cut)
     sink.close()
     assert (sink.dictionary is not None) == (dict_bytes > 0)
-    starts = np.load(tmp_path / spans.STARTS_FILE)
+    starts = np.load(tmp_path / pagetext.STARTS_FILE)
     assert len(np.load(tmp_path / "pages.blocks.npy")) == len(starts)
     assert starts[0] == 0 and starts[-1] == len(data) and (np.diff(starts) <= block_bytes).all()
     if not hints:  # no passage ends to cut at: fixed blocks
@@ -213,7 +213,7 @@ def test_text_stream_reads_every_range_like_the_plain_stream(
         for a, b in zip(starts[:-2], starts[1:-1]):
             window = [c for c in cuts_at if a + block_bytes // 2 < c <= a + block_bytes]
             assert b == (max(window) if window else a + block_bytes), (a, b)
-    text = spans.PageText(tmp_path, {"path": sink.path.name}, {**sink.entry()})
+    text = pagetext.PageText(tmp_path, {"path": sink.path.name}, {**sink.entry()})
     cuts = [(0, len(data)), (len(data) - 5, len(data)), (block_bytes - 3, block_bytes + 3)]
     cuts += [sorted(rng.sample(range(len(data) + 1), 2)) for _ in range(300)]
     for start, end in cuts:
@@ -221,11 +221,11 @@ def test_text_stream_reads_every_range_like_the_plain_stream(
     with pytest.raises(CorruptStoreError, match="past the block index"):
         text.read(len(data) + block_bytes, len(data) + block_bytes + 1)
     (tmp_path / "s").mkdir()  # a text too small to train on is written without a dictionary
-    small = spans.TextSink(tmp_path / "s", "zstd", block_bytes, dict_bytes=dict_bytes)
+    small = pagetext.TextSink(tmp_path / "s", "zstd", block_bytes, dict_bytes=dict_bytes)
     small.write(data[:5000])
     small.close()
     assert small.dictionary is None and small.entry()["dictionary"] is None
-    text = spans.PageText(tmp_path / "s", {"path": small.path.name}, small.entry())
+    text = pagetext.PageText(tmp_path / "s", {"path": small.path.name}, small.entry())
     assert text.read(10, 4990) == data[10:4990]
 
 
@@ -252,15 +252,15 @@ def test_a_store_with_fixed_blocks_still_opens(tmp_path, monkeypatch):
     import orjson
 
     monkeypatch.setattr(spans, "BLOCK_BYTES", 2048)
-    monkeypatch.setattr(spans.TextSink, "cut_at", lambda self, pos: None)  # no passage ends
+    monkeypatch.setattr(pagetext.TextSink, "cut_at", lambda self, pos: None)  # no passage ends
     build_corpus([SLICE], tmp_path / "old", CorpusConfig(store="spans,zstd"))
     folder = tmp_path / "old" / "corpus"
-    starts = np.load(folder / spans.STARTS_FILE)
+    starts = np.load(folder / pagetext.STARTS_FILE)
     assert (np.diff(starts)[:-1] == 2048).all()
-    (folder / spans.STARTS_FILE).unlink()
+    (folder / pagetext.STARTS_FILE).unlink()
     m = orjson.loads((folder / "manifest.json").read_bytes())
-    assert m["store"].pop("block_starts") == spans.STARTS_FILE
-    m["files"].pop(spans.STARTS_FILE, None)
+    assert m["store"].pop("block_starts") == pagetext.STARTS_FILE
+    m["files"].pop(pagetext.STARTS_FILE, None)
     (folder / "manifest.json").write_bytes(orjson.dumps({**m, "format_version": 3}))
     want = DocStore.open(_roots_of_slice(tmp_path)["jsonl"])
     got = DocStore.open(tmp_path / "old")
@@ -284,15 +284,15 @@ def test_a_random_passage_is_one_block(tmp_path):
         root = tmp_path / "z"
         build_corpus([SLICE], root, CorpusConfig(store="spans,zstd"))
     folder = root / "corpus"
-    starts = np.load(folder / spans.STARTS_FILE).tolist()
+    starts = np.load(folder / pagetext.STARTS_FILE).tolist()
     table = np.load(folder / "passages.spans.npy")
     table = table[(table["flags"] & 3) != spans.PATCH]
-    assert len(table) > 1000 and (np.diff(starts) <= spans.BLOCK_BYTES).all()
+    assert len(table) > 1000 and (np.diff(starts) <= pagetext.BLOCK_BYTES).all()
     split = 0
     for start, length in zip(table["start"].tolist(), table["length"].tolist()):
         first = bisect.bisect_right(starts, start)
         last = bisect.bisect_right(starts, start + length - 1)
-        split += first != last and length <= spans.BLOCK_BYTES // 2
+        split += first != last and length <= pagetext.BLOCK_BYTES // 2
     assert split == 0
     # a read finds its block by the stream offset alone: every row still reads right
     assert spans.SpansReader(folder, read_manifest(folder)).passage(len(table) // 2)
