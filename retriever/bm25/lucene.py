@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cores import default_threads
 from ..errors import ClosedError, IndexFormatError, RetrieverError
 from ..manifest import read_manifest
 from ..protocol import check_search_args
@@ -146,7 +147,7 @@ class LuceneRetriever:
                 f"{self.folder}: Lucene index {self.path} is missing; rebuild it"
             )
         self.by_row = self.manifest.get("docids") == "row"
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.threads = max(1, int(threads or default_threads()))
         self._searcher = java_class("io.anserini.search.SimpleSearcher")(str(self.path))
         params = self.manifest.get("params", {})
         self._searcher.set_bm25(float(params.get("k1", 0.9)), float(params.get("b", 0.4)))

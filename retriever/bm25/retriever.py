@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
+from ..cores import default_threads
 from ..errors import ClosedError, CorruptStoreError, IndexFormatError
 from ..manifest import read_manifest, write_json_atomic
 from ..protocol import check_search_args
@@ -147,7 +148,7 @@ class BM25Retriever:
             self._ranges,
             self._shift,
         )
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.threads = max(1, int(threads or default_threads()))
         self.max_query_terms = int(max_query_terms)
         self._local = threading.local()
         self._pscratch: tuple[np.ndarray, np.ndarray] | None = None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cores import default_threads
 from ..errors import BadRequestError, IndexFormatError
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class FaissBackend:
         self.metric = metric
         self.num_rows = int(index.ntotal)
         self.dim = int(index.d)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or default_threads()
         self.on_gpu = on_gpu
         self.rerank = rerank if rerank and rerank[1] > 0 else None
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..cores import default_threads
 from ..errors import BadRequestError, IndexFormatError
 from ..files import atomic_path, sha256_file, write_bytes_atomic
 from .encoders import EncoderConfig, TransformerEncoder, pad_batch, pool
@@ -198,8 +199,6 @@ class OnnxEncoder(TransformerEncoder):
         cache_dir: str | os.PathLike | None = None,
         min_cosine: float = MIN_COSINE,
     ):
-        import torch
-
         if runtime not in QUERY_ENCODERS[1:]:
             raise BadRequestError(
                 f"unknown ONNX query encoder {runtime!r}; choose one of {QUERY_ENCODERS[1:]}"
@@ -208,7 +207,7 @@ class OnnxEncoder(TransformerEncoder):
         self.runtime = runtime
         example = pad_batch(self.tokenize(["an example question to trace", "short"]), self.pad_id)
         self.path = exported(self.model, config, runtime, example, cache_dir)
-        self.session = session(self.path, threads or torch.get_num_threads())
+        self.session = session(self.path, threads or default_threads())
         self.min_cosine_seen = self._check(min_cosine)
         self.model = None  # the torch weights served their purpose: reference and export
 

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import __version__
+from ..cores import default_threads
 
 __all__ = ["health", "info", "rss_bytes"]
 
@@ -54,6 +55,7 @@ def info(service: Any) -> dict:
     out = {
         "version": __version__,
         "pid": os.getpid(),  # which process answered (--workers runs several)
+        "threads": default_threads(),  # its kernels' threads where no flag sets them
         "state": service.state,
         "config": config,
         "default_retriever": service.default_retriever,

@@ -86,6 +86,8 @@ def test_two_workers_answer_share_one_address_file_and_drain_on_sigterm(tmp_path
     cmd = [sys.executable, "-m", "retriever.server", "--index", str(root), "--port", "0",
            "--workers", "2", "--save-address-to", str(folder), "--no-ui", "--cache-size", "0"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name in ("RETRIEVER_THREADS", "OMP_NUM_THREADS"):
+        env.pop(name, None)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 120
@@ -97,12 +99,16 @@ def test_two_workers_answer_share_one_address_file_and_drain_on_sigterm(tmp_path
         port = int(address.stem.rsplit("_IP", 1)[1])
         workers = {p.pid for p in psutil.Process(proc.pid).children()}
         assert len(workers) == 2
-        seen = set()
+        seen, threads = set(), set()
         for _ in range(200):  # a fresh connection each time: the kernel picks the worker
-            seen.add(httpx.get(f"http://127.0.0.1:{port}/info", timeout=10).json()["pid"])
+            info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=10).json()
+            seen.add(info["pid"])
+            threads.add(info["threads"])
             if seen == workers:
                 break
         assert seen == workers
+        # each worker's kernels default to its share of the cores (retriever.cores)
+        assert threads == {max(1, len(os.sched_getaffinity(0)) // 2)}
         # the same answer from either worker
         body = {"queries": hotpot_questions(5), "topk": 3, "return_scores": True}
         answers = {httpx.post(f"http://127.0.0.1:{port}/retrieve", json=body).content
