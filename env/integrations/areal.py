@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,44 @@ from env.types import EnvConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["ASearcherAgent", "ArealChat"]  # and ASearcherWorkflow, built on first access
+
+
+_HUB: list[logging.Logger] = []  # the AReaL logger ours hang under, once made
+
+
+def follow_areal_logging() -> None:
+    """Hang our modules' loggers (``env.*``, ``retriever.*``) under a logger AReaL made.
+
+    AReaL's ``getLogger`` makes a new root and logger tree at every call, so a logger one of
+    our modules made at import ends under a root with no handler, at WARNING: its INFO lines
+    (a visit's cost, the servers found) were lost and its warnings printed bare. Once AReaL's
+    logging is imported, each such logger gets as parent ``areal.utils.logging.getLogger("env")``
+    (AReaL's console format and level, and its file handlers where AReaL set them up). The agent
+    calls this when made and at each episode (modules imported since are picked up). Left alone:
+    a logger under the current root (made after AReaL's last reset), or under a root that has
+    handlers (logging the user set up before AReaL's first reset, or pytest's)."""
+    areal_logging = sys.modules.get("areal.utils.logging")
+    if areal_logging is None:
+        return
+    if not _HUB:
+        hub = areal_logging.getLogger("env")
+        hub.propagate = False  # its handlers print it; the root above it has none
+        _HUB.append(hub)
+    hub, root = _HUB[0], logging.Logger.root  # AReaL's latest (logging.root stays the first)
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in ("env", "retriever"):
+            continue
+        logger = getattr(module, "log", None)
+        if not isinstance(logger, logging.Logger) or logger is hub or logger.parent is hub:
+            continue
+        top = logger
+        while top.parent is not None:
+            top = top.parent
+        if top is not root and not top.handlers:  # orphaned, and nobody set its root up
+            logger.parent = hub
+            getattr(
+                logger, "_cache", {}
+            ).clear()  # its "is INFO on?" answers came from the old root
 
 
 def _config(value: Any, cls: type, what: str) -> Any:
@@ -118,6 +157,7 @@ class ASearcherAgent:
         self.policy_timeout = policy_timeout
         self.policy_retries = policy_retries
         self._search = search_client
+        follow_areal_logging()
 
     def __getstate__(self) -> dict:
         """AReaL's subproc mode pickles the agent into worker processes: the HTTP search client
@@ -156,6 +196,7 @@ class ASearcherAgent:
         the trajectory instead of training on a reward the model did not earn."""
         from env.batched import BatchedSearchEnv
 
+        follow_areal_logging()  # modules imported since, and AReaL's resets since
         task = row_to_task(dict(data), position="AReaL data row")
         # one slot per episode: concurrent episodes may run on different event loops (subproc
         # mode); the retrieval server coalesces their searches into batches

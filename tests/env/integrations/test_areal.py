@@ -192,3 +192,51 @@ def test_import_env_integrations_areal_imports_no_areal():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr[-500:]
+
+
+_LOGGING = """
+import logging
+import env.evaluate as ev
+import areal.utils.logging as al
+al.getLogger("RolloutWorkflow").info("an AReaL line")  # AReaL resets the logging tree
+ev.log.info("lost before")
+from env.integrations.areal import ASearcherAgent
+ASearcherAgent("http://127.0.0.1:1")
+ev.log.info("info after")
+ev.log.warning("warning after")
+al.getLogger("Another")  # a later reset
+ev.log.info("info after another reset")
+"""
+
+
+@pytest.mark.slow
+def test_our_log_lines_reach_areals_handlers_after_its_resets():
+    """AReaL's getLogger makes a new logging tree at every call: our modules' loggers hung off
+    a root with no handler and their INFO lines were lost (the first probe). The agent hangs them
+    under AReaL's console handler (fresh process: nobody else set logging up)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _LOGGING], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if "(AReaL)" in line]
+    assert any("RolloutWorkflow INFO: an AReaL line" in line for line in lines), out.stdout
+    assert "lost before" not in out.stdout + out.stderr
+    for text in ("INFO: info after", "WARNING: warning after", "INFO: info after another reset"):
+        assert any(f"env.evaluate {text}" in line for line in lines), out.stdout
+
+
+@pytest.mark.slow
+def test_loggers_under_a_root_with_handlers_are_left_alone():
+    """Under pytest the first root has handlers (its log capture): ours keep their parents."""
+    import logging
+
+    import areal.utils.logging as areal_logging
+
+    import env.evaluate as ev
+    from env.integrations.areal import follow_areal_logging
+
+    parent = ev.log.parent
+    areal_logging.getLogger("RolloutWorkflow")  # a reset
+    follow_areal_logging()
+    assert ev.log.parent is parent and logging.getLogger().handlers
