@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from retriever.dense.encoders import EncoderConfig
 from retriever.protocol import check_search_args
@@ -164,6 +165,32 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# The module fixtures ``root``, ``server`` and ``library`` of the live-server modules (imported
+# by these names, a fixture's ``name`` is what tests ask for): a module gets its own copies.
+@pytest.fixture(scope="module", name="root")
+def live_bm25_root(tmp_path_factory):
+    """The module's own copy of the HotpotQA root with its BM25 part."""
+    return build_root(tmp_path_factory.mktemp("live-bm25"), bm25=True)
+
+
+@pytest.fixture(scope="module", name="server")
+def live_bm25_server(root):
+    """A live server over ``root`` (1 ms batch wait, topk 3 by default)."""
+    from retriever.server.service import RetrievalService, ServiceConfig
+
+    config = ServiceConfig(index=root, max_wait_ms=1, default_topk=3)
+    with LiveServer(RetrievalService(config)) as live:
+        yield live
+
+
+@pytest.fixture(scope="module", name="library")
+def live_bm25_library(root):
+    """The same root opened in process: the reference a live answer must equal."""
+    from retriever.index import Index
+
+    return Index.open(root)
 
 
 class HashEncoder:

@@ -33,32 +33,21 @@ import msgpack
 import pytest
 import requests
 from conftest import REPO
-from retriever_fakes import LiveServer, build_root, free_port, hotpot_questions
+from retriever_fakes import (  # noqa: F401 (root, server, library)
+    LiveServer,
+    build_root,
+    free_port,
+    hotpot_questions,
+    live_bm25_library,
+    live_bm25_root,
+    live_bm25_server,
+)
 
 from retriever.client import HTTPClient
 from retriever.client.addresses import write_address
 from retriever.errors import BadRequestError
-from retriever.index import Index
-from retriever.server.service import RetrievalService, ServiceConfig
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return build_root(tmp_path_factory.mktemp("conformance"), bm25=True)
-
-
-@pytest.fixture(scope="module")
-def server(root):
-    service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1, default_topk=3))
-    with LiveServer(service) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def library(root):
-    return Index.open(root)
 
 
 def doc_lines(items) -> list[str]:

@@ -16,33 +16,22 @@ import json
 
 import pytest
 import requests
-from retriever_fakes import LiveServer, build_root, hotpot_questions
+from retriever_fakes import (  # noqa: F401 (root, server, library)
+    LiveServer,
+    build_root,
+    hotpot_questions,
+    live_bm25_library,
+    live_bm25_root,
+    live_bm25_server,
+)
 
 from retriever.bm25.analyzer import Analyzer
-from retriever.index import Index
 from retriever.server.service import RetrievalService, ServiceConfig
 from retriever.server.snippets import snippet
 
 pytestmark = pytest.mark.timeout(120)
 QUERY = "Which magazine was started first Arthur's Magazine or First for Women?"
 MISSING = "https://en.wikipedia.org/wiki/No_such_page_zz"
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return build_root(tmp_path_factory.mktemp("webapi"), bm25=True)
-
-
-@pytest.fixture(scope="module")
-def server(root):
-    service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1, default_topk=3))
-    with LiveServer(service) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def library(root):
-    return Index.open(root)
 
 
 def top(library, query: str, k: int):
