@@ -37,6 +37,8 @@ from pathlib import Path
 import common as c
 import server as load
 
+from retriever import cores
+
 BENCH = Path(__file__).resolve().parent
 HOTPOT = c.TEST_DATA / "hotpotqa-distractor-500.jsonl"
 DENSE = "minilm"
@@ -133,10 +135,12 @@ def start_systems(args, retriever: str, paths: dict[str, Path], cache: Path) -> 
     name = "bm25" if retriever == "bm25" else f"dense-{DENSE}"
     flags = ["--retrievers", name, "--cache-size", "0", "--queue-size", "4096", *args.server_arg]
     systems: dict[str, object] = {}
-    for workers in args.workers:
+    for workers, every_core in args.workers:
         label = "ours" if workers == 1 else f"ours --workers {workers}"
+        label += " (all cores)" if every_core else ""
         extra = [] if workers == 1 else ["--workers", str(workers)]
-        server = c.ServerProcess(paths["root"], *flags, *extra)
+        env = {"RETRIEVER_THREADS": str(cores.available())} if every_core else None
+        server = c.ServerProcess(paths["root"], *flags, *extra, env=env)
         server.wait()
         systems[label] = server
     from retriever.dense.encoders import packaged_model_path
@@ -229,6 +233,23 @@ def spread(runs: list[dict]) -> float:
     qs = [r["queries_s"] for r in runs]
     mid = c.median(qs)
     return 100 * (max(qs) - min(qs)) / mid if mid else float("nan")
+
+
+def parse_workers(text: str) -> list[tuple[int, bool]]:
+    """``--workers``: (worker processes, whether each keeps every core) per row; ``N:all`` sets
+    ``RETRIEVER_THREADS`` to the machine's cores, as before a worker got its share of them
+    (``retriever.cores``).
+
+    >>> parse_workers("1,2,2:all")
+    [(1, False), (2, False), (2, True)]
+    """
+    out = []
+    for item in text.split(","):
+        n, _, mode = item.partition(":")
+        if mode not in ("", "all"):
+            raise SystemExit(f"--workers {item}: N or N:all")
+        out.append((int(n), mode == "all"))
+    return out
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -339,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "peers-bench")
     ap.add_argument("--retrievers", default="bm25,dense")
     ap.add_argument("--shapes", default="1x1,16x1,64x1,4x64", help="CLIENTSxQUERIES_PER_REQUEST")
-    ap.add_argument("--workers", default="1,2", help="our server's --workers, one row each")
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        help="our server's --workers, one row each; N:all keeps every core in each worker",
+    )
     ap.add_argument("--seconds", type=float, default=8.0, help="per point")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--procs", type=int, default=1, help="load-generator processes")
@@ -352,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         args.search_r1 = args.rllm = None
         retrievers, args.workers, args.shapes = ["bm25"], "1", "2x1,2x4"
         args.seconds, args.repeats = 0.5, 1
-    args.workers = [int(w) for w in args.workers.split(",")]
+    args.workers = parse_workers(args.workers)
     args.shapes = [parse_shape(s) for s in args.shapes.split(",")]
     for peer in (args.search_r1, args.rllm):
         if peer is not None and not peer.is_file():

@@ -103,3 +103,31 @@ def test_a_batched_request_costing_more_per_query_than_coalesced_singles_is_a_mi
     assert peers.goals(out, ["dense"], shapes) == [
         "dense 4x64 ours: 3.40 server CPU ms/query, more than 64 coalesced single queries (3.00)"
     ]
+
+
+def test_workers_rows_share_the_cores_unless_told_all(bench, monkeypatch):
+    """``--workers 1,2,2:all``: three rows of ours; ``:all`` starts its workers with every core
+    (``RETRIEVER_THREADS``), the default before ``retriever.cores`` shared them."""
+    import common as c
+    import peers
+
+    assert peers.parse_workers("1,2,2:all") == [(1, False), (2, False), (2, True)]
+    with pytest.raises(SystemExit, match="N or N:all"):
+        peers.parse_workers("2:some")
+    started = []
+
+    class Server:
+        def __init__(self, root, *flags, env=None):
+            started.append((flags[flags.index("--workers") + 1] if "--workers" in flags else "1",
+                            env))  # fmt: skip
+
+        def wait(self):
+            pass
+
+    monkeypatch.setattr(c, "ServerProcess", Server)
+    args = peers.argparse.Namespace(workers=peers.parse_workers("1,2,2:all"), server_arg=[],
+                                    search_r1=None, rllm=None)  # fmt: skip
+    systems = peers.start_systems(args, "bm25", {"root": "x"}, None)
+    assert list(systems) == ["ours", "ours --workers 2", "ours --workers 2 (all cores)"]
+    every = {"RETRIEVER_THREADS": str(peers.cores.available())}
+    assert started == [("1", None), ("2", None), ("2", every)]
