@@ -38,6 +38,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .cores import follow_env
 from .errors import BadRequestError
 
 _SCALARS = {int: int, float: float, str: str}
@@ -198,8 +199,11 @@ def configure_process() -> None:
       makes libgomp throttle its spinning). Must be set before torch or faiss is imported;
     - faiss's loader logs at INFO each optimised build it could not load: not news to users;
     - httpx logs every request at INFO: a server start-up poll is not news either;
-    - transformers draws a progress bar for every weight load (off: they take under a second).
+    - transformers draws a progress bar for every weight load (off: they take under a second);
+    - a ``RETRIEVER_THREADS`` the user set also bounds torch's and faiss's OpenMP threads
+      (``cores.follow_env``).
     """
+    follow_env()  # a RETRIEVER_THREADS the user set bounds the OpenMP runtimes too
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,12 +1,15 @@
-"""How many threads a process's search kernels use when nobody says: the cores it may run on,
-or its share of them when ``--workers N`` runs N server processes on one machine.
+"""How many threads a process's search kernels use when no argument or flag says: the cores it
+may run on, or ``RETRIEVER_THREADS``.
 
-Why share: each worker's kernels (the BM25 kernel's batch threads, faiss's OpenMP threads, the
-ONNX and torch query encoders' intra-op threads) default to every core, so two workers on two
-cores ran four busy threads on two cores; under load they take turns at every operator barrier.
-A worker now gets ``cores // N`` (at least 1) unless the user chose: ``RETRIEVER_THREADS``, or
-``OMP_NUM_THREADS`` for the OpenMP runtimes, set before the start win, as do explicit thread
-arguments and flags (``--search-threads``).
+The BM25 kernel's batch threads, faiss's OpenMP threads and the ONNX query encoder's intra-op
+threads take this default. Every ``--workers`` process takes it too, so by default each worker
+may use the whole machine: a worker that gets the only busy connections still uses every core.
+Under many small concurrent requests, ``RETRIEVER_THREADS=1`` with ``--workers`` equal to the
+cores served more on 2 cores (BENCHMARKS.md, "Server vs Search-R1 and rLLM": dense 64 clients
+736 vs 595 queries/s), but a few connections carrying big batches can then land on one worker
+and leave a core idle (4 x 64: 606 vs 709, spread 75%). The entry points make a set
+``RETRIEVER_THREADS`` bound torch's and faiss's OpenMP threads too (``follow_env``), unless
+``OMP_NUM_THREADS`` is set.
 """
 
 from __future__ import annotations
@@ -24,21 +27,19 @@ def available() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _chosen() -> int | None:
+    value = os.environ.get(ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def default_threads() -> int:
     """``RETRIEVER_THREADS`` when set to a whole number of at least 1, else ``available()``."""
-    value = os.environ.get(ENV, "").strip()
-    if value.isdigit() and int(value) >= 1:
-        return int(value)
-    return available()
+    return _chosen() or available()
 
 
-def share(workers: int) -> int:
-    """Make this worker process's default its share of the cores among ``workers`` (at least 1)
-    and return it; a ``RETRIEVER_THREADS`` or ``OMP_NUM_THREADS`` the user set is kept. Call it
-    before torch, faiss or ONNX Runtime start their thread pools."""
-    per = max(1, default_threads() // max(1, workers)) if ENV not in os.environ else None
-    if per is not None:
-        os.environ[ENV] = str(per)
-    per = default_threads()
-    os.environ.setdefault("OMP_NUM_THREADS", str(per))
-    return per
+def follow_env() -> None:
+    """Entry points, before torch or faiss start their thread pools: a ``RETRIEVER_THREADS``
+    the user set becomes ``OMP_NUM_THREADS`` too, unless that is set."""
+    chosen = _chosen()
+    if chosen is not None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(chosen))

@@ -331,7 +331,6 @@ def _serve_workers(
     """``--workers N``: fork N servers on ``listener`` (``workers.py``); this process writes
     the one address file once all are ready and removes it when they are gone."""
     from ..cli import fail
-    from ..cores import share
     from .workers import run_workers, watch_parent
 
     port = listener.getsockname()[1]
@@ -340,9 +339,6 @@ def _serve_workers(
 
     def child(number: int, ready) -> int:
         watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
-        per = share(args.workers)  # its share of the cores: N workers x all cores oversubscribe
-        if "torch" in sys.modules:  # its thread pool may have read the old default already
-            sys.modules["torch"].set_num_threads(per)
         return _serve(args, config, names, limits, listener, on_ready=ready)
 
     def all_ready() -> None:

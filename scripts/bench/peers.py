@@ -135,11 +135,11 @@ def start_systems(args, retriever: str, paths: dict[str, Path], cache: Path) -> 
     name = "bm25" if retriever == "bm25" else f"dense-{DENSE}"
     flags = ["--retrievers", name, "--cache-size", "0", "--queue-size", "4096", *args.server_arg]
     systems: dict[str, object] = {}
-    for workers, every_core in args.workers:
+    for workers, threads in args.workers:
         label = "ours" if workers == 1 else f"ours --workers {workers}"
-        label += " (all cores)" if every_core else ""
+        label += f" ({cores.ENV}={threads})" if threads else ""
         extra = [] if workers == 1 else ["--workers", str(workers)]
-        env = {"RETRIEVER_THREADS": str(cores.available())} if every_core else None
+        env = {cores.ENV: str(threads)} if threads else None
         server = c.ServerProcess(paths["root"], *flags, *extra, env=env)
         server.wait()
         systems[label] = server
@@ -235,20 +235,19 @@ def spread(runs: list[dict]) -> float:
     return 100 * (max(qs) - min(qs)) / mid if mid else float("nan")
 
 
-def parse_workers(text: str) -> list[tuple[int, bool]]:
-    """``--workers``: (worker processes, whether each keeps every core) per row; ``N:all`` sets
-    ``RETRIEVER_THREADS`` to the machine's cores, as before a worker got its share of them
-    (``retriever.cores``).
+def parse_workers(text: str) -> list[tuple[int, int | None]]:
+    """``--workers``: (worker processes, ``RETRIEVER_THREADS`` for each or None) per row;
+    ``N:T`` starts N workers whose kernels use T threads each (``retriever.cores``).
 
-    >>> parse_workers("1,2,2:all")
-    [(1, False), (2, False), (2, True)]
+    >>> parse_workers("1,2,2:1")
+    [(1, None), (2, None), (2, 1)]
     """
     out = []
     for item in text.split(","):
-        n, _, mode = item.partition(":")
-        if mode not in ("", "all"):
-            raise SystemExit(f"--workers {item}: N or N:all")
-        out.append((int(n), mode == "all"))
+        n, _, threads = item.partition(":")
+        if threads and not (threads.isdigit() and int(threads) >= 1):
+            raise SystemExit(f"--workers {item}: N or N:THREADS")
+        out.append((int(n), int(threads) if threads else None))
     return out
 
 
@@ -363,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--workers",
         default="1,2",
-        help="our server's --workers, one row each; N:all keeps every core in each worker",
+        help="our server's --workers, one row each; N:T runs each worker's kernels on T threads",
     )
     ap.add_argument("--seconds", type=float, default=8.0, help="per point")
     ap.add_argument("--repeats", type=int, default=2)

@@ -1,4 +1,4 @@
-"""``retriever.cores``: default kernel threads, and a ``--workers`` process's share of them."""
+"""``retriever.cores``: default kernel threads, and ``RETRIEVER_THREADS``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from retriever import cores
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    monkeypatch.delenv(cores.ENV, raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    """Neither variable set; both put back as they were after the test (set first, so that
+    monkeypatch records them even when absent: ``follow_env`` sets one)."""
+    for name in (cores.ENV, "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
@@ -29,36 +31,32 @@ def test_default_threads_is_the_affinity_unless_the_user_chose(clean_env):
         assert cores.default_threads() == cores.available()
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 64])
-def test_share_splits_the_cores_among_the_workers(clean_env, workers):
-    clean_env.setattr(cores, "available", lambda: 8)
-    per = cores.share(workers)
-    assert per == max(1, 8 // workers)
-    assert os.environ[cores.ENV] == os.environ["OMP_NUM_THREADS"] == str(per)
-    assert cores.default_threads() == per
+def test_follow_env_bounds_openmp_unless_it_is_set(clean_env):
+    cores.follow_env()
+    assert "OMP_NUM_THREADS" not in os.environ  # nothing chosen: the runtimes' own defaults
+    clean_env.setenv(cores.ENV, "1")
+    cores.follow_env()
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    clean_env.setenv(cores.ENV, "2")
+    cores.follow_env()
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # the user's (here: the first call's) wins
 
 
-def test_share_keeps_what_the_user_set(clean_env):
-    clean_env.setattr(cores, "available", lambda: 8)
-    clean_env.setenv(cores.ENV, "5")
-    clean_env.setenv("OMP_NUM_THREADS", "7")
-    assert cores.share(2) == 5
-    assert os.environ["OMP_NUM_THREADS"] == "7"
-
-
-def test_kernels_default_to_the_share(tmp_path):
-    """In a fresh process: after ``share``, BM25's batch threads and the faiss backend's
-    threads are the share, and torch (imported after) starts with that many threads."""
+@pytest.mark.parametrize("chosen", [None, "1"])
+def test_kernels_and_encoders_take_the_default(chosen):
+    """In a fresh process through the entry points' set-up: the BM25 retriever's batch threads,
+    the faiss backend's threads and torch's (imported after) are the cores, or
+    ``RETRIEVER_THREADS`` when set."""
     code = (
-        "import os; os.environ.pop('RETRIEVER_THREADS', None); os.environ.pop('OMP_NUM_THREADS', None)\n"
-        "from retriever import cores\n"
-        "cores.available = lambda: 6\n"
-        "per = cores.share(3)\n"
+        "from retriever.cli import configure_process; configure_process()\n"
         "import faiss, numpy as np, torch\n"
         "from retriever.dense.faiss_backend import FaissBackend\n"
         "index = faiss.IndexFlatIP(4); index.add(np.eye(4, dtype='float32'))\n"
-        "print(per, FaissBackend(index, 'ip').threads, torch.get_num_threads())\n"
+        "print(FaissBackend(index, 'ip').threads, torch.get_num_threads())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout.split()  # fmt: skip
-    assert out == ["2", "2", "2"]
+    env = {k: v for k, v in os.environ.items() if k not in (cores.ENV, "OMP_NUM_THREADS")}
+    env.update({cores.ENV: chosen} if chosen else {})
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    want = chosen or str(len(os.sched_getaffinity(0)))
+    assert out == [want, want]

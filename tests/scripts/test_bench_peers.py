@@ -105,15 +105,15 @@ def test_a_batched_request_costing_more_per_query_than_coalesced_singles_is_a_mi
     ]
 
 
-def test_workers_rows_share_the_cores_unless_told_all(bench, monkeypatch):
-    """``--workers 1,2,2:all``: three rows of ours; ``:all`` starts its workers with every core
-    (``RETRIEVER_THREADS``), the default before ``retriever.cores`` shared them."""
+def test_workers_rows_with_a_thread_count_set_retriever_threads(bench, monkeypatch):
+    """``--workers 1,2,2:1``: three rows of ours; ``:1`` starts its workers with
+    ``RETRIEVER_THREADS=1`` (one kernel thread each) and says so in the row's label."""
     import common as c
     import peers
 
-    assert peers.parse_workers("1,2,2:all") == [(1, False), (2, False), (2, True)]
-    with pytest.raises(SystemExit, match="N or N:all"):
-        peers.parse_workers("2:some")
+    assert peers.parse_workers("1,2,2:1") == [(1, None), (2, None), (2, 1)]
+    with pytest.raises(SystemExit, match="N or N:THREADS"):
+        peers.parse_workers("2:all")
     started = []
 
     class Server:
@@ -125,9 +125,8 @@ def test_workers_rows_share_the_cores_unless_told_all(bench, monkeypatch):
             pass
 
     monkeypatch.setattr(c, "ServerProcess", Server)
-    args = peers.argparse.Namespace(workers=peers.parse_workers("1,2,2:all"), server_arg=[],
+    args = peers.argparse.Namespace(workers=peers.parse_workers("1,2,2:1"), server_arg=[],
                                     search_r1=None, rllm=None)  # fmt: skip
     systems = peers.start_systems(args, "bm25", {"root": "x"}, None)
-    assert list(systems) == ["ours", "ours --workers 2", "ours --workers 2 (all cores)"]
-    every = {"RETRIEVER_THREADS": str(peers.cores.available())}
-    assert started == [("1", None), ("2", None), ("2", every)]
+    assert list(systems) == ["ours", "ours --workers 2", "ours --workers 2 (RETRIEVER_THREADS=1)"]
+    assert started == [("1", None), ("2", None), ("2", {"RETRIEVER_THREADS": "1"})]
