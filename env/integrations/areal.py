@@ -74,9 +74,8 @@ def follow_areal_logging() -> None:
             top = top.parent
         if top is not root and not top.handlers:  # orphaned, and nobody set its root up
             logger.parent = hub
-            getattr(
-                logger, "_cache", {}
-            ).clear()  # its "is INFO on?" answers came from the old root
+            # its cached "is INFO on?" answers came from the old root
+            getattr(logger, "_cache", {}).clear()
 
 
 def _config(value: Any, cls: type, what: str) -> Any:
