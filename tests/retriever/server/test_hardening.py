@@ -523,6 +523,9 @@ def test_an_answer_left_unread_is_dropped_with_its_connection(root, caplog):
             assert full.status_code == 200 and len(full.json()["result"]) == 10_000
             assert len(full.content) > 2_000_000  # far more than the sockets' buffers hold
 
+            deadline = time.monotonic() + 30
+            while state.connections and time.monotonic() < deadline:
+                time.sleep(0.01)  # the full answer's connection gone: the next one is ours
             stalled = socket.socket()
             stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stalled.connect(("127.0.0.1", port))
@@ -530,9 +533,13 @@ def test_an_answer_left_unread_is_dropped_with_its_connection(root, caplog):
                 b"POST /access HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
-            deadline = time.monotonic() + 30  # the answer is built, then 1 s unread
+            deadline = time.monotonic() + 30
+            while not state.connections and time.monotonic() < deadline:
+                time.sleep(0.01)  # accepted: else the wait below ends before it begins (a
+                # loaded machine accepted late, the client then read the whole answer)
+            assert state.connections, "the stalled connection was never accepted"
             while len(state.connections) and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.05)  # the answer is built, then 1 s unread
             assert not state.connections, "the connection that never read is still open"
             got = b""  # what the kernel had taken before the close: never the whole answer
             stalled.settimeout(5)
