@@ -1,13 +1,14 @@
 """How many threads a process's search kernels use when no argument or flag says: the cores it
 may run on, or ``RETRIEVER_THREADS``.
 
-The BM25 kernel's batch threads, faiss's OpenMP threads and the ONNX query encoder's intra-op
+The BM25 kernel's batch threads, faiss's OpenMP threads and the ONNX query encoder's batch
 threads take this default. Every ``--workers`` process takes it too, so by default each worker
 may use the whole machine: a worker that gets the only busy connections still uses every core.
-Under many small concurrent requests, ``RETRIEVER_THREADS=1`` with ``--workers`` equal to the
-cores served more on 2 cores (BENCHMARKS.md, "Server vs Search-R1 and rLLM": dense 64 clients
-736 vs 595 queries/s), but a few connections carrying big batches can then land on one worker
-and leave a core idle (4 x 64: 606 vs 709, spread 75%). The entry points make a set
+``RETRIEVER_THREADS=1`` with ``--workers`` equal to the cores once served more under many small
+concurrent requests (dense, 2 cores, 64 clients: 736 vs 595 queries/s), but a few connections
+carrying big batches can then land on one worker and leave a core idle (4 x 64: 606 vs 709,
+spread 75%); since the ONNX encoder runs a call's batches side by side, one worker at every core
+serves 835 and 1,009 there (BENCHMARKS.md, "Query encoders on CPU"). The entry points make a set
 ``RETRIEVER_THREADS`` bound torch's and faiss's OpenMP threads too (``follow_env``), unless
 ``OMP_NUM_THREADS`` is set.
 """

@@ -393,16 +393,22 @@ class TransformerEncoder:
         ids = self.tokenize(texts, prefix)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")
-        chunks = []
+        batches = self._batches(order)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                chunks.append((batch, forward([ids[i] for i in batch])))
+            chunks = self._run(forward, [[ids[i] for i in batch] for batch in batches])
         if out.shape[1] == 0:
-            out = np.empty((len(texts), chunks[0][1].shape[1]), dtype=np.float32)
-        for batch, vectors in chunks:
+            out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+        for batch, vectors in zip(batches, chunks):
             out[batch] = vectors
         return out
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """The length-sorted rows ``order`` cut into the batches the forward pass runs."""
+        return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
+    def _run(self, forward, batches: list[list[list[int]]]) -> list[np.ndarray]:
+        """Each batch's vectors, in order (one after the other here)."""
+        return [forward(batch) for batch in batches]
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         return self._torch_forward(ids)

@@ -19,9 +19,12 @@ does not depend on its batch-mates and batches are as large as is fastest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +210,15 @@ class OnnxEncoder(TransformerEncoder):
         self.runtime = runtime
         example = pad_batch(self.tokenize(["an example question to trace", "short"]), self.pad_id)
         self.path = exported(self.model, config, runtime, example, cache_dir)
-        self.session = session(self.path, threads or default_threads())
+        # one intra-op thread a run, and a call's batches side by side on ``threads`` threads:
+        # less CPU and less time than intra-op threads at every request size measured
+        # (BENCHMARKS.md, "Query encoders on CPU"); ``session.run`` may be called concurrently
+        self.threads = max(1, threads or default_threads())
+        self.session = session(self.path, 1)
+        self._pool = None
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="onnx-encoder")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
         self.min_cosine_seen = self._check(min_cosine)
         self.model = None  # the torch weights served their purpose: reference and export
 
@@ -233,6 +244,36 @@ class OnnxEncoder(TransformerEncoder):
                 f"--query-encoder {self.runtime} (or try --query-encoder onnx)"
             )
         return worst
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """Batches of at most ``batch_size`` texts, and at least one per thread (as many as
+        there are texts), of equal size: 64 texts on 2 threads are 4 batches of 16, 4 texts
+        2 of 2, a lone text runs alone."""
+        n = len(order)
+        count = max(-(-n // self.batch_size), min(self.threads, n))
+        size = max(-(-n // max(count, 1)), 1)
+        return [order[s : s + size] for s in range(0, n, size)]
+
+    def _run(self, forward, batches: list[list[list[int]]]) -> list[np.ndarray]:
+        """The batches on the calling thread and ``threads - 1`` helpers, each taking the next
+        batch not yet taken; the torch reference (``_check``) runs one after the other."""
+        if self._pool is None or len(batches) < 2 or forward != self._forward:
+            return super()._run(forward, batches)
+        results: list = [None] * len(batches)
+        cursor = itertools.count()  # next() on it is atomic: each batch is taken once
+
+        def drain() -> None:
+            while (i := next(cursor)) < len(batches):
+                results[i] = forward(batches[i])
+
+        helpers = [self._pool.submit(drain) for _ in range(min(self.threads, len(batches)) - 1)]
+        try:
+            drain()
+        finally:
+            wait(helpers)
+        for helper in helpers:
+            helper.result()  # a helper's error is the call's
+        return results
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         input_ids, mask = pad_batch(ids, self.pad_id)

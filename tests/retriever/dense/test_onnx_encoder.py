@@ -88,8 +88,68 @@ def test_a_request_of_64_queries_runs_in_few_batches(int8, monkeypatch):
         int8.session, "run", lambda *a: runs.append(a[1]) or real(*a), raising=False
     )
     int8.encode_queries(check_queries()[:64])
-    assert len(runs) == -(-64 // int8.batch_size) and len(runs) <= 4
+    # batches of at most 16, and one per thread: 4 of 16 on up to 4 cores
+    assert len(runs) == max(-(-64 // int8.batch_size), min(int8.threads, 64))
     assert sum(len(feed["input_ids"]) for feed in runs) == 64
+
+
+@pytest.fixture(scope="module")
+def one_thread(config, cache):
+    return OnnxEncoder(config, "onnx-int8", threads=1, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def three_threads(config, cache):
+    return OnnxEncoder(config, "onnx-int8", threads=3, cache_dir=cache)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 64, 200])
+def test_a_call_split_over_threads_gives_the_one_thread_vectors(n, one_thread, three_threads):
+    """The batches of a call run side by side on the encoder's threads; every text gets the
+    vector the one-thread encoder gives it (bit for bit where both cut the same batches)."""
+    texts = hotpot_questions(n)
+    assert [len(b) for b in three_threads._batches(np.arange(n))] == {
+        1: [1],
+        2: [1, 1],
+        5: [2, 2, 1],
+        16: [6, 6, 4],
+        17: [6, 6, 5],
+        64: [16] * 4,
+        200: [16] * 12 + [8],
+    }[n]
+    got, want = three_threads.encode_queries(texts), one_thread.encode_queries(texts)
+    assert got.shape == want.shape == (n, 384)
+    if n in (1, 64):  # the same batches: 1 of 1, 4 of 16
+        np.testing.assert_array_equal(got, want)
+    assert cosines(got, want).min() >= 0.99999
+
+
+def test_the_batches_of_a_call_run_at_once_and_a_failed_one_fails_the_call(three_threads,
+                                                                           monkeypatch):  # fmt: skip
+    import threading
+    import time
+
+    real = three_threads.session.run
+    spans, lock = [], threading.Lock()
+
+    def slow_run(names, feed):
+        start = time.monotonic()
+        out = real(names, feed)
+        time.sleep(0.05)
+        if len(feed["input_ids"]) == 2:  # the last batch of 10 texts (4, 4, 2)
+            raise RuntimeError("onnxruntime failed on this batch")
+        with lock:
+            spans.append((start, time.monotonic(), threading.get_ident()))
+        return out
+
+    monkeypatch.setattr(three_threads.session, "run", slow_run, raising=False)
+    three_threads.encode_queries(hotpot_questions(9))  # 3 batches of 3
+    assert len(spans) == 3 and len({ident for *_, ident in spans}) == 3
+    assert max(a for a, _, _ in spans) < min(b for _, b, _ in spans)  # all three overlapped
+    with pytest.raises(RuntimeError, match="failed on this batch"):
+        three_threads.encode_queries(hotpot_questions(10))
+    monkeypatch.setattr(three_threads.session, "run", real, raising=False)
+    assert three_threads.encode_queries(hotpot_questions(10)).shape == (10, 384)  # still serves
 
 
 def test_onnx_fp32_matches_torch(config, cache, fp32):
