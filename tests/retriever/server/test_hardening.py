@@ -23,7 +23,7 @@ import httpx
 import pytest
 from conftest import REPO
 from fastapi.testclient import TestClient
-from retriever_fakes import FakeRetriever, build_root, free_port
+from retriever_fakes import FakeRetriever, LiveServer, build_root, free_port
 
 from retriever.index import Index
 from retriever.server.app import create_app
@@ -287,46 +287,30 @@ def test_idle_and_half_requests_are_closed_and_the_cap_answers_503_json(bm25_roo
 @pytest.mark.parametrize("protocol", ["h11", "httptools"])
 def test_the_guard_works_on_both_http_parsers(root, protocol, caplog):
     """uvicorn uses httptools when installed, else h11: the guard must hold on either."""
-    import uvicorn
-
     module = pytest.importorskip(f"uvicorn.protocols.http.{protocol}_impl")
     base = module.H11Protocol if protocol == "h11" else module.HttpToolsProtocol
     service, _ = client_for(root)
-    service.start()
     caplog.set_level(logging.INFO)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=port, log_config=None,
-        http=guarded_protocol(1.0, 4, base),
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
-        half = socket.create_connection(("127.0.0.1", port))
-        half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
-        idle = socket.create_connection(("127.0.0.1", port))
-        for s in (half, idle):
-            assert closed_within(s, 5)
-            s.close()
-        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-        r = httpx.get(f"{url}/health", timeout=5)
-        assert r.status_code == 503 and r.json()["error"] == "unavailable"
-        for s in held:
-            s.close()
-        time.sleep(0.3)
-        r = httpx.post(f"{url}/retrieve", json={"queries": ["hamlet"]}, timeout=5)
-        assert r.status_code == 200
-        assert "connection limit 4 reached" in caplog.text
-        assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+        with LiveServer(service, log_config=None, http=guarded_protocol(1.0, 4, base)) as live:
+            url, port = live.url, live.port
+            half = socket.create_connection(("127.0.0.1", port))
+            half.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+            idle = socket.create_connection(("127.0.0.1", port))
+            for s in (half, idle):
+                assert closed_within(s, 5)
+                s.close()
+            held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+            r = httpx.get(f"{url}/health", timeout=5)
+            assert r.status_code == 503 and r.json()["error"] == "unavailable"
+            for s in held:
+                s.close()
+            time.sleep(0.3)
+            r = httpx.post(f"{url}/retrieve", json={"queries": ["hamlet"]}, timeout=5)
+            assert r.status_code == 200
+            assert "connection limit 4 reached" in caplog.text
+            assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
     finally:
-        server.should_exit = True
-        thread.join(15)
         service.stop()
 
 

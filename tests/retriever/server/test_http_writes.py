@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 
 import pytest
-from retriever_fakes import FakeRetriever, build_root, free_port
+from retriever_fakes import FakeRetriever, LiveServer, build_root
 
 from retriever.index import Index
-from retriever.server.app import create_app
 from retriever.server.lifecycle import HeadWithBody, guarded_protocol
 from retriever.server.service import RetrievalService, ServiceConfig
 
@@ -76,14 +73,11 @@ def test_head_joins_body_and_nothing_is_lost_or_reordered():
 
 @pytest.mark.parametrize("protocol", ["h11", "httptools"])
 def test_each_answer_is_one_write_on_a_real_server(tmp_path, protocol):
-    import uvicorn
-
     module = pytest.importorskip(f"uvicorn.protocols.http.{protocol}_impl")
     base = module.H11Protocol if protocol == "h11" else module.HttpToolsProtocol
     root = build_root(tmp_path, bm25=False)
     fake = FakeRetriever(len(Index.open(root).store), "bm25")
     service = RetrievalService(ServiceConfig(index=root, max_wait_ms=1), {"bm25": fake})
-    service.start()
     recorders: list[Recorder] = []
 
     class Recording(guarded_protocol(5.0, 10, base)):
@@ -91,37 +85,26 @@ def test_each_answer_is_one_write_on_a_real_server(tmp_path, protocol):
             recorders.append(Recorder(transport))
             super().connection_made(recorders[-1])
 
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=port, log_config=None, http=Recording
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        body = b'{"queries": ["hamlet"], "topk": 2}'
-        request = (
-            b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for _ in range(3):  # keep-alive: three answers on one connection
-                s.sendall(request)
-                got = b""
-                while b"\r\n\r\n" not in got or not got.endswith(b"}"):
-                    got += s.recv(65536)
-                assert got.startswith(b"HTTP/1.1 200")
-            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            health = s.recv(65536)
-            assert health.startswith(b"HTTP/1.1 200")
-        writes = [w for w in recorders[0].writes if w]  # h11 ends a message with b''
-        assert len(writes) == 4, [w[:40] for w in writes]
-        assert all(w.startswith(b"HTTP/1.1 200") and w.endswith(b"}") for w in writes)
+        with LiveServer(service, log_config=None, http=Recording) as live:
+            port = live.port
+            body = b'{"queries": ["hamlet"], "topk": 2}'
+            request = (
+                b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                for _ in range(3):  # keep-alive: three answers on one connection
+                    s.sendall(request)
+                    got = b""
+                    while b"\r\n\r\n" not in got or not got.endswith(b"}"):
+                        got += s.recv(65536)
+                    assert got.startswith(b"HTTP/1.1 200")
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                health = s.recv(65536)
+                assert health.startswith(b"HTTP/1.1 200")
+            writes = [w for w in recorders[0].writes if w]  # h11 ends a message with b''
+            assert len(writes) == 4, [w[:40] for w in writes]
+            assert all(w.startswith(b"HTTP/1.1 200") and w.endswith(b"}") for w in writes)
     finally:
-        server.should_exit = True
-        thread.join(15)
         service.stop()
