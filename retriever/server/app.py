@@ -32,7 +32,7 @@ from .service import RetrievalService
 from .service_config import ServiceConfig
 from .web import RequestMetrics, bearer_dependency, json_response, on_error, read_body
 from .webapi import ENDPOINTS as WEB_ENDPOINTS
-from .webapi import web_router
+from .webapi import SearchFastPath, web_router
 
 if TYPE_CHECKING:
     import socket
@@ -66,19 +66,18 @@ class _App(FastAPI):
     """FastAPI with ``POST /retrieve`` answered by ``fastpath`` when it admits the request."""
 
     fast: Any = None  # RequestMetrics around a RetrieveFastPath
-    fast_check: Any = None  # its ``admits``
+    fast_search: Any = None  # and around a webapi.SearchFastPath (POST /search)
+    fast_check: Any = None  # the RetrieveFastPath's ``admits``, for both
 
     async def __call__(self, scope, receive, send) -> None:
-        if (
-            self.fast is not None
-            and scope["type"] == "http"
-            and scope["path"] == "/retrieve"
-            and scope["method"] == "POST"
-            and self.fast_check(scope)
-        ):
-            await self.fast(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        if self.fast is not None and scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            handler = self.fast if path == "/retrieve" else None
+            if path == "/search":
+                handler = self.fast_search
+            if handler is not None and self.fast_check(scope):
+                return await handler(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 # ---- the app ------------------------------------------------------------------------------
@@ -219,6 +218,9 @@ def create_app(
     if fast_path:
         fast = fastpath.RetrieveFastPath(service, config.max_body_bytes, config.token, check)
         app.fast = RequestMetrics(fast, metrics=service.metrics, endpoints=ENDPOINTS)
+        app.fast_search = RequestMetrics(
+            SearchFastPath(service), metrics=service.metrics, endpoints=WEB_ENDPOINTS
+        )
         app.fast_check = fast.admits
     return app
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
 
@@ -34,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..bm25.analyzer import Analyzer
 from ..errors import AuthError, BadRequestError, RetrieverError
+from . import fastpath
 from .service import RetrievalService
 from .snippets import first_words, snippets
 from .web import error_response, json_response, read_body
@@ -81,7 +83,10 @@ class _Shapes:
         return Analyzer.from_dict(index.parts()[name]["analyzer"])
 
     async def body(self, request: Request) -> Any:
-        raw = await read_body(request, self.service.config.max_body_bytes)
+        return self.parse(await read_body(request, self.service.config.max_body_bytes))
+
+    @staticmethod
+    def parse(raw: bytes) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -237,6 +242,49 @@ def _reader(page: dict, wants_json: bool) -> Response:
     return Response(text, media_type="text/plain; charset=utf-8")
 
 
+# ---- POST /search, the route's and the fast path's ---------------------------------------
+async def search_answer(shapes: _Shapes, body: Callable[[], Awaitable[Any]]) -> Response:
+    """The answer to one ``POST /search``, Serper's or OpenResearcher's; ``body()`` reads and
+    parses the request body (the route's way or the fast path's)."""
+    extra = _serper_error
+    try:
+        got = await body()
+        if isinstance(got, dict) and "q" not in got and "query" in got:
+            extra = _no_extra
+            return json_response(await _openresearcher(shapes, got))
+        if isinstance(got, list):
+            if not 1 <= len(got) <= SERPER_MAX_NUM:
+                raise BadRequestError(f"a batch of {len(got)} searches: send 1 to {SERPER_MAX_NUM}")
+            return json_response(await _serper(shapes, got))
+        if not isinstance(got, dict):
+            raise BadRequestError("send {'q': ..., 'num': ...} or a list of them")
+        return json_response((await _serper(shapes, [got]))[0])
+    except RetrieverError as exc:
+        return _error(exc, extra)
+
+
+class SearchFastPath:
+    """The ASGI handler of an admitted ``POST /search``: the framework's routing, middleware
+    and dependencies skipped, as ``fastpath`` does for ``/retrieve`` (whose ``admits`` decides:
+    the Host check, and the token as ``Bearer``, which the route's key check takes too)."""
+
+    def __init__(self, service: RetrievalService):
+        self.shapes = _Shapes(service)
+        self.limit = service.config.max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+
+        async def body() -> Any:
+            return _Shapes.parse(await fastpath.read_body(receive, declared, self.limit))
+
+        try:
+            response = await search_answer(self.shapes, body)
+        except Exception as exc:  # what the app's exception handlers answer
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+
 # ---- the router -------------------------------------------------------------------------
 def key_dependency(token: str):
     """With ``--token``: the token as Serper sends its key (``X-API-KEY``) or as Jina does
@@ -264,23 +312,7 @@ def web_router(service: RetrievalService) -> APIRouter:
     @router.post("/search")
     async def search(request: Request) -> Response:
         """Serper (``q``, or a list of ``{q}``) or OpenResearcher (``query``) search."""
-        extra = _serper_error
-        try:
-            body = await shapes.body(request)
-            if isinstance(body, dict) and "q" not in body and "query" in body:
-                extra = _no_extra
-                return json_response(await _openresearcher(shapes, body))
-            if isinstance(body, list):
-                if not 1 <= len(body) <= SERPER_MAX_NUM:
-                    raise BadRequestError(
-                        f"a batch of {len(body)} searches: send 1 to {SERPER_MAX_NUM}"
-                    )
-                return json_response(await _serper(shapes, body))
-            if not isinstance(body, dict):
-                raise BadRequestError("send {'q': ..., 'num': ...} or a list of them")
-            return json_response((await _serper(shapes, [body]))[0])
-        except RetrieverError as exc:
-            return _error(exc, extra)
+        return await search_answer(shapes, lambda: shapes.body(request))
 
     @router.post("/get_content")
     async def get_content(request: Request) -> Response:

@@ -225,3 +225,94 @@ def test_metrics_count_fast_requests(service):
     after = service.metrics.value("retriever_requests_total", endpoint="/retrieve", code="200")
     bad = service.metrics.value("retriever_requests_total", endpoint="/retrieve", code="422")
     assert (after - (before or 0), bad >= 1, app.fast.calls) == (1, True, 2)
+
+
+def search_bodies() -> list:
+    """Serper and OpenResearcher bodies, valid and not, for ``POST /search``."""
+    q = hotpot_questions(12)
+    return [
+        {"q": q[0]},
+        {"q": q[1], "num": 3, "page": 2, "gl": "us", "hl": "en", "ignored": 1},
+        {"q": q[2] + " -site:github.com site:x.org", "num": 1},
+        [{"q": q[3], "num": 2}, {"q": q[4]}],
+        [{"q": x, "num": 1} for x in q[:9]],  # past --max-queries-per-request 8
+        {"query": q[5], "topn": 4},
+        {"query": q[6]},
+        {"q": ""},
+        {"q": q[7], "num": 0},
+        {"q": q[7], "num": "3"},
+        {"q": q[7], "num": 5, "page": 40},
+        {"query": "", "topn": 3},
+        {"query": q[8], "topn": -1},
+        {"num": 3},
+        [],
+        [{"q": "x"}] * 101,
+        [{"q": "x"}, 3],
+        {"q": ["a list"]},
+        None,
+        7,
+        "a string",
+        {"q": "Kansas \u00e9t\u00e9 \u6771\u4eac", "num": 2},
+    ]
+
+
+def test_search_fast_path_answers_as_the_route(service):
+    """Serper's and OpenResearcher's ``POST /search`` take the fast path too: every answer,
+    error or not, is the route's to the byte."""
+    app, fast, slow = both_apps(service)
+    app.fast_search = Counting(app.fast_search)
+    statuses = set()
+
+    def same(content: bytes, headers: dict) -> int:
+        a = fast.post("/search", content=content, headers=headers)
+        b = slow.post("/search", content=content, headers=headers)
+        assert (a.status_code, dict(a.headers), a.content) == (
+            b.status_code,
+            dict(b.headers),
+            b.content,
+        ), content
+        return a.status_code
+
+    for body in search_bodies():
+        statuses.add(same(orjson.dumps(body), {"content-type": "application/json"}))
+    for content in (b"", b"{not json", b"[1", b"\xff\xfe", b"{}" * 3000):
+        statuses.add(same(content, {"content-type": "application/json"}))
+    body = orjson.dumps({"q": hotpot_questions(1)[0], "num": 2})
+    chunks = [body[i : i + 5] for i in range(0, len(body), 5)]
+    a, b = fast.post("/search", content=iter(chunks)), slow.post("/search", content=iter(chunks))
+    assert a.status_code == 200 and a.content == b.content
+    assert statuses == {200, 422}
+    assert app.fast_search.calls == len(search_bodies()) + 6 and app.fast.calls == 0
+    organic = orjson.loads(fast.post("/search", json={"q": "Kansas", "num": 2}).content)["organic"]
+    assert len(organic) == 2 and organic[0]["position"] == 1 and organic[0]["snippet"]
+
+
+def test_search_fast_path_takes_only_what_the_route_lets_through(root):
+    config = ServiceConfig(index=root, max_wait_ms=1, cache_size=0, token="s3cret")
+    service = RetrievalService(config)
+    service.start()
+    try:
+        app, fast, slow = both_apps(service, bind_host="127.0.0.1")
+        app.fast_search = Counting(app.fast_search)
+        body = orjson.dumps({"q": "Kansas", "num": 2})
+        cases = [
+            ({"authorization": "Bearer s3cret"}, 200, True),
+            ({"x-api-key": "s3cret"}, 200, False),  # Serper's header: the route's key check
+            ({"authorization": "bearer s3cret"}, 200, False),
+            ({"x-api-key": "wrong"}, 401, False),
+            ({}, 401, False),
+            ({"authorization": "Bearer s3cret", "host": "evil.example"}, 421, False),
+        ]
+        for headers, status, took_fast in cases:
+            before = app.fast_search.calls
+            a = fast.post("/search", content=body, headers=headers)
+            b = slow.post("/search", content=body, headers=headers)
+            assert (a.status_code, a.content) == (b.status_code, b.content), headers
+            assert a.status_code == status, headers
+            assert (app.fast_search.calls > before) == took_fast, headers
+        before = service.metrics.value("retriever_requests_total", endpoint="/search", code="200")
+        fast.post("/search", content=body, headers={"authorization": "Bearer s3cret"})
+        after = service.metrics.value("retriever_requests_total", endpoint="/search", code="200")
+        assert after - (before or 0) == 1  # a fast answer is counted as the route's is
+    finally:
+        service.stop()
