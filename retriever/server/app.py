@@ -63,7 +63,8 @@ def _body(model: type) -> dict:
 
 
 class _App(FastAPI):
-    """FastAPI with ``POST /retrieve`` answered by ``fastpath`` when it admits the request."""
+    """FastAPI with ``POST /retrieve`` and ``POST /search`` answered by their fast paths when
+    ``fastpath`` admits the request."""
 
     fast: Any = None  # RequestMetrics around a RetrieveFastPath
     fast_search: Any = None  # and around a webapi.SearchFastPath (POST /search)
@@ -72,9 +73,7 @@ class _App(FastAPI):
     async def __call__(self, scope, receive, send) -> None:
         if self.fast is not None and scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            handler = self.fast if path == "/retrieve" else None
-            if path == "/search":
-                handler = self.fast_search
+            handler = {"/retrieve": self.fast, "/search": self.fast_search}.get(path)
             if handler is not None and self.fast_check(scope):
                 return await handler(scope, receive, send)
         await super().__call__(scope, receive, send)

@@ -1,7 +1,7 @@
-"""``POST /retrieve``'s fast path (``retriever/server/fastpath.py``) answers byte for byte what
-the FastAPI route answers: the same service behind two apps, one with the fast path, one
-without, over a corpus of valid, invalid and fuzzed bodies (JSON and msgpack), on the real BM25
-part of the HotpotQA index."""
+"""``POST /retrieve``'s fast path (``retriever/server/fastpath.py``) and ``POST /search``'s
+(``webapi.SearchFastPath``) answer byte for byte what the FastAPI routes answer: the same
+service behind two apps, one with the fast paths, one without, over a corpus of valid, invalid
+and fuzzed bodies (JSON and msgpack), on the real BM25 part of the HotpotQA index."""
 
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ def service(root):
     service.stop()
 
 
-def same_answer(fast_client, slow_client, content: bytes, headers: dict) -> tuple:
-    a = fast_client.post("/retrieve", content=content, headers=headers)
-    b = slow_client.post("/retrieve", content=content, headers=headers)
+def same_answer(fast_client, slow_client, content: bytes, headers: dict, path="/retrieve") -> tuple:
+    a = fast_client.post(path, content=content, headers=headers)
+    b = slow_client.post(path, content=content, headers=headers)
     assert (a.status_code, dict(a.headers), a.content) == (
         b.status_code,
         dict(b.headers),
@@ -262,21 +262,11 @@ def test_search_fast_path_answers_as_the_route(service):
     app, fast, slow = both_apps(service)
     app.fast_search = Counting(app.fast_search)
     statuses = set()
-
-    def same(content: bytes, headers: dict) -> int:
-        a = fast.post("/search", content=content, headers=headers)
-        b = slow.post("/search", content=content, headers=headers)
-        assert (a.status_code, dict(a.headers), a.content) == (
-            b.status_code,
-            dict(b.headers),
-            b.content,
-        ), content
-        return a.status_code
-
-    for body in search_bodies():
-        statuses.add(same(orjson.dumps(body), {"content-type": "application/json"}))
-    for content in (b"", b"{not json", b"[1", b"\xff\xfe", b"{}" * 3000):
-        statuses.add(same(content, {"content-type": "application/json"}))
+    json_headers = {"content-type": "application/json"}
+    for content in [orjson.dumps(body) for body in search_bodies()] + [
+        b"", b"{not json", b"[1", b"\xff\xfe", b"{}" * 3000
+    ]:  # fmt: skip
+        statuses.add(same_answer(fast, slow, content, json_headers, path="/search")[0])
     body = orjson.dumps({"q": hotpot_questions(1)[0], "num": 2})
     chunks = [body[i : i + 5] for i in range(0, len(body), 5)]
     a, b = fast.post("/search", content=iter(chunks)), slow.post("/search", content=iter(chunks))
